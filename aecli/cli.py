@@ -1,0 +1,477 @@
+"""The ``aecli`` command line: parse flags, call the core, report on stderr.
+
+Only this module prints. Data goes to stdout; progress, summaries and errors
+go to stderr. torch, numpy and safetensors are imported inside the commands
+that need them so that ``aecli --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aecli import __version__
+from aecli.config import Activation, Kind, Loss, Noise, Scale, TrainConfig
+from aecli.errors import AecliError, UsageError
+
+if TYPE_CHECKING:
+    from aecli.api import FittedModel
+    from aecli.train import EpochStats
+
+app = typer.Typer(
+    name="aecli",
+    help="Train autoencoders on tables of numbers and use them from the shell.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# -- shared options ------------------------------------------------------------
+DataArg = Annotated[
+    str, typer.Argument(help="A .csv, .tsv (optionally .gz) or .npy file, or - for stdin.")
+]
+ModelArg = Annotated[str, typer.Argument(help="A model file written by 'aecli train'.")]
+OutputOpt = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output file; the format follows the extension (.csv, .tsv, "
+        ".csv.gz, .npy). - or nothing writes CSV to stdout.",
+    ),
+]
+HeaderOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--header/--no-header",
+        help="Whether the first CSV row holds names. Default: it does if it is not all numbers.",
+        show_default=False,
+    ),
+]
+DelimiterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="CSV field delimiter. Default: from the extension (, or tab).", show_default=False
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train autoencoders on tables of numbers and use them from the shell."""
+
+
+# -- train -------------------------------------------------------------------------
+@app.command()
+def train(
+    data: DataArg,
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", help="Model file to write (.safetensors), or - for stdout."),
+    ],
+    kind: Annotated[Kind, typer.Option(help="Autoencoder variant.")] = Kind.basic,
+    hidden: Annotated[
+        str,
+        typer.Option(
+            help="Encoder hidden sizes, e.g. 300,150; 'none' for no hidden layer; "
+            "'auto' = one layer of min(256, max(4*latent, inputs/2))."
+        ),
+    ] = "auto",
+    latent: Annotated[
+        int | None,
+        typer.Option(
+            help="Coding size. Default: inputs/4, between 1 and 32.", show_default=False, min=1
+        ),
+    ] = None,
+    tied: Annotated[
+        bool, typer.Option(help="Tie decoder weights to the encoder's, transposed.")
+    ] = False,
+    activation: Annotated[
+        Activation, typer.Option(help="Hidden-layer activation.")
+    ] = Activation.elu,
+    loss: Annotated[
+        Loss, typer.Option(help="Reconstruction loss; auto = bce for vae, mse otherwise.")
+    ] = Loss.auto,
+    noise: Annotated[
+        Noise,
+        typer.Option(help="Input noise while training; auto = gaussian for denoise, else none."),
+    ] = Noise.auto,
+    noise_std: Annotated[float, typer.Option(help="Gaussian noise sigma, in scaled units.")] = 0.2,
+    dropout: Annotated[
+        float, typer.Option(help="Fraction of inputs zeroed by --noise dropout.")
+    ] = 0.3,
+    sparsity_target: Annotated[
+        float, typer.Option(help="Target mean activation p (sparse).")
+    ] = 0.1,
+    sparsity_weight: Annotated[float, typer.Option(help="Weight of sum KL(p||q) (sparse).")] = 0.2,
+    beta: Annotated[float, typer.Option(help="Weight of the latent loss (vae).")] = 1.0,
+    scale: Annotated[
+        Scale, typer.Option(help="Per-column scaling, fitted on DATA.")
+    ] = Scale.minmax,
+    epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = 50,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="L2 penalty (Adam weight decay).")] = 0.0,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of rows held out; their loss is shown each epoch.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same file.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int, typer.Option(help="CPU threads; 0 = chosen by problem size.", min=0)
+    ] = 0,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train an autoencoder on DATA and write it to a model file."""
+    from aecli.config import parse_hidden, resolve_config
+
+    hidden_sizes = parse_hidden(hidden)
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        threads=threads,
+        scale=scale.value,
+    )
+    train_config.validate()
+    _check_model_output(output, data)
+
+    from aecli import api, modelfile
+    from aecli.device import resolve_device
+    from aecli.io import read_table
+
+    resolve_device(device)
+    table = read_table(data, header=header, delimiter=delimiter)
+    model_config = resolve_config(
+        kind.value,
+        table.n_features,
+        hidden=hidden_sizes,
+        latent=latent,
+        loss=loss.value,
+        noise=noise.value,
+        tied=tied,
+        activation=activation.value,
+        noise_std=noise_std,
+        dropout=dropout,
+        sparsity_target=sparsity_target,
+        sparsity_weight=sparsity_weight,
+        beta=beta,
+    )
+    model_config.validate()
+    with _progress(train_config.epochs, quiet) as on_epoch:
+        fitted, history = api.train(table, model_config, train_config, on_epoch)
+    if output == "-":
+        sys.stdout.buffer.write(modelfile.to_bytes(fitted))
+        sys.stdout.buffer.flush()
+    else:
+        modelfile.save(fitted, output, protect=[data])
+    if not quiet:
+        _say(_summary_line(fitted, history.seconds, output))
+
+
+def _check_model_output(output: str, data: str) -> None:
+    """Fail before training, not after, when the model could not be written."""
+    from pathlib import Path
+
+    if output == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a binary model file to a terminal", flag="-o")
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise UsageError(f"{output!r} is a directory", flag="-o")
+    if not target.parent.is_dir():
+        raise UsageError(f"directory {str(target.parent)!r} does not exist", flag="-o")
+    if data != "-" and target.exists() and target.resolve() == Path(data).resolve():
+        raise UsageError(f"{output!r} is the input data; refusing to overwrite it", flag="-o")
+
+
+def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:
+    s = fitted.summary
+    terms = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
+    val = f", val loss {s['val_loss']:.4g}" if s["val_loss"] is not None else ""
+    where = "stdout" if output == "-" else output
+    return (
+        f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
+        f"for {s['epochs']} epochs in {seconds:.1f} s ({s['device']}): {terms}{val} -> {where}"
+    )
+
+
+class _progress:
+    """A rich progress bar on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[terms]}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=self.total, terms="")
+        return self.update
+
+    def update(self, stats: EpochStats) -> None:
+        terms = " ".join(f"{k} {v:.4g}" for k, v in stats.terms.items())
+        if stats.val_loss is not None:
+            terms += f" val {stats.val_loss:.4g}"
+        self._bar.update(self._task, completed=stats.epoch, terms=terms)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -- encode / reconstruct / sample -------------------------------------------------
+@app.command()
+def encode(
+    model: ModelArg,
+    data: DataArg,
+    output: OutputOpt = "-",
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Write the codes of DATA's rows (a VAE gives the posterior mean), columns z0, z1, ..."""
+    _transform(model, data, output, header, delimiter, codes=True)
+
+
+@app.command()
+def reconstruct(
+    model: ModelArg,
+    data: DataArg,
+    output: OutputOpt = "-",
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Write DATA's rows passed through the autoencoder, in the original units."""
+    _transform(model, data, output, header, delimiter, codes=False)
+
+
+def _transform(
+    model_path: str,
+    data: str,
+    output: str,
+    header: bool | None,
+    delimiter: str | None,
+    *,
+    codes: bool,
+) -> None:
+    """Stream DATA through the model chunk by chunk, keeping row order."""
+    from aecli import modelfile
+    from aecli.io import TableWriter, describe, iter_table
+
+    fitted = modelfile.load(model_path)
+    chunks = iter_table(data, header=header, delimiter=delimiter)
+    first = next(chunks)
+    fitted.check_input(first, describe(data))
+    if codes:
+        columns, row_shape = fitted.code_names, (fitted.config.latent,)
+    else:
+        columns, row_shape = fitted.column_names, _row_shape(fitted, first.row_shape)
+    apply = fitted.encode if codes else fitted.reconstruct
+    with TableWriter(output, columns, row_shape, protect=[data, model_path]) as writer:
+        writer.write(apply(first.values))
+        for chunk in chunks:
+            writer.write(apply(chunk.values))
+
+
+def _row_shape(fitted: FittedModel, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Outputs keep the input's row shape when it has the model's width."""
+    import math
+
+    if math.prod(input_shape) == fitted.config.n_inputs:
+        return input_shape
+    return fitted.row_shape
+
+
+@app.command()
+def sample(
+    model: ModelArg,
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of rows to draw.", min=1)] = 10,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Random seed; default: different every run.", show_default=False),
+    ] = None,
+    output: OutputOpt = "-",
+) -> None:
+    """Draw new rows from a VAE: decode z ~ N(0, I) into the original units."""
+    from aecli import modelfile
+    from aecli.io import TableWriter
+
+    fitted = modelfile.load(model)
+    rows = fitted.sample(n, seed)
+    with TableWriter(output, fitted.column_names, fitted.row_shape, protect=[model]) as writer:
+        writer.write(rows)
+
+
+# -- info / example -----------------------------------------------------------------
+@app.command()
+def info(
+    model: ModelArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a model file's kind, architecture, training summary and columns."""
+    from aecli.config import ModelConfig
+    from aecli.modelfile import read_metadata
+
+    meta = read_metadata(model)
+    config = ModelConfig.from_dict(meta["aecli.model"])
+    report = {
+        "file": model,
+        "format": meta["format"],
+        "aecli_version": meta.get("aecli.version"),
+        "kind": config.kind,
+        "architecture": config.architecture(),
+        "model": meta["aecli.model"],
+        "training": meta["aecli.train"],
+        "summary": meta.get("aecli.summary", {}),
+        "data": meta["aecli.data"],
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    typer.echo(_info_text(report, config))
+
+
+def _info_text(report: dict[str, Any], config: Any) -> str:
+    summary, data, train = report["summary"], report["data"], report["training"]
+    final = summary.get("final", {})
+    lines = [
+        f"file          {report['file']} (aecli format {report['format']}, "
+        f"written by aecli {report['aecli_version']})",
+        f"kind          {config.kind}" + (" (tied weights)" if config.tied else ""),
+        f"architecture  {config.architecture()} ({config.activation} hidden layers)",
+        f"loss          {config.loss}" + _extras(config),
+        f"scaling       {data.get('scale')}",
+        f"trained on    {summary.get('rows', '?')} rows, {summary.get('val_rows', 0)} held out, "
+        f"{summary.get('epochs', '?')} epochs, batch {train['batch_size']}, lr {train['lr']:g}, "
+        f"seed {train['seed']}, {summary.get('device', '?')}",
+        "final loss    " + ", ".join(f"{k} {v:.5g}" for k, v in final.items()),
+    ]
+    if summary.get("val_loss") is not None:
+        lines.append(f"val loss      {summary['val_loss']:.5g}")
+    columns = data.get("columns")
+    shape = "x".join(str(s) for s in data.get("row_shape") or [])
+    named = ", ".join(columns) if columns else "(no header: x0..)"
+    lines.append(f"columns       {config.n_inputs} (row shape {shape}): {named}")
+    return "\n".join(lines)
+
+
+def _extras(config: Any) -> str:
+    parts = []
+    if config.noise != "none":
+        amount = (
+            f"std {config.noise_std:g}" if config.noise == "gaussian" else f"{config.dropout:g}"
+        )
+        parts.append(f"{config.noise} noise {amount}")
+    if config.kind == "sparse":
+        parts.append(
+            f"sparsity target {config.sparsity_target:g} weight {config.sparsity_weight:g}"
+        )
+    if config.kind == "vae":
+        parts.append(f"beta {config.beta:g}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+@app.command()
+def example(
+    name: Annotated[str, typer.Argument(help="Dataset name: digits.")] = "digits",
+    output: OutputOpt = "-",
+) -> None:
+    """Write a dataset that ships with aecli (so everything works offline)."""
+    from aecli import datasets
+    from aecli.io import TableWriter
+
+    table = datasets.load(name)
+    columns = table.columns or [f"x{i}" for i in range(table.n_features)]
+    with TableWriter(output, columns, table.row_shape) as writer:
+        writer.write(table.values)
+
+
+# -- entry point -------------------------------------------------------------------
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _click_classes() -> tuple[type[BaseException], type[BaseException]]:
+    """Click's exception classes, wherever this typer version keeps click."""
+    mro = typer.BadParameter.__mro__
+    by_name = {cls.__name__: cls for cls in mro}
+    return by_name["ClickException"], by_name["UsageError"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; expected failures become one line on stderr and an exit code."""
+    click_exception, click_usage_error = _click_classes()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="aecli", standalone_mode=False)
+        sys.stdout.flush()
+    except AecliError as exc:
+        _say(f"aecli: error: {exc}")
+        return exc.exit_code
+    except click_usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            return 0
+        where = ctx.command_path if ctx is not None else "aecli"
+        _say(f"{where}: error: {exc.format_message()} (see '{where} --help')")  # type: ignore[attr-defined]
+        return 2
+    except click_exception as exc:
+        _say(f"aecli: error: {exc.format_message()}")  # type: ignore[attr-defined]
+        return exc.exit_code  # type: ignore[attr-defined]
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        _say("aecli: interrupted")
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,241 @@
+"""Model and training configuration: torch-free dataclasses.
+
+The CLI builds these from flags, the core builds models from them, and the
+model file stores them as JSON so that the file alone rebuilds the model.
+Every field has a default so that files written before a field existed still
+load (``from_dict`` fills what is missing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from aecli.errors import UsageError
+
+
+class Kind(str, Enum):
+    """The autoencoder variants of Géron's chapter."""
+
+    basic = "basic"
+    denoise = "denoise"
+    sparse = "sparse"
+    vae = "vae"
+
+
+class Loss(str, Enum):
+    """Reconstruction loss; ``auto`` resolves per kind (see ``default_loss``)."""
+
+    auto = "auto"
+    mse = "mse"
+    bce = "bce"
+
+
+class Noise(str, Enum):
+    """Input corruption while training; ``auto`` is gaussian for denoise, none otherwise."""
+
+    auto = "auto"
+    none = "none"
+    gaussian = "gaussian"
+    dropout = "dropout"
+
+
+class Scale(str, Enum):
+    """Per-column scaling fitted on the training data and inverted on output."""
+
+    minmax = "minmax"
+    standard = "standard"
+    none = "none"
+
+
+class Activation(str, Enum):
+    """Activation of the hidden (non-coding, non-output) layers."""
+
+    relu = "relu"
+    elu = "elu"
+    selu = "selu"
+    tanh = "tanh"
+
+
+FORMAT_VERSION = 1
+
+
+def default_loss(kind: str) -> str:
+    """bce for VAEs (a Bernoulli decoder, as in Kingma & Welling on [0, 1] data), mse otherwise."""
+    return Loss.bce.value if kind == Kind.vae.value else Loss.mse.value
+
+
+def default_noise(kind: str) -> str:
+    """Only the denoising kind corrupts its inputs unless ``--noise`` says otherwise."""
+    return Noise.gaussian.value if kind == Kind.denoise.value else Noise.none.value
+
+
+def default_latent(n_inputs: int) -> int:
+    """A quarter of the width, between 1 and 32: 2 for a 10-column table, 32 for 784 pixels."""
+    return max(1, min(32, n_inputs // 4))
+
+
+def default_hidden(n_inputs: int, latent: int) -> tuple[int, ...]:
+    """One hidden layer between the input and the coding layer, capped at 256 units."""
+    return (min(256, max(4 * latent, n_inputs // 2)),)
+
+
+def parse_hidden(text: str | None) -> tuple[int, ...] | None:
+    """Parse ``--hidden``: ``300,150``, ``none`` (no hidden layer) or ``auto``/None."""
+    if text is None or text.strip().lower() in ("", "auto"):
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"expected comma-separated layer sizes such as 300,150, or 'none', got {text!r}",
+            flag="--hidden",
+        ) from None
+    if any(size < 1 for size in sizes):
+        raise UsageError(f"layer sizes must be positive, got {text!r}", flag="--hidden")
+    return sizes
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What rebuilds a model: architecture, loss and regularisation.
+
+    Defaults are the book's choices where it has one (sparsity target 0.1 and
+    weight 0.2, dropout 0.3 = keep_prob 0.7) and otherwise ones that suit both
+    a 10-column table and 784-pixel images.
+    """
+
+    kind: str = Kind.basic.value
+    n_inputs: int = 1
+    hidden: tuple[int, ...] = ()
+    latent: int = 1
+    activation: str = Activation.elu.value  # smooth, no dead units in tiny models
+    tied: bool = False  # decoder weights = encoder weights transposed
+    loss: str = Loss.mse.value
+    noise: str = Noise.none.value
+    noise_std: float = 0.2  # sigma of the gaussian noise, in scaled units
+    dropout: float = 0.3  # fraction of inputs zeroed (book: keep_prob 0.7)
+    sparsity_target: float = 0.1  # p, the target mean activation of a coding unit
+    sparsity_weight: float = 0.2  # weight of sum KL(p || q) in the loss
+    beta: float = 1.0  # weight of the VAE latent loss (1 = the ELBO)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Layer widths from the input to the coding layer."""
+        return (self.n_inputs, *self.hidden, self.latent)
+
+    def architecture(self) -> str:
+        """The mirrored shape as users write it, e.g. ``64-32-8-32-64``."""
+        widths = [*self.sizes, *reversed(self.sizes[:-1])]
+        return "-".join(str(w) for w in widths)
+
+    def validate(self) -> None:
+        """Raise UsageError naming the flag for any value the models cannot use."""
+        _check(self.kind in {k.value for k in Kind}, "--kind", f"unknown kind {self.kind!r}")
+        _check(self.n_inputs >= 1, "DATA", "the data has no feature columns")
+        _check(self.latent >= 1, "--latent", f"must be at least 1, got {self.latent}")
+        regularised = self.kind in (Kind.sparse.value, Kind.denoise.value) or self.noise != "none"
+        _check(
+            self.latent <= self.n_inputs or regularised,
+            "--latent",
+            f"{self.latent} is larger than the input ({self.n_inputs} features); an "
+            "overcomplete code only makes sense for --kind sparse or with --noise",
+        )
+        _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.noise_std >= 0.0, "--noise-std", f"must be >= 0, got {self.noise_std}")
+        _check(
+            0.0 < self.sparsity_target < 1.0,
+            "--sparsity-target",
+            f"must be strictly between 0 and 1, got {self.sparsity_target}",
+        )
+        _check(
+            self.sparsity_weight >= 0.0,
+            "--sparsity-weight",
+            f"must be >= 0, got {self.sparsity_weight}",
+        )
+        _check(self.beta >= 0.0, "--beta", f"must be >= 0, got {self.beta}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from stored JSON; keys missing in older files take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "hidden" in values:
+            values["hidden"] = tuple(values["hidden"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimiser, schedule, split, device and reproducibility."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # L2 penalty, as Adam's coupled weight decay
+    val_fraction: float = 0.1  # held-out share of rows, evaluated every epoch
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0 = chosen by aecli from the problem size
+    scale: str = Scale.minmax.value
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
+        _check(self.batch_size >= 1, "--batch-size", f"must be at least 1, got {self.batch_size}")
+        _check(self.lr > 0 and math.isfinite(self.lr), "--lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "--weight-decay", f"must be >= 0, got {self.weight_decay}")
+        _check(
+            0.0 <= self.val_fraction < 1.0,
+            "--val-fraction",
+            f"must be in [0, 1), got {self.val_fraction}",
+        )
+        _check(self.threads >= 0, "--threads", f"must be >= 0, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_config(
+    kind: str,
+    n_inputs: int,
+    *,
+    hidden: Sequence[int] | None,
+    latent: int | None,
+    loss: str,
+    noise: str,
+    **options: Any,
+) -> ModelConfig:
+    """Fill the ``auto`` choices (sizes, loss, noise) for this data and kind."""
+    if kind not in {k.value for k in Kind}:
+        valid = ", ".join(k.value for k in Kind)
+        raise UsageError(f"unknown kind {kind!r}; valid kinds: {valid}", flag="--kind")
+    latent = latent if latent is not None else default_latent(n_inputs)
+    hidden_sizes = tuple(hidden) if hidden is not None else default_hidden(n_inputs, latent)
+    return ModelConfig(
+        kind=kind,
+        n_inputs=n_inputs,
+        hidden=hidden_sizes,
+        latent=latent,
+        loss=default_loss(kind) if loss == "auto" else loss,
+        noise=default_noise(kind) if noise == "auto" else noise,
+        **options,
+    )
+
+
+def _check(ok: bool, flag: str, message: str) -> None:
+    if not ok:
+        raise UsageError(message, flag=flag)

@@ -1,0 +1,58 @@
+"""Choose where and with how many threads to run.
+
+Kept apart from the trainer so that flag errors (``--device cuda`` on a
+machine without CUDA) surface before any data is read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from aecli.errors import UsageError
+
+
+def resolve_device(text: str) -> torch.device:
+    """``auto`` picks CUDA when present; an unusable CUDA request is a usage error."""
+    spec = text.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise UsageError(
+            f"unknown device {text!r}; use auto, cpu, cuda or cuda:N", flag="--device"
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise UsageError(
+            f"unsupported device {text!r}; use auto, cpu, cuda or cuda:N", flag="--device"
+        )
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU found"
+        raise UsageError(f"{text} requested but {why}; use --device cpu", flag="--device")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise UsageError(
+            f"{text} requested but only {count} CUDA device(s) exist (cuda:0..cuda:{count - 1})",
+            flag="--device",
+        )
+    return device
+
+
+def choose_threads(requested: int, work_per_step: float) -> int:
+    """Thread count for CPU work: ``requested`` if set, else by problem size.
+
+    Small steps (tabular models) are dominated by per-op overhead, where extra
+    OpenMP threads only add synchronisation and, when another program holds a
+    core, spin and collapse throughput; one thread is then the fast choice.
+    ``work_per_step`` is the multiply-adds of one training step.
+    """
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if work_per_step < 5e6:
+        return 1
+    return max(1, min(cores or 1, 8))

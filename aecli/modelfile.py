@@ -1,0 +1,217 @@
+"""Save and load a model file: one ``.safetensors`` that rebuilds everything.
+
+Layout: tensors ``model.*`` (the state dict) and ``scaler.offset`` /
+``scaler.scale``; metadata (``str -> str``) holds JSON under namespaced keys:
+
+- ``aecli.format``: the file format version (an integer as text)
+- ``aecli.version``: the aecli that wrote it
+- ``aecli.model``: the ModelConfig, ``aecli.train``: the TrainConfig
+- ``aecli.data``: column names, the shape of one input row, the scaling
+- ``aecli.summary``: the training summary (rows, epochs, final losses)
+
+Nothing is pickled. The header is parsed here, before safetensors sees the
+bytes, so that damaged or foreign files get a precise message; reading the
+metadata alone needs neither torch nor numpy (``aecli info`` stays fast).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aecli import __version__
+from aecli.config import FORMAT_VERSION, ModelConfig, TrainConfig
+from aecli.errors import AecliError, ModelFileError
+
+if TYPE_CHECKING:
+    from aecli.api import FittedModel
+
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+
+
+def read_header(path: str) -> tuple[dict[str, str], dict[str, Any], int]:
+    """Validate the file's framing; return (aecli metadata, tensor table, header size)."""
+    data = _read(path)
+    header, size = _parse_header(data, path)
+    return header.pop("__metadata__", None) or {}, header, size
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """The decoded aecli metadata of a model file, checked for format and version."""
+    metadata, _, _ = read_header(path)
+    return _decode_metadata(metadata, path)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a directory, not a model file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _parse_header(data: bytes, path: str) -> tuple[dict[str, Any], int]:
+    foreign = f"{path}: not a safetensors model file"
+    if len(data) < 8:
+        raise ModelFileError(f"{foreign} (only {len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(_MAX_HEADER, len(data) - 8):
+        raise ModelFileError(f"{foreign} (bad header length; truncated?)")
+    try:
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{foreign} (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{foreign} (header is not a JSON object)")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise ModelFileError(f"{foreign} (bad entry for tensor {name!r})") from None
+    body = len(data) - 8 - size
+    if end > body:
+        raise ModelFileError(f"{path}: truncated model file ({body} of {end} data bytes)")
+    if end < body:
+        raise ModelFileError(f"{path}: {body - end} unexpected bytes after the tensors (damaged?)")
+    return header, size
+
+
+def _decode_metadata(metadata: dict[str, str], path: str) -> dict[str, Any]:
+    if "aecli.format" not in metadata:
+        raise ModelFileError(f"{path}: a safetensors file, but not one written by aecli")
+    try:
+        version = int(metadata["aecli.format"])
+    except ValueError:
+        raise ModelFileError(
+            f"{path}: bad aecli format version {metadata['aecli.format']!r}"
+        ) from None
+    if version > FORMAT_VERSION or version < 1:
+        raise ModelFileError(
+            f"{path}: aecli model format {version} is not supported by aecli {__version__} "
+            f"(it reads format 1..{FORMAT_VERSION}); upgrade aecli"
+        )
+    try:
+        decoded = {
+            key: json.loads(value) for key, value in metadata.items() if key != "aecli.format"
+        }
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{path}: damaged aecli metadata (not JSON)") from None
+    decoded["format"] = version
+    required = ("aecli.model", "aecli.train", "aecli.data")
+    missing = [key for key in required if key not in decoded]
+    if missing:
+        raise ModelFileError(f"{path}: aecli metadata lacks {', '.join(missing)}")
+    return decoded
+
+
+def to_bytes(fitted: FittedModel) -> bytes:
+    """Serialise deterministically: same weights and config give the same bytes."""
+    import numpy as np
+
+    tensors = {
+        f"model.{name}": tensor.detach().to("cpu").numpy()
+        for name, tensor in fitted.model.state_dict().items()
+    }
+    tensors["scaler.offset"] = fitted.scaler.offset
+    tensors["scaler.scale"] = fitted.scaler.scale
+    data = {
+        "columns": fitted.columns,
+        "row_shape": list(fitted.row_shape),
+        "scale": fitted.scaler.method,
+    }
+    metadata = {
+        "aecli.format": str(FORMAT_VERSION),
+        "aecli.version": json.dumps(__version__),
+        "aecli.model": _json(fitted.config.to_dict()),
+        "aecli.train": _json(fitted.train_config.to_dict()),
+        "aecli.data": _json(data),
+        "aecli.summary": _json(fitted.summary),
+    }
+    return serialize({k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}, metadata)
+
+
+def serialize(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
+    """The safetensors format, written here because its order must be fixed.
+
+    ``safetensors.torch.save`` keeps metadata in a Rust HashMap, whose order
+    changes from process to process, so the same model would not give the
+    same bytes. Here keys are sorted, tensors are float32 little-endian and
+    laid out by name, and the header is space-padded to 8 bytes, as the
+    format specifies. Reading stays with the safetensors library.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        array = tensors[name]
+        raw = array.astype("<f4", copy=False).tobytes(order="C")
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
+def save(fitted: FittedModel, path: str, *, protect: Sequence[str] = ()) -> None:
+    """Write the model file atomically; inputs named in ``protect`` are never overwritten."""
+    from aecli.io import write_bytes_atomic
+
+    write_bytes_atomic(path, to_bytes(fitted), protect=protect, flag="-o")
+
+
+def load(path: str) -> FittedModel:
+    """Rebuild a trained model on the CPU from its file alone."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    from aecli.api import FittedModel
+    from aecli.models import build_model
+    from aecli.scaler import Scaler
+
+    raw = _read(path)
+    header, _ = _parse_header(raw, path)
+    meta = _decode_metadata(header.get("__metadata__") or {}, path)
+    try:
+        tensors = load_tensors(raw)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: damaged tensors ({exc})") from None
+    try:
+        config = ModelConfig.from_dict(meta["aecli.model"])
+        train_config = TrainConfig.from_dict(meta["aecli.train"])
+        data = meta["aecli.data"]
+        model = build_model(config)
+        state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        model.load_state_dict(state, strict=True)
+        scaler = Scaler(
+            data["scale"], tensors["scaler.offset"].numpy(), tensors["scaler.scale"].numpy()
+        )
+    except (AecliError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: inconsistent aecli model file ({exc})") from None
+    model.eval()
+    return FittedModel(
+        model=model,
+        scaler=scaler,
+        config=config,
+        train_config=train_config,
+        columns=data.get("columns"),
+        row_shape=tuple(data.get("row_shape") or (config.n_inputs,)),
+        summary=meta.get("aecli.summary") or {},
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

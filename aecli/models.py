@@ -1,0 +1,186 @@
+"""The autoencoder variants and the registry that maps a kind to its class.
+
+Names follow the math: ``encode``, ``reparameterize``, ``decode``. ``forward``
+returns the loss and its named terms, so one trainer serves every kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aecli import losses
+from aecli.config import Kind, Loss, ModelConfig, Noise
+from aecli.errors import UsageError
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "elu": F.elu,
+    "selu": F.selu,
+    "tanh": torch.tanh,
+}
+
+Terms = dict[str, torch.Tensor]
+
+
+class Autoencoder(nn.Module):
+    """Plain or stacked undercomplete autoencoder; the decoder mirrors the encoder.
+
+    With ``tied`` each decoder layer uses the transposed weight of its mirror
+    encoder layer at forward time (its own bias), so no parameter is stored
+    twice. The coding layer is linear, so a trained model can do at least as
+    well as PCA of the same size.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        sizes = config.sizes
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+        mirror = tuple(reversed(sizes))
+        if config.tied:
+            self.decoder_bias = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in mirror[1:])
+        else:
+            self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(mirror))
+        self.act = ACTIVATIONS[config.activation]
+
+    # -- the three parts -------------------------------------------------
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """Noise for denoising, only while training: ``x + N(0, s^2)`` or input dropout."""
+        cfg = self.config
+        if not self.training or cfg.noise == Noise.none.value:
+            return x
+        if cfg.noise == Noise.gaussian.value:
+            return x + cfg.noise_std * torch.randn_like(x)
+        return F.dropout(x, p=cfg.dropout, training=True)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder up to (not including) the coding layer."""
+        for layer in self.encoder[:-1]:
+            x = self.act(layer(x))
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder[-1](self.hidden(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes to outputs: logits for the bce loss, values for mse."""
+        layers = self.decoder_layers()
+        for i, (weight, bias) in enumerate(layers):
+            z = F.linear(z, weight, bias)
+            if i < len(layers) - 1:
+                z = self.act(z)
+        return z
+
+    def decoder_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.config.tied:
+            mirrored = reversed(self.encoder)
+            return [(enc.weight.t(), b) for enc, b in zip(mirrored, self.decoder_bias)]
+        return [(layer.weight, layer.bias) for layer in self.decoder]
+
+    # -- what users of a trained model call ---------------------------------
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The coding layer for ``encode`` (a VAE gives its mean)."""
+        return self.encode(x)
+
+    def output(self, decoded: torch.Tensor) -> torch.Tensor:
+        """Decoder output in scaled units: the sigmoid of the logits under bce."""
+        return torch.sigmoid(decoded) if self.config.loss == Loss.bce.value else decoded
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.decode(self.codes(x)))
+
+    # -- training ----------------------------------------------------------
+    def reconstruction_error(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-row error: mean squared error, or cross-entropy on logits, per value."""
+        if self.config.loss == Loss.bce.value:
+            return losses.bernoulli_nll(decoded, x) / x.shape[1]
+        return losses.squared_error(decoded, x) / x.shape[1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Terms]:
+        """Loss against the clean input, with its named terms."""
+        decoded = self.decode(self.encode(self.corrupt(x)))
+        reconstruction = self.reconstruction_error(decoded, x).mean()
+        return reconstruction, {"reconstruction": reconstruction}
+
+
+class SparseAutoencoder(Autoencoder):
+    """Sigmoid coding layer; loss + sparsity_weight * sum_k KL(p || q_k)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(super().encode(x))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Terms]:
+        codes = self.encode(self.corrupt(x))
+        reconstruction = self.reconstruction_error(self.decode(codes), x).mean()
+        sparsity = losses.sparsity_penalty(codes, self.config.sparsity_target)
+        loss = reconstruction + self.config.sparsity_weight * sparsity
+        return loss, {"reconstruction": reconstruction, "sparsity": sparsity}
+
+
+class VariationalAutoencoder(Autoencoder):
+    """Gaussian latent (Kingma & Welling 2014) with a mean head and a gamma = log sigma^2 head.
+
+    The loss is the negative ELBO per row: the reconstruction summed over
+    features (cross-entropy, or half the squared error = a unit-variance
+    Gaussian up to a constant) plus beta * KL(q(z|x) || N(0, I)).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.gamma = nn.Linear(config.sizes[-2], config.latent)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        h = self.hidden(x)
+        return self.encoder[-1](h), self.gamma(h)
+
+    def reparameterize(self, mu: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """z = mu + exp(gamma / 2) * eps, eps ~ N(0, I): sampling that gradients pass through."""
+        return mu + torch.exp(0.5 * gamma) * torch.randn_like(mu)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)[0]
+
+    def reconstruction_error(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.config.loss == Loss.bce.value:
+            return losses.bernoulli_nll(decoded, x)
+        return 0.5 * losses.squared_error(decoded, x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Terms]:
+        mu, gamma = self.encode(self.corrupt(x))
+        decoded = self.decode(self.reparameterize(mu, gamma))
+        reconstruction = self.reconstruction_error(decoded, x).mean()
+        latent = losses.gaussian_kl(mu, gamma).mean()
+        loss = reconstruction + self.config.beta * latent
+        return loss, {"reconstruction": reconstruction, "latent": latent}
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode n draws of z ~ N(0, I) into outputs in scaled units."""
+        device = self.gamma.weight.device
+        z = torch.randn(n, self.config.latent, generator=generator, device=device)
+        return self.output(self.decode(z))
+
+
+MODELS: dict[str, type[Autoencoder]] = {
+    Kind.basic.value: Autoencoder,
+    Kind.denoise.value: Autoencoder,
+    Kind.sparse.value: SparseAutoencoder,
+    Kind.vae.value: VariationalAutoencoder,
+}
+
+
+def build_model(config: ModelConfig) -> Autoencoder:
+    """Instantiate the class registered for ``config.kind``."""
+    try:
+        cls = MODELS[config.kind]
+    except KeyError:
+        valid = ", ".join(MODELS)
+        raise UsageError(
+            f"unknown kind {config.kind!r}; valid kinds: {valid}", flag="--kind"
+        ) from None
+    config.validate()
+    return cls(config)

@@ -1,0 +1,164 @@
+"""Reading and writing tables: formats, headers, shapes, exact floats, located errors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aecli.errors import DataError, UsageError
+from aecli.io import TableWriter, iter_table, read_table
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_header_is_detected_and_kept(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path / "a.csv", "a,b\n1,2\n3,4\n"))
+    assert table.columns == ["a", "b"]
+    assert table.values.tolist() == [[1, 2], [3, 4]]
+    assert table.values.dtype == np.float32
+
+
+def test_all_numbers_first_row_is_data(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path / "a.csv", "1,2\n3,4\n"))
+    assert table.columns is None
+    assert table.values.shape == (2, 2)
+
+
+def test_header_flags_override_detection(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", "1,2\n3,4\n")
+    assert read_table(path, header=True).columns == ["1", "2"]
+    with pytest.raises(DataError, match=r"b.csv:1:1: .a. is not a number"):
+        read_table(write(tmp_path / "b.csv", "a,b\n1,2\n"), header=False)
+
+
+def test_tsv_gz_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "a.tsv.gz"
+    path.write_bytes(gzip.compress("\ufeffx\ty\r\n1\t2\r\n3\t4\r\n".encode()))
+    table = read_table(str(path))
+    assert table.columns == ["x", "y"]
+    assert table.values.tolist() == [[1, 2], [3, 4]]
+
+
+def test_npy_keeps_the_row_shape(tmp_path: Path) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    np.save(tmp_path / "a.npy", array)
+    table = read_table(str(tmp_path / "a.npy"))
+    assert table.row_shape == (3, 4)
+    assert table.values.shape == (2, 12)
+    np.testing.assert_array_equal(table.values, array.reshape(2, 12))
+
+
+def test_chunks_cover_all_rows_in_order(tmp_path: Path) -> None:
+    rows = "\n".join(f"{i},{-i}" for i in range(10)) + "\n"
+    chunks = list(iter_table(write(tmp_path / "a.csv", rows), chunk_rows=3))
+    assert [len(c.values) for c in chunks] == [3, 3, 3, 1]
+    assert np.concatenate([c.values for c in chunks])[:, 0].tolist() == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,b\n1,2\n3\n", r"a.csv:3: expected 2 fields, found 1"),
+        ("a,b\n1,2\n3,x\n", r"a.csv:3:2: 'x' is not a number \('b'\)"),
+        ("a,b\n1,\n", r"a.csv:2:2: empty cell"),
+        ("a,b\n1,nan\n", r"a.csv:2:2: 'nan' is not a finite number"),
+        ("a,b\n1,1e39\n", r"a.csv:2:2: '1e39' overflows float32"),
+        ("", r"a.csv: empty file"),
+        ("a,b\n", r"a.csv: no data rows, only a header"),
+        ('a,b\n1,"2\n', r"a.csv: malformed CSV"),
+    ],
+)
+def test_bad_csv_is_located(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_table(write(tmp_path / "a.csv", text))
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.array([1 + 2j, 3j]), "complex"),
+        (np.array([True, False]), "bool"),
+        (np.array(["a", "b"]), "<U1"),
+        (np.array([{"a": 1}], dtype=object), "never unpickled"),
+    ],
+)
+def test_bad_npy_is_refused(tmp_path: Path, array: np.ndarray, message: str) -> None:
+    np.save(tmp_path / "a.npy", array, allow_pickle=True)
+    with pytest.raises(DataError, match=message):
+        read_table(str(tmp_path / "a.npy"))
+
+
+def test_unknown_extension_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown data format"):
+        read_table(write(tmp_path / "a.dat", "1,2\n"))
+    with pytest.raises(DataError, match="no such file"):
+        read_table(str(tmp_path / "missing.csv"))
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    data = gzip.compress(("1,2\n" * 1000).encode())
+    (tmp_path / "a.csv.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated"):
+        read_table(str(tmp_path / "a.csv.gz"))
+
+
+@pytest.mark.parametrize("kind", ["csv", "gz", "npy"])
+def test_stdin_is_sniffed(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    csv_bytes = b"a,b\n1,2\n"
+    if kind == "csv":
+        payload = csv_bytes
+    elif kind == "gz":
+        payload = gzip.compress(csv_bytes)
+    else:
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([[1.0, 2.0]], dtype=np.float32))
+        payload = buffer.getvalue()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payload)))
+    table = read_table("-")
+    assert table.values.tolist() == [[1.0, 2.0]]
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.tsv", "out.csv.gz", "out.npy"])
+def test_written_floats_round_trip_exactly(tmp_path: Path, name: str) -> None:
+    values = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float32)
+    values[0, 0] = np.float32(0.1)
+    values[0, 1] = np.finfo(np.float32).tiny
+    columns = [f"c{i}" for i in range(7)]
+    with TableWriter(str(tmp_path / name), columns, (7,)) as writer:
+        writer.write(values[:20])
+        writer.write(values[20:])
+    back = read_table(str(tmp_path / name))
+    np.testing.assert_array_equal(back.values, values)
+    if name != "out.npy":
+        assert back.columns == columns
+
+
+def test_npy_output_takes_the_row_shape(tmp_path: Path) -> None:
+    with TableWriter(str(tmp_path / "o.npy"), ["a"] * 4, (2, 2)) as writer:
+        writer.write(np.ones((3, 4), dtype=np.float32))
+    assert np.load(tmp_path / "o.npy").shape == (3, 2, 2)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "o.csv"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError), TableWriter(str(target), ["a"], (1,)) as writer:
+        writer.write(np.ones((2, 1), dtype=np.float32))
+        raise RuntimeError("boom")
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv"]
+
+
+def test_writer_refuses_to_overwrite_an_input(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "1\n")
+    with pytest.raises(UsageError, match="input of this command"):
+        TableWriter(source, ["a"], (1,), protect=[source])
+    assert Path(source).read_text() == "1\n"

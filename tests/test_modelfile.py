@@ -1,0 +1,140 @@
+"""The model file: rebuilds the model alone, is deterministic, and refuses damage clearly."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from aecli import modelfile
+from aecli.errors import ModelFileError
+from tests.conftest import FAST, invoke
+
+
+def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.ndarray) -> None:
+    fitted = modelfile.load(str(basic_model))
+    again = modelfile.load(str(basic_model))
+    rows = digits[:20]
+    np.testing.assert_array_equal(fitted.reconstruct(rows), again.reconstruct(rows))
+    assert modelfile.to_bytes(fitted) == basic_model.read_bytes()
+
+
+def test_metadata_carries_everything(basic_model: Path) -> None:
+    meta = modelfile.read_metadata(str(basic_model))
+    assert meta["format"] == 1
+    assert meta["aecli.model"]["kind"] == "basic"
+    assert meta["aecli.model"]["latent"] == 8
+    assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
+    assert meta["aecli.data"]["row_shape"] == [64]
+    assert meta["aecli.data"]["scale"] == "minmax"
+    assert meta["aecli.summary"]["epochs"] == 3
+    assert set(meta["aecli.summary"]["final"]) == {"loss", "reconstruction"}
+
+
+def test_no_tensor_is_stored_twice_with_tied_weights(tmp_path: Path, digits_csv: Path) -> None:
+    path = tmp_path / "tied.safetensors"
+    assert invoke(["train", digits_csv, "-o", path, "--tied", *FAST]).code == 0
+    _, tensors, _ = modelfile.read_header(str(path))
+    assert not any(
+        name.startswith("model.decoder.") and name.endswith("weight") for name in tensors
+    )
+    fitted = modelfile.load(str(path))
+    assert fitted.config.tied
+
+
+@pytest.mark.parametrize("kind", ["basic", "vae"])
+def test_same_seed_same_bytes(tmp_path: Path, digits_csv: Path, kind: str) -> None:
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    seeds = ["1", "1", "2"]
+    for path, seed in zip(paths, seeds):
+        args = ["train", digits_csv, "-o", path, "--kind", kind, "--seed", seed, *FAST]
+        assert invoke(args).code == 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].read_bytes() != paths[2].read_bytes()
+
+
+def _framed(header: dict, body: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda b: b"hello", "not a safetensors model file"),
+        (lambda b: b[: len(b) - 10], "truncated model file"),
+        (lambda b: b + b"junk", "4 unexpected bytes after the tensors"),
+        (lambda b: b[:8] + b"{" * 30 + b[38:], "header is not JSON"),
+    ],
+)
+def test_damaged_files_are_refused(tmp_path: Path, basic_model: Path, mangle, message: str) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(mangle(basic_model.read_bytes()))
+    with pytest.raises(ModelFileError, match=message):
+        modelfile.load(str(path))
+
+
+def test_a_foreign_safetensors_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ModelFileError, match="not one written by aecli"):
+        modelfile.load(str(path))
+
+
+def test_a_newer_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"aecli.format": "99"})
+    with pytest.raises(ModelFileError, match="format 99 is not supported"):
+        modelfile.load(str(path))
+
+
+def test_reading_metadata_needs_no_torch(basic_model: Path) -> None:
+    code = (
+        "import sys; from aecli.modelfile import read_metadata; "
+        f"read_metadata({str(basic_model)!r}); "
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_model_trained_elsewhere_loads_from_its_config_alone(basic_model: Path) -> None:
+    """Old files lacking newer config keys still load (defaults are patched in)."""
+    from safetensors.torch import load_file
+
+    meta = modelfile.read_metadata(str(basic_model))
+    raw_meta, _, _ = modelfile.read_header(str(basic_model))
+    config = dict(meta["aecli.model"])
+    del config["beta"], config["sparsity_weight"]
+    raw_meta["aecli.model"] = json.dumps(config)
+    path = basic_model.parent / "old.safetensors"
+    save_file(load_file(str(basic_model)), str(path), metadata=raw_meta)
+    assert modelfile.load(str(path)).config.beta == 1.0
+
+
+def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(basic_model), framework="pt") as handle:
+        assert handle.metadata()["aecli.format"] == "1"
+        names = set(handle.keys())
+    assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
+
+
+def test_bytes_do_not_depend_on_the_process(basic_model: Path) -> None:
+    """The same model serialised in fresh interpreters gives the same bytes."""
+    code = (
+        "import sys, hashlib; from aecli import modelfile; "
+        f"print(hashlib.sha256(modelfile.to_bytes(modelfile.load({str(basic_model)!r}))).hexdigest())"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True).stdout
+        for _ in range(3)
+    }
+    assert len(digests) == 1

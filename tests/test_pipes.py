@@ -1,0 +1,93 @@
+"""Real processes: pipelines, exit codes, quiet broken pipes, a light --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+AECLI = [sys.executable, "-m", "aecli"]
+
+
+def run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*AECLI, *map(str, args)], capture_output=True, **kw)
+
+
+def test_help_does_not_import_torch_or_numpy() -> None:
+    code = (
+        "import sys; from aecli.cli import main; rc = main(['--help']); "
+        "heavy = [m for m in ('torch', 'numpy', 'safetensors') if m in sys.modules]; "
+        "assert rc == 0 and not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_usage_error_does_not_import_torch() -> None:
+    code = (
+        "import sys; from aecli.cli import main; rc = main(['train', 'x.csv', '-o', 'm', "
+        "'--epochs', '0']); assert rc == 2 and 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_example_train_encode_pipeline(tmp_path: Path) -> None:
+    model = tmp_path / "m.safetensors"
+    example = subprocess.Popen([*AECLI, "example", "digits"], stdout=subprocess.PIPE)
+    train = run(["train", "-", "-o", model, "--epochs", "2"], stdin=example.stdout)
+    example.wait()
+    assert train.returncode == 0, train.stderr
+    assert train.stdout == b"" and b"trained basic" in train.stderr
+    encoded = run(["encode", model, "-"], input=run(["example"]).stdout)
+    assert encoded.returncode == 0 and encoded.stderr == b""
+    lines = encoded.stdout.decode().splitlines()
+    assert lines[0].startswith("z0,") and len(lines) == 1798
+
+
+def test_sample_into_head_exits_quietly(vae_model: Path) -> None:
+    shell = f"{sys.executable} -m aecli sample {vae_model} -n 200000 | head -n 2"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True)
+    assert result.stderr == b""
+    assert result.returncode == 0
+    assert len(result.stdout.decode().splitlines()) == 2
+
+
+def test_exit_codes_and_one_line_errors(tmp_path: Path, basic_model: Path) -> None:
+    usage = run(["train", "missing.csv", "-o", tmp_path / "m.safetensors", "--batch-size", "0"])
+    data = run(["encode", basic_model, tmp_path / "missing.csv"])
+    assert (usage.returncode, data.returncode) == (2, 1)
+    for result in (usage, data):
+        assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+
+
+def test_reconstruct_to_npy_round_trip(
+    tmp_path: Path, basic_model: Path, digits: np.ndarray
+) -> None:
+    np.save(tmp_path / "d.npy", digits[:10])
+    out = tmp_path / "r.npy"
+    assert run(["reconstruct", basic_model, tmp_path / "d.npy", "-o", out]).returncode == 0
+    assert np.load(out).shape == (10, 64)
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_cuda_and_loads_on_cpu(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "gpu.safetensors"
+    result = run(
+        ["train", digits_csv, "-o", out, "--device", "cuda", "--kind", "vae", "--epochs", "2"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"(cuda)" in result.stderr
+    encoded = run(["encode", out, digits_csv], env=_env() | {"CUDA_VISIBLE_DEVICES": ""})
+    assert encoded.returncode == 0, encoded.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

@@ -14,7 +14,7 @@ import torch
 
 from aecli.config import Loss, ModelConfig, TrainConfig
 from aecli.device import choose_threads, resolve_device
-from aecli.errors import DataError, UsageError
+from aecli.errors import DataError, TrainingError, UsageError
 from aecli.io import Table
 from aecli.models import Autoencoder, VariationalAutoencoder, build_model
 from aecli.scaler import Scaler
@@ -116,14 +116,20 @@ def train(
     val_x = torch.from_numpy(val_rows).to(device) if len(val_rows) else None
     history = fit(model, train_x, val_x, train_config, on_epoch)
     model.cpu().eval()
+    if not history.epochs:
+        if history.stop == "interrupted":
+            raise KeyboardInterrupt
+        raise TrainingError(f"{history.message} (no epoch finished: nothing saved)")
 
-    last = history.last
+    kept = history.epochs[(history.best_epoch or len(history.epochs)) - 1]
     summary = {
         "rows": int(train_rows.shape[0]),
         "val_rows": int(val_rows.shape[0]),
         "epochs": len(history.epochs),
-        "final": last.terms,
-        "val_loss": last.val_loss,
+        "kept_epoch": kept.epoch,
+        "stop": history.stop,
+        "final": kept.terms,
+        "val_loss": kept.val_loss,
         "device": device.type,
         "threads": threads,
         "torch": torch.__version__,

@@ -17,7 +17,7 @@ import typer
 
 from aecli import __version__
 from aecli.config import Activation, Kind, Loss, Noise, Scale, TrainConfig
-from aecli.errors import AecliError, UsageError
+from aecli.errors import AecliError, TrainingError, UsageError
 
 if TYPE_CHECKING:
     from aecli.api import FittedModel
@@ -138,6 +138,14 @@ def train(
     threads: Annotated[
         int, typer.Option(help="CPU threads; 0 = chosen by problem size.", min=0)
     ] = 0,
+    early_stopping: Annotated[
+        int,
+        typer.Option(
+            help="Stop when the validation loss has not improved for N epochs; keep the best "
+            "weights. 0 = off.",
+            min=0,
+        ),
+    ] = 0,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
     quiet: QuietOpt = False,
@@ -155,6 +163,7 @@ def train(
         seed=seed,
         device=device,
         threads=threads,
+        early_stopping=early_stopping,
         scale=scale.value,
     )
     train_config.validate()
@@ -189,7 +198,16 @@ def train(
         sys.stdout.buffer.flush()
     else:
         modelfile.save(fitted, output, protect=[data])
+    where = "stdout" if output == "-" else output
+    if history.stop == "non-finite":
+        kept = fitted.summary["kept_epoch"]
+        raise TrainingError(f"{history.message} (the model of epoch {kept} was saved to {where})")
+    if history.stop == "interrupted":
+        _say(f"aecli: {history.message}; saved to {where}")
+        raise typer.Exit(130)
     if not quiet:
+        if history.stop == "early-stopping":
+            _say(f"aecli: {history.message}; kept epoch {fitted.summary['kept_epoch']}")
         _say(_summary_line(fitted, history.seconds, output))
 
 

@@ -186,6 +186,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # 0 = chosen by aecli from the problem size
+    early_stopping: int = 0  # patience in epochs; 0 = off
     scale: str = Scale.minmax.value
 
     def validate(self) -> None:
@@ -199,6 +200,16 @@ class TrainConfig:
             f"must be in [0, 1), got {self.val_fraction}",
         )
         _check(self.threads >= 0, "--threads", f"must be >= 0, got {self.threads}")
+        _check(
+            self.early_stopping >= 0,
+            "--early-stopping",
+            f"must be >= 0, got {self.early_stopping}",
+        )
+        _check(
+            not self.early_stopping or self.val_fraction > 0,
+            "--early-stopping",
+            "needs held-out rows to watch; set --val-fraction above 0",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import torch
 
 from aecli.config import TrainConfig
-from aecli.errors import TrainingError
 from aecli.models import Autoencoder
 
 
@@ -33,8 +32,19 @@ class EpochStats:
 
 @dataclass
 class History:
+    """What happened: every finished epoch, and why training stopped early if it did.
+
+    ``stop`` is None (all epochs ran), ``"early-stopping"``, ``"interrupted"``
+    (Ctrl-C) or ``"non-finite"`` (the loss became NaN or inf). In every case
+    the model holds usable weights: the best ones under early stopping, else
+    those of the last finished epoch; ``message`` says what happened.
+    """
+
     epochs: list[EpochStats] = field(default_factory=list)
     seconds: float = 0.0
+    stop: str | None = None
+    message: str = ""
+    best_epoch: int | None = None
 
     @property
     def last(self) -> EpochStats:
@@ -51,6 +61,10 @@ def make_optimizer(model: Autoencoder, config: TrainConfig) -> torch.optim.Optim
     )
 
 
+def _snapshot(model: Autoencoder) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def fit(
     model: Autoencoder,
     train: torch.Tensor,
@@ -58,33 +72,61 @@ def fit(
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
 ) -> History:
-    """Train ``model`` in place on scaled rows; returns the per-epoch history."""
+    """Train ``model`` in place on scaled rows; returns the per-epoch history.
+
+    A snapshot of the weights is kept after every finished epoch so that a
+    NaN loss or Ctrl-C leaves the model as it was at the end of the last good
+    epoch, and early stopping can return to the best one.
+    """
     optimizer = make_optimizer(model, config)
     history = History()
     start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        terms = _train_epoch(model, optimizer, train, config.batch_size)
-        values = {k: float(v) for k, v in terms.items()}
-        if not all(math.isfinite(v) for v in values.values()):
-            raise TrainingError(
-                f"the loss became {values['loss']} in epoch {epoch}; try a lower --lr "
-                f"(now {config.lr:g}) or --scale standard"
-            )
-        val_loss = evaluate_loss(model, val, config.batch_size) if val is not None else None
-        stats = EpochStats(
-            epoch, config.epochs, values, val_loss, time.perf_counter() - epoch_start
-        )
-        history.epochs.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
+    good = _snapshot(model)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    try:
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            terms = _train_epoch(model, optimizer, train, config.batch_size)
+            if not all(math.isfinite(v) for v in terms.values()):
+                model.load_state_dict(good)
+                history.stop = "non-finite"
+                history.message = (
+                    f"the loss became {terms['loss']} in epoch {epoch}; try a lower --lr "
+                    f"(now {config.lr:g}) or --scale standard"
+                )
+                break
+            val_loss = evaluate_loss(model, val, config.batch_size) if val is not None else None
+            seconds = time.perf_counter() - epoch_start
+            stats = EpochStats(epoch, config.epochs, terms, val_loss, seconds)
+            history.epochs.append(stats)
+            good = _snapshot(model)
+            if on_epoch is not None:
+                on_epoch(stats)
+            if config.early_stopping and val_loss is not None:
+                if best is None or val_loss < best[0]:
+                    best = (val_loss, epoch, good)
+                elif epoch - best[1] >= config.early_stopping:
+                    history.stop = "early-stopping"
+                    history.message = (
+                        f"stopped early after epoch {epoch}: no better validation loss for "
+                        f"{config.early_stopping} epochs"
+                    )
+                    break
+    except KeyboardInterrupt:
+        model.load_state_dict(good)
+        history.stop = "interrupted"
+        done = len(history.epochs)
+        history.message = f"interrupted during epoch {done + 1}; kept the weights of epoch {done}"
+    if best is not None:
+        model.load_state_dict(best[2])
+        history.best_epoch = best[1]
     history.seconds = time.perf_counter() - start
     return history
 
 
 def _train_epoch(
     model: Autoencoder, optimizer: torch.optim.Optimizer, data: torch.Tensor, batch_size: int
-) -> dict[str, torch.Tensor]:
+) -> dict[str, float]:
     model.train()
     n = data.shape[0]
     order = torch.randperm(n, device=data.device)

@@ -1,0 +1,91 @@
+"""The trainer's stops: early stopping, a NaN loss and Ctrl-C all leave usable weights."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from aecli import modelfile, train
+from aecli.config import ModelConfig, TrainConfig
+from aecli.models import build_model
+from tests.conftest import invoke
+
+
+def _model_and_data() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_inputs=6, hidden=(5,), latent=2))
+    return model, torch.rand(64, 6)
+
+
+def test_non_finite_loss_keeps_the_last_good_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = _model_and_data()
+    real = train._train_epoch
+    calls = {"n": 0}
+    after_first: dict[str, torch.Tensor] = {}
+
+    def flaky(model, optimizer, data, batch_size):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        terms = real(model, optimizer, data, batch_size)
+        if calls["n"] == 1:
+            after_first.update({k: v.clone() for k, v in model.state_dict().items()})
+            return terms
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+        return {k: float("nan") for k in terms}
+
+    monkeypatch.setattr(train, "_train_epoch", flaky)
+    history = train.fit(model, x, None, TrainConfig(epochs=5, batch_size=16))
+    assert history.stop == "non-finite" and len(history.epochs) == 1
+    assert "lower --lr" in history.message
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, after_first[name])
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    args = ["train", digits_csv, "-o", out, "--epochs", "500", "--lr", "0.02"]
+    result = invoke([*args, "--early-stopping", "2"])
+    assert result.code == 0, result.stderr
+    assert "stopped early" in result.stderr
+    summary = modelfile.load(str(out)).summary
+    assert summary["stop"] == "early-stopping"
+    assert summary["epochs"] < 500
+    assert summary["kept_epoch"] == summary["epochs"] - 2
+
+
+def test_early_stopping_needs_held_out_rows(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    result = invoke(
+        ["train", digits_csv, "-o", out, "--early-stopping", "2", "--val-fraction", "0"]
+    )
+    assert result.code == 2 and "--early-stopping" in result.stderr
+
+
+def test_a_diverging_run_exits_1_with_advice(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", digits_csv, "-o", out, "--lr", "1e12", "--scale", "none"])
+    assert result.code == 1
+    assert "lower --lr" in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_ctrl_c_saves_the_model_and_exits_130(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(digits_csv), "-o", str(out), "--epochs", "1000000", "--batch-size", "400"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aecli", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    time.sleep(8)  # imports plus a few epochs
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert b"interrupted" in stderr and b"Traceback" not in stderr
+    summary = modelfile.load(str(out)).summary
+    assert summary["stop"] == "interrupted" and summary["epochs"] >= 1

@@ -199,15 +199,15 @@ def train(
     else:
         modelfile.save(fitted, output, protect=[data])
     where = "stdout" if output == "-" else output
+    kept = fitted.summary["kept_epoch"]
     if history.stop == "non-finite":
-        kept = fitted.summary["kept_epoch"]
         raise TrainingError(f"{history.message} (the model of epoch {kept} was saved to {where})")
     if history.stop == "interrupted":
-        _say(f"aecli: {history.message}; saved to {where}")
+        _say(f"aecli: {history.message}; the model of epoch {kept} was saved to {where}")
         raise typer.Exit(130)
     if not quiet:
         if history.stop == "early-stopping":
-            _say(f"aecli: {history.message}; kept epoch {fitted.summary['kept_epoch']}")
+            _say(f"aecli: {history.message}; kept epoch {kept}")
         _say(_summary_line(fitted, history.seconds, output))
 
 

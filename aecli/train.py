@@ -115,8 +115,7 @@ def fit(
     except KeyboardInterrupt:
         model.load_state_dict(good)
         history.stop = "interrupted"
-        done = len(history.epochs)
-        history.message = f"interrupted during epoch {done + 1}; kept the weights of epoch {done}"
+        history.message = f"interrupted during epoch {len(history.epochs) + 1}"
     if best is not None:
         model.load_state_dict(best[2])
         history.best_epoch = best[1]

@@ -6,6 +6,7 @@ devices and torch stay inside.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,10 @@ from aecli.errors import DataError, TrainingError, UsageError
 from aecli.io import Table
 from aecli.models import Autoencoder, VariationalAutoencoder, build_model
 from aecli.scaler import Scaler
-from aecli.train import EpochCallback, History, fit
+from aecli.train import EpochCallback, EpochStats, History, OptimizerState, fit
 
 _BCE_TOLERANCE = 1e-6
+INFER_BLOCK = 512  # rows per inference call; see FittedModel.apply
 
 
 @dataclass
@@ -34,6 +36,7 @@ class FittedModel:
     columns: list[str] | None
     row_shape: tuple[int, ...]
     summary: dict[str, Any] = field(default_factory=dict)
+    optimizer_state: OptimizerState | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -63,14 +66,26 @@ class FittedModel:
     @torch.inference_mode()
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Codes (a VAE's posterior mean) for raw rows."""
-        x = torch.from_numpy(self.scaler.transform(values))
-        return self.model.codes(x).numpy()
+        return self.apply(self.model.codes, values).numpy()
 
     @torch.inference_mode()
     def reconstruct(self, values: np.ndarray) -> np.ndarray:
         """Reconstructions in the original units (a VAE decodes its mean)."""
+        return self.scaler.inverse(self.apply(self.model.reconstruct, values).numpy())
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor], values: np.ndarray) -> torch.Tensor:
+        """``fn`` over scaled rows in blocks of exactly INFER_BLOCK rows (the last one padded).
+
+        Matrix kernels round differently for different row counts, so a row's
+        result would depend on how the input was chunked; with one fixed block
+        shape, streaming in chunks gives bit for bit what one pass would.
+        """
         x = torch.from_numpy(self.scaler.transform(values))
-        return self.scaler.inverse(self.model.reconstruct(x).numpy())
+        n = x.shape[0]
+        pad = -n % INFER_BLOCK
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
+        return torch.cat([fn(block) for block in x.split(INFER_BLOCK)])[:n]
 
     @torch.inference_mode()
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
@@ -93,19 +108,39 @@ def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
     on_epoch: EpochCallback | None = None,
+    *,
+    resume: FittedModel | None = None,
+    checkpoint: Callable[[FittedModel], None] | None = None,
 ) -> tuple[FittedModel, History]:
-    """Fit the scaler and the model; the result lives on the CPU."""
+    """Fit the scaler and the model; the result lives on the CPU.
+
+    With ``resume`` (a model loaded from a file) training continues after the
+    epoch that model kept, with its weights, scaler and Adam state, so that
+    the result equals an uninterrupted run of ``train_config.epochs``.
+    ``checkpoint`` receives the model every ``checkpoint_every`` epochs.
+    """
     model_config.validate()
     train_config.validate()
     device = resolve_device(train_config.device)
-    scaler = Scaler.fit(table.values, train_config.scale)
+    start_epoch = 1
+    if resume is None:
+        scaler = Scaler.fit(table.values, train_config.scale)
+    else:
+        scaler = resume.scaler
+        start_epoch = int(resume.summary.get("kept_epoch", 0)) + 1
+        if start_epoch > train_config.epochs:
+            raise UsageError(
+                f"the model has already trained {start_epoch - 1} epochs; "
+                f"ask for more (--epochs N with N > {start_epoch - 1})",
+                flag="--epochs",
+            )
     scaled = scaler.transform(table.values)
     if model_config.loss == Loss.bce.value:
         _check_unit_range(scaled, train_config.scale)
     train_rows, val_rows = split_rows(scaled, train_config.val_fraction, train_config.seed)
 
     torch.manual_seed(train_config.seed)
-    model = build_model(model_config)
+    model = build_model(model_config) if resume is None else resume.model
     threads = 0
     if device.type == "cpu":
         n_params = sum(p.numel() for p in model.parameters())
@@ -114,29 +149,51 @@ def train(
     model.to(device)
     train_x = torch.from_numpy(train_rows).to(device)
     val_x = torch.from_numpy(val_rows).to(device) if len(val_rows) else None
-    history = fit(model, train_x, val_x, train_config, on_epoch)
+    base = {
+        "rows": int(train_rows.shape[0]),
+        "val_rows": int(val_rows.shape[0]),
+        "device": device.type,
+        "threads": threads,
+        "torch": torch.__version__,
+    }
+
+    def fitted_now(kept: EpochStats, stop: str | None, state: OptimizerState | None) -> FittedModel:
+        summary = {
+            **base,
+            "epochs": kept.epoch if stop == "checkpoint" else None,
+            "kept_epoch": kept.epoch,
+            "stop": stop,
+            "final": kept.terms,
+            "val_loss": kept.val_loss,
+        }
+        return FittedModel(
+            model, scaler, model_config, train_config, table.columns, table.row_shape,
+            summary, state,
+        )  # fmt: skip
+
+    on_checkpoint = None
+    if checkpoint is not None:
+
+        def on_checkpoint(stats: EpochStats, state: OptimizerState) -> None:
+            checkpoint(fitted_now(stats, "checkpoint", state))
+
+    history = fit(
+        model,
+        train_x,
+        val_x,
+        train_config,
+        on_epoch,
+        start_epoch=start_epoch,
+        resume_state=resume.optimizer_state if resume is not None else None,
+        on_checkpoint=on_checkpoint,
+    )
     model.cpu().eval()
     if not history.epochs:
         if history.stop == "interrupted":
             raise KeyboardInterrupt
         raise TrainingError(f"{history.message} (no epoch finished: nothing saved)")
-
-    kept = history.epochs[(history.best_epoch or len(history.epochs)) - 1]
-    summary = {
-        "rows": int(train_rows.shape[0]),
-        "val_rows": int(val_rows.shape[0]),
-        "epochs": len(history.epochs),
-        "kept_epoch": kept.epoch,
-        "stop": history.stop,
-        "final": kept.terms,
-        "val_loss": kept.val_loss,
-        "device": device.type,
-        "threads": threads,
-        "torch": torch.__version__,
-    }
-    fitted = FittedModel(
-        model, scaler, model_config, train_config, table.columns, table.row_shape, summary
-    )
+    fitted = fitted_now(history.kept, history.stop, history.optimizer_state)
+    fitted.summary["epochs"] = history.last.epoch
     return fitted, history
 
 

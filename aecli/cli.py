@@ -61,6 +61,59 @@ DelimiterOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Feature columns, by header name or 0-based index: a,b,c or 0,3,4. Default: all "
+        "but the --id-column (for a trained model: its own columns, picked by name).",
+        show_default=False,
+    ),
+]
+IdColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A column (name or index) carried through as text to every output row, "
+        "not used as a feature.",
+        show_default=False,
+    ),
+]
+AllowNanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-nan",
+        help="Drop rows holding NaN, inf or missing cells (empty, NA, null) instead of "
+        "failing; the count goes to stderr.",
+    ),
+]
+
+
+def _read_options(
+    header: bool | None,
+    delimiter: str | None,
+    columns: str | None,
+    id_column: str | None,
+    allow_nan: bool,
+    model_columns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The reader's keyword options from the shared flags."""
+    names = None
+    if columns is not None:
+        names = tuple(c.strip() for c in columns.split(","))
+        if not all(names):
+            raise UsageError(f"empty column name in {columns!r}", flag="--columns")
+    return {
+        "header": header,
+        "delimiter": delimiter,
+        "columns": names,
+        "id_column": id_column,
+        "allow_nan": allow_nan,
+        "model_columns": tuple(model_columns) if model_columns else None,
+    }
+
+
+def _report_dropped(dropped: int, source: str, quiet: bool = False) -> None:
+    if dropped and not quiet:
+        _say(f"aecli: dropped {dropped} rows of {source} with NaN, inf or missing cells")
 
 
 def _version(value: bool) -> None:
@@ -146,9 +199,29 @@ def train(
             min=0,
         ),
     ] = 0,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue training this model file (saved by Ctrl-C, a checkpoint or a "
+            "finished run) up to --epochs; flags not given are taken from it.",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            help="Also write the model (resumable) to -o every N epochs. 0 = only at the end.",
+            min=0,
+        ),
+    ] = 0,
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
     quiet: QuietOpt = False,
+    *,
+    ctx: typer.Context,
 ) -> None:
     """Train an autoencoder on DATA and write it to a model file."""
     from aecli.config import parse_hidden, resolve_config
@@ -165,34 +238,65 @@ def train(
         threads=threads,
         early_stopping=early_stopping,
         scale=scale.value,
+        checkpoint_every=checkpoint_every,
     )
     train_config.validate()
     _check_model_output(output, data)
+    if checkpoint_every and output == "-":
+        raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
 
     from aecli import api, modelfile
     from aecli.device import resolve_device
-    from aecli.io import read_table
+    from aecli.io import ReadStats, describe, read_table
 
     resolve_device(device)
-    table = read_table(data, header=header, delimiter=delimiter)
-    model_config = resolve_config(
-        kind.value,
-        table.n_features,
-        hidden=hidden_sizes,
-        latent=latent,
-        loss=loss.value,
-        noise=noise.value,
-        tied=tied,
-        activation=activation.value,
-        noise_std=noise_std,
-        dropout=dropout,
-        sparsity_target=sparsity_target,
-        sparsity_weight=sparsity_weight,
-        beta=beta,
+    resumed = None
+    if resume is not None:
+        resumed = modelfile.load(resume)
+        given = {name for name in ctx.params if _given(ctx, name)}
+        train_config = _resume_train_config(resumed, train_config, given)
+        _check_resume_flags(resumed, ctx.params, given)
+    stats = ReadStats()
+    options = _read_options(
+        header,
+        delimiter,
+        columns,
+        id_column,
+        allow_nan,
+        resumed.columns if resumed is not None else None,
     )
-    model_config.validate()
+    table = read_table(data, stats=stats, **options)
+    _report_dropped(stats.dropped, describe(data), quiet)
+    if resumed is not None:
+        resumed.check_input(table, describe(data))
+        model_config = resumed.config
+    else:
+        model_config = resolve_config(
+            kind.value,
+            table.n_features,
+            hidden=hidden_sizes,
+            latent=latent,
+            loss=loss.value,
+            noise=noise.value,
+            tied=tied,
+            activation=activation.value,
+            noise_std=noise_std,
+            dropout=dropout,
+            sparsity_target=sparsity_target,
+            sparsity_weight=sparsity_weight,
+            beta=beta,
+        )
+        model_config.validate()
+    checkpoint = None
+    if checkpoint_every:
+
+        def checkpoint(fitted: FittedModel) -> None:
+            modelfile.save(fitted, output, protect=[data])
+
     with _progress(train_config.epochs, quiet) as on_epoch:
-        fitted, history = api.train(table, model_config, train_config, on_epoch)
+        fitted, history = api.train(
+            table, model_config, train_config, on_epoch, resume=resumed, checkpoint=checkpoint
+        )
     if output == "-":
         sys.stdout.buffer.write(modelfile.to_bytes(fitted))
         sys.stdout.buffer.flush()
@@ -209,6 +313,69 @@ def train(
         if history.stop == "early-stopping":
             _say(f"aecli: {history.message}; kept epoch {kept}")
         _say(_summary_line(fitted, history.seconds, output))
+
+
+# Flags that shape the model or the data split: on --resume they come from the file.
+_FIXED_ON_RESUME = {
+    "kind": lambda f: f.config.kind,
+    "hidden": lambda f: f.config.hidden,
+    "latent": lambda f: f.config.latent,
+    "tied": lambda f: f.config.tied,
+    "activation": lambda f: f.config.activation,
+    "loss": lambda f: f.config.loss,
+    "noise": lambda f: f.config.noise,
+    "noise_std": lambda f: f.config.noise_std,
+    "dropout": lambda f: f.config.dropout,
+    "sparsity_target": lambda f: f.config.sparsity_target,
+    "sparsity_weight": lambda f: f.config.sparsity_weight,
+    "beta": lambda f: f.config.beta,
+    "scale": lambda f: f.train_config.scale,
+    "val_fraction": lambda f: f.train_config.val_fraction,
+    "seed": lambda f: f.train_config.seed,
+}
+# Flags that may change on --resume; those not given keep the file's values.
+_RESUMABLE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "device",
+    "threads",
+    "early_stopping",
+    "checkpoint_every",
+)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _resume_train_config(resumed: FittedModel, asked: TrainConfig, given: set[str]) -> TrainConfig:
+    import dataclasses
+
+    changes = {name: getattr(asked, name) for name in _RESUMABLE if name in given}
+    return dataclasses.replace(resumed.train_config, **changes)
+
+
+def _check_resume_flags(resumed: FittedModel, params: dict[str, Any], given: set[str]) -> None:
+    """A flag given with --resume must agree with the model file (repeating it is fine)."""
+    from aecli.config import parse_hidden
+
+    for name in sorted(given & _FIXED_ON_RESUME.keys()):
+        value = params[name]
+        value = getattr(value, "value", value)
+        if value == "auto":
+            continue
+        if name == "hidden":
+            value = tuple(parse_hidden(value) or ())
+        stored = _FIXED_ON_RESUME[name](resumed)
+        if value != stored:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"cannot change on --resume: the model file has {stored!r}, not {value!r}",
+                flag=flag,
+            )
 
 
 def _check_model_output(output: str, data: str) -> None:
@@ -289,11 +456,15 @@ def encode(
     model: ModelArg,
     data: DataArg,
     output: OutputOpt = "-",
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
     """Write the codes of DATA's rows (a VAE gives the posterior mean), columns z0, z1, ..."""
-    _transform(model, data, output, header, delimiter, codes=True)
+    options = (header, delimiter, columns, id_column, allow_nan)
+    _transform(model, data, output, options, codes=True)
 
 
 @app.command()
@@ -301,39 +472,66 @@ def reconstruct(
     model: ModelArg,
     data: DataArg,
     output: OutputOpt = "-",
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
     """Write DATA's rows passed through the autoencoder, in the original units."""
-    _transform(model, data, output, header, delimiter, codes=False)
+    options = (header, delimiter, columns, id_column, allow_nan)
+    _transform(model, data, output, options, codes=False)
 
 
 def _transform(
-    model_path: str,
-    data: str,
-    output: str,
-    header: bool | None,
-    delimiter: str | None,
-    *,
-    codes: bool,
+    model_path: str, data: str, output: str, options: tuple[Any, ...], *, codes: bool
 ) -> None:
     """Stream DATA through the model chunk by chunk, keeping row order."""
     from aecli import modelfile
-    from aecli.io import TableWriter, describe, iter_table
+    from aecli.io import TableWriter
 
     fitted = modelfile.load(model_path)
-    chunks = iter_table(data, header=header, delimiter=delimiter)
-    first = next(chunks)
-    fitted.check_input(first, describe(data))
-    if codes:
-        columns, row_shape = fitted.code_names, (fitted.config.latent,)
-    else:
-        columns, row_shape = fitted.column_names, _row_shape(fitted, first.row_shape)
-    apply = fitted.encode if codes else fitted.reconstruct
-    with TableWriter(output, columns, row_shape, protect=[data, model_path]) as writer:
-        writer.write(apply(first.values))
-        for chunk in chunks:
-            writer.write(apply(chunk.values))
+    with _model_input(fitted, data, options) as (first, chunks):
+        if codes:
+            columns, row_shape = fitted.code_names, (fitted.config.latent,)
+        else:
+            columns, row_shape = fitted.column_names, _row_shape(fitted, first.row_shape)
+        apply = fitted.encode if codes else fitted.reconstruct
+        protect = [data, model_path]
+        with TableWriter(
+            output, columns, row_shape, protect=protect, id_name=first.id_name
+        ) as writer:
+            for chunk in chunks:
+                writer.write(apply(chunk.values), chunk.ids)
+
+
+class _model_input:
+    """Open DATA for a trained model: check its first chunk, report dropped rows at the end.
+
+    Yields the first chunk (for names and shapes) and an iterator over all
+    chunks, the first included.
+    """
+
+    def __init__(self, fitted: FittedModel, data: str, options: tuple[Any, ...]) -> None:
+        self.fitted, self.data, self.options = fitted, data, options
+
+    def __enter__(self) -> tuple[Any, Any]:
+        import itertools
+
+        from aecli.io import ReadStats, describe, iter_table
+
+        self.stats = ReadStats()
+        reading = _read_options(*self.options, model_columns=self.fitted.columns)
+        chunks = iter_table(self.data, stats=self.stats, **reading)
+        first = next(chunks)
+        self.fitted.check_input(first, describe(self.data))
+        return first, itertools.chain([first], chunks)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        from aecli.io import describe
+
+        if exc is None:
+            _report_dropped(self.stats.dropped, describe(self.data))
 
 
 def _row_shape(fitted: FittedModel, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -455,6 +653,11 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+def _one_line(message: str) -> str:
+    """Errors are one line on stderr, whatever a library put in its message."""
+    return " ".join(message.split())
+
+
 def _click_classes() -> tuple[type[BaseException], type[BaseException]]:
     """Click's exception classes, wherever this typer version keeps click."""
     mro = typer.BadParameter.__mro__
@@ -470,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = command.main(args=argv, prog_name="aecli", standalone_mode=False)
         sys.stdout.flush()
     except AecliError as exc:
-        _say(f"aecli: error: {exc}")
+        _say(f"aecli: error: {_one_line(str(exc))}")
         return exc.exit_code
     except click_usage_error as exc:
         ctx = getattr(exc, "ctx", None)
@@ -492,4 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("aecli: interrupted")
         return 130
+    except OSError as exc:
+        # A full disk, a permission problem: say which file, in one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"aecli: error: {where}{exc.strerror or exc}")
+        return 1
     return result if isinstance(result, int) else 0

@@ -188,6 +188,7 @@ class TrainConfig:
     threads: int = 0  # 0 = chosen by aecli from the problem size
     early_stopping: int = 0  # patience in epochs; 0 = off
     scale: str = Scale.minmax.value
+    checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
@@ -204,6 +205,11 @@ class TrainConfig:
             self.early_stopping >= 0,
             "--early-stopping",
             f"must be >= 0, got {self.early_stopping}",
+        )
+        _check(
+            self.checkpoint_every >= 0,
+            "--checkpoint-every",
+            f"must be >= 0, got {self.checkpoint_every}",
         )
         _check(
             not self.early_stopping or self.val_fraction > 0,

@@ -36,7 +36,9 @@ class DataError(AecliError):
 
     def _render(self) -> str:
         where = [str(p) for p in (self.source, self.line, self.column) if p is not None]
-        return f"{':'.join(where)}: {self.message}" if where else self.message
+        # Names from the data may hold line breaks; the message stays one line.
+        message = self.message.replace("\r", "\\r").replace("\n", "\\n")
+        return f"{':'.join(where)}: {message}" if where else message
 
 
 class ModelFileError(AecliError):

@@ -13,7 +13,9 @@ import csv
 import gzip
 import io
 import math
+import operator
 import os
+import struct
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -43,10 +45,38 @@ class Table:
     values: np.ndarray
     columns: list[str] | None
     row_shape: tuple[int, ...]
+    ids: list[str] | None = None
+    id_name: str | None = None
 
     @property
     def n_features(self) -> int:
         return int(self.values.shape[1])
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a table: header, delimiter, which columns, what to do with gaps.
+
+    ``columns`` names the feature columns (names, or 0-based indices as text);
+    ``model_columns`` are a trained model's column names, picked by name from a
+    file with a header when ``columns`` is not given; ``id_column`` is carried
+    through as text; ``allow_nan`` drops rows with NaN, inf or missing cells
+    instead of failing.
+    """
+
+    header: bool | None = None
+    delimiter: str | None = None
+    columns: tuple[str, ...] | None = None
+    id_column: str | None = None
+    allow_nan: bool = False
+    model_columns: tuple[str, ...] | None = None
+
+
+@dataclass
+class ReadStats:
+    """What a reader did besides yielding rows: rows dropped under ``allow_nan``."""
+
+    dropped: int = 0
 
 
 def describe(source: str) -> str:
@@ -54,76 +84,225 @@ def describe(source: str) -> str:
     return "<stdin>" if source == STDIO else source
 
 
-def read_table(source: str, *, header: bool | None = None, delimiter: str | None = None) -> Table:
+def read_table(source: str, *, stats: ReadStats | None = None, **options: Any) -> Table:
     """Read a whole table into memory (training needs every row at once)."""
-    chunks = list(iter_table(source, header=header, delimiter=delimiter))
+    chunks = list(iter_table(source, stats=stats, **options))
     first = chunks[0]
     values = chunks[0].values if len(chunks) == 1 else np.concatenate([c.values for c in chunks])
-    return Table(values, first.columns, first.row_shape)
+    ids = None if first.ids is None else [i for c in chunks for i in c.ids or ()]
+    return Table(values, first.columns, first.row_shape, ids, first.id_name)
 
 
 def iter_table(
     source: str,
     *,
-    header: bool | None = None,
-    delimiter: str | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
+    stats: ReadStats | None = None,
+    **options: Any,
 ) -> Iterator[Table]:
     """Yield the table in chunks of at most ``chunk_rows`` rows, in order.
 
-    The first chunk is read before anything is yielded, so a source with no
-    data rows fails before a caller opens its output.
+    ``options`` are the fields of ReadOptions. The first chunk is read before
+    anything is yielded, so a source with no data rows fails before a caller
+    opens its output.
     """
-    name = describe(source)
+    opts = ReadOptions(**options)
+    stats = stats if stats is not None else ReadStats()
+    reader = _Reader(describe(source), opts, stats, chunk_rows or CHUNK_ROWS)
     if source == STDIO:
-        stream: IO[bytes] = sys.stdin.buffer
-        yield from _iter_stream(stream, name, header, delimiter, chunk_rows)
+        yield from reader.stream(sys.stdin.buffer)
         return
-    path = Path(source)
-    if not path.exists():
-        raise DataError("no such file", source=name)
-    if path.is_dir():
-        raise DataError("is a directory, not a data file", source=name)
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    if suffixes and suffixes[-1] == ".npy":
-        yield from _iter_npy(path, name, chunk_rows)
-        return
-    gz = bool(suffixes) and suffixes[-1] == ".gz"
-    ext = suffixes[-2] if gz and len(suffixes) == 2 else (suffixes[-1] if suffixes else "")
-    if delimiter is None:
-        if ext not in _DELIMITERS:
-            raise DataError(
-                "unknown data format; use .csv, .tsv (optionally .gz) or .npy, "
-                "or name the delimiter with --delimiter",
-                source=name,
-            )
-        delimiter = _DELIMITERS[ext]
-    with _guard_read(name):
-        raw: IO[bytes] = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
-        with raw:
-            yield from _iter_csv(raw, name, header, delimiter, chunk_rows)
+    yield from reader.path(Path(source))
 
 
-def _iter_stream(
-    stream: IO[bytes],
-    name: str,
-    header: bool | None,
-    delimiter: str | None,
-    chunk_rows: int,
-) -> Iterator[Table]:
-    """Stdin: gzip and NPY are recognised by their magic bytes, anything else is CSV."""
-    with _guard_read(name):
-        buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
-        head = buffered.peek(8)[:8]  # type: ignore[union-attr]
-        if head.startswith(_GZIP_MAGIC):
-            inner = gzip.GzipFile(fileobj=buffered, mode="rb")
-            yield from _iter_stream(inner, name, header, delimiter, chunk_rows)
+class _Reader:
+    """One read of one source: the options, the counters and the format dispatch."""
+
+    def __init__(self, name: str, opts: ReadOptions, stats: ReadStats, chunk_rows: int) -> None:
+        self.name = name
+        self.opts = opts
+        self.stats = stats
+        self.chunk_rows = chunk_rows
+
+    def path(self, path: Path) -> Iterator[Table]:
+        name = self.name
+        if not path.exists():
+            raise DataError("no such file", source=name)
+        if path.is_dir():
+            raise DataError("is a directory, not a data file", source=name)
+        suffixes = [s.lower() for s in path.suffixes[-2:]]
+        if suffixes and suffixes[-1] == ".npy":
+            yield from self.npy(path)
             return
-        if head.startswith(_NPY_MAGIC):
-            data = io.BytesIO(buffered.read())
-            yield from _iter_npy(data, name, chunk_rows)
-            return
-        yield from _iter_csv(buffered, name, header, delimiter or ",", chunk_rows)
+        gz = bool(suffixes) and suffixes[-1] == ".gz"
+        ext = suffixes[-2] if gz and len(suffixes) == 2 else (suffixes[-1] if suffixes else "")
+        delimiter = self.opts.delimiter
+        if delimiter is None:
+            if ext not in _DELIMITERS:
+                raise DataError(
+                    "unknown data format; use .csv, .tsv (optionally .gz) or .npy, "
+                    "or name the delimiter with --delimiter",
+                    source=name,
+                )
+            delimiter = _DELIMITERS[ext]
+        with _guard_read(name):
+            raw: IO[bytes] = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
+            with raw:
+                yield from self.csv(raw, delimiter)
+
+    def stream(self, stream: IO[bytes]) -> Iterator[Table]:
+        """Stdin: gzip and NPY are recognised by their magic bytes, anything else is CSV."""
+        with _guard_read(self.name):
+            buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
+            head = buffered.peek(8)[:8]  # type: ignore[union-attr]
+            if head.startswith(_GZIP_MAGIC):
+                inner = gzip.GzipFile(fileobj=buffered, mode="rb")
+                yield from self.stream(inner)
+                return
+            if head.startswith(_NPY_MAGIC):
+                yield from self.npy(io.BytesIO(buffered.read()))
+                return
+            yield from self.csv(buffered, self.opts.delimiter or ",")
+
+    def csv(self, raw: IO[bytes], delimiter: str) -> Iterator[Table]:
+        name, opts = self.name, self.opts
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+        reader = csv.reader(text, delimiter=delimiter, strict=True)
+        first = next((row for row in reader if row), None)
+        if first is None:
+            raise DataError("empty file: no rows", source=name)
+        header = opts.header
+        if header is None:
+            header = not all(_is_number(cell) for cell in first)
+        names = [cell.strip() for cell in first] if header else None
+        width = len(first)
+        features, id_index = _select_columns(opts, names, width, name)
+        columns = [names[i] for i in features] if names is not None else None
+        id_name = None
+        if id_index is not None:
+            id_name = names[id_index] if names is not None else f"col{id_index}"
+        pick = _picker(features, width)
+        rows: list[list[str]] = []
+        ids: list[str] | None = [] if id_index is not None else None
+        lines: list[int] = []
+        pending = [] if header else [first]
+        emitted = False
+        for row in _chain(pending, reader):
+            if not row:
+                continue
+            if len(row) != width:
+                raise DataError(
+                    f"expected {width} fields, found {len(row)}",
+                    source=name,
+                    line=reader.line_num,
+                )
+            rows.append(pick(row) if pick else row)
+            if ids is not None:
+                ids.append(row[id_index])  # type: ignore[index]
+            lines.append(reader.line_num)
+            if len(rows) >= self.chunk_rows:
+                chunk = self._chunk(rows, lines, ids, columns, features, id_name)
+                if chunk is not None:
+                    yield chunk
+                    emitted = True
+                rows, lines = [], []
+                ids = [] if ids is not None else None
+        if rows:
+            chunk = self._chunk(rows, lines, ids, columns, features, id_name)
+            if chunk is not None:
+                yield chunk
+                emitted = True
+        if not emitted:
+            if self.stats.dropped:
+                raise DataError(
+                    f"no rows left after dropping {self.stats.dropped} with missing values",
+                    source=name,
+                )
+            raise DataError("no data rows, only a header", source=name)
+
+    def _chunk(
+        self,
+        rows: list[list[str]],
+        lines: list[int],
+        ids: list[str] | None,
+        columns: list[str] | None,
+        features: list[int],
+        id_name: str | None,
+    ) -> Table | None:
+        values, keep = _to_floats(rows, lines, self.name, columns, features, self.opts.allow_nan)
+        if keep is not None:
+            self.stats.dropped += int((~keep).sum())
+            if ids is not None:
+                ids = [i for i, k in zip(ids, keep.tolist()) if k]
+            if not len(values):
+                return None
+        return Table(values, columns, (len(features),), ids, id_name)
+
+    def npy(self, source: Path | IO[bytes]) -> Iterator[Table]:
+        yield from _iter_npy(source, self.name, self.chunk_rows, self.opts, self.stats)
+
+
+def _chain(first: list[list[str]], rest: Iterator[list[str]]) -> Iterator[list[str]]:
+    yield from first
+    yield from rest
+
+
+def _picker(features: list[int], width: int) -> Any:
+    """A fast row -> selected cells function, or None when every column is a feature."""
+    if features == list(range(width)):
+        return None
+    if len(features) == 1:
+        index = features[0]
+        return lambda row: [row[index]]
+    getter = operator.itemgetter(*features)
+    return lambda row: list(getter(row))
+
+
+def _select_columns(
+    opts: ReadOptions, names: list[str] | None, width: int, source: str
+) -> tuple[list[int], int | None]:
+    """Feature column indices and the id column index, from the options and the header."""
+    id_index = None
+    if opts.id_column is not None:
+        id_index = _resolve_column(opts.id_column, names, width, source, "--id-column")
+    if opts.columns:
+        features = [_resolve_column(c, names, width, source, "--columns") for c in opts.columns]
+        seen = set()
+        for col, index in zip(opts.columns, features):
+            if index in seen:
+                raise DataError(f"column {col!r} is named twice in --columns", source=source)
+            seen.add(index)
+    elif opts.model_columns and names is not None and set(opts.model_columns) <= set(names):
+        # A trained model picks its own columns by name, in its order; when the
+        # header lacks some, all columns are passed on and the model's width
+        # and name checks say what does not match.
+        features = [names.index(c) for c in opts.model_columns]
+    else:
+        features = [i for i in range(width) if i != id_index]
+    if id_index is not None and id_index in features:
+        raise DataError(
+            f"--id-column {opts.id_column!r} is also one of the feature columns", source=source
+        )
+    if not features:
+        raise DataError("no feature columns left besides the --id-column", source=source)
+    return features, id_index
+
+
+def _resolve_column(item: str, names: list[str] | None, width: int, source: str, what: str) -> int:
+    """A column by header name, else by 0-based index."""
+    item = item.strip()
+    if names is not None and item in names:
+        return names.index(item)
+    if item.isdigit() and int(item) < width:
+        return int(item)
+    if names is not None:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        have = f"its columns are {shown}"
+    else:
+        have = f"it has {width} columns (0..{width - 1}) and no header"
+    if item.isdigit():
+        raise DataError(f"column index {item} is out of range ({what}); {have}", source=source)
+    raise DataError(f"no column named {item!r} ({what}); {have}", source=source)
 
 
 class _guard_read:
@@ -151,44 +330,6 @@ class _guard_read:
         return False
 
 
-def _iter_csv(
-    raw: IO[bytes],
-    name: str,
-    header: bool | None,
-    delimiter: str,
-    chunk_rows: int,
-) -> Iterator[Table]:
-    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
-    reader = csv.reader(text, delimiter=delimiter, strict=True)
-    first = next((row for row in reader if row), None)
-    if first is None:
-        raise DataError("empty file: no rows", source=name)
-    if header is None:
-        header = not all(_is_number(cell) for cell in first)
-    columns = [cell.strip() for cell in first] if header else None
-    width = len(first)
-    rows: list[list[str]] = [] if header else [first]
-    lines: list[int] = [] if header else [reader.line_num]
-    emitted = False
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != width:
-            raise DataError(
-                f"expected {width} fields, found {len(row)}", source=name, line=reader.line_num
-            )
-        rows.append(row)
-        lines.append(reader.line_num)
-        if len(rows) >= chunk_rows:
-            yield Table(_to_floats(rows, lines, name, columns), columns, (width,))
-            emitted = True
-            rows, lines = [], []
-    if rows:
-        yield Table(_to_floats(rows, lines, name, columns), columns, (width,))
-    elif not emitted:
-        raise DataError("no data rows, only a header", source=name)
-
-
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -197,41 +338,78 @@ def _is_number(cell: str) -> bool:
     return True
 
 
+_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "-nan"})
+_NAN_HINT = " (--allow-nan drops such rows)"
+
+
 def _to_floats(
-    rows: list[list[str]], lines: list[int], name: str, columns: list[str] | None
-) -> np.ndarray:
-    """Convert string cells to float32, locating the first bad cell on failure."""
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = np.array(rows, dtype=np.float32)
-    except ValueError:
-        values = None
-    if values is not None and np.isfinite(values).all():
-        return values
+    rows: list[list[str]],
+    lines: list[int],
+    name: str,
+    columns: list[str] | None,
+    features: list[int],
+    allow_nan: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert string cells to float32; the keep-mask is None when no row was dropped.
+
+    The fast path is one numpy call per chunk; only a chunk that fails it is
+    looked at cell by cell, to name the first bad cell or (with ``allow_nan``)
+    to turn missing cells into NaN rows that are then dropped.
+    """
+    values = _parse(rows)
+    if values is None and allow_nan:
+        values = _parse([[("nan" if _missing(c) else c) for c in row] for row in rows])
+    if values is not None:
+        finite = np.isfinite(values).all(axis=1)
+        if finite.all():
+            return values, None
+        if allow_nan:
+            return values[finite], finite
     for r, row in enumerate(rows):
         for c, cell in enumerate(row):
-            problem = _cell_problem(cell)
+            problem = _cell_problem(cell, allow_nan)
             if problem:
                 label = f" ({columns[c]!r})" if columns else ""
-                raise DataError(f"{problem}{label}", source=name, line=lines[r], column=c + 1)
+                raise DataError(
+                    f"{problem}{label}", source=name, line=lines[r], column=features[c] + 1
+                )
     raise AssertionError("unreachable: a bad cell was expected")  # pragma: no cover
 
 
-def _cell_problem(cell: str) -> str | None:
+def _parse(rows: list[list[str]]) -> np.ndarray | None:
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.array(rows, dtype=np.float32)
+    except ValueError:
+        return None
+
+
+def _missing(cell: str) -> bool:
+    return cell.strip().lower() in _MISSING
+
+
+def _cell_problem(cell: str, allow_nan: bool = False) -> str | None:
+    """Why a cell cannot be used, or None; with ``allow_nan`` missing values are fine."""
+    if allow_nan and _missing(cell):
+        return None
     if not cell.strip():
-        return "empty cell"
+        return "empty cell" + _NAN_HINT
     try:
         number = float(cell)
     except ValueError:
-        return f"{cell!r} is not a number"
+        hint = _NAN_HINT if _missing(cell) else ""
+        return f"{cell!r} is not a number{hint}"
     if not math.isfinite(number):
-        return f"{cell!r} is not a finite number"
+        return None if allow_nan else f"{cell!r} is not a finite number{_NAN_HINT}"
     if abs(number) > float(np.finfo(np.float32).max):
-        return f"{cell!r} overflows float32"
+        return None if allow_nan else f"{cell!r} overflows float32{_NAN_HINT}"
     return None
 
 
-def _iter_npy(source: Path | IO[bytes], name: str, chunk_rows: int) -> Iterator[Table]:
+def _iter_npy(
+    source: Path | IO[bytes], name: str, chunk_rows: int, opts: ReadOptions, stats: ReadStats
+) -> Iterator[Table]:
+    """Rows of a .npy, memory-mapped from a path so that only one chunk is in memory."""
     try:
         if isinstance(source, Path):
             array = np.load(source, mmap_mode="r", allow_pickle=False)
@@ -244,36 +422,171 @@ def _iter_npy(source: Path | IO[bytes], name: str, chunk_rows: int) -> Iterator[
         raise DataError(f"not a usable .npy file: {reason}", source=name) from None
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read .npy file: {exc}", source=name) from None
+    except Exception as exc:  # numpy parses damaged headers with tokenize, ast, ...
+        raise DataError(f"not a usable .npy file: damaged header ({exc})", source=name) from None
     if not isinstance(array, np.ndarray):
         raise DataError("not a .npy array (an .npz archive?)", source=name)
     if array.dtype.kind not in "fiu":
         raise DataError(f"dtype {array.dtype} is not a real number type", source=name)
     if array.ndim == 0 or array.shape[0] == 0:
         raise DataError(f"no rows (shape {array.shape})", source=name)
+    if opts.id_column is not None:
+        raise UsageError(
+            "a .npy file has no text column to carry; --id-column needs CSV input",
+            flag="--id-column",
+        )
     row_shape = tuple(int(s) for s in array.shape[1:])
     flat = array.reshape(array.shape[0], -1)
-    if flat.shape[1] == 0:
+    width = flat.shape[1]
+    if width == 0:
         raise DataError(f"rows have no values (shape {array.shape})", source=name)
+    features = None
+    if opts.columns:
+        features = [_resolve_column(c, None, width, name, "--columns") for c in opts.columns]
+        row_shape = (len(features),)
+    emitted = False
     for start in range(0, flat.shape[0], chunk_rows):
+        block = flat[start : start + chunk_rows]
+        if features is not None:
+            block = block[:, features]
         with np.errstate(over="ignore"):
-            chunk = np.asarray(flat[start : start + chunk_rows], dtype=np.float32)
-        bad = ~np.isfinite(chunk)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            original = flat[start + row, col]
-            what = "overflows float32" if np.isfinite(original) else "is not a finite number"
-            raise DataError(
-                f"value {original} at row {start + row}, column {col} {what}", source=name
-            )
+            chunk = np.asarray(block, dtype=np.float32)
+        finite = np.isfinite(chunk).all(axis=1)
+        if not finite.all():
+            if opts.allow_nan:
+                stats.dropped += int((~finite).sum())
+                chunk = chunk[finite]
+                if not len(chunk):
+                    continue
+            else:
+                row, col = (int(i) for i in np.argwhere(~np.isfinite(chunk))[0])
+                original = block[row, col]
+                what = "overflows float32" if np.isfinite(original) else "is not a finite number"
+                raise DataError(
+                    f"value {original} at row {start + row}, column {col} {what}{_NAN_HINT}",
+                    source=name,
+                )
+        emitted = True
         yield Table(chunk, None, row_shape)
+    if not emitted:
+        raise DataError(
+            f"no rows left after dropping {stats.dropped} with missing values", source=name
+        )
+
+
+class AtomicFile:
+    """A file that appears at ``dest`` only when ``commit`` is called, complete.
+
+    On Linux the data goes to an anonymous ``O_TMPFILE`` inode in the target's
+    directory, so a crash or ``kill -9`` leaves nothing behind at all; commit
+    links it under a temporary name and renames that over ``dest`` (atomic
+    on POSIX). Elsewhere a named temporary sibling is used and removed on
+    failure. Until commit, a previous file at ``dest`` is never touched.
+    """
+
+    def __init__(self, dest: str, flag: str = "-o") -> None:
+        target = Path(dest)
+        if target.is_dir():
+            raise UsageError(f"{dest!r} is a directory", flag=flag)
+        parent = target.parent
+        if not parent.is_dir():
+            raise DataError("directory does not exist", source=str(parent))
+        self.dest = dest
+        self._named: str | None = None
+        try:
+            fd = os.open(parent, os.O_TMPFILE | os.O_WRONLY, 0o666)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                dir=parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+            )
+            self.file: IO[bytes] = tmp
+            self._named = tmp.name
+        else:
+            self.file = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        """Flush to disk and move into place."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        parent = os.path.dirname(os.path.abspath(self.dest))
+        if self._named is None:
+            name = os.path.join(parent, f".{os.path.basename(self.dest)}.{os.getpid()}.tmp")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            # linkat(AT_SYMLINK_FOLLOW) through /proc gives the anonymous inode a name.
+            proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(str(self.file.fileno()), name, src_dir_fd=proc, follow_symlinks=True)
+            finally:
+                os.close(proc)
+            self.file.close()
+        else:
+            name = self._named
+            self.file.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(name, 0o666 & ~umask)
+        try:
+            os.replace(name, self.dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
+        with contextlib.suppress(OSError):
+            dirfd = os.open(parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+
+    def discard(self) -> None:
+        """Forget the data; ``dest`` stays as it was."""
+        self.file.close()
+        if self._named is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._named)
+
+
+class _NpyStream:
+    """Write a float32 .npy row by row: the header's row count is fixed up at the end.
+
+    The header is written with room for any row count (padded with spaces, as
+    the format allows), so the final count can be written over it in place.
+    """
+
+    def __init__(self, sink: IO[bytes], row_shape: tuple[int, ...]) -> None:
+        self.sink = sink
+        self.row_shape = row_shape
+        self.rows = 0
+        self.size = len(self._header(10**19, 0))
+        sink.write(self._header(0, self.size))
+
+    def _header(self, rows: int, size: int) -> bytes:
+        shape = (rows, *self.row_shape)
+        text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape!r}, }}"
+        # 10 bytes of preamble; the whole header is a multiple of 64 bytes and ends in \n.
+        total = size or (10 + len(text) + 1 + 63) // 64 * 64
+        text = text.ljust(total - 10 - 1) + "\n"
+        return _NPY_MAGIC + b"\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+    def write(self, values: np.ndarray) -> None:
+        self.sink.write(np.ascontiguousarray(values, dtype="<f4").tobytes())
+        self.rows += int(values.shape[0])
+
+    def finish(self) -> None:
+        self.sink.seek(0)
+        self.sink.write(self._header(self.rows, self.size))
+        self.sink.seek(0, os.SEEK_END)
 
 
 class TableWriter:
     """Write rows to stdout (CSV) or to a file whose format follows its extension.
 
-    Files are written to a temporary sibling and moved into place by
-    ``commit``; ``abort`` (or leaving the ``with`` block by an exception)
-    removes the temporary and leaves any previous file untouched.
+    Every format streams: CSV rows are formatted chunk by chunk, a .npy gets
+    its final row count written into its header at the end. Files are written
+    through an AtomicFile and appear only on ``commit``; ``abort`` (or leaving
+    the ``with`` block by an exception) leaves any previous file untouched.
+    An ``id_name`` adds a leading text column (CSV only).
     """
 
     def __init__(
@@ -284,12 +597,15 @@ class TableWriter:
         *,
         protect: Sequence[str] = (),
         flag: str = "-o",
+        id_name: str | None = None,
     ) -> None:
         self.dest = None if dest in (None, STDIO) else dest
         self.columns = list(columns)
         self.row_shape = row_shape
-        self._npy_chunks: list[np.ndarray] | None = None
-        self._tmp: IO[bytes] | None = None
+        self.id_name = id_name
+        self._npy: _NpyStream | None = None
+        self._file: AtomicFile | None = None
+        self._gz: gzip.GzipFile | None = None
         self._text: IO[str]
         if self.dest is None:
             self._text = sys.stdout
@@ -297,50 +613,54 @@ class TableWriter:
             return
         _refuse_overwrite(self.dest, protect, flag)
         kind, gz, delimiter = _output_format(self.dest, flag)
-        self._delimiter = delimiter
-        self._tmp = _open_temp(self.dest)
+        if kind == "npy" and id_name is not None:
+            raise UsageError(
+                "a .npy output cannot hold the --id-column's text; write .csv or .tsv",
+                flag="--id-column",
+            )
+        self._file = AtomicFile(self.dest, flag)
         if kind == "npy":
-            self._npy_chunks = []
+            self._npy = _NpyStream(self._file.file, row_shape)
             return
-        sink: IO[bytes] = self._tmp
+        sink: IO[bytes] = self._file.file
         if gz:
-            sink = gzip.GzipFile(fileobj=self._tmp, mode="wb", mtime=0)
-        self._gz = sink if gz else None
+            self._gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0)
+            sink = self._gz  # type: ignore[assignment]
         self._text = io.TextIOWrapper(sink, encoding="utf-8", newline="")  # type: ignore[arg-type]
         self._write_header(delimiter)
 
     def _write_header(self, delimiter: str) -> None:
         self._delimiter = delimiter
-        self._text.write(delimiter.join(_quote(c, delimiter) for c in self.columns) + "\n")
+        names = ([self.id_name] if self.id_name is not None else []) + self.columns
+        self._text.write(delimiter.join(_quote(c, delimiter) for c in names) + "\n")
 
-    def write(self, values: np.ndarray) -> None:
-        """Append rows (float32 2-D, one column per name)."""
-        if self._npy_chunks is not None:
-            self._npy_chunks.append(np.asarray(values, dtype=np.float32))
+    def write(self, values: np.ndarray, ids: Sequence[str] | None = None) -> None:
+        """Append rows (float32 2-D, one column per name), with their ids if any."""
+        if self._npy is not None:
+            self._npy.write(values)
             return
-        self._text.write(format_rows(values, self._delimiter))
+        self._text.write(format_rows(values, self._delimiter, ids))
 
     def commit(self) -> None:
         """Finish the output: flush stdout, or move the finished file into place."""
-        if self._tmp is None:
+        if self._file is None:
             self._text.flush()
             return
-        if self._npy_chunks is not None:
-            rows = np.concatenate(self._npy_chunks) if self._npy_chunks else np.zeros((0, 1))
-            np.save(self._tmp, rows.reshape((rows.shape[0], *self.row_shape)))
+        if self._npy is not None:
+            self._npy.finish()
         else:
             self._text.flush()
             self._text.detach()
             if self._gz is not None:
                 self._gz.close()
-        _commit_temp(self._tmp, self.dest)  # type: ignore[arg-type]
-        self._tmp = None
+        self._file.commit()
+        self._file = None
 
     def abort(self) -> None:
-        """Drop the temporary file; the destination is left as it was."""
-        if self._tmp is not None:
-            _discard_temp(self._tmp)
-            self._tmp = None
+        """Drop the unfinished file; the destination is left as it was."""
+        if self._file is not None:
+            self._file.discard()
+            self._file = None
 
     def __enter__(self) -> TableWriter:
         return self
@@ -352,14 +672,19 @@ class TableWriter:
             self.abort()
 
 
-def format_rows(values: np.ndarray, delimiter: str = ",") -> str:
+def format_rows(values: np.ndarray, delimiter: str = ",", ids: Sequence[str] | None = None) -> str:
     """CSV text for float32 rows; ``str`` of a float32 is its shortest round-trip form."""
     rows = np.asarray(values, dtype=np.float32)
-    return "".join(delimiter.join(map(str, row)) + "\n" for row in rows)
+    if ids is None:
+        return "".join(delimiter.join(map(str, row)) + "\n" for row in rows)
+    return "".join(
+        _quote(i, delimiter) + delimiter + delimiter.join(map(str, row)) + "\n"
+        for i, row in zip(ids, rows)
+    )
 
 
 def _quote(name: str, delimiter: str) -> str:
-    if any(ch in name for ch in (delimiter, '"', "\n", "\r")):
+    if any(ch in name for ch in (delimiter, '"', "\n", "\r")) or name != name.strip():
         return '"' + name.replace('"', '""') + '"'
     return name
 
@@ -392,43 +717,15 @@ def _refuse_overwrite(dest: str, protect: Sequence[str], flag: str) -> None:
             )
 
 
-def _open_temp(dest: str) -> IO[bytes]:
-    target = Path(dest)
-    if target.is_dir():
-        raise UsageError(f"{dest!r} is a directory", flag="-o")
-    parent = target.parent
-    if not parent.is_dir():
-        raise DataError("directory does not exist", source=str(parent))
-    return tempfile.NamedTemporaryFile(
-        dir=parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-
-
-def _commit_temp(tmp: IO[bytes], dest: str) -> None:
-    tmp.flush()
-    os.fsync(tmp.fileno())
-    tmp.close()
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)
-    os.replace(tmp.name, dest)
-
-
-def _discard_temp(tmp: IO[bytes]) -> None:
-    tmp.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp.name)
-
-
 def write_bytes_atomic(
     dest: str, data: bytes, *, protect: Sequence[str] = (), flag: str = "-o"
 ) -> None:
     """Write a whole file (a model) atomically: temp file, fsync, rename."""
     _refuse_overwrite(dest, protect, flag)
-    tmp = _open_temp(dest)
+    target = AtomicFile(dest, flag)
     try:
-        tmp.write(data)
-        _commit_temp(tmp, dest)
+        target.file.write(data)
+        target.commit()
     except BaseException:
-        _discard_temp(tmp)
+        target.discard()
         raise

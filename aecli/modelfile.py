@@ -8,6 +8,8 @@ Layout: tensors ``model.*`` (the state dict) and ``scaler.offset`` /
 - ``aecli.model``: the ModelConfig, ``aecli.train``: the TrainConfig
 - ``aecli.data``: column names, the shape of one input row, the scaling
 - ``aecli.summary``: the training summary (rows, epochs, final losses)
+- ``aecli.optim``: Adam's step count; its moments are tensors ``optim.*``,
+  so ``aecli train --resume`` can continue exactly where training stopped
 
 Nothing is pickled. The header is parsed here, before safetensors sees the
 bytes, so that damaged or foreign files get a precise message; reading the
@@ -34,7 +36,13 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 def read_header(path: str) -> tuple[dict[str, str], dict[str, Any], int]:
     """Validate the file's framing; return (aecli metadata, tensor table, header size)."""
-    data = _read(path)
+    return read_header_bytes(_read(path), path)
+
+
+def read_header_bytes(
+    data: bytes, path: str = "<bytes>"
+) -> tuple[dict[str, str], dict[str, Any], int]:
+    """``read_header`` for a file already in memory."""
     header, size = _parse_header(data, path)
     return header.pop("__metadata__", None) or {}, header, size
 
@@ -123,6 +131,11 @@ def to_bytes(fitted: FittedModel) -> bytes:
     }
     tensors["scaler.offset"] = fitted.scaler.offset
     tensors["scaler.scale"] = fitted.scaler.scale
+    extra: dict[str, str] = {}
+    if fitted.optimizer_state is not None:
+        for name, tensor in fitted.optimizer_state.moments.items():
+            tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()
+        extra["aecli.optim"] = _json({"step": fitted.optimizer_state.step})
     data = {
         "columns": fitted.columns,
         "row_shape": list(fitted.row_shape),
@@ -135,6 +148,7 @@ def to_bytes(fitted: FittedModel) -> bytes:
         "aecli.train": _json(fitted.train_config.to_dict()),
         "aecli.data": _json(data),
         "aecli.summary": _json(fitted.summary),
+        **extra,
     }
     return serialize({k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}, metadata)
 
@@ -175,12 +189,14 @@ def save(fitted: FittedModel, path: str, *, protect: Sequence[str] = ()) -> None
 
 def load(path: str) -> FittedModel:
     """Rebuild a trained model on the CPU from its file alone."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
     from aecli.api import FittedModel
     from aecli.models import build_model
     from aecli.scaler import Scaler
+    from aecli.train import OptimizerState
 
     raw = _read(path)
     header, _ = _parse_header(raw, path)
@@ -188,29 +204,70 @@ def load(path: str) -> FittedModel:
     try:
         tensors = load_tensors(raw)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: damaged tensors ({exc})") from None
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelFileError(f"{path}: damaged tensors ({detail})") from None
     try:
         config = ModelConfig.from_dict(meta["aecli.model"])
         train_config = TrainConfig.from_dict(meta["aecli.train"])
         data = meta["aecli.data"]
-        model = build_model(config)
+        # Built without memory, then given the file's tensors: a damaged config
+        # claiming huge layers fails on the shape check instead of allocating.
+        with torch.device("meta"):
+            model = build_model(config)
         state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
         scaler = Scaler(
             data["scale"], tensors["scaler.offset"].numpy(), tensors["scaler.scale"].numpy()
         )
+        if scaler.offset.shape != (config.n_inputs,) or scaler.scale.shape != (config.n_inputs,):
+            raise ValueError("scaler does not match the input width")
+        columns, row_shape = _data_layout(data, config.n_inputs)
+        optimizer_state = None
+        if "aecli.optim" in meta:
+            moments = {
+                k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")
+            }
+            for name, param in model.named_parameters():
+                for moment in ("exp_avg", "exp_avg_sq"):
+                    saved = moments.get(f"{name}.{moment}")
+                    if saved is None or saved.shape != param.shape:
+                        raise ValueError(f"optimizer state for {name} is missing or misshapen")
+            optimizer_state = OptimizerState(int(meta["aecli.optim"]["step"]), moments)
     except (AecliError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: inconsistent aecli model file ({exc})") from None
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelFileError(f"{path}: inconsistent aecli model file ({detail})") from None
     model.eval()
     return FittedModel(
         model=model,
         scaler=scaler,
         config=config,
         train_config=train_config,
-        columns=data.get("columns"),
-        row_shape=tuple(data.get("row_shape") or (config.n_inputs,)),
+        columns=columns,
+        row_shape=row_shape,
         summary=meta.get("aecli.summary") or {},
+        optimizer_state=optimizer_state,
     )
+
+
+def _data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tuple[int, ...]]:
+    """Column names and row shape from the metadata, checked against the model's width."""
+    import math
+
+    columns = data.get("columns")
+    if columns is not None and (
+        not isinstance(columns, list)
+        or len(columns) != width
+        or not all(isinstance(c, str) for c in columns)
+    ):
+        raise ValueError(f"columns do not match the {width} inputs")
+    shape = data.get("row_shape") or [width]
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(s, int) and s > 0 for s in shape)
+        or math.prod(shape) != width
+    ):
+        raise ValueError(f"row shape {shape!r} does not match the {width} inputs")
+    return columns, tuple(shape)
 
 
 def _json(value: Any) -> str:

@@ -45,13 +45,29 @@ class History:
     stop: str | None = None
     message: str = ""
     best_epoch: int | None = None
+    optimizer_state: OptimizerState | None = None
 
     @property
     def last(self) -> EpochStats:
         return self.epochs[-1]
 
+    @property
+    def kept(self) -> EpochStats:
+        """The epoch whose weights the model holds."""
+        number = self.best_epoch or self.last.epoch
+        return next(e for e in self.epochs if e.epoch == number)
+
+
+@dataclass
+class OptimizerState:
+    """Adam's moments by parameter name, and its step count: what --resume needs."""
+
+    step: int
+    moments: dict[str, torch.Tensor]
+
 
 EpochCallback = Callable[[EpochStats], None]
+CheckpointCallback = Callable[[EpochStats, "OptimizerState"], None]
 
 
 def make_optimizer(model: Autoencoder, config: TrainConfig) -> torch.optim.Optimizer:
@@ -61,8 +77,48 @@ def make_optimizer(model: Autoencoder, config: TrainConfig) -> torch.optim.Optim
     )
 
 
-def _snapshot(model: Autoencoder) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def export_state(model: Autoencoder, optimizer: torch.optim.Optimizer) -> OptimizerState:
+    """A copy of Adam's state keyed by parameter name (stable across processes)."""
+    names = [name for name, _ in model.named_parameters()]
+    state = optimizer.state_dict()["state"]
+    moments: dict[str, torch.Tensor] = {}
+    step = 0
+    for index, name in enumerate(names):
+        entry = state.get(index)
+        if not entry:
+            continue
+        step = int(entry["step"])
+        moments[f"{name}.exp_avg"] = entry["exp_avg"].detach().clone()
+        moments[f"{name}.exp_avg_sq"] = entry["exp_avg_sq"].detach().clone()
+    return OptimizerState(step, moments)
+
+
+def import_state(
+    model: Autoencoder, optimizer: torch.optim.Optimizer, saved: OptimizerState
+) -> None:
+    """Load a saved OptimizerState into a fresh optimizer for ``model``."""
+    if not saved.moments:
+        return
+    full = optimizer.state_dict()
+    for index, (name, param) in enumerate(model.named_parameters()):
+        full["state"][index] = {
+            "step": torch.tensor(float(saved.step)),
+            "exp_avg": saved.moments[f"{name}.exp_avg"].to(param.device),
+            "exp_avg_sq": saved.moments[f"{name}.exp_avg_sq"].to(param.device),
+        }
+    optimizer.load_state_dict(full)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Each epoch reseeds from (seed, epoch), so a resumed run repeats an uninterrupted one."""
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def _snapshot(
+    model: Autoencoder, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], OptimizerState]:
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return weights, export_state(model, optimizer)
 
 
 def fit(
@@ -71,24 +127,33 @@ def fit(
     val: torch.Tensor | None,
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
+    *,
+    start_epoch: int = 1,
+    resume_state: OptimizerState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> History:
-    """Train ``model`` in place on scaled rows; returns the per-epoch history.
+    """Train ``model`` in place on scaled rows, epochs ``start_epoch..config.epochs``.
 
-    A snapshot of the weights is kept after every finished epoch so that a
-    NaN loss or Ctrl-C leaves the model as it was at the end of the last good
-    epoch, and early stopping can return to the best one.
+    A snapshot of the weights and of Adam's state is kept after every
+    finished epoch so that a NaN loss or Ctrl-C leaves the model as it was at
+    the end of the last good epoch (and resumable), and early stopping can
+    return to the best one. ``on_checkpoint`` is called every
+    ``config.checkpoint_every`` epochs with that snapshot.
     """
     optimizer = make_optimizer(model, config)
+    if resume_state is not None:
+        import_state(model, optimizer, resume_state)
     history = History()
     start = time.perf_counter()
-    good = _snapshot(model)
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    good = _snapshot(model, optimizer)
+    best: tuple[float, int, tuple[dict[str, torch.Tensor], OptimizerState]] | None = None
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
+            torch.manual_seed(epoch_seed(config.seed, epoch))
             terms = _train_epoch(model, optimizer, train, config.batch_size)
             if not all(math.isfinite(v) for v in terms.values()):
-                model.load_state_dict(good)
+                model.load_state_dict(good[0])
                 history.stop = "non-finite"
                 history.message = (
                     f"the loss became {terms['loss']} in epoch {epoch}; try a lower --lr "
@@ -99,9 +164,12 @@ def fit(
             seconds = time.perf_counter() - epoch_start
             stats = EpochStats(epoch, config.epochs, terms, val_loss, seconds)
             history.epochs.append(stats)
-            good = _snapshot(model)
+            good = _snapshot(model, optimizer)
             if on_epoch is not None:
                 on_epoch(stats)
+            every = config.checkpoint_every
+            if on_checkpoint is not None and every and epoch % every == 0:
+                on_checkpoint(stats, good[1])
             if config.early_stopping and val_loss is not None:
                 if best is None or val_loss < best[0]:
                     best = (val_loss, epoch, good)
@@ -113,11 +181,13 @@ def fit(
                     )
                     break
     except KeyboardInterrupt:
-        model.load_state_dict(good)
+        model.load_state_dict(good[0])
         history.stop = "interrupted"
-        history.message = f"interrupted during epoch {len(history.epochs) + 1}"
+        history.message = f"interrupted during epoch {start_epoch + len(history.epochs)}"
+    history.optimizer_state = good[1]
     if best is not None:
-        model.load_state_dict(best[2])
+        model.load_state_dict(best[2][0])
+        history.optimizer_state = best[2][1]
         history.best_epoch = best[1]
     history.seconds = time.perf_counter() - start
     return history

@@ -162,3 +162,50 @@ def test_writer_refuses_to_overwrite_an_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="input of this command"):
         TableWriter(source, ["a"], (1,), protect=[source])
     assert Path(source).read_text() == "1\n"
+
+
+def test_npy_output_streams_chunks_into_one_array(tmp_path: Path) -> None:
+    out = tmp_path / "o.npy"
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(n, 6)).astype(np.float32) for n in (5, 0, 17, 1)]
+    with TableWriter(str(out), [f"c{i}" for i in range(6)], (2, 3)) as writer:
+        for part in parts:
+            writer.write(part)
+    loaded = np.load(out)
+    assert loaded.shape == (23, 2, 3) and loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded.reshape(23, 6), np.concatenate(parts))
+    header_end = out.read_bytes().index(b"\n") + 1
+    assert header_end % 64 == 0  # the format's alignment, whatever the row count
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "o.csv"
+    out.write_text("previous\n")
+    with pytest.raises(RuntimeError), TableWriter(str(out), ["a"], (1,)) as writer:
+        writer.write(np.ones((3, 1), dtype=np.float32))
+        raise RuntimeError("crash while writing")
+    assert out.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv"]
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table_csv: Path
+) -> None:
+    import errno
+
+    from aecli import io as aio
+    from tests.conftest import FAST, invoke
+
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, *FAST]).code == 0
+    before = model.read_bytes()
+
+    def full(self: aio.AtomicFile) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", self.dest)
+
+    monkeypatch.setattr(aio.AtomicFile, "commit", full)
+    result = invoke(["train", table_csv, "-o", model, *FAST, "--seed", "1"])
+    assert result.code == 1
+    assert result.stderr == f"aecli: error: {model}: No space left on device\n"
+    assert model.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -74,18 +70,3 @@ def test_a_diverging_run_exits_1_with_advice(tmp_path: Path, digits_csv: Path) -
     assert result.code == 1
     assert "lower --lr" in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists()
-
-
-def test_ctrl_c_saves_the_model_and_exits_130(tmp_path: Path, digits_csv: Path) -> None:
-    out = tmp_path / "m.safetensors"
-    args = ["train", str(digits_csv), "-o", str(out), "--epochs", "1000000", "--batch-size", "400"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aecli", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    time.sleep(8)  # imports plus a few epochs
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert b"interrupted" in stderr and b"Traceback" not in stderr
-    summary = modelfile.load(str(out)).summary
-    assert summary["stop"] == "interrupted" and summary["epochs"] >= 1

@@ -1,0 +1,165 @@
+"""Property tests: random and mutated inputs give a result or a one-line error, never a crash.
+
+Every reader failure must be a DataError (exit 1 with a located message) and
+every model-file failure a ModelFileError; anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aecli import modelfile
+from aecli.errors import DataError, ModelFileError
+from aecli.io import read_table
+from tests.conftest import invoke
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=2000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+VALID_CSV = b'id,a,b\n"x, 1",1.5,-2\ny,3e2,4\nz,5,6.25\n'
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+VALID_NPY = _npy_bytes(np.arange(24, dtype=np.float32).reshape(4, 2, 3))
+
+
+@st.composite
+def mutated(draw: st.DrawFn, original: bytes) -> bytes:
+    """Up to 8 edits: replace, insert or delete a byte, or truncate."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 8))):
+        op = draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if op == "replace" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data.insert(at, draw(st.sampled_from(b'\x00,"\n\r\t;e.-+9 \xff\xef')))
+        elif op == "delete" and data:
+            del data[at]
+        elif op == "truncate":
+            del data[at:]
+    return bytes(data)
+
+
+def _read(data: bytes, suffix: str, **options: object) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"fuzz{suffix}"
+        path.write_bytes(data)
+        try:
+            table = read_table(str(path), **options)
+        except DataError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(path))
+            return
+        assert table.values.dtype == np.float32 and table.values.ndim == 2
+        assert np.isfinite(table.values).all()
+        assert table.values.shape[0] >= 1
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes_as_csv(data: bytes) -> None:
+    _read(data, ".csv")
+
+
+@FUZZ
+@given(mutated(VALID_CSV), st.booleans())
+def test_mutated_csv(data: bytes, allow_nan: bool) -> None:
+    _read(data, ".csv", id_column="id", allow_nan=allow_nan)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes_as_gzip_csv(data: bytes) -> None:
+    _read(b"\x1f\x8b" + data, ".csv.gz")
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200), mutated(VALID_NPY)))
+def test_random_and_mutated_npy(data: bytes) -> None:
+    _read(data, ".npy")
+
+
+@pytest.fixture(scope="module")
+def model_bytes(basic_model: Path) -> bytes:
+    return basic_model.read_bytes()
+
+
+def _load(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.safetensors"
+        path.write_bytes(data)
+        try:
+            fitted = modelfile.load(str(path))
+        except ModelFileError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(path))
+            return
+        fitted.encode(np.zeros((1, fitted.config.n_inputs), dtype=np.float32))
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_model_files(model_bytes: bytes, data: st.DataObject) -> None:
+    (size,) = struct.unpack("<Q", model_bytes[:8])
+    # Most edits land in the header, where the structure is.
+    header = model_bytes[: 8 + size]
+    edited = data.draw(mutated(header)) + model_bytes[8 + size :]
+    _load(edited)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@FUZZ
+@given(data=st.data())
+def test_model_metadata_with_wrong_values(model_bytes: bytes, data: st.DataObject) -> None:
+    """Well-formed files whose aecli metadata holds unexpected values."""
+    metadata, tensors, size = modelfile.read_header_bytes(model_bytes)
+    key = data.draw(st.sampled_from(sorted(metadata)))
+    decoded = json.loads(metadata[key]) if key != "aecli.format" else metadata[key]
+    if isinstance(decoded, dict) and decoded:
+        field = data.draw(st.sampled_from(sorted(decoded)))
+        decoded[field] = data.draw(JSONISH)
+        metadata[key] = json.dumps(decoded)
+    else:
+        metadata[key] = json.dumps(data.draw(JSONISH))
+    body = model_bytes[8 + size :]
+    header = {"__metadata__": metadata, **tensors}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    _load(struct.pack("<Q", len(text)) + text + body)
+
+
+@settings(max_examples=40, deadline=4000, suppress_health_check=list(HealthCheck))
+@given(data=mutated(b"a,b\n1,2\n3,4\n"))
+def test_cli_never_shows_a_traceback(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "in.csv").write_bytes(data)
+    result = invoke(
+        ["train", folder / "in.csv", "-o", folder / "m.safetensors", "--epochs", "1", "-q"]
+    )
+    assert result.code in (0, 1, 2)
+    if result.code:
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

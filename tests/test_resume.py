@@ -1,0 +1,125 @@
+"""Resuming and checkpoints: a stopped run continues to exactly what an uninterrupted one gives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aecli import api, modelfile
+from aecli.config import ModelConfig, TrainConfig
+from aecli.io import read_table
+from tests.conftest import invoke
+
+ARGS = ["--batch-size", "32", "--seed", "3", "--quiet"]
+
+
+def _train(data: Path, out: Path, *extra: object) -> None:
+    result = invoke(["train", data, "-o", out, *ARGS, *extra])
+    assert result.code == 0, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["basic", "vae", "denoise"])
+def test_resume_repeats_an_uninterrupted_run(tmp_path: Path, table_csv: Path, kind: str) -> None:
+    whole, part = tmp_path / "whole.safetensors", tmp_path / "part.safetensors"
+    _train(table_csv, whole, "--kind", kind, "--epochs", "6")
+    _train(table_csv, part, "--kind", kind, "--epochs", "3")
+    assert modelfile.load(str(part)).summary["kept_epoch"] == 3
+    resumed = tmp_path / "resumed.safetensors"
+    _train(table_csv, resumed, "--resume", part, "--epochs", "6")
+    assert resumed.read_bytes() == whole.read_bytes()
+
+
+def test_resume_takes_unset_flags_from_the_file(tmp_path: Path, table_csv: Path) -> None:
+    part = tmp_path / "part.safetensors"
+    _train(table_csv, part, "--epochs", "2", "--lr", "0.01", "--latent", "2")
+    # Same model flags repeated are fine; the epoch target and lr come from the file.
+    result = invoke(["train", table_csv, "-o", part, "--resume", part, "--latent", "2"])
+    assert result.code == 2 and "already trained 2 epochs" in result.stderr
+    _train(table_csv, part, "--resume", part, "--latent", "2", "--epochs", "4")
+    fitted = modelfile.load(str(part))
+    assert fitted.train_config.lr == 0.01 and fitted.summary["epochs"] == 4
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--kind", "vae"), ("--latent", "5"), ("--seed", "9"), ("--scale", "none")]
+)
+def test_resume_refuses_to_change_the_model(
+    tmp_path: Path, table_csv: Path, flag: str, value: str
+) -> None:
+    part = tmp_path / "part.safetensors"
+    _train(table_csv, part, "--epochs", "1", "--latent", "2")
+    result = invoke(
+        ["train", table_csv, "-o", part, "--resume", part, "--epochs", "3", flag, value]
+    )
+    assert result.code == 2
+    assert f"{flag}: cannot change on --resume" in result.stderr
+
+
+def test_checkpoints_are_written_every_n_epochs(table_csv: Path) -> None:
+    table = read_table(str(table_csv))
+    config = ModelConfig(n_inputs=10, hidden=(8,), latent=3)
+    seen: list[tuple[int, int]] = []
+
+    def checkpoint(fitted: api.FittedModel) -> None:
+        data = modelfile.to_bytes(fitted)  # must serialise mid-training
+        assert fitted.optimizer_state is not None and fitted.optimizer_state.step > 0
+        seen.append((fitted.summary["kept_epoch"], len(data)))
+
+    api.train(table, config, TrainConfig(epochs=5, checkpoint_every=2), checkpoint=checkpoint)
+    assert [epoch for epoch, _ in seen] == [2, 4]
+
+
+def test_checkpoints_need_a_file(table_csv: Path) -> None:
+    result = invoke(["train", table_csv, "-o", "-", "--checkpoint-every", "1"])
+    assert result.code == 2 and "--checkpoint-every" in result.stderr
+
+
+def _start(data: Path, out: Path, epochs: int) -> subprocess.Popen:
+    args = ["train", str(data), "-o", str(out), *ARGS, "--epochs", str(epochs)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "aecli", *args, "--checkpoint-every", "1"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, digits_csv: Path, how: str
+) -> None:
+    """Ctrl-C saves and exits 130; kill -9 leaves the last checkpoint and no stray file."""
+    out = tmp_path / "m.safetensors"
+    process = _start(digits_csv, out, 100000)
+    _wait_for(out, process)
+    time.sleep(0.3)
+    if how == "ctrl-c":
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr
+        assert b"interrupted" in stderr and b"saved to" in stderr
+        assert b"Traceback" not in stderr
+    else:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    assert os.listdir(tmp_path) == ["m.safetensors"]  # no temporary left behind
+    kept = modelfile.load(str(out)).summary["kept_epoch"]
+    assert kept >= 1
+    target = kept + 2
+    whole = tmp_path / "whole.safetensors"
+    _train(digits_csv, whole, "--epochs", str(target), "--checkpoint-every", "1")
+    _train(digits_csv, out, "--resume", out, "--epochs", str(target))
+    assert out.read_bytes() == whole.read_bytes()

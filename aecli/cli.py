@@ -287,25 +287,35 @@ def train(
             beta=beta,
         )
         model_config.validate()
+    # A run that fails must not replace a model that was there before it.
+    keep_old = output != "-" and os.path.exists(output)
     checkpoint = None
     if checkpoint_every:
 
         def checkpoint(fitted: FittedModel) -> None:
+            nonlocal keep_old
             modelfile.save(fitted, output, protect=[data])
+            keep_old = False
 
     with _progress(train_config.epochs, quiet) as on_epoch:
         fitted, history = api.train(
             table, model_config, train_config, on_epoch, resume=resumed, checkpoint=checkpoint
         )
-    if output == "-":
+    target = output
+    if history.stop == "non-finite" and keep_old:
+        target = _beside(output, "last-finite")
+    if target == "-":
         sys.stdout.buffer.write(modelfile.to_bytes(fitted))
         sys.stdout.buffer.flush()
     else:
-        modelfile.save(fitted, output, protect=[data])
-    where = "stdout" if output == "-" else output
+        modelfile.save(fitted, target, protect=[data])
+    where = "stdout" if target == "-" else target
     kept = fitted.summary["kept_epoch"]
     if history.stop == "non-finite":
-        raise TrainingError(f"{history.message} (the model of epoch {kept} was saved to {where})")
+        left = f"; {output} was left as it was" if target != output else ""
+        raise TrainingError(
+            f"{history.message} (the model of epoch {kept} was saved to {where}{left})"
+        )
     if history.stop == "interrupted":
         _say(f"aecli: {history.message}; the model of epoch {kept} was saved to {where}")
         raise typer.Exit(130)
@@ -376,6 +386,14 @@ def _check_resume_flags(resumed: FittedModel, params: dict[str, Any], given: set
                 f"cannot change on --resume: the model file has {stored!r}, not {value!r}",
                 flag=flag,
             )
+
+
+def _beside(path: str, tag: str) -> str:
+    """``dir/name.TAG.ext`` for ``dir/name.ext``."""
+    from pathlib import Path
+
+    target = Path(path)
+    return str(target.with_name(f"{target.stem}.{tag}{target.suffix}"))
 
 
 def _check_model_output(output: str, data: str) -> None:

@@ -70,3 +70,27 @@ def test_a_diverging_run_exits_1_with_advice(tmp_path: Path, digits_csv: Path) -
     assert result.code == 1
     assert "lower --lr" in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_retrain_that_diverges_keeps_the_old_model(
+    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last finite weights go beside the old model, which stays byte-identical."""
+    out = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", out, "--epochs", "2", "-q"]).code == 0
+    before = out.read_bytes()
+    real = train._train_epoch
+    calls = {"n": 0}
+
+    def diverge_in_epoch_3(model, optimizer, data, batch_size):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        terms = real(model, optimizer, data, batch_size)
+        return terms if calls["n"] < 3 else {k: float("inf") for k in terms}
+
+    monkeypatch.setattr(train, "_train_epoch", diverge_in_epoch_3)
+    result = invoke(["train", table_csv, "-o", out, "--epochs", "5", "--seed", "4"])
+    assert result.code == 1 and result.stderr.count("\n") == 1
+    assert "m.last-finite.safetensors" in result.stderr and "left as it was" in result.stderr
+    assert out.read_bytes() == before
+    saved = modelfile.load(str(tmp_path / "m.last-finite.safetensors")).summary
+    assert saved["kept_epoch"] == 2 and saved["stop"] == "non-finite"

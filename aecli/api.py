@@ -18,11 +18,20 @@ from aecli.device import choose_threads, resolve_device
 from aecli.errors import DataError, TrainingError, UsageError
 from aecli.io import Table
 from aecli.models import Autoencoder, VariationalAutoencoder, build_model
+from aecli.pca import PCA
 from aecli.scaler import Scaler
 from aecli.train import EpochCallback, EpochStats, History, OptimizerState, fit
 
 _BCE_TOLERANCE = 1e-6
 INFER_BLOCK = 512  # rows per inference call; see FittedModel.apply
+
+
+@dataclass
+class Blocks:
+    """Scaled input split into equal blocks; ``rows`` of them are real, the rest padding."""
+
+    tensors: list[torch.Tensor]
+    rows: int
 
 
 @dataclass
@@ -37,6 +46,8 @@ class FittedModel:
     row_shape: tuple[int, ...]
     summary: dict[str, Any] = field(default_factory=dict)
     optimizer_state: OptimizerState | None = None
+    pca: PCA | None = None  # same code size, fitted on the training rows (original units)
+    score_quantiles: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:
@@ -74,7 +85,12 @@ class FittedModel:
         return self.scaler.inverse(self.apply(self.model.reconstruct, values).numpy())
 
     def apply(self, fn: Callable[[torch.Tensor], torch.Tensor], values: np.ndarray) -> torch.Tensor:
-        """``fn`` over scaled rows in blocks of exactly INFER_BLOCK rows (the last one padded).
+        """``fn`` over the rows' fixed-size blocks (see ``blocks``), cut back to the rows."""
+        blocks = self.blocks(values)
+        return torch.cat([fn(block) for block in blocks.tensors])[: blocks.rows]
+
+    def blocks(self, values: np.ndarray) -> Blocks:
+        """Scaled rows in blocks of exactly INFER_BLOCK rows, the last one zero-padded.
 
         Matrix kernels round differently for different row counts, so a row's
         result would depend on how the input was chunked; with one fixed block
@@ -85,7 +101,23 @@ class FittedModel:
         pad = -n % INFER_BLOCK
         if pad:
             x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
-        return torch.cat([fn(block) for block in x.split(INFER_BLOCK)])[:n]
+        return Blocks(list(x.split(INFER_BLOCK)), n)
+
+    @torch.inference_mode()
+    def decode_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Rows in original units for codes (as ``encode`` gives them)."""
+        z = torch.from_numpy(np.asarray(codes, dtype=np.float32))
+        return self.scaler.inverse(self.model.output(self.model.decode(z)).numpy())
+
+    def interpolate(self, start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
+        """Decoded points evenly spaced on the segment between two rows' codes."""
+        codes = self.encode(np.stack([start, end]))
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.decode_codes((1 - t) * codes[0] + t * codes[1])
+
+    def first_layer_weights(self) -> np.ndarray:
+        """The encoder's first weight matrix, one row of input weights per unit."""
+        return self.model.encoder[0].weight.detach().cpu().numpy()
 
     @torch.inference_mode()
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
@@ -194,7 +226,20 @@ def train(
         raise TrainingError(f"{history.message} (no epoch finished: nothing saved)")
     fitted = fitted_now(history.kept, history.stop, history.optimizer_state)
     fitted.summary["epochs"] = history.last.epoch
+    _add_baselines(fitted, scaler.inverse(train_rows))
     return fitted, history
+
+
+PCA_MAX_INPUTS = 4096  # above this the d x d covariance is not worth storing
+
+
+def _add_baselines(fitted: FittedModel, train_values: np.ndarray) -> None:
+    """What later commands compare against: PCA of the same code size, training scores."""
+    from aecli.diagnostics import score_quantiles
+
+    if fitted.config.n_inputs <= PCA_MAX_INPUTS:
+        fitted.pca = PCA.fit(train_values, min(fitted.config.latent, fitted.config.n_inputs))
+    fitted.score_quantiles = score_quantiles(fitted, train_values)
 
 
 def split_rows(values: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

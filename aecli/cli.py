@@ -87,6 +87,22 @@ AllowNanOpt = Annotated[
 ]
 
 
+GridOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Also draw the rows as an image grid into this .png (needs aecli[plot]).",
+        show_default=False,
+    ),
+]
+ImageShapeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Height x width of one image, e.g. 8x8. Default: the .npy rows' own shape.",
+        show_default=False,
+    ),
+]
+
+
 def _read_options(
     header: bool | None,
     delimiter: str | None,
@@ -181,7 +197,7 @@ def train(
     ] = Scale.minmax,
     epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = 50,
     batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
     weight_decay: Annotated[float, typer.Option(help="L2 penalty (Adam weight decay).")] = 0.0,
     val_fraction: Annotated[
         float, typer.Option(help="Share of rows held out; their loss is shown each epoch.")
@@ -214,6 +230,14 @@ def train(
             min=0,
         ),
     ] = 0,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            help="Write one JSON line per epoch (loss terms, val_loss, seconds) to this file; "
+            "draw it with 'aecli curves'.",
+            show_default=False,
+        ),
+    ] = None,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
     allow_nan: AllowNanOpt = False,
@@ -297,7 +321,16 @@ def train(
             modelfile.save(fitted, output, protect=[data])
             keep_old = False
 
-    with _progress(train_config.epochs, quiet) as on_epoch:
+    with (
+        _progress(train_config.epochs, quiet) as progress,
+        _EpochLog(log, [data, output]) as logger,
+    ):
+
+        def on_epoch(stats: EpochStats) -> None:
+            logger.write(stats)
+            if progress is not None:
+                progress(stats)
+
         fitted, history = api.train(
             table, model_config, train_config, on_epoch, resume=resumed, checkpoint=checkpoint
         )
@@ -424,6 +457,40 @@ def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:
     )
 
 
+class _EpochLog:
+    """``train --log``: one JSON object per epoch, written atomically when training ends
+    (also after Ctrl-C or a NaN loss, so the log of a stopped run is kept)."""
+
+    def __init__(self, path: str | None, protect: Sequence[str]) -> None:
+        self.path = path
+        self.protect = protect
+        self.lines: list[str] = []
+
+    def __enter__(self) -> _EpochLog:
+        if self.path is not None:
+            from aecli.io import _refuse_overwrite
+
+            _refuse_overwrite(self.path, self.protect, "--log")
+        return self
+
+    def write(self, stats: EpochStats) -> None:
+        record = {
+            "epoch": stats.epoch,
+            **stats.terms,
+            "val_loss": stats.val_loss,
+            "seconds": round(stats.seconds, 6),
+        }
+        self.lines.append(json.dumps(record))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is None or not self.lines:
+            return
+        from aecli.io import write_bytes_atomic
+
+        text = "\n".join(self.lines) + "\n"
+        write_bytes_atomic(self.path, text.encode(), protect=self.protect, flag="--log")
+
+
 class _progress:
     """A rich progress bar on stderr, only when stderr is a terminal and not --quiet."""
 
@@ -489,16 +556,52 @@ def encode(
 def reconstruct(
     model: ModelArg,
     data: DataArg,
-    output: OutputOpt = "-",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file (.csv, .tsv, .csv.gz, .npy) or - for stdout. Default: stdout, "
+            "or nothing with --grid.",
+            show_default=False,
+        ),
+    ] = None,
+    grid: GridOpt = None,
+    image_shape: ImageShapeOpt = None,
+    show: Annotated[int, typer.Option(help="Rows drawn by --grid.", min=1)] = 20,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
     allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
-    """Write DATA's rows passed through the autoencoder, in the original units."""
+    """Write DATA's rows passed through the autoencoder, in the original units.
+
+    With --grid, the first --show rows are drawn above their reconstructions.
+    """
     options = (header, delimiter, columns, id_column, allow_nan)
-    _transform(model, data, output, options, codes=False)
+    if grid is None:
+        _transform(model, data, output or "-", options, codes=False)
+        return
+    from aecli import modelfile, pictures
+    from aecli.io import TableWriter
+
+    pictures.check_target(grid, "--grid")
+    fitted = modelfile.load(model)
+    with _model_input(fitted, data, options) as (first, chunks):
+        height, width = pictures.image_shape(first.row_shape, fitted.config.n_inputs, image_shape)
+        rows = first.values[:show]
+        if output is not None:  # the data too, read once (DATA may be stdin)
+            row_shape = _row_shape(fitted, first.row_shape)
+            with TableWriter(
+                output, fitted.column_names, row_shape, protect=[data, model], id_name=first.id_name
+            ) as writer:
+                for chunk in chunks:
+                    writer.write(fitted.reconstruct(chunk.values), chunk.ids)
+        recon = fitted.reconstruct(rows)
+        shape = (-1, height, width)
+        images = pictures.pairs(rows.reshape(shape), recon.reshape(shape))
+        pictures.save_grid(grid, images, 10, protect=[data, model])
 
 
 def _transform(
@@ -569,16 +672,285 @@ def sample(
         int | None,
         typer.Option(help="Random seed; default: different every run.", show_default=False),
     ] = None,
-    output: OutputOpt = "-",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file (.csv, .tsv, .csv.gz, .npy) or - for stdout. Default: stdout, "
+            "or nothing with --grid.",
+            show_default=False,
+        ),
+    ] = None,
+    grid: GridOpt = None,
+    image_shape: ImageShapeOpt = None,
 ) -> None:
     """Draw new rows from a VAE: decode z ~ N(0, I) into the original units."""
     from aecli import modelfile
     from aecli.io import TableWriter
 
+    shape = None
+    if grid is not None:
+        from aecli import pictures
+
+        pictures.check_target(grid, "--grid")
     fitted = modelfile.load(model)
+    if grid is not None:
+        shape = pictures.image_shape(fitted.row_shape, fitted.config.n_inputs, image_shape)
     rows = fitted.sample(n, seed)
-    with TableWriter(output, fitted.column_names, fitted.row_shape, protect=[model]) as writer:
-        writer.write(rows)
+    if grid is None or output is not None:
+        target = output or "-"
+        with TableWriter(target, fitted.column_names, fitted.row_shape, protect=[model]) as writer:
+            writer.write(rows)
+    if shape is not None:
+        pictures.save_grid(grid, rows.reshape(-1, *shape), 10, protect=[model])  # type: ignore[arg-type]
+
+
+@app.command()
+def features(
+    model: ModelArg,
+    grid: Annotated[str, typer.Option(help="The .png to draw into (needs aecli[plot]).")],
+    image_shape: ImageShapeOpt = None,
+    show: Annotated[int, typer.Option(help="How many units to draw.", min=1)] = 64,
+) -> None:
+    """Draw the first layer's weights, one image per unit: the patterns it responds to."""
+    from aecli import modelfile, pictures
+
+    pictures.check_target(grid, "--grid")
+    fitted = modelfile.load(model)
+    height, width = pictures.image_shape(fitted.row_shape, fitted.config.n_inputs, image_shape)
+    weights = fitted.first_layer_weights()[:show]
+    columns = min(len(weights), max(8, int(len(weights) ** 0.5)))
+    pictures.save_grid(
+        grid, weights.reshape(-1, height, width), columns, diverging=True, protect=[model]
+    )
+
+
+@app.command()
+def interpolate(
+    model: ModelArg,
+    data: DataArg,
+    rows: Annotated[
+        str, typer.Option(help="Two 0-based row numbers of DATA to go between, e.g. 0,7.")
+    ] = "0,1",
+    steps: Annotated[int, typer.Option(help="Points from the first row to the second.", min=2)] = 8,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file or - for stdout. Default: stdout, or nothing with --grid.",
+            show_default=False,
+        ),
+    ] = None,
+    grid: GridOpt = None,
+    image_shape: ImageShapeOpt = None,
+    columns: ColumnsOpt = None,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Decode evenly spaced points on the line between two rows' codes (a latent walk)."""
+    import numpy as np
+
+    from aecli import modelfile
+    from aecli.io import TableWriter, describe
+
+    try:
+        first_row, second_row = (int(r) for r in rows.split(","))
+    except ValueError:
+        raise UsageError(
+            f"expected two row numbers such as 0,7, got {rows!r}", flag="--rows"
+        ) from None
+    if grid is not None:
+        from aecli import pictures
+
+        pictures.check_target(grid, "--grid")
+    fitted = modelfile.load(model)
+    wanted = {first_row, second_row}
+    found: dict[int, np.ndarray] = {}
+    seen = 0
+    shape: tuple[int, ...] = fitted.row_shape
+    with _model_input(fitted, data, (header, delimiter, columns, None, False)) as (first, chunks):
+        shape = first.row_shape
+        for chunk in chunks:
+            for index in wanted:
+                if seen <= index < seen + len(chunk.values):
+                    found[index] = chunk.values[index - seen]
+            seen += len(chunk.values)
+            if len(found) == len(wanted):
+                break
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise UsageError(
+            f"{describe(data)} has {seen} rows; there is no row {missing[0]}", flag="--rows"
+        )
+    path = fitted.interpolate(found[first_row], found[second_row], steps)
+    if grid is None or output is not None:
+        with TableWriter(
+            output or "-", fitted.column_names, _row_shape(fitted, shape), protect=[data, model]
+        ) as writer:
+            writer.write(path)
+    if grid is not None:
+        height, width = pictures.image_shape(shape, fitted.config.n_inputs, image_shape)
+        pictures.save_grid(grid, path.reshape(-1, height, width), steps, protect=[data, model])
+
+
+# -- evaluate / score --------------------------------------------------------------
+@app.command()
+def evaluate(
+    model: ModelArg,
+    data: DataArg,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (keys: docs/evaluate.md).")
+    ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure a baseline on DATA: pca (same code size, fitted on the "
+            "training rows at train time).",
+            show_default=False,
+        ),
+    ] = None,
+    columns: ColumnsOpt = None,
+    allow_nan: AllowNanOpt = False,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Measure reconstruction on DATA: mse in original units, bce, a VAE's ELBO, sparsity."""
+    from aecli import modelfile
+    from aecli.diagnostics import Evaluator
+
+    if baseline not in (None, "pca"):
+        raise UsageError(
+            f"unknown baseline {baseline!r}; the one baseline is pca", flag="--baseline"
+        )
+    fitted = modelfile.load(model)
+    if baseline == "pca" and fitted.pca is None:
+        raise UsageError(
+            "this model file has no PCA baseline (it was written by an older aecli or has "
+            "more than 4096 inputs)",
+            flag="--baseline",
+        )
+    evaluator = Evaluator(fitted, baseline_pca=baseline == "pca")
+    with _model_input(fitted, data, (header, delimiter, columns, None, allow_nan)) as (_, chunks):
+        for chunk in chunks:
+            evaluator.update(chunk.values)
+    report = evaluator.result()
+    if as_json:
+        typer.echo(json.dumps(report, sort_keys=True))
+        return
+    typer.echo(_evaluate_text(report))
+
+
+def _evaluate_text(report: dict[str, Any]) -> str:
+    lines = [f"rows               {report['rows']} ({report['kind']} model)"]
+    lines.append(f"mse                {report['mse']:.6g}  (per value, original units)")
+    lines.append(f"mse (scaled)       {report['mse_scaled']:.6g}")
+    rows = report["row_mse"]
+    lines.append(
+        "row mse            "
+        + ", ".join(f"{k} {rows[k]:.4g}" for k in ("mean", "median", "p90", "p99", "max"))
+    )
+    if "bce" in report:
+        lines.append(f"bce                {report['bce']:.6g}  (nats per value)")
+    if "neg_elbo" in report:
+        lines.append(
+            f"neg ELBO           {report['neg_elbo']:.6g}  (nats per row; KL {report['kl']:.4g})"
+        )
+    if "mean_activation" in report:
+        lines.append(
+            f"mean activation    {report['mean_activation']:.4g}  (target "
+            f"{report['sparsity_target']:g}; {report['units_near_target']:.0%} of units near it)"
+        )
+    if "pca_mse" in report:
+        lines.append(
+            f"PCA mse            {report['pca_mse']:.6g}  (model/PCA {report['mse_vs_pca']:.3f})"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def score(
+    model: ModelArg,
+    data: DataArg,
+    output: OutputOpt = "-",
+    per_feature: Annotated[
+        bool, typer.Option("--per-feature", help="Also write each column's squared error.")
+    ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Add a 0/1 'anomaly' column: score above T.", show_default=False),
+    ] = None,
+    contamination: Annotated[
+        float | None,
+        typer.Option(
+            help="Add a 0/1 'anomaly' column flagging scores above the (1-q) percentile of "
+            "the training rows' scores.",
+            show_default=False,
+        ),
+    ] = None,
+    elbo: Annotated[
+        bool,
+        typer.Option(
+            "--elbo", help="VAEs: score by the negative ELBO (at the posterior mean) instead."
+        ),
+    ] = False,
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Write one anomaly score per row of DATA, in order: the reconstruction error.
+
+    The score is the mean squared error per value in the model's scaled units,
+    so every column counts alike.
+    """
+    from aecli import modelfile
+    from aecli.diagnostics import row_terms, threshold_for
+    from aecli.io import TableWriter
+
+    if threshold is not None and contamination is not None:
+        raise UsageError("give --threshold or --contamination, not both", flag="--contamination")
+    if contamination is not None and not 0.0 < contamination < 1.0:
+        raise UsageError(f"must be between 0 and 1, got {contamination}", flag="--contamination")
+    fitted = modelfile.load(model)
+    key = "error"
+    if elbo:
+        if fitted.config.kind != "vae":
+            raise UsageError(
+                f"needs a vae, this model is of kind {fitted.config.kind!r}", flag="--elbo"
+            )
+        key = "neg_elbo"
+    if contamination is not None:
+        if key not in fitted.score_quantiles:
+            raise UsageError(
+                "this model file has no training-score percentiles (written by an older aecli); "
+                "use --threshold",
+                flag="--contamination",
+            )
+        threshold = threshold_for(fitted.score_quantiles[key], contamination)
+    names = ["score"] + (list(fitted.column_names) if per_feature else [])
+    if threshold is not None:
+        names.append("anomaly")
+    field = "neg_elbo_at_mean" if elbo else "error"
+    import numpy as np
+
+    options = (header, delimiter, columns, id_column, allow_nan)
+    with (
+        _model_input(fitted, data, options) as (first, chunks),
+        TableWriter(
+            output, names, (len(names),), protect=[data, model], id_name=first.id_name
+        ) as writer,
+    ):
+        for chunk in chunks:
+            terms = row_terms(fitted, chunk.values, per_feature=per_feature)
+            parts = [terms[field][:, None]]
+            if per_feature:
+                parts.append(terms["per_feature"])
+            if threshold is not None:
+                parts.append((terms[field] > threshold)[:, None].astype(np.float32))
+            writer.write(np.hstack(parts), chunk.ids)
 
 
 # -- info / example -----------------------------------------------------------------
@@ -665,6 +1037,18 @@ def example(
         writer.write(table.values)
 
 
+@app.command()
+def curves(
+    log: Annotated[str, typer.Argument(help="A log written by 'aecli train --log'.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The .png to draw into.")],
+) -> None:
+    """Draw training curves (loss terms and validation loss per epoch) from a --log file."""
+    from aecli import pictures
+
+    pictures.check_target(output, "-o")
+    pictures.save_curves(output, pictures.read_log(log), protect=[log])
+
+
 # -- entry point -------------------------------------------------------------------
 def _say(message: str) -> None:
     sys.stderr.write(message + "\n")
@@ -718,4 +1102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         _say(f"aecli: error: {where}{exc.strerror or exc}")
         return 1
+    except Exception as exc:
+        # A bug in aecli. Users get one line and a way to see more; never locals.
+        if os.environ.get("AECLI_DEBUG"):
+            raise
+        _say(
+            f"aecli: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            "(a bug; AECLI_DEBUG=1 shows the traceback)"
+        )
+        return 70
     return result if isinstance(result, int) else 0

@@ -11,6 +11,11 @@ Layout: tensors ``model.*`` (the state dict) and ``scaler.offset`` /
 - ``aecli.optim``: Adam's step count; its moments are tensors ``optim.*``,
   so ``aecli train --resume`` can continue exactly where training stopped
 
+Tensors ``pca.mean`` / ``pca.components`` hold PCA of the same code size fitted
+on the training rows (``evaluate --baseline pca``), and ``scores.error`` /
+``scores.neg_elbo`` the 0.1%-step percentiles of the training rows' anomaly
+scores (``score --contamination``).
+
 Nothing is pickled. The header is parsed here, before safetensors sees the
 bytes, so that damaged or foreign files get a precise message; reading the
 metadata alone needs neither torch nor numpy (``aecli info`` stays fast).
@@ -132,6 +137,11 @@ def to_bytes(fitted: FittedModel) -> bytes:
     tensors["scaler.offset"] = fitted.scaler.offset
     tensors["scaler.scale"] = fitted.scaler.scale
     extra: dict[str, str] = {}
+    if fitted.pca is not None:
+        tensors["pca.mean"] = fitted.pca.mean
+        tensors["pca.components"] = fitted.pca.components
+    for name, values in fitted.score_quantiles.items():
+        tensors[f"scores.{name}"] = values
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()
@@ -195,6 +205,7 @@ def load(path: str) -> FittedModel:
 
     from aecli.api import FittedModel
     from aecli.models import build_model
+    from aecli.pca import PCA
     from aecli.scaler import Scaler
     from aecli.train import OptimizerState
 
@@ -222,6 +233,18 @@ def load(path: str) -> FittedModel:
         if scaler.offset.shape != (config.n_inputs,) or scaler.scale.shape != (config.n_inputs,):
             raise ValueError("scaler does not match the input width")
         columns, row_shape = _data_layout(data, config.n_inputs)
+        pca = None
+        if "pca.mean" in tensors:
+            mean = tensors["pca.mean"].double().numpy()
+            components = tensors["pca.components"].double().numpy()
+            if mean.shape != (config.n_inputs,) or components.shape[1:] != (config.n_inputs,):
+                raise ValueError("PCA baseline does not match the input width")
+            pca = PCA(mean, components)
+        quantiles = {
+            k.removeprefix("scores."): v.numpy()
+            for k, v in tensors.items()
+            if k.startswith("scores.")
+        }
         optimizer_state = None
         if "aecli.optim" in meta:
             moments = {
@@ -246,6 +269,8 @@ def load(path: str) -> FittedModel:
         row_shape=row_shape,
         summary=meta.get("aecli.summary") or {},
         optimizer_state=optimizer_state,
+        pca=pca,
+        score_quantiles=quantiles,
     )
 
 

@@ -18,11 +18,23 @@ class PCA:
 
     @classmethod
     def fit(cls, values: np.ndarray, k: int) -> PCA:
-        """The top-k principal directions of the centred rows (via SVD)."""
-        data = np.asarray(values, dtype=np.float64)
-        mean = data.mean(axis=0)
-        _, _, vt = np.linalg.svd(data - mean, full_matrices=False)
-        return cls(mean, vt[:k])
+        """The top-k principal directions of the centred rows.
+
+        From the eigenvectors of the d x d scatter matrix, accumulated in
+        chunks of rows: memory stays at d x d however many rows there are.
+        """
+        data = np.asarray(values)
+        d = data.shape[1]
+        total = np.zeros(d)
+        for start in range(0, len(data), 65536):
+            total += data[start : start + 65536].astype(np.float64).sum(0)
+        mean = total / len(data)
+        scatter = np.zeros((d, d))
+        for start in range(0, len(data), 65536):
+            centred = data[start : start + 65536].astype(np.float64) - mean
+            scatter += centred.T @ centred
+        _, vectors = np.linalg.eigh(scatter)  # ascending eigenvalues
+        return cls(mean, np.ascontiguousarray(vectors[:, ::-1][:, :k].T))
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         return (np.asarray(values, dtype=np.float64) - self.mean) @ self.components.T

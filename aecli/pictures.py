@@ -1,0 +1,200 @@
+"""Pictures: image grids of rows and weights, and training curves, as PNG files.
+
+matplotlib is optional (``pip install 'aecli[plot]'``): it is imported only
+here, only when a picture is asked for, with the non-interactive Agg backend.
+Every PNG is rendered in memory and written atomically like any output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aecli.errors import DataError, UsageError
+from aecli.io import write_bytes_atomic
+
+MIN_TILE_PIXELS = 56  # small images (8x8 digits) are enlarged to at least this
+
+
+def _matplotlib(flag: str) -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError(
+            "pictures need matplotlib, an optional extra: pip install 'aecli[plot]'", flag=flag
+        ) from None
+    matplotlib.use("Agg")
+    return matplotlib
+
+
+def parse_image_shape(text: str) -> tuple[int, int]:
+    """``HxW`` (also ``H,W``) to a pair of positive ints."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise UsageError(
+            f"expected HxW such as 28x28, got {text!r}", flag="--image-shape"
+        ) from None
+    if height < 1 or width < 1:
+        raise UsageError(f"sizes must be positive, got {text!r}", flag="--image-shape")
+    return height, width
+
+
+def image_shape(row_shape: Sequence[int], n_values: int, given: str | None) -> tuple[int, int]:
+    """The (height, width) rows are drawn with: --image-shape, else the data's own 2-D shape."""
+    if given is not None:
+        height, width = parse_image_shape(given)
+        if height * width != n_values:
+            raise UsageError(
+                f"{height}x{width} = {height * width} pixels, but rows have {n_values} values",
+                flag="--image-shape",
+            )
+        return height, width
+    if len(row_shape) == 2:
+        return int(row_shape[0]), int(row_shape[1])
+    side = math.isqrt(n_values)
+    hint = f" (e.g. --image-shape {side}x{side})" if side * side == n_values else ""
+    raise UsageError(
+        f"rows of {n_values} values have no image shape; give --image-shape HxW{hint}",
+        flag="--image-shape",
+    )
+
+
+def mosaic(images: np.ndarray, columns: int, *, blank: float = np.nan) -> np.ndarray:
+    """Tile N x H x W images into one array, ``columns`` per row, 1-pixel gaps."""
+    n, height, width = images.shape
+    rows = max(1, math.ceil(n / columns))
+    out = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1), blank, dtype=np.float64)
+    for index, image in enumerate(images):
+        r, c = divmod(index, columns)
+        out[
+            r * (height + 1) : r * (height + 1) + height, c * (width + 1) : c * (width + 1) + width
+        ] = image
+    return out
+
+
+def save_grid(
+    path: str,
+    images: np.ndarray,
+    columns: int,
+    *,
+    diverging: bool = False,
+    protect: Sequence[str] = (),
+) -> None:
+    """Write images as one PNG: dark strokes on white, or red/blue around 0 for weights."""
+    matplotlib = _matplotlib("--grid")
+    from matplotlib import image as mpimg
+
+    _check_png(path)
+    images = np.asarray(images, dtype=np.float64)
+    if diverging:
+        # Each weight image on its own symmetric scale, as the book draws them.
+        peak = np.abs(images).reshape(len(images), -1).max(1)
+        images = images / np.where(peak > 0, peak, 1.0)[:, None, None]
+        vmin, vmax, cmap = -1.0, 1.0, "RdBu_r"
+    else:
+        finite = images[np.isfinite(images)]
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        vmax = vmax if vmax > vmin else vmin + 1.0
+        cmap = "binary"
+    grid = mosaic(images, columns)
+    factor = max(1, math.ceil(MIN_TILE_PIXELS / max(images.shape[1], 1)))
+    grid = np.kron(grid, np.ones((factor, factor)))
+    colours = matplotlib.colormaps[cmap](np.clip((grid - vmin) / (vmax - vmin), 0, 1))
+    colours[np.isnan(grid)] = (1.0, 1.0, 1.0, 1.0)  # gaps and empty tiles
+    buffer = io.BytesIO()
+    mpimg.imsave(buffer, colours, format="png")
+    write_bytes_atomic(path, buffer.getvalue(), protect=protect, flag="--grid")
+
+
+def pairs(originals: np.ndarray, reconstructions: np.ndarray, per_row: int = 10) -> np.ndarray:
+    """Bands of ``per_row`` originals above their reconstructions (NaN tiles fill gaps)."""
+    n = len(originals)
+    bands = []
+    for start in range(0, n, per_row):
+        for block in (originals, reconstructions):
+            part = block[start : start + per_row]
+            if len(part) < per_row:
+                filler = np.full((per_row - len(part), *part.shape[1:]), np.nan)
+                part = np.concatenate([part, filler])
+            bands.append(part)
+    return np.concatenate(bands)
+
+
+def read_log(path: str) -> list[dict[str, Any]]:
+    """The epochs of a ``train --log`` file."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()  # noqa: SIM115
+    except FileNotFoundError:
+        raise DataError("no such file", source=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read ({exc})", source=path) from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            float(record["epoch"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise DataError(
+                "not a line of an aecli training log", source=path, line=number
+            ) from None
+        records.append(record)
+    if not records:
+        raise DataError("empty training log", source=path)
+    return records
+
+
+def save_curves(path: str, records: list[dict[str, Any]], *, protect: Sequence[str] = ()) -> None:
+    """Loss terms and validation loss per epoch; a log y axis when they span decades."""
+    _matplotlib("-o")
+    from matplotlib.figure import Figure
+
+    _check_png(path, "-o")
+    epochs = [r["epoch"] for r in records]
+    series: dict[str, list[float]] = {}
+    for record in records:
+        for key, value in record.items():
+            if key in ("epoch", "seconds") or not isinstance(value, int | float):
+                continue
+            series.setdefault(key, [])
+    for key in series:
+        series[key] = [
+            float(r.get(key, np.nan)) if r.get(key) is not None else np.nan for r in records
+        ]
+    figure = Figure(figsize=(7, 4.2), dpi=100)
+    axes = figure.add_subplot()
+    for key, values in series.items():
+        style = "--" if key == "val_loss" else "-"
+        axes.plot(epochs, values, style, label=key.replace("_", " "))
+    positive = [v for values in series.values() for v in values if np.isfinite(v) and v > 0]
+    if positive and max(positive) / min(positive) > 100:
+        axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue(), protect=protect, flag="-o")
+
+
+def check_target(path: str, flag: str) -> None:
+    """Fail before any work when a picture could not be written: not .png, no matplotlib."""
+    _check_png(path, flag)
+    _matplotlib(flag)
+
+
+def _check_png(path: str, flag: str = "--grid") -> None:
+    if not path.lower().endswith(".png"):
+        raise UsageError(
+            f"pictures are written as PNG; name the file .png, not {path!r}", flag=flag
+        )

@@ -1,0 +1,200 @@
+"""evaluate, score, pictures and training logs: numbers checked against formulas."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aecli import losses, modelfile
+from aecli.diagnostics import QUANTILE_GRID, row_terms, threshold_for
+from aecli.io import read_table
+from aecli.pca import PCA
+from tests.conftest import FAST, invoke
+
+
+def test_evaluate_mse_and_pca_match_their_definitions(basic_model: Path, digits_csv: Path) -> None:
+    result = invoke(["evaluate", basic_model, digits_csv, "--json", "--baseline", "pca"])
+    assert result.code == 0, result.stderr
+    report = json.loads(result.text)
+    fitted = modelfile.load(str(basic_model))
+    data = read_table(str(digits_csv)).values
+    assert report["rows"] == len(data)
+    expected = np.mean((fitted.reconstruct(data).astype(np.float64) - data) ** 2)
+    assert report["mse"] == pytest.approx(expected, rel=1e-5)
+    assert report["row_mse"]["max"] >= report["row_mse"]["p99"] >= report["row_mse"]["median"]
+    # The stored PCA is the one of the training rows (the 90% not held out), same code size.
+    assert fitted.pca is not None and fitted.pca.components.shape == (8, 64)
+    pca_error = np.mean((fitted.pca.reconstruct(data) - data) ** 2)
+    assert report["pca_mse"] == pytest.approx(pca_error, rel=1e-5)
+    assert report["mse_vs_pca"] == pytest.approx(report["mse"] / report["pca_mse"])
+
+
+def test_pca_fit_is_the_best_rank_k_reconstruction() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6)) + 3
+    pca = PCA.fit(data, 2)
+    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(2), atol=1e-10)
+    centred = data - data.mean(0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    best = (u[:, :2] * s[:2]) @ vt[:2] + data.mean(0)
+    np.testing.assert_allclose(pca.reconstruct(data), best, atol=1e-8)
+
+
+def test_vae_terms_follow_the_elbo_formula(vae_model: Path, digits: np.ndarray) -> None:
+    fitted = modelfile.load(str(vae_model))
+    rows = digits[:5]
+    terms = row_terms(fitted, rows)
+    x = torch.from_numpy(fitted.scaler.transform(rows))
+    with torch.no_grad():
+        mu, gamma = fitted.model.encode(x)
+        kl = 0.5 * (gamma.exp() + mu**2 - 1 - gamma).sum(1)
+        logits = fitted.model.decode(mu)
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    np.testing.assert_allclose(terms["kl"], kl.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(terms["neg_elbo_at_mean"], (nll.sum(1) + kl).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(terms["bce"], nll.mean(1).numpy(), rtol=1e-5)
+
+
+def test_evaluate_vae_and_sparse_keys(tmp_path: Path, vae_model: Path, digits_csv: Path) -> None:
+    vae = json.loads(invoke(["evaluate", vae_model, digits_csv, "--json"]).text)
+    assert {"neg_elbo", "kl", "bce", "mse"} <= vae.keys()
+    assert vae["neg_elbo"] > vae["kl"] > 0
+    sparse = tmp_path / "s.safetensors"
+    assert invoke(["train", digits_csv, "-o", sparse, "--kind", "sparse", *FAST]).code == 0
+    report = json.loads(invoke(["evaluate", sparse, digits_csv, "--json"]).text)
+    assert 0 < report["mean_activation"] < 1 and 0 <= report["units_near_target"] <= 1
+    assert "neg_elbo" not in report and "mean_activation" not in vae
+    text = invoke(["evaluate", sparse, digits_csv])
+    assert text.code == 0 and "mean activation" in text.text
+
+
+def test_score_is_the_mean_of_the_per_feature_errors(basic_model: Path, digits_csv: Path) -> None:
+    result = invoke(["score", basic_model, digits_csv, "--per-feature", "--threshold", "0.02"])
+    assert result.code == 0, result.stderr
+    lines = result.text.splitlines()
+    assert lines[0].split(",")[:3] == ["score", "p0", "p1"]
+    assert lines[0].split(",")[-1] == "anomaly"
+    table = np.loadtxt(lines[1:], delimiter=",")
+    assert table.shape == (400, 66)
+    np.testing.assert_allclose(table[:, 0], table[:, 1:65].mean(1), rtol=1e-4)
+    np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 0.02).astype(float))
+
+
+def test_contamination_uses_the_training_percentiles(basic_model: Path) -> None:
+    fitted = modelfile.load(str(basic_model))
+    quantiles = fitted.score_quantiles["error"]
+    assert quantiles.shape == QUANTILE_GRID.shape and np.all(np.diff(quantiles) >= 0)
+    assert threshold_for(quantiles, 0.05) == pytest.approx(quantiles[950])
+    assert threshold_for(quantiles, 0.0505) == pytest.approx(
+        0.5 * (quantiles[949] + quantiles[950]), rel=1e-5
+    )
+
+
+def test_score_ids_and_flag_errors(tmp_path: Path, basic_model: Path, vae_model: Path) -> None:
+    data = tmp_path / "d.csv"
+    header = "who," + ",".join(f"p{i}" for i in range(64))
+    data.write_text(header + "\n" + "\n".join(f"r{i}," + ",".join(["3"] * 64) for i in range(3)))
+    ids = invoke(["score", basic_model, data, "--id-column", "who"])
+    assert [line.split(",")[0] for line in ids.text.splitlines()] == ["who", "r0", "r1", "r2"]
+    both = invoke(["score", basic_model, data, "--threshold", "1", "--contamination", "0.1"])
+    assert both.code == 2 and "not both" in both.stderr
+    assert invoke(["score", basic_model, data, "--contamination", "1.5"]).code == 2
+    not_vae = invoke(["score", basic_model, data, "--elbo"])
+    assert not_vae.code == 2 and "needs a vae" in not_vae.stderr
+    elbo = invoke(["score", vae_model, data, "--elbo", "--contamination", "0.1"])
+    assert elbo.code == 0, elbo.stderr
+    assert invoke(["evaluate", basic_model, data, "--baseline", "svd"]).code == 2
+
+
+def _png_shape(path: Path) -> tuple[int, ...]:
+    from matplotlib import image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return image.imread(path).shape
+
+
+def test_pictures_from_the_shell(tmp_path: Path, digits: np.ndarray) -> None:
+    pytest.importorskip("matplotlib")
+    np.save(tmp_path / "d.npy", digits[:300].reshape(-1, 8, 8))
+    model = tmp_path / "v.safetensors"
+    log = tmp_path / "log.jsonl"
+    args = ["train", tmp_path / "d.npy", "-o", model, "--kind", "vae", "--log", log, *FAST]
+    assert invoke(args).code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert {"loss", "reconstruction", "latent", "val_loss", "seconds"} <= records[0].keys()
+    commands = {
+        "sample.png": ["sample", model, "-n", "30", "--seed", "0"],
+        "recon.png": ["reconstruct", model, tmp_path / "d.npy", "--show", "10"],
+        "features.png": ["features", model],
+        "walk.png": ["interpolate", model, tmp_path / "d.npy", "--rows", "0,5", "--steps", "6"],
+    }
+    for name, command in commands.items():
+        result = invoke([*command, "--grid", tmp_path / name])
+        assert result.code == 0, (name, result.stderr)
+        assert result.stdout == b""  # with --grid and no -o, only the picture
+        assert _png_shape(tmp_path / name)[2] in (3, 4)
+    # 10 originals above 10 reconstructions: two rows of tiles
+    height, width = _png_shape(tmp_path / "recon.png")[:2]
+    assert width > 4 * height
+    assert invoke(["curves", log, "-o", tmp_path / "curves.png"]).code == 0
+    assert _png_shape(tmp_path / "curves.png")[:2] == (420, 700)
+
+
+def test_interpolation_runs_between_the_two_rows_codes(basic_model: Path, digits_csv: Path) -> None:
+    result = invoke(["interpolate", basic_model, digits_csv, "--rows", "3,9", "--steps", "5"])
+    assert result.code == 0, result.stderr
+    path = np.loadtxt(result.text.splitlines()[1:], delimiter=",")
+    fitted = modelfile.load(str(basic_model))
+    rows = read_table(str(digits_csv)).values[[3, 9]]
+    ends = fitted.reconstruct(rows)
+    np.testing.assert_allclose(path[[0, -1]], ends, rtol=1e-4, atol=1e-4)
+    assert path.shape == (5, 64)
+    missing = invoke(["interpolate", basic_model, digits_csv, "--rows", "3,4000"])
+    assert missing.code == 2 and "no row 4000" in missing.stderr
+
+
+def test_picture_errors_are_one_line(
+    tmp_path: Path, basic_model: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_shape = invoke(["features", basic_model, "--grid", tmp_path / "f.png"])
+    assert no_shape.code == 2 and "--image-shape 8x8" in no_shape.stderr
+    wrong = invoke(["features", basic_model, "--grid", tmp_path / "f.png", "--image-shape", "7x8"])
+    assert wrong.code == 2 and "56 pixels" in wrong.stderr
+    not_png = invoke(["features", basic_model, "--grid", tmp_path / "f.jpg"])
+    assert not_png.code == 2 and ".png" in not_png.stderr
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    missing = invoke(["features", basic_model, "--grid", tmp_path / "f.png"])
+    assert missing.code == 2 and "pip install 'aecli[plot]'" in missing.stderr
+    (tmp_path / "bad.jsonl").write_text('{"epoch": 1}\nnot json\n')
+    monkeypatch.delitem(sys.modules, "matplotlib")
+    bad = invoke(["curves", tmp_path / "bad.jsonl", "-o", tmp_path / "c.png"])
+    assert bad.code == 1 and "bad.jsonl:2:" in bad.stderr
+    assert not (tmp_path / "f.png").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_an_internal_error_is_one_line_exit_70(
+    basic_model: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aecli import api
+
+    def broken(self, values):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(api.FittedModel, "encode", broken)
+    result = invoke(["encode", basic_model, digits_csv])
+    assert result.code == 70
+    assert result.stderr.count("\n") == 1 and "RuntimeError: boom second line" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_losses_used_by_evaluate_are_the_training_ones() -> None:
+    """bce per value in evaluate is the trainer's bernoulli_nll divided by the width."""
+    logits, x = torch.randn(3, 4), torch.rand(3, 4)
+    direct = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    torch.testing.assert_close(losses.bernoulli_nll(logits, x) / 4, direct.mean(1))

@@ -29,19 +29,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # -- shared options ------------------------------------------------------------
 DataArg = Annotated[
-    str, typer.Argument(help="A .csv, .tsv (optionally .gz) or .npy file, or - for stdin.")
+    str,
+    typer.Argument(
+        help="A .csv, .tsv (optionally .gz) or .npy file, or - for stdin.", metavar="DATA"
+    ),
 ]
-ModelArg = Annotated[str, typer.Argument(help="A model file written by 'aecli train'.")]
+ModelArg = Annotated[
+    str, typer.Argument(help="A model file written by 'aecli train'.", metavar="MODEL")
+]
 OutputOpt = Annotated[
     str,
     typer.Option(
         "--output",
         "-o",
+        metavar="PATH",
         help="Output file; the format follows the extension (.csv, .tsv, "
         ".csv.gz, .npy). - or nothing writes CSV to stdout.",
     ),
@@ -64,6 +71,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but
 ColumnsOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="COLS",
         help="Feature columns, by header name or 0-based index: a,b,c or 0,3,4. Default: all "
         "but the --id-column (for a trained model: its own columns, picked by name).",
         show_default=False,
@@ -72,6 +80,7 @@ ColumnsOpt = Annotated[
 IdColumnOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="NAME",
         help="A column (name or index) carried through as text to every output row, "
         "not used as a feature.",
         show_default=False,
@@ -90,6 +99,7 @@ AllowNanOpt = Annotated[
 GridOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="PNG",
         help="Also draw the rows as an image grid into this .png (needs aecli[plot]).",
         show_default=False,
     ),
@@ -97,6 +107,7 @@ GridOpt = Annotated[
 ImageShapeOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="HxW",
         help="Height x width of one image, e.g. 8x8. Default: the .npy rows' own shape.",
         show_default=False,
     ),

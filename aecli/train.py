@@ -17,6 +17,7 @@ import torch
 
 from aecli.config import TrainConfig
 from aecli.models import Autoencoder
+from aecli.optim import FusedAdam
 
 
 @dataclass
@@ -70,43 +71,33 @@ EpochCallback = Callable[[EpochStats], None]
 CheckpointCallback = Callable[[EpochStats, "OptimizerState"], None]
 
 
-def make_optimizer(model: Autoencoder, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; fused (one kernel for all parameters) instead of a Python loop over them."""
-    return torch.optim.Adam(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
-    )
+def make_optimizer(model: Autoencoder, config: TrainConfig) -> FusedAdam:
+    """Adam, fused: one kernel for all parameters instead of a Python loop over them."""
+    return FusedAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def export_state(model: Autoencoder, optimizer: torch.optim.Optimizer) -> OptimizerState:
+def export_state(model: Autoencoder, optimizer: FusedAdam) -> OptimizerState:
     """A copy of Adam's state keyed by parameter name (stable across processes)."""
-    names = [name for name, _ in model.named_parameters()]
-    state = optimizer.state_dict()["state"]
     moments: dict[str, torch.Tensor] = {}
-    step = 0
-    for index, name in enumerate(names):
-        entry = state.get(index)
-        if not entry:
-            continue
-        step = int(entry["step"])
-        moments[f"{name}.exp_avg"] = entry["exp_avg"].detach().clone()
-        moments[f"{name}.exp_avg_sq"] = entry["exp_avg_sq"].detach().clone()
-    return OptimizerState(step, moments)
+    if optimizer.step_count == 0:
+        return OptimizerState(0, moments)
+    names = [name for name, _ in model.named_parameters()]
+    for name, avg, avg_sq in zip(names, optimizer.exp_avg, optimizer.exp_avg_sq, strict=True):
+        moments[f"{name}.exp_avg"] = avg.detach().clone()
+        moments[f"{name}.exp_avg_sq"] = avg_sq.detach().clone()
+    return OptimizerState(optimizer.step_count, moments)
 
 
-def import_state(
-    model: Autoencoder, optimizer: torch.optim.Optimizer, saved: OptimizerState
-) -> None:
+def import_state(model: Autoencoder, optimizer: FusedAdam, saved: OptimizerState) -> None:
     """Load a saved OptimizerState into a fresh optimizer for ``model``."""
     if not saved.moments:
         return
-    full = optimizer.state_dict()
-    for index, (name, param) in enumerate(model.named_parameters()):
-        full["state"][index] = {
-            "step": torch.tensor(float(saved.step)),
-            "exp_avg": saved.moments[f"{name}.exp_avg"].to(param.device),
-            "exp_avg_sq": saved.moments[f"{name}.exp_avg_sq"].to(param.device),
-        }
-    optimizer.load_state_dict(full)
+    names = [name for name, _ in model.named_parameters()]
+    optimizer.load(
+        saved.step,
+        [saved.moments[f"{name}.exp_avg"] for name in names],
+        [saved.moments[f"{name}.exp_avg_sq"] for name in names],
+    )
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -115,7 +106,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _snapshot(
-    model: Autoencoder, optimizer: torch.optim.Optimizer
+    model: Autoencoder, optimizer: FusedAdam
 ) -> tuple[dict[str, torch.Tensor], OptimizerState]:
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return weights, export_state(model, optimizer)
@@ -194,7 +185,7 @@ def fit(
 
 
 def _train_epoch(
-    model: Autoencoder, optimizer: torch.optim.Optimizer, data: torch.Tensor, batch_size: int
+    model: Autoencoder, optimizer: FusedAdam, data: torch.Tensor, batch_size: int
 ) -> dict[str, float]:
     model.train()
     n = data.shape[0]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from aecli.config import Loss, ModelConfig, TrainConfig
-from aecli.device import choose_threads, resolve_device
+from aecli.device import check_precision, choose_threads, resolve_device
 from aecli.errors import DataError, TrainingError, UsageError
 from aecli.io import Table
 from aecli.models import Autoencoder, VariationalAutoencoder, build_model
@@ -154,6 +154,7 @@ def train(
     model_config.validate()
     train_config.validate()
     device = resolve_device(train_config.device)
+    check_precision(train_config.precision, device)
     start_epoch = 1
     if resume is None:
         scaler = Scaler.fit(table.values, train_config.scale)

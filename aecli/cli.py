@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aecli import __version__
-from aecli.config import Activation, Kind, Loss, Noise, Scale, TrainConfig
+from aecli.config import Activation, Kind, Loss, Noise, Precision, Scale, TrainConfig
 from aecli.errors import AecliError, TrainingError, UsageError
 
 if TYPE_CHECKING:
@@ -215,6 +215,13 @@ def train(
     ] = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same file.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="bf16: forward pass in bfloat16 (autocast) with float32 weights, on CPUs "
+            "with AVX512-BF16/AMX and CUDA GPUs; see benchmarks/precision.py."
+        ),
+    ] = Precision.fp32,
     threads: Annotated[
         int, typer.Option(help="CPU threads; 0 = chosen by problem size.", min=0)
     ] = 0,
@@ -274,6 +281,7 @@ def train(
         early_stopping=early_stopping,
         scale=scale.value,
         checkpoint_every=checkpoint_every,
+        precision=precision.value,
     )
     train_config.validate()
     _check_model_output(output, data)
@@ -281,10 +289,10 @@ def train(
         raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
 
     from aecli import api, modelfile
-    from aecli.device import resolve_device
+    from aecli.device import check_precision, resolve_device
     from aecli.io import ReadStats, describe, read_table
 
-    resolve_device(device)
+    check_precision(precision.value, resolve_device(device))
     resumed = None
     if resume is not None:
         resumed = modelfile.load(resume)
@@ -397,6 +405,7 @@ _RESUMABLE = (
     "threads",
     "early_stopping",
     "checkpoint_every",
+    "precision",
 )
 
 

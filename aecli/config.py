@@ -52,6 +52,13 @@ class Scale(str, Enum):
     none = "none"
 
 
+class Precision(str, Enum):
+    """Arithmetic of the forward pass; weights and optimizer state stay float32."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class Activation(str, Enum):
     """Activation of the hidden (non-coding, non-output) layers."""
 
@@ -189,6 +196,7 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs; 0 = off
     scale: str = Scale.minmax.value
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
+    precision: str = Precision.fp32.value  # bf16: autocast forward, fp32 master weights
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
@@ -205,6 +213,11 @@ class TrainConfig:
             self.early_stopping >= 0,
             "--early-stopping",
             f"must be >= 0, got {self.early_stopping}",
+        )
+        _check(
+            self.precision in {p.value for p in Precision},
+            "--precision",
+            f"must be fp32 or bf16, got {self.precision!r}",
         )
         _check(
             self.checkpoint_every >= 0,

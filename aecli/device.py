@@ -56,3 +56,18 @@ def choose_threads(requested: int, work_per_step: float) -> int:
     if work_per_step < 5e6:
         return 1
     return max(1, min(cores or 1, 8))
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """bf16 only where the hardware does it natively; emulated bf16 would be slower."""
+    if precision != "bf16":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise UsageError("this CUDA device has no bf16 support", flag="--precision bf16")
+        return
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise UsageError(
+            "this CPU has no native bf16 (AVX512-BF16 or AMX); use --precision fp32",
+            flag="--precision bf16",
+        )

@@ -47,20 +47,27 @@ class Autoencoder(nn.Module):
         else:
             self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(mirror))
         self.act = ACTIVATIONS[config.activation]
+        # Plain lists and flags fixed at construction: a training step on a small
+        # table is dominated by per-call overhead, and slicing a ModuleList builds
+        # a new one on every call.
+        self._hidden_layers = list(self.encoder)[:-1]
+        self._mirrored = list(reversed(self.encoder))
+        self._bce = config.loss == Loss.bce.value
+        self._noise = config.noise
 
     # -- the three parts -------------------------------------------------
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         """Noise for denoising, only while training: ``x + N(0, s^2)`` or input dropout."""
         cfg = self.config
-        if not self.training or cfg.noise == Noise.none.value:
+        if not self.training or self._noise == Noise.none.value:
             return x
-        if cfg.noise == Noise.gaussian.value:
+        if self._noise == Noise.gaussian.value:
             return x + cfg.noise_std * torch.randn_like(x)
         return F.dropout(x, p=cfg.dropout, training=True)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder up to (not including) the coding layer."""
-        for layer in self.encoder[:-1]:
+        for layer in self._hidden_layers:
             x = self.act(layer(x))
         return x
 
@@ -70,16 +77,16 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes to outputs: logits for the bce loss, values for mse."""
         layers = self.decoder_layers()
+        last = len(layers) - 1
         for i, (weight, bias) in enumerate(layers):
             z = F.linear(z, weight, bias)
-            if i < len(layers) - 1:
+            if i < last:
                 z = self.act(z)
         return z
 
     def decoder_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self.config.tied:
-            mirrored = reversed(self.encoder)
-            return [(enc.weight.t(), b) for enc, b in zip(mirrored, self.decoder_bias)]
+            return [(enc.weight.t(), b) for enc, b in zip(self._mirrored, self.decoder_bias)]
         return [(layer.weight, layer.bias) for layer in self.decoder]
 
     # -- what users of a trained model call ---------------------------------
@@ -89,7 +96,7 @@ class Autoencoder(nn.Module):
 
     def output(self, decoded: torch.Tensor) -> torch.Tensor:
         """Decoder output in scaled units: the sigmoid of the logits under bce."""
-        return torch.sigmoid(decoded) if self.config.loss == Loss.bce.value else decoded
+        return torch.sigmoid(decoded) if self._bce else decoded
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.decode(self.codes(x)))
@@ -101,10 +108,17 @@ class Autoencoder(nn.Module):
             return losses.bernoulli_nll(decoded, x) / x.shape[1]
         return losses.squared_error(decoded, x) / x.shape[1]
 
+    def mean_reconstruction_error(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The batch mean of ``reconstruction_error``, as one fused op (fewer kernels a step)."""
+        if self._bce:
+            return F.binary_cross_entropy_with_logits(decoded, x)
+        return F.mse_loss(decoded, x)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         """Loss against the clean input, with its named terms."""
-        decoded = self.decode(self.encode(self.corrupt(x)))
-        reconstruction = self.reconstruction_error(decoded, x).mean()
+        # .float(): under bf16 autocast the layers run in bf16, the loss stays in fp32.
+        decoded = self.decode(self.encode(self.corrupt(x))).float()
+        reconstruction = self.mean_reconstruction_error(decoded, x)
         return reconstruction, {"reconstruction": reconstruction}
 
 
@@ -116,8 +130,8 @@ class SparseAutoencoder(Autoencoder):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         codes = self.encode(self.corrupt(x))
-        reconstruction = self.reconstruction_error(self.decode(codes), x).mean()
-        sparsity = losses.sparsity_penalty(codes, self.config.sparsity_target)
+        reconstruction = self.mean_reconstruction_error(self.decode(codes).float(), x)
+        sparsity = losses.sparsity_penalty(codes.float(), self.config.sparsity_target)
         loss = reconstruction + self.config.sparsity_weight * sparsity
         return loss, {"reconstruction": reconstruction, "sparsity": sparsity}
 
@@ -152,7 +166,8 @@ class VariationalAutoencoder(Autoencoder):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         mu, gamma = self.encode(self.corrupt(x))
-        decoded = self.decode(self.reparameterize(mu, gamma))
+        mu, gamma = mu.float(), gamma.float()
+        decoded = self.decode(self.reparameterize(mu, gamma)).float()
         reconstruction = self.reconstruction_error(decoded, x).mean()
         latent = losses.gaussian_kl(mu, gamma).mean()
         loss = reconstruction + self.config.beta * latent

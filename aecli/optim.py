@@ -36,7 +36,12 @@ class FusedAdam:
         self.exp_avg_sq = [
             torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
         ]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        # Every parameter is stepped together, so one step count serves all: the
+        # kernel gets the same tensor once per parameter and it is bumped once
+        # (on the CPU ``_foreach_add_`` would be a separate op per parameter).
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self._step = torch.zeros((), dtype=torch.float32, device=device)
+        self.steps = [self._step] * len(self.params)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -47,7 +52,7 @@ class FusedAdam:
         grads = [p.grad for p in self.params]
         if any(g is None for g in grads):
             raise RuntimeError("FusedAdam.step: every parameter needs a gradient")
-        torch._foreach_add_(self.steps, 1)
+        self._step.add_(1)
         torch._fused_adam_(
             self.params,
             grads,
@@ -68,7 +73,7 @@ class FusedAdam:
 
     @property
     def step_count(self) -> int:
-        return int(self.steps[0]) if self.steps else 0
+        return int(self._step)
 
     def load(self, step: int, exp_avg: list[torch.Tensor], exp_avg_sq: list[torch.Tensor]) -> None:
         """Restore saved state (tensors in parameter order)."""
@@ -76,5 +81,4 @@ class FusedAdam:
             target.copy_(value)
         for target, value in zip(self.exp_avg_sq, exp_avg_sq, strict=True):
             target.copy_(value)
-        for s in self.steps:
-            s.fill_(float(step))
+        self._step.fill_(float(step))

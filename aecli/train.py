@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -68,6 +69,7 @@ class OptimizerState:
 
 
 EpochCallback = Callable[[EpochStats], None]
+WHOLE_SHUFFLE_VALUES = 256 * 2**20  # up to 1 GiB of float32 is shuffled as a whole each epoch
 CheckpointCallback = Callable[[EpochStats, "OptimizerState"], None]
 
 
@@ -142,7 +144,7 @@ def fit(
         for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
-            terms = _train_epoch(model, optimizer, train, config.batch_size)
+            terms = _train_epoch(model, optimizer, train, config.batch_size, config.precision)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
                 history.stop = "non-finite"
@@ -185,25 +187,49 @@ def fit(
 
 
 def _train_epoch(
-    model: Autoencoder, optimizer: FusedAdam, data: torch.Tensor, batch_size: int
+    model: Autoencoder,
+    optimizer: FusedAdam,
+    data: torch.Tensor,
+    batch_size: int,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     model.train()
+    bf16 = precision == "bf16"
+    autocast = torch.autocast(data.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     n = data.shape[0]
     order = torch.randperm(n, device=data.device)
+    # One gather an epoch, then each batch is a view: the same batches as gathering
+    # per step, without a kernel call per step. Very large data gathers per step
+    # instead, so that memory does not double.
+    shuffled = data.index_select(0, order) if data.numel() <= WHOLE_SHUFFLE_VALUES else None
     sums: torch.Tensor | None = None
     names: list[str] = []
     for start in range(0, n, batch_size):
-        batch = data.index_select(0, order[start : start + batch_size])
-        loss, terms = model(batch)
+        if shuffled is not None:
+            batch = shuffled[start : start + batch_size]
+        else:
+            batch = data.index_select(0, order[start : start + batch_size])
+        with autocast:
+            loss, terms = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        stacked = torch.stack([loss.detach(), *(t.detach() for t in terms.values())])
-        stacked = stacked * batch.shape[0]
-        sums = stacked if sums is None else sums + stacked
-        names = ["loss", *terms]
+        # Loss terms are summed on the device (read back once an epoch); a model
+        # whose only term is its loss adds one number a step, not a stack.
+        with torch.no_grad():
+            if sums is None:
+                names = ["loss", *terms]
+                single = len(terms) == 1
+                sums = torch.zeros(1 if single else len(names), device=data.device)
+            rows = batch.shape[0]
+            if single:
+                sums.add_(loss, alpha=rows)
+            else:
+                sums.add_(torch.stack([loss, *terms.values()]), alpha=rows)
     assert sums is not None
     means = (sums / n).tolist()
+    if len(means) == 1:
+        means = means * len(names)
     return dict(zip(names, means))
 
 

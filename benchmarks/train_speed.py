@@ -1,9 +1,12 @@
 """Training throughput: aecli's trainer vs a tutorial PyTorch loop vs the matmul ceiling.
 
-Run: ``python benchmarks/train_speed.py [--quick]``. Synthetic data of the two
-shapes that matter (a tabular 32-column table, 784-pixel images); one warm-up
-epoch, then the best of ``--repeats`` timed epochs. Prints samples/s and
-ratios measured in the same run.
+Run: ``python benchmarks/train_speed.py [--quick] [--workloads tabular,pixels]
+[--kinds basic,vae] [--precisions fp32,bf16]``. Synthetic data of the two shapes
+that matter (a tabular 32-column table, 784-pixel images), AE and VAE; one
+warm-up epoch, then the best of ``--repeats`` timed epochs. Prints samples/s and
+ratios measured in the same run. The tutorial loop is fp32 (what tutorials
+write); the ceiling is the forward and backward matrix products alone, in the
+same precision as the aecli column it is compared with.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from collections.abc import Callable
 from itertools import pairwise
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
@@ -23,8 +25,8 @@ from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 
 WORKLOADS = {
-    "tabular 32-64-8": (200_000, ModelConfig(n_inputs=32, hidden=(64,), latent=8)),
-    "pixels 784-512-256-32": (60_000, ModelConfig(n_inputs=784, hidden=(512, 256), latent=32)),
+    "tabular": ("32-64-8", 200_000, dict(n_inputs=32, hidden=(64,), latent=8)),
+    "pixels": ("784-512-256-32", 60_000, dict(n_inputs=784, hidden=(512, 256), latent=32)),
 }
 
 
@@ -55,20 +57,25 @@ def tutorial_epoch(config: ModelConfig, data: torch.Tensor, batch: int) -> Calla
     return run
 
 
-def aecli_epoch(config: ModelConfig, data: torch.Tensor, batch: int) -> Callable[[], None]:
+def aecli_epoch(
+    config: ModelConfig, data: torch.Tensor, batch: int, precision: str
+) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_model(config)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
-    return lambda: _train_epoch(model, optimizer, data, batch)
+    return lambda: _train_epoch(model, optimizer, data, batch, precision)
 
 
-def matmul_ceiling(config: ModelConfig, rows: int, batch: int) -> Callable[[], None]:
+def matmul_ceiling(
+    config: ModelConfig, rows: int, batch: int, precision: str
+) -> Callable[[], None]:
     """Only the matrix products of forward and backward (3 per layer), nothing else."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     sizes = [*config.sizes, *reversed(config.sizes[:-1])]
     shapes = list(pairwise(sizes))
-    acts = [torch.randn(batch, a) for a, _ in shapes]
-    weights = [torch.randn(b, a) for a, b in shapes]
-    grads = [torch.randn(batch, b) for _, b in shapes]
+    acts = [torch.randn(batch, a, dtype=dtype) for a, _ in shapes]
+    weights = [torch.randn(b, a, dtype=dtype) for a, b in shapes]
+    grads = [torch.randn(batch, b, dtype=dtype) for _, b in shapes]
     steps = rows // batch
 
     def run() -> None:
@@ -84,29 +91,47 @@ def matmul_ceiling(config: ModelConfig, rows: int, batch: int) -> Callable[[], N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", default="128,256,1024")
+    parser.add_argument("--workloads", default="tabular,pixels")
+    parser.add_argument("--kinds", default="basic,vae")
+    parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a tenth of the rows")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, fp32, CPU, threads chosen per workload")
-    header = f"{'workload':<24}{'batch':>6}{'thr':>4}{'tutorial/s':>12}{'aecli/s':>10}"
-    print(header + f"{'ceiling/s':>11}{'aecli/tut':>10}{'aecli/ceil':>11}")
-    for name, (rows, config) in WORKLOADS.items():
+    precisions = args.precisions.split(",")
+    if "bf16" in precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        precisions.remove("bf16")
+        print("(this CPU has no native bf16: bf16 rows skipped)")
+    print(
+        f"torch {torch.__version__}, CPU, {torch.get_num_threads()} cores; threads as aecli picks"
+    )
+    header = f"{'workload':<26}{'batch':>6}{'thr':>4}{'prec':>5}{'tutorial/s':>11}{'aecli/s':>9}"
+    print(header + f"{'ceiling/s':>10}{'vs tut':>7}{'vs ceil':>8}{'vs fp32':>8}")
+    for workload in args.workloads.split(","):
+        shape, rows, sizes = WORKLOADS[workload]
         rows = rows // 10 if args.quick else rows
-        data = torch.rand(rows, config.n_inputs)
-        n_params = sum(p.numel() for p in nn.ModuleList([build_model(config)]).parameters())
-        for batch in (int(b) for b in args.batches.split(",")):
-            threads = choose_threads(0, n_params * batch)
-            torch.set_num_threads(threads)
-            rates = [
-                rows / best_of(args.repeats, make(config, data, batch))
-                for make in (tutorial_epoch, aecli_epoch)
-            ]
-            ceiling = rows / best_of(args.repeats, matmul_ceiling(config, rows, batch))
-            tut, ours = rates
-            print(
-                f"{name:<24}{batch:>6}{threads:>4}{tut:>12.0f}{ours:>10.0f}{ceiling:>11.0f}"
-                f"{ours / tut:>10.2f}{ours / ceiling:>11.2f}"
-            )
+        for kind in args.kinds.split(","):
+            config = ModelConfig(kind=kind, loss="mse", **sizes)  # type: ignore[arg-type]
+            name = f"{workload} {kind} {shape}"
+            data = torch.rand(rows, config.n_inputs)
+            n_params = sum(p.numel() for p in build_model(config).parameters())
+            for batch in (int(b) for b in args.batches.split(",")):
+                threads = choose_threads(0, n_params * batch)
+                torch.set_num_threads(threads)
+                tutorial = rows / best_of(args.repeats, tutorial_epoch(config, data, batch))
+                fp32 = None
+                for precision in precisions:
+                    ours = rows / best_of(args.repeats, aecli_epoch(config, data, batch, precision))
+                    ceiling = rows / best_of(
+                        args.repeats, matmul_ceiling(config, rows, batch, precision)
+                    )
+                    fp32 = ours if precision == "fp32" else fp32
+                    vs_fp32 = f"{ours / fp32:>8.2f}" if fp32 and precision != "fp32" else " " * 8
+                    print(
+                        f"{name:<26}{batch:>6}{threads:>4}{precision:>5}{tutorial:>11.0f}"
+                        f"{ours:>9.0f}{ceiling:>10.0f}{ours / tutorial:>7.2f}"
+                        f"{ours / ceiling:>8.2f}{vs_fp32}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ def test_non_finite_loss_keeps_the_last_good_epoch(monkeypatch: pytest.MonkeyPat
     calls = {"n": 0}
     after_first: dict[str, torch.Tensor] = {}
 
-    def flaky(model, optimizer, data, batch_size):  # type: ignore[no-untyped-def]
+    def flaky(model, optimizer, data, batch_size, precision="fp32"):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        terms = real(model, optimizer, data, batch_size)
+        terms = real(model, optimizer, data, batch_size, precision)
         if calls["n"] == 1:
             after_first.update({k: v.clone() for k, v in model.state_dict().items()})
             return terms
@@ -82,9 +82,9 @@ def test_a_retrain_that_diverges_keeps_the_old_model(
     real = train._train_epoch
     calls = {"n": 0}
 
-    def diverge_in_epoch_3(model, optimizer, data, batch_size):  # type: ignore[no-untyped-def]
+    def diverge_in_epoch_3(model, optimizer, data, batch_size, precision="fp32"):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        terms = real(model, optimizer, data, batch_size)
+        terms = real(model, optimizer, data, batch_size, precision)
         return terms if calls["n"] < 3 else {k: float("inf") for k in terms}
 
     monkeypatch.setattr(train, "_train_epoch", diverge_in_epoch_3)

@@ -91,3 +91,18 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_openmp_waits_briefly_unless_the_user_chose() -> None:
+    """A short OpenMP spin keeps training from collapsing next to a busy program."""
+    code = (
+        "import os; from aecli.cli import main; main(['--version']);"
+        "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('KMP_BLOCKTIME'))"
+    )
+    env = {k: v for k, v in _env().items() if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.pop("OMP_WAIT_POLICY", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split()[-2:] == ["1000", "1"]
+    chosen = {**env, "OMP_WAIT_POLICY": "ACTIVE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=chosen)
+    assert out.stdout.split()[-2:] == ["None", "None"]

@@ -6,7 +6,7 @@ devices and torch stay inside.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 from aecli.config import Loss, ModelConfig, TrainConfig
 from aecli.device import check_precision, choose_threads, resolve_device
 from aecli.errors import DataError, TrainingError, UsageError
-from aecli.io import Table
+from aecli.io import NpyRows, Table
 from aecli.models import Autoencoder, VariationalAutoencoder, build_model
 from aecli.pca import PCA
 from aecli.scaler import Scaler
@@ -136,7 +136,7 @@ class FittedModel:
 
 
 def train(
-    table: Table,
+    table: Table | NpyRows,
     model_config: ModelConfig,
     train_config: TrainConfig,
     on_epoch: EpochCallback | None = None,
@@ -156,7 +156,11 @@ def train(
     device = resolve_device(train_config.device)
     check_precision(train_config.precision, device)
     start_epoch = 1
-    if resume is None:
+    streamed = isinstance(table, NpyRows)
+    if resume is None and streamed:
+        chunks = table.chunks(_chunk_size(train_config), count_dropped=True)
+        scaler = Scaler.fit_chunks(chunks, train_config.scale)
+    elif resume is None:
         scaler = Scaler.fit(table.values, train_config.scale)
     else:
         scaler = resume.scaler
@@ -167,10 +171,14 @@ def train(
                 f"ask for more (--epochs N with N > {start_epoch - 1})",
                 flag="--epochs",
             )
-    scaled = scaler.transform(table.values)
-    if model_config.loss == Loss.bce.value:
-        _check_unit_range(scaled, train_config.scale)
-    train_rows, val_rows = split_rows(scaled, train_config.val_fraction, train_config.seed)
+    if streamed:
+        train_data, val_rows, n_train = _stream_split(table, scaler, train_config)
+    else:
+        scaled = scaler.transform(table.values)
+        if model_config.loss == Loss.bce.value:
+            _check_unit_range(scaled, train_config.scale)
+        train_rows, val_rows = split_rows(scaled, train_config.val_fraction, train_config.seed)
+        n_train = int(train_rows.shape[0])
 
     torch.manual_seed(train_config.seed)
     model = build_model(model_config) if resume is None else resume.model
@@ -180,10 +188,13 @@ def train(
         threads = choose_threads(train_config.threads, n_params * train_config.batch_size)
         torch.set_num_threads(threads)
     model.to(device)
-    train_x = torch.from_numpy(train_rows).to(device)
+    if streamed:
+        train_x: torch.Tensor | StreamedRows = train_data.to(device)
+    else:
+        train_x = torch.from_numpy(train_rows).to(device)
     val_x = torch.from_numpy(val_rows).to(device) if len(val_rows) else None
     base = {
-        "rows": int(train_rows.shape[0]),
+        "rows": n_train,
         "val_rows": int(val_rows.shape[0]),
         "device": device.type,
         "threads": threads,
@@ -227,7 +238,10 @@ def train(
         raise TrainingError(f"{history.message} (no epoch finished: nothing saved)")
     fitted = fitted_now(history.kept, history.stop, history.optimizer_state)
     fitted.summary["epochs"] = history.last.epoch
-    _add_baselines(fitted, scaler.inverse(train_rows))
+    if streamed:
+        _add_streamed_baselines(fitted, table, train_config)
+    else:
+        _add_baselines(fitted, scaler.inverse(train_rows))
     return fitted, history
 
 
@@ -241,6 +255,74 @@ def _add_baselines(fitted: FittedModel, train_values: np.ndarray) -> None:
     if fitted.config.n_inputs <= PCA_MAX_INPUTS:
         fitted.pca = PCA.fit(train_values, min(fitted.config.latent, fitted.config.n_inputs))
     fitted.score_quantiles = score_quantiles(fitted, train_values)
+
+
+STREAM_CHUNK_ROWS = 65536  # default chunk when a .npy is streamed
+STREAM_VAL_ROWS = 50_000  # held-out rows kept in memory when streaming
+STREAM_SAMPLE_ROWS = 100_000  # training rows whose scores give the stored percentiles
+
+
+def _chunk_size(config: TrainConfig) -> int:
+    return config.chunk_rows or STREAM_CHUNK_ROWS
+
+
+class StreamedRows:
+    """Training rows of a memory-mapped .npy, served in shuffled chunks each epoch.
+
+    The chunk order is drawn from (seed, epoch) and rows are shuffled within
+    each chunk by the trainer, so memory holds one chunk however large the
+    file; held-out rows are skipped.
+    """
+
+    def __init__(
+        self, source: NpyRows, scaler: Scaler, held_out: np.ndarray, config: TrainConfig
+    ) -> None:
+        self.source = source
+        self.scaler = scaler
+        self.held_out = held_out
+        self.size = _chunk_size(config)
+        self.seed = config.seed
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> StreamedRows:
+        self.device = device
+        return self
+
+    def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
+        from aecli.train import epoch_seed
+
+        n_chunks = -(-self.source.rows // self.size)
+        order = np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(n_chunks)
+        for index in order.tolist():
+            start = index * self.size
+            values = self.source.chunk(start, start + self.size, exclude=self.held_out)
+            yield torch.from_numpy(self.scaler.transform(values)).to(self.device)
+
+
+def _stream_split(
+    source: NpyRows, scaler: Scaler, config: TrainConfig
+) -> tuple[StreamedRows, np.ndarray, int]:
+    """A seeded held-out sample (at most STREAM_VAL_ROWS rows) and the streamed rest."""
+    n = source.rows
+    n_val = min(round(n * config.val_fraction), n - 1, STREAM_VAL_ROWS)
+    rng = np.random.default_rng(config.seed)
+    held_out = np.sort(rng.choice(n, n_val, replace=False)) if n_val > 0 else np.zeros(0, int)
+    val_rows = scaler.transform(source.take(held_out)) if n_val > 0 else np.zeros((0, 1))
+    n_train = n - n_val - source.stats.dropped
+    return StreamedRows(source, scaler, held_out, config), val_rows, n_train
+
+
+def _add_streamed_baselines(fitted: FittedModel, source: NpyRows, config: TrainConfig) -> None:
+    """PCA over all rows in chunks; score percentiles from a seeded sample of rows."""
+    from aecli.diagnostics import score_quantiles
+
+    size = _chunk_size(config)
+    if fitted.config.n_inputs <= PCA_MAX_INPUTS:
+        k = min(fitted.config.latent, fitted.config.n_inputs)
+        fitted.pca = PCA.fit_chunks(lambda: source.chunks(size), k)
+    n = min(source.rows, STREAM_SAMPLE_ROWS)
+    sample = np.sort(np.random.default_rng(config.seed + 1).choice(source.rows, n, replace=False))
+    fitted.score_quantiles = score_quantiles(fitted, source.take(sample))
 
 
 def split_rows(values: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -248,6 +248,14 @@ def train(
             min=0,
         ),
     ] = 0,
+    chunk_rows: Annotated[
+        int,
+        typer.Option(
+            help="Stream a .npy DATA in shuffled chunks of N rows instead of loading it. "
+            "0 = automatic: a .npy larger than a quarter of the free memory streams.",
+            min=0,
+        ),
+    ] = 0,
     log: Annotated[
         str | None,
         typer.Option(
@@ -282,6 +290,7 @@ def train(
         scale=scale.value,
         checkpoint_every=checkpoint_every,
         precision=precision.value,
+        chunk_rows=chunk_rows,
     )
     train_config.validate()
     _check_model_output(output, data)
@@ -308,8 +317,15 @@ def train(
         allow_nan,
         resumed.columns if resumed is not None else None,
     )
-    table = read_table(data, stats=stats, **options)
-    _report_dropped(stats.dropped, describe(data), quiet)
+    from aecli.io import NpyRows, should_stream
+
+    if should_stream(data, train_config.chunk_rows):
+        npy_options = {k: options[k] for k in ("columns", "id_column", "allow_nan")}
+        table: Any = NpyRows(data, **npy_options)
+        stats = table.stats  # rows dropped are counted while the scaler is fitted
+    else:
+        table = read_table(data, stats=stats, **options)
+        _report_dropped(stats.dropped, describe(data), quiet)
     if resumed is not None:
         resumed.check_input(table, describe(data))
         model_config = resumed.config
@@ -353,6 +369,8 @@ def train(
         fitted, history = api.train(
             table, model_config, train_config, on_epoch, resume=resumed, checkpoint=checkpoint
         )
+    if isinstance(table, NpyRows):
+        _report_dropped(stats.dropped, describe(data), quiet)
     target = output
     if history.stop == "non-finite" and keep_old:
         target = _beside(output, "last-finite")
@@ -406,6 +424,7 @@ _RESUMABLE = (
     "early_stopping",
     "checkpoint_every",
     "precision",
+    "chunk_rows",
 )
 
 

@@ -197,6 +197,7 @@ class TrainConfig:
     scale: str = Scale.minmax.value
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
     precision: str = Precision.fp32.value  # bf16: autocast forward, fp32 master weights
+    chunk_rows: int = 0  # > 0: stream a .npy in shuffled chunks of this many rows
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
@@ -219,6 +220,7 @@ class TrainConfig:
             "--precision",
             f"must be fp32 or bf16, got {self.precision!r}",
         )
+        _check(self.chunk_rows >= 0, "--chunk-rows", f"must be >= 0, got {self.chunk_rows}")
         _check(
             self.checkpoint_every >= 0,
             "--checkpoint-every",

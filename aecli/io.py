@@ -12,13 +12,15 @@ import contextlib
 import csv
 import gzip
 import io
+import itertools
 import math
 import operator
 import os
 import struct
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -165,60 +167,185 @@ class _Reader:
             yield from self.csv(buffered, self.opts.delimiter or ",")
 
     def csv(self, raw: IO[bytes], delimiter: str) -> Iterator[Table]:
-        name, opts = self.name, self.opts
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
-        reader = csv.reader(text, delimiter=delimiter, strict=True)
+        """CSV rows in chunks: pandas' C parser converts clean chunks, the csv module the rest.
+
+        Lines are read and counted here, so chunks stream and every message can
+        name its line. A chunk without quotes whose lines all have the header's
+        field count goes to ``pandas.read_csv`` (6x numpy.loadtxt); a chunk it
+        cannot convert cleanly (a bad cell, a gap, NaN) is parsed again by the
+        exact path, which finds the bad cell or drops rows under ``allow_nan``.
+        Once a quote appears, the rest of the file goes through the csv module,
+        since a quoted field may span lines.
+        """
+        name = self.name
+        lines = _Lines(raw)
+        head = lines.next_nonblank()
+        if head is None:
+            raise DataError("empty file: no rows", source=name)
+        first_no, first = head
+        first = first.removeprefix(_BOM)
+        if b'"' in first or _pandas() is None or len(delimiter) != 1:
+            reader = csv.reader(_decoded([first], lines), delimiter=delimiter, strict=True)
+            yield from self._exact(reader, first_no - 1, delimiter)
+            return
+        cells = first.decode("utf-8").rstrip("\r\n").split(delimiter)
+        layout = self._layout(cells)
+        pending = [] if layout.header else [first]
+        start = first_no if pending else first_no + 1
+        emitted = False
+        while True:
+            batch = pending + lines.take(self.chunk_rows - len(pending))
+            pending = []
+            if not batch:
+                break
+            numbers = range(start, start + len(batch))
+            start += len(batch)
+            if any(b'"' in line for line in batch):
+                reader = csv.reader(_decoded(batch, lines), delimiter=delimiter, strict=True)
+                for table in self._records(reader, numbers[0] - 1, layout):
+                    emitted = True
+                    yield table
+                break
+            table = self._fast(batch, layout, delimiter)
+            if table is None:
+                kept = [(n, line) for n, line in zip(numbers, batch) if line.strip()]
+                rows = [line.decode("utf-8").rstrip("\r\n").split(delimiter) for _, line in kept]
+                table = self._rows_to_table(rows, [n for n, _ in kept], layout)
+            if table is not None:
+                emitted = True
+                yield table
+        if not emitted:
+            self._nothing_left()
+
+    def _exact(self, reader: Any, offset: int, delimiter: str) -> Iterator[Table]:
+        """The csv module all the way (quoted header, or no pandas)."""
         first = next((row for row in reader if row), None)
         if first is None:
-            raise DataError("empty file: no rows", source=name)
-        header = opts.header
+            raise DataError("empty file: no rows", source=self.name)
+        layout = self._layout(first)
+        first_rows = [] if layout.header else [(offset + reader.line_num, first)]
+        emitted = False
+        for table in self._records(reader, offset, layout, first_rows):
+            emitted = True
+            yield table
+        if not emitted:
+            self._nothing_left()
+
+    def _nothing_left(self) -> None:
+        if self.stats.dropped:
+            raise DataError(
+                f"no rows left after dropping {self.stats.dropped} with missing values",
+                source=self.name,
+            )
+        raise DataError("no data rows, only a header", source=self.name)
+
+    def _layout(self, first: list[str]) -> _Layout:
+        """Header or not, and which columns are features and id, from the first record."""
+        header = self.opts.header
         if header is None:
             header = not all(_is_number(cell) for cell in first)
         names = [cell.strip() for cell in first] if header else None
         width = len(first)
-        features, id_index = _select_columns(opts, names, width, name)
+        features, id_index = _select_columns(self.opts, names, width, self.name)
         columns = [names[i] for i in features] if names is not None else None
         id_name = None
         if id_index is not None:
             id_name = names[id_index] if names is not None else f"col{id_index}"
-        pick = _picker(features, width)
-        rows: list[list[str]] = []
-        ids: list[str] | None = [] if id_index is not None else None
-        lines: list[int] = []
-        pending = [] if header else [first]
-        emitted = False
-        for row in _chain(pending, reader):
+        return _Layout(header, width, features, id_index, columns, id_name)
+
+    def _records(
+        self,
+        reader: Any,
+        offset: int,
+        layout: _Layout,
+        first_rows: list[tuple[int, list[str]]] | None = None,
+    ) -> Iterator[Table]:
+        """Chunks from csv-module records; line numbers are ``offset + reader.line_num``."""
+        rows: list[list[str]] = [row for _, row in first_rows or []]
+        numbers: list[int] = [n for n, _ in first_rows or []]
+        for row in reader:
             if not row:
                 continue
+            rows.append(row)
+            numbers.append(offset + reader.line_num)
+            if len(rows) >= self.chunk_rows:
+                table = self._rows_to_table(rows, numbers, layout)
+                if table is not None:
+                    yield table
+                rows, numbers = [], []
+        if rows:
+            table = self._rows_to_table(rows, numbers, layout)
+            if table is not None:
+                yield table
+
+    def _rows_to_table(
+        self, rows: list[list[str]], numbers: list[int], layout: _Layout
+    ) -> Table | None:
+        """The exact path: field counts, then cell by cell where numpy cannot convert."""
+        width = layout.width
+        kept_rows, kept_numbers = [], []
+        for row, number in zip(rows, numbers):
             if len(row) != width:
                 raise DataError(
-                    f"expected {width} fields, found {len(row)}",
-                    source=name,
-                    line=reader.line_num,
+                    f"expected {width} fields, found {len(row)}", source=self.name, line=number
                 )
-            rows.append(pick(row) if pick else row)
-            if ids is not None:
-                ids.append(row[id_index])  # type: ignore[index]
-            lines.append(reader.line_num)
-            if len(rows) >= self.chunk_rows:
-                chunk = self._chunk(rows, lines, ids, columns, features, id_name)
-                if chunk is not None:
-                    yield chunk
-                    emitted = True
-                rows, lines = [], []
-                ids = [] if ids is not None else None
-        if rows:
-            chunk = self._chunk(rows, lines, ids, columns, features, id_name)
-            if chunk is not None:
-                yield chunk
-                emitted = True
-        if not emitted:
-            if self.stats.dropped:
-                raise DataError(
-                    f"no rows left after dropping {self.stats.dropped} with missing values",
-                    source=name,
+            kept_rows.append(row)
+            kept_numbers.append(number)
+        if not kept_rows:
+            return None
+        pick = _picker(layout.features, width)
+        ids = [row[layout.id_index] for row in kept_rows] if layout.id_index is not None else None
+        values = [pick(row) for row in kept_rows] if pick else kept_rows
+        return self._chunk(
+            values, kept_numbers, ids, layout.columns, layout.features, layout.id_name
+        )
+
+    def _fast(self, batch: list[bytes], layout: _Layout, delimiter: str) -> Table | None:
+        """pandas' C parser for a clean chunk; None sends the chunk to the exact path.
+
+        Clean means: no blank line and every line has the header's field count,
+        checked with numpy over the chunk's bytes rather than line by line.
+        """
+        pandas = _pandas()
+        blob = b"".join(batch)
+        if not blob.endswith(b"\n"):
+            blob += b"\n"
+        data = np.frombuffer(blob, dtype=np.uint8)
+        ends = np.flatnonzero(data == ord("\n"))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        length = ends - starts
+        blank = (length == 0) | ((length == 1) & (data[starts] == ord("\r")))
+        if len(ends) != len(batch) or blank.any():
+            return None  # a blank line: the exact path skips it
+        fields = np.add.reduceat((data == ord(delimiter)).astype(np.int32), starts)
+        if (fields != layout.width - 1).any():
+            return None
+        lines = batch
+        features, id_index = layout.features, layout.id_index
+        usecols = features if id_index is None else [*features, id_index]
+        dtype: dict[int, Any] = {i: np.float32 for i in features}
+        if id_index is not None:
+            dtype[id_index] = str
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # overflow is reported by the exact path
+                frame = pandas.read_csv(
+                    io.BytesIO(blob),
+                    header=None,
+                    sep=delimiter,
+                    usecols=usecols,
+                    dtype=dtype,
+                    na_filter=False,
+                    engine="c",
+                    encoding="utf-8",
                 )
-            raise DataError("no data rows, only a header", source=name)
+                values = frame[features].to_numpy(np.float32)
+        except Exception:  # any doubt: the exact path will say precisely what is wrong
+            return None
+        if values.shape != (len(lines), len(features)) or not np.isfinite(values).all():
+            return None
+        ids = frame[id_index].tolist() if id_index is not None else None
+        return Table(values, layout.columns, (len(features),), ids, layout.id_name)
 
     def _chunk(
         self,
@@ -242,9 +369,61 @@ class _Reader:
         yield from _iter_npy(source, self.name, self.chunk_rows, self.opts, self.stats)
 
 
-def _chain(first: list[list[str]], rest: Iterator[list[str]]) -> Iterator[list[str]]:
-    yield from first
-    yield from rest
+_BOM = "\ufeff".encode()
+
+
+@dataclass
+class _Layout:
+    """What the first record decided: header, width, feature and id columns."""
+
+    header: bool
+    width: int
+    features: list[int]
+    id_index: int | None
+    columns: list[str] | None
+    id_name: str | None
+
+
+class _Lines:
+    """Binary lines with their 1-based numbers, read lazily from a stream."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.number = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.raw:
+            self.number += 1
+            yield line
+
+    def next_nonblank(self) -> tuple[int, bytes] | None:
+        for line in self:
+            if line.strip():
+                return self.number, line
+        return None
+
+    def take(self, count: int) -> list[bytes]:
+        """Up to ``count`` lines; the first has number ``self.number + 1`` before the call."""
+        batch = list(itertools.islice(self.raw, count))
+        self.number += len(batch)
+        return batch
+
+
+def _decoded(head: list[bytes], rest: Iterable[bytes]) -> Iterator[str]:
+    """Text lines for the csv module (line ends kept, as newline='' would)."""
+    for line in head:
+        yield line.decode("utf-8")
+    for line in rest:
+        yield line.decode("utf-8")
+
+
+def _pandas() -> Any:
+    """pandas, when installed: its C parser reads clean CSV chunks several times faster."""
+    try:
+        import pandas
+    except ImportError:  # pragma: no cover - pandas is a dependency; the exact path still works
+        return None
+    return pandas
 
 
 def _picker(features: list[int], width: int) -> Any:
@@ -410,6 +589,24 @@ def _iter_npy(
     source: Path | IO[bytes], name: str, chunk_rows: int, opts: ReadOptions, stats: ReadStats
 ) -> Iterator[Table]:
     """Rows of a .npy, memory-mapped from a path so that only one chunk is in memory."""
+    flat, row_shape, features = _open_npy(source, name, opts)
+    emitted = False
+    for start in range(0, flat.shape[0], chunk_rows):
+        chunk = _npy_chunk(flat, start, start + chunk_rows, features, opts.allow_nan, stats, name)
+        if not len(chunk):
+            continue
+        emitted = True
+        yield Table(chunk, None, row_shape)
+    if not emitted:
+        raise DataError(
+            f"no rows left after dropping {stats.dropped} with missing values", source=name
+        )
+
+
+def _open_npy(
+    source: Path | IO[bytes], name: str, opts: ReadOptions
+) -> tuple[np.ndarray, tuple[int, ...], list[int] | None]:
+    """A validated 2-D (rows x values) view of a .npy, its row shape and selected columns."""
     try:
         if isinstance(source, Path):
             array = np.load(source, mmap_mode="r", allow_pickle=False)
@@ -444,34 +641,124 @@ def _iter_npy(
     if opts.columns:
         features = [_resolve_column(c, None, width, name, "--columns") for c in opts.columns]
         row_shape = (len(features),)
-    emitted = False
-    for start in range(0, flat.shape[0], chunk_rows):
-        block = flat[start : start + chunk_rows]
-        if features is not None:
-            block = block[:, features]
+    return flat, row_shape, features
+
+
+def _npy_chunk(
+    flat: np.ndarray,
+    start: int,
+    stop: int,
+    features: list[int] | None,
+    allow_nan: bool,
+    stats: ReadStats,
+    name: str,
+) -> np.ndarray:
+    """Rows start..stop as float32; non-finite values fail, or drop their rows."""
+    block = flat[start:stop]
+    if features is not None:
+        block = block[:, features]
+    with np.errstate(over="ignore"):
+        chunk = np.asarray(block, dtype=np.float32)
+    finite = np.isfinite(chunk).all(axis=1)
+    if finite.all():
+        return chunk
+    if allow_nan:
+        stats.dropped += int((~finite).sum())
+        return chunk[finite]
+    row, col = (int(i) for i in np.argwhere(~np.isfinite(chunk))[0])
+    original = block[row, col]
+    what = "overflows float32" if np.isfinite(original) else "is not a finite number"
+    raise DataError(
+        f"value {original} at row {start + row}, column {col} {what}{_NAN_HINT}", source=name
+    )
+
+
+def should_stream(source: str, chunk_rows: int) -> bool:
+    """Train from a .npy in chunks: when asked (``chunk_rows``), or when it is too big to load.
+
+    Too big: its float32 rows would take more than a quarter of the memory
+    available now (MemAvailable on Linux).
+    """
+    if source == STDIO or not source.lower().endswith(".npy") or not os.path.isfile(source):
+        return False
+    if chunk_rows > 0:
+        return True
+    available = _available_memory()
+    return available is not None and os.path.getsize(source) * 2 > available // 4
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class NpyRows:
+    """A .npy file used in row chunks through a memory map, never loaded whole.
+
+    For training on arrays larger than memory: the trainer asks for chunks
+    in shuffled order each epoch, and for a few scattered rows (validation).
+    """
+
+    def __init__(self, path: str, **options: Any) -> None:
+        self.name = describe(path)
+        self.opts = ReadOptions(**options)
+        self.stats = ReadStats()
+        self.flat, self.row_shape, self.features = _open_npy(Path(path), self.name, self.opts)
+        self.columns: list[str] | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.flat.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features) if self.features is not None else int(self.flat.shape[1])
+
+    def chunk(
+        self,
+        start: int,
+        stop: int,
+        *,
+        count_dropped: bool = False,
+        exclude: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Rows start..stop as float32, without the (sorted) row numbers in ``exclude``."""
+        stats = self.stats if count_dropped else ReadStats()
+        if exclude is None or not len(exclude):
+            return _npy_chunk(
+                self.flat, start, stop, self.features, self.opts.allow_nan, stats, self.name
+            )
+        lo, hi = np.searchsorted(exclude, [start, stop])
+        block = self.flat[start:stop]
+        if self.features is not None:
+            block = block[:, self.features]
         with np.errstate(over="ignore"):
-            chunk = np.asarray(block, dtype=np.float32)
-        finite = np.isfinite(chunk).all(axis=1)
-        if not finite.all():
-            if opts.allow_nan:
-                stats.dropped += int((~finite).sum())
-                chunk = chunk[finite]
-                if not len(chunk):
-                    continue
-            else:
-                row, col = (int(i) for i in np.argwhere(~np.isfinite(chunk))[0])
-                original = block[row, col]
-                what = "overflows float32" if np.isfinite(original) else "is not a finite number"
-                raise DataError(
-                    f"value {original} at row {start + row}, column {col} {what}{_NAN_HINT}",
-                    source=name,
-                )
-        emitted = True
-        yield Table(chunk, None, row_shape)
-    if not emitted:
-        raise DataError(
-            f"no rows left after dropping {stats.dropped} with missing values", source=name
-        )
+            values = np.asarray(block, dtype=np.float32)
+        keep = np.isfinite(values).all(axis=1)  # bad values were reported by the fitting pass
+        keep[exclude[lo:hi] - start] = False
+        return values[keep]
+
+    def chunks(self, size: int, *, count_dropped: bool = False) -> Iterator[np.ndarray]:
+        for start in range(0, self.rows, size):
+            yield self.chunk(start, start + size, count_dropped=count_dropped)
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Scattered rows (sorted indices), finite ones only."""
+        block = self.flat[indices]
+        if self.features is not None:
+            block = block[:, self.features]
+        with np.errstate(over="ignore"):
+            values = np.asarray(block, dtype=np.float32)
+        return values[np.isfinite(values).all(axis=1)]
 
 
 class AtomicFile:

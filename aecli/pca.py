@@ -6,6 +6,7 @@ subspace as PCA; benchmarks compare the two at the same code size.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,23 @@ class PCA:
             centred = data[start : start + 65536].astype(np.float64) - mean
             scatter += centred.T @ centred
         _, vectors = np.linalg.eigh(scatter)  # ascending eigenvalues
+        return cls(mean, np.ascontiguousarray(vectors[:, ::-1][:, :k].T))
+
+    @classmethod
+    def fit_chunks(cls, chunks: Callable[[], Iterable[np.ndarray]], k: int) -> PCA:
+        """``fit`` over row chunks, two passes (mean, then scatter): memory d x d."""
+        total, count = None, 0
+        for chunk in chunks():
+            data = chunk.astype(np.float64)
+            total = data.sum(0) if total is None else total + data.sum(0)
+            count += len(data)
+        assert total is not None and count
+        mean = total / count
+        scatter = np.zeros((len(mean), len(mean)))
+        for chunk in chunks():
+            centred = chunk.astype(np.float64) - mean
+            scatter += centred.T @ centred
+        _, vectors = np.linalg.eigh(scatter)
         return cls(mean, np.ascontiguousarray(vectors[:, ::-1][:, :k].T))
 
     def encode(self, values: np.ndarray) -> np.ndarray:

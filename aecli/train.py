@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -114,9 +115,37 @@ def _snapshot(
     return weights, export_state(model, optimizer)
 
 
+class ChunkedRows(Protocol):
+    """Training rows that arrive in chunks (data larger than memory)."""
+
+    def epoch(self, epoch: int) -> Iterator[torch.Tensor]: ...
+
+
+def _run_epoch(
+    model: Autoencoder,
+    optimizer: FusedAdam,
+    train: torch.Tensor | ChunkedRows,
+    config: TrainConfig,
+    epoch: int,
+) -> dict[str, float]:
+    """One pass over the rows: at once, or chunk by chunk (terms weighted by rows)."""
+    if isinstance(train, torch.Tensor):
+        return _train_epoch(model, optimizer, train, config.batch_size, config.precision)
+    totals: dict[str, float] = {}
+    rows = 0
+    for chunk in train.epoch(epoch):
+        if not chunk.shape[0]:
+            continue
+        terms = _train_epoch(model, optimizer, chunk, config.batch_size, config.precision)
+        for key, value in terms.items():
+            totals[key] = totals.get(key, 0.0) + value * chunk.shape[0]
+        rows += chunk.shape[0]
+    return {key: value / rows for key, value in totals.items()}
+
+
 def fit(
     model: Autoencoder,
-    train: torch.Tensor,
+    train: torch.Tensor | ChunkedRows,
     val: torch.Tensor | None,
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
@@ -144,7 +173,7 @@ def fit(
         for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
-            terms = _train_epoch(model, optimizer, train, config.batch_size, config.precision)
+            terms = _run_epoch(model, optimizer, train, config, epoch)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
                 history.stop = "non-finite"

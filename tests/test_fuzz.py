@@ -163,3 +163,44 @@ def test_cli_never_shows_a_traceback(tmp_path_factory: pytest.TempPathFactory, d
     assert result.code in (0, 1, 2)
     if result.code:
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@FUZZ
+@given(
+    st.integers(1, 6).flatmap(
+        lambda width: st.lists(
+            st.lists(
+                st.floats(width=32, allow_nan=False, allow_infinity=False),
+                min_size=width,
+                max_size=width,
+            ),
+            min_size=1,
+            max_size=40,
+        )
+    ),
+    st.booleans(),
+    st.sampled_from(["\n", "\r\n"]),
+)
+def test_fast_and_exact_csv_paths_agree(
+    rows: list[list[float]], header: bool, newline: str
+) -> None:
+    """pandas' parser (clean chunks) and the csv-module path give the same float32 table."""
+    from aecli import io as aio
+
+    values = np.array(rows, dtype=np.float32)
+    text = "".join(",".join(map(str, row)) + newline for row in values)
+    if header:
+        text = ",".join(f"c{i}" for i in range(values.shape[1])) + newline + text
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.csv"
+        path.write_text(text, newline="")
+        fast = read_table(str(path), header=header, chunk_rows=7)
+        real = aio._pandas
+        try:
+            aio._pandas = lambda: None  # type: ignore[assignment]
+            exact = read_table(str(path), header=header, chunk_rows=7)
+        finally:
+            aio._pandas = real  # type: ignore[assignment]
+    np.testing.assert_array_equal(fast.values, values)
+    np.testing.assert_array_equal(exact.values, values)
+    assert fast.columns == exact.columns

@@ -633,10 +633,13 @@ def _open_npy(
             flag="--id-column",
         )
     row_shape = tuple(int(s) for s in array.shape[1:])
-    flat = array.reshape(array.shape[0], -1)
+    flat: Any = array.reshape(array.shape[0], -1)
     width = flat.shape[1]
     if width == 0:
         raise DataError(f"rows have no values (shape {array.shape})", source=name)
+    if isinstance(array, np.memmap) and array.flags.c_contiguous:
+        flat = _FileRows(source, int(array.offset), array.dtype, flat.shape)  # type: ignore[arg-type]
+        del array
     features = None
     if opts.columns:
         features = [_resolve_column(c, None, width, name, "--columns") for c in opts.columns]
@@ -671,6 +674,40 @@ def _npy_chunk(
     raise DataError(
         f"value {original} at row {start + row}, column {col} {what}{_NAN_HINT}", source=name
     )
+
+
+class _FileRows:
+    """Rows of a C-ordered .npy, read on demand with positioned reads.
+
+    A memory map would do the same with less code, but every page it touches
+    stays counted in the process's resident memory, so a pass over a file 10x
+    larger grows RSS by the file's size. Here only the rows asked for are held.
+    """
+
+    WINDOW = 65536  # rows read at a time when gathering scattered rows
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, int]) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115 - lives as long as the reader
+        self.offset = offset
+        self.dtype = dtype
+        self.shape = shape
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, width = self.shape
+        if isinstance(key, slice):
+            start, stop, step = key.indices(rows)
+            if step != 1:
+                raise ValueError("only contiguous row ranges")
+            count = max(0, stop - start) * width
+            self.file.seek(self.offset + start * width * self.dtype.itemsize)
+            return np.fromfile(self.file, dtype=self.dtype, count=count).reshape(-1, width)
+        indices = np.asarray(key)  # sorted row numbers: read window by window
+        parts = []
+        for start in range(0, rows, self.WINDOW):
+            lo, hi = np.searchsorted(indices, [start, start + self.WINDOW])
+            if hi > lo:
+                parts.append(self[start : start + self.WINDOW][indices[lo:hi] - start])
+        return np.concatenate(parts) if parts else np.empty((0, width), self.dtype)
 
 
 def should_stream(source: str, chunk_rows: int) -> bool:

@@ -248,6 +248,14 @@ def train(
             min=0,
         ),
     ] = 0,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the training step: fused kernels, worth it on GPUs and long "
+            "runs; the first epoch pays the compile time.",
+        ),
+    ] = False,
     chunk_rows: Annotated[
         int,
         typer.Option(
@@ -291,6 +299,7 @@ def train(
         checkpoint_every=checkpoint_every,
         precision=precision.value,
         chunk_rows=chunk_rows,
+        compile=compile_model,
     )
     train_config.validate()
     _check_model_output(output, data)
@@ -306,6 +315,7 @@ def train(
     if resume is not None:
         resumed = modelfile.load(resume)
         given = {name for name in ctx.params if _given(ctx, name)}
+        given = {"compile" if name == "compile_model" else name for name in given}
         train_config = _resume_train_config(resumed, train_config, given)
         _check_resume_flags(resumed, ctx.params, given)
     stats = ReadStats()
@@ -425,6 +435,7 @@ _RESUMABLE = (
     "checkpoint_every",
     "precision",
     "chunk_rows",
+    "compile",
 )
 
 

@@ -198,6 +198,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
     precision: str = Precision.fp32.value  # bf16: autocast forward, fp32 master weights
     chunk_rows: int = 0  # > 0: stream a .npy in shuffled chunks of this many rows
+    compile: bool = False  # torch.compile the training forward pass
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")

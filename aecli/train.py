@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -127,16 +127,18 @@ def _run_epoch(
     train: torch.Tensor | ChunkedRows,
     config: TrainConfig,
     epoch: int,
+    forward: Callable[[torch.Tensor], Any] | None = None,
 ) -> dict[str, float]:
     """One pass over the rows: at once, or chunk by chunk (terms weighted by rows)."""
+    args = (config.batch_size, config.precision, forward)
     if isinstance(train, torch.Tensor):
-        return _train_epoch(model, optimizer, train, config.batch_size, config.precision)
+        return _train_epoch(model, optimizer, train, *args)
     totals: dict[str, float] = {}
     rows = 0
     for chunk in train.epoch(epoch):
         if not chunk.shape[0]:
             continue
-        terms = _train_epoch(model, optimizer, chunk, config.batch_size, config.precision)
+        terms = _train_epoch(model, optimizer, chunk, *args)
         for key, value in terms.items():
             totals[key] = totals.get(key, 0.0) + value * chunk.shape[0]
         rows += chunk.shape[0]
@@ -163,6 +165,9 @@ def fit(
     ``config.checkpoint_every`` epochs with that snapshot.
     """
     optimizer = make_optimizer(model, config)
+    # --compile: the forward and loss go through torch.compile (kernel fusion; pays off on
+    # GPUs and long runs). Weights, snapshots and the optimizer stay on ``model`` itself.
+    forward = torch.compile(model) if config.compile else model
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
     history = History()
@@ -173,7 +178,7 @@ def fit(
         for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
-            terms = _run_epoch(model, optimizer, train, config, epoch)
+            terms = _run_epoch(model, optimizer, train, config, epoch, forward)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
                 history.stop = "non-finite"
@@ -221,8 +226,10 @@ def _train_epoch(
     data: torch.Tensor,
     batch_size: int,
     precision: str = "fp32",
+    forward: Callable[[torch.Tensor], Any] | None = None,
 ) -> dict[str, float]:
     model.train()
+    step = forward or model
     bf16 = precision == "bf16"
     autocast = torch.autocast(data.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     n = data.shape[0]
@@ -239,7 +246,7 @@ def _train_epoch(
         else:
             batch = data.index_select(0, order[start : start + batch_size])
         with autocast:
-            loss, terms = model(batch)
+            loss, terms = step(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -25,9 +25,9 @@ def test_non_finite_loss_keeps_the_last_good_epoch(monkeypatch: pytest.MonkeyPat
     calls = {"n": 0}
     after_first: dict[str, torch.Tensor] = {}
 
-    def flaky(model, optimizer, data, batch_size, precision="fp32"):  # type: ignore[no-untyped-def]
+    def flaky(model, optimizer, data, batch_size, *rest):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        terms = real(model, optimizer, data, batch_size, precision)
+        terms = real(model, optimizer, data, batch_size, *rest)
         if calls["n"] == 1:
             after_first.update({k: v.clone() for k, v in model.state_dict().items()})
             return terms
@@ -82,9 +82,9 @@ def test_a_retrain_that_diverges_keeps_the_old_model(
     real = train._train_epoch
     calls = {"n": 0}
 
-    def diverge_in_epoch_3(model, optimizer, data, batch_size, precision="fp32"):  # type: ignore[no-untyped-def]
+    def diverge_in_epoch_3(model, optimizer, data, batch_size, *rest):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        terms = real(model, optimizer, data, batch_size, precision)
+        terms = real(model, optimizer, data, batch_size, *rest)
         return terms if calls["n"] < 3 else {k: float("inf") for k in terms}
 
     monkeypatch.setattr(train, "_train_epoch", diverge_in_epoch_3)
@@ -94,3 +94,38 @@ def test_a_retrain_that_diverges_keeps_the_old_model(
     assert out.read_bytes() == before
     saved = modelfile.load(str(tmp_path / "m.last-finite.safetensors")).summary
     assert saved["kept_epoch"] == 2 and saved["stop"] == "non-finite"
+
+
+def test_compile_routes_the_training_step_through_torch_compile(
+    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--compile wraps the forward; weights and snapshots stay on the plain module."""
+    compiled: list[torch.nn.Module] = []
+    calls = {"n": 0}
+
+    def fake_compile(module: torch.nn.Module) -> object:
+        compiled.append(module)
+
+        def step(batch: torch.Tensor) -> object:
+            calls["n"] += 1
+            return module(batch)
+
+        return step
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", table_csv, "-o", out, "--compile", "--epochs", "2", "-q"])
+    assert result.code == 0, result.stderr
+    assert len(compiled) == 1 and calls["n"] > 0
+    assert modelfile.load(str(out)).train_config.compile is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compile_for_real_on_cuda(tmp_path: Path, table_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    result = invoke(
+        ["train", table_csv, "-o", out, "--compile", "--device", "cuda", "--epochs", "3", "-q",
+         "--precision", "bf16"]
+    )  # fmt: skip
+    assert result.code == 0, result.stderr

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from aecli.config import TrainConfig
+from aecli.fastpath import manual_step
 from aecli.models import Autoencoder
 from aecli.optim import FusedAdam
 
@@ -230,6 +231,7 @@ def _train_epoch(
 ) -> dict[str, float]:
     model.train()
     step = forward or model
+    manual = manual_step(model, precision, step)
     bf16 = precision == "bf16"
     autocast = torch.autocast(data.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     n = data.shape[0]
@@ -245,10 +247,13 @@ def _train_epoch(
             batch = shuffled[start : start + batch_size]
         else:
             batch = data.index_select(0, order[start : start + batch_size])
-        with autocast:
-            loss, terms = step(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if manual is not None:  # gradients written by hand (aecli/fastpath.py)
+            loss, terms = manual(batch)
+        else:
+            with autocast:
+                loss, terms = step(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
         # Loss terms are summed on the device (read back once an epoch); a model
         # whose only term is its loss adds one number a step, not a stack.

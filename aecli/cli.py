@@ -1134,6 +1134,12 @@ def _openmp_defaults() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; expected failures become one line on stderr and an exit code."""
     _openmp_defaults()
+    if not os.environ.get("AECLI_DEBUG"):
+        # Libraries' warnings (file, line, source) are noise on a user's terminal;
+        # aecli says what matters itself. AECLI_DEBUG=1 shows them.
+        import warnings
+
+        warnings.simplefilter("ignore")
     click_exception, click_usage_error = _click_classes()
     command = typer.main.get_command(app)
     try:

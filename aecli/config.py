@@ -147,6 +147,16 @@ class ModelConfig:
         _check(self.kind in {k.value for k in Kind}, "--kind", f"unknown kind {self.kind!r}")
         _check(self.n_inputs >= 1, "DATA", "the data has no feature columns")
         _check(self.latent >= 1, "--latent", f"must be at least 1, got {self.latent}")
+        _check(
+            all(type(size) is int and size >= 1 for size in (self.n_inputs, self.latent)),
+            "--latent",
+            "sizes must be whole numbers",
+        )
+        _check(
+            all(type(size) is int and size >= 1 for size in self.hidden),
+            "--hidden",
+            f"layer sizes must be whole numbers of at least 1, got {list(self.hidden)}",
+        )
         regularised = self.kind in (Kind.sparse.value, Kind.denoise.value) or self.noise != "none"
         _check(
             self.latent <= self.n_inputs or regularised,

@@ -72,6 +72,7 @@ class OptimizerState:
 
 EpochCallback = Callable[[EpochStats], None]
 WHOLE_SHUFFLE_VALUES = 256 * 2**20  # up to 1 GiB of float32 is shuffled as a whole each epoch
+WIDE_ROW = 256  # rows at least this wide are gathered batch by batch
 CheckpointCallback = Callable[[EpochStats, "OptimizerState"], None]
 
 
@@ -236,10 +237,11 @@ def _train_epoch(
     autocast = torch.autocast(data.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     n = data.shape[0]
     order = torch.randperm(n, device=data.device)
-    # One gather an epoch, then each batch is a view: the same batches as gathering
-    # per step, without a kernel call per step. Very large data gathers per step
-    # instead, so that memory does not double.
-    shuffled = data.index_select(0, order) if data.numel() <= WHOLE_SHUFFLE_VALUES else None
+    # Narrow rows: one gather an epoch, then each batch is a view (the same batches,
+    # without a kernel call per step). Wide rows gather per step: next to their
+    # matrix products the gather is cheap, and a copy of all the data is not.
+    whole = data.numel() <= WHOLE_SHUFFLE_VALUES and data.shape[1] < WIDE_ROW
+    shuffled = data.index_select(0, order) if whole else None
     sums: torch.Tensor | None = None
     names: list[str] = []
     for start in range(0, n, batch_size):

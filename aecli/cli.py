@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -96,6 +96,17 @@ AllowNanOpt = Annotated[
 ]
 
 
+GridOutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="Output file (.csv, .tsv, .csv.gz, .npy) or - for stdout. Default: stdout, "
+        "or nothing with --grid.",
+        show_default=False,
+    ),
+]
 GridOpt = Annotated[
     str | None,
     typer.Option(
@@ -308,14 +319,13 @@ def train(
 
     from aecli import api, modelfile
     from aecli.device import check_precision, resolve_device
-    from aecli.io import ReadStats, describe, read_table
+    from aecli.io import NpyRows, ReadStats, describe, read_table, should_stream
 
     check_precision(precision.value, resolve_device(device))
     resumed = None
     if resume is not None:
         resumed = modelfile.load(resume)
         given = {name for name in ctx.params if _given(ctx, name)}
-        given = {"compile" if name == "compile_model" else name for name in given}
         train_config = _resume_train_config(resumed, train_config, given)
         _check_resume_flags(resumed, ctx.params, given)
     stats = ReadStats()
@@ -327,8 +337,6 @@ def train(
         allow_nan,
         resumed.columns if resumed is not None else None,
     )
-    from aecli.io import NpyRows, should_stream
-
     if should_stream(data, train_config.chunk_rows):
         npy_options = {k: options[k] for k in ("columns", "id_column", "allow_nan")}
         table: Any = NpyRows(data, **npy_options)
@@ -423,20 +431,20 @@ _FIXED_ON_RESUME = {
     "val_fraction": lambda f: f.train_config.val_fraction,
     "seed": lambda f: f.train_config.seed,
 }
-# Flags that may change on --resume; those not given keep the file's values.
-_RESUMABLE = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "device",
-    "threads",
-    "early_stopping",
-    "checkpoint_every",
-    "precision",
-    "chunk_rows",
-    "compile",
-)
+# Flags that may change on --resume (parameter -> TrainConfig field); unset ones keep the file's.
+_RESUMABLE = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "device": "device",
+    "threads": "threads",
+    "early_stopping": "early_stopping",
+    "checkpoint_every": "checkpoint_every",
+    "precision": "precision",
+    "chunk_rows": "chunk_rows",
+    "compile_model": "compile",
+}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -447,7 +455,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 def _resume_train_config(resumed: FittedModel, asked: TrainConfig, given: set[str]) -> TrainConfig:
     import dataclasses
 
-    changes = {name: getattr(asked, name) for name in _RESUMABLE if name in given}
+    changes = {field: getattr(asked, field) for name, field in _RESUMABLE.items() if name in given}
     return dataclasses.replace(resumed.train_config, **changes)
 
 
@@ -518,9 +526,9 @@ class _EpochLog:
 
     def __enter__(self) -> _EpochLog:
         if self.path is not None:
-            from aecli.io import _refuse_overwrite
+            from aecli.io import refuse_overwrite
 
-            _refuse_overwrite(self.path, self.protect, "--log")
+            refuse_overwrite(self.path, self.protect, "--log")
         return self
 
     def write(self, stats: EpochStats) -> None:
@@ -606,16 +614,7 @@ def encode(
 def reconstruct(
     model: ModelArg,
     data: DataArg,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Output file (.csv, .tsv, .csv.gz, .npy) or - for stdout. Default: stdout, "
-            "or nothing with --grid.",
-            show_default=False,
-        ),
-    ] = None,
+    output: GridOutputOpt = None,
     grid: GridOpt = None,
     image_shape: ImageShapeOpt = None,
     show: Annotated[int, typer.Option(help="Rows drawn by --grid.", min=1)] = 20,
@@ -633,36 +632,45 @@ def reconstruct(
     if grid is None:
         _transform(model, data, output or "-", options, codes=False)
         return
-    from aecli import modelfile, pictures
-    from aecli.io import TableWriter
+    from aecli import pictures
 
     pictures.check_target(grid, "--grid")
-    fitted = modelfile.load(model)
-    with _model_input(fitted, data, options) as (first, chunks):
+
+    def draw(fitted: FittedModel, first: Any) -> None:
         height, width = pictures.image_shape(first.row_shape, fitted.config.n_inputs, image_shape)
         rows = first.values[:show]
-        if output is not None:  # the data too, read once (DATA may be stdin)
-            row_shape = _row_shape(fitted, first.row_shape)
-            with TableWriter(
-                output, fitted.column_names, row_shape, protect=[data, model], id_name=first.id_name
-            ) as writer:
-                for chunk in chunks:
-                    writer.write(fitted.reconstruct(chunk.values), chunk.ids)
-        recon = fitted.reconstruct(rows)
         shape = (-1, height, width)
-        images = pictures.pairs(rows.reshape(shape), recon.reshape(shape))
-        pictures.save_grid(grid, images, 10, protect=[data, model])
+        recon = fitted.reconstruct(rows).reshape(shape)
+        pictures.save_grid(grid, pictures.pairs(rows.reshape(shape), recon), 10,
+                           protect=[data, model])  # fmt: skip
+
+    # The rows too only when -o is given; DATA is read once either way (it may be stdin).
+    _transform(model, data, output, options, codes=False, on_first=draw)
 
 
 def _transform(
-    model_path: str, data: str, output: str, options: tuple[Any, ...], *, codes: bool
+    model_path: str,
+    data: str,
+    output: str | None,
+    options: tuple[Any, ...],
+    *,
+    codes: bool,
+    on_first: Callable[[FittedModel, Any], None] | None = None,
 ) -> None:
-    """Stream DATA through the model chunk by chunk, keeping row order."""
+    """Stream DATA through the model chunk by chunk, keeping row order.
+
+    ``on_first`` sees the first chunk before anything is written (pictures);
+    ``output`` None writes no rows.
+    """
     from aecli import modelfile
     from aecli.io import TableWriter
 
     fitted = modelfile.load(model_path)
     with _model_input(fitted, data, options) as (first, chunks):
+        if on_first is not None:
+            on_first(fitted, first)
+        if output is None:
+            return
         if codes:
             columns, row_shape = fitted.code_names, (fitted.config.latent,)
         else:
@@ -722,16 +730,7 @@ def sample(
         int | None,
         typer.Option(help="Random seed; default: different every run.", show_default=False),
     ] = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Output file (.csv, .tsv, .csv.gz, .npy) or - for stdout. Default: stdout, "
-            "or nothing with --grid.",
-            show_default=False,
-        ),
-    ] = None,
+    output: GridOutputOpt = None,
     grid: GridOpt = None,
     image_shape: ImageShapeOpt = None,
 ) -> None:
@@ -784,15 +783,7 @@ def interpolate(
         str, typer.Option(help="Two 0-based row numbers of DATA to go between, e.g. 0,7.")
     ] = "0,1",
     steps: Annotated[int, typer.Option(help="Points from the first row to the second.", min=2)] = 8,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Output file or - for stdout. Default: stdout, or nothing with --grid.",
-            show_default=False,
-        ),
-    ] = None,
+    output: GridOutputOpt = None,
     grid: GridOpt = None,
     image_shape: ImageShapeOpt = None,
     columns: ColumnsOpt = None,

@@ -647,6 +647,14 @@ def _open_npy(
     return flat, row_shape, features
 
 
+def _float32_rows(block: np.ndarray, features: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The selected columns of some rows, as read and as float32 (overflow becomes inf)."""
+    if features is not None:
+        block = block[:, features]
+    with np.errstate(over="ignore"):
+        return block, np.asarray(block, dtype=np.float32)
+
+
 def _npy_chunk(
     flat: np.ndarray,
     start: int,
@@ -657,11 +665,7 @@ def _npy_chunk(
     name: str,
 ) -> np.ndarray:
     """Rows start..stop as float32; non-finite values fail, or drop their rows."""
-    block = flat[start:stop]
-    if features is not None:
-        block = block[:, features]
-    with np.errstate(over="ignore"):
-        chunk = np.asarray(block, dtype=np.float32)
+    block, chunk = _float32_rows(flat[start:stop], features)
     finite = np.isfinite(chunk).all(axis=1)
     if finite.all():
         return chunk
@@ -739,7 +743,7 @@ def _available_memory() -> int | None:
 
 
 class NpyRows:
-    """A .npy file used in row chunks through a memory map, never loaded whole.
+    """A .npy file used in row chunks read from disk, never loaded whole.
 
     For training on arrays larger than memory: the trainer asks for chunks
     in shuffled order each epoch, and for a few scattered rows (validation).
@@ -775,11 +779,7 @@ class NpyRows:
                 self.flat, start, stop, self.features, self.opts.allow_nan, stats, self.name
             )
         lo, hi = np.searchsorted(exclude, [start, stop])
-        block = self.flat[start:stop]
-        if self.features is not None:
-            block = block[:, self.features]
-        with np.errstate(over="ignore"):
-            values = np.asarray(block, dtype=np.float32)
+        _, values = _float32_rows(self.flat[start:stop], self.features)
         keep = np.isfinite(values).all(axis=1)  # bad values were reported by the fitting pass
         keep[exclude[lo:hi] - start] = False
         return values[keep]
@@ -790,11 +790,7 @@ class NpyRows:
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Scattered rows (sorted indices), finite ones only."""
-        block = self.flat[indices]
-        if self.features is not None:
-            block = block[:, self.features]
-        with np.errstate(over="ignore"):
-            values = np.asarray(block, dtype=np.float32)
+        _, values = _float32_rows(self.flat[indices], self.features)
         return values[np.isfinite(values).all(axis=1)]
 
 
@@ -935,7 +931,7 @@ class TableWriter:
             self._text = sys.stdout
             self._write_header(",")
             return
-        _refuse_overwrite(self.dest, protect, flag)
+        refuse_overwrite(self.dest, protect, flag)
         kind, gz, delimiter = _output_format(self.dest, flag)
         if kind == "npy" and id_name is not None:
             raise UsageError(
@@ -1027,7 +1023,8 @@ def _output_format(dest: str, flag: str) -> tuple[str, bool, str]:
     return "csv", gz, _DELIMITERS[ext]
 
 
-def _refuse_overwrite(dest: str, protect: Sequence[str], flag: str) -> None:
+def refuse_overwrite(dest: str, protect: Sequence[str], flag: str) -> None:
+    """A usage error when ``dest`` is one of the command's inputs (same file, any path)."""
     for other in protect:
         if other in (None, STDIO):
             continue
@@ -1045,7 +1042,7 @@ def write_bytes_atomic(
     dest: str, data: bytes, *, protect: Sequence[str] = (), flag: str = "-o"
 ) -> None:
     """Write a whole file (a model) atomically: temp file, fsync, rename."""
-    _refuse_overwrite(dest, protect, flag)
+    refuse_overwrite(dest, protect, flag)
     target = AtomicFile(dest, flag)
     try:
         target.file.write(data)

@@ -255,8 +255,11 @@ def load(path: str) -> FittedModel:
                     saved = moments.get(f"{name}.{moment}")
                     if saved is None or saved.shape != param.shape:
                         raise ValueError(f"optimizer state for {name} is missing or misshapen")
-            optimizer_state = OptimizerState(int(meta["aecli.optim"]["step"]), moments)
-    except (AecliError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            step = meta["aecli.optim"]["step"]
+            if type(step) is not int or step < 0:
+                raise ValueError(f"bad optimizer step count {step!r}")
+            optimizer_state = OptimizerState(step, moments)
+    except (AecliError, KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ModelFileError(f"{path}: inconsistent aecli model file ({detail})") from None
     model.eval()

@@ -204,3 +204,17 @@ def test_fast_and_exact_csv_paths_agree(
     np.testing.assert_array_equal(fast.values, values)
     np.testing.assert_array_equal(exact.values, values)
     assert fast.columns == exact.columns
+
+
+@pytest.mark.parametrize("step", [float("inf"), -3, 2.5, "7"])
+def test_a_damaged_optimizer_step_is_a_model_file_error(model_bytes: bytes, step: object) -> None:
+    """Found by the metadata fuzzer: a step of inf raised OverflowError."""
+    metadata, tensors, size = modelfile.read_header_bytes(model_bytes)
+    metadata["aecli.optim"] = json.dumps({"step": step})
+    text = json.dumps({"__metadata__": metadata, **tensors}).encode()
+    text += b" " * (-len(text) % 8)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.safetensors"
+        path.write_bytes(struct.pack("<Q", len(text)) + text + model_bytes[8 + size :])
+        with pytest.raises(ModelFileError, match="bad optimizer step count"):
+            modelfile.load(str(path))

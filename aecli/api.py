@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecli.config import Loss, ModelConfig, TrainConfig
+from aecli.config import Loss, ModelConfig, Scale, TrainConfig
 from aecli.device import check_precision, choose_threads, resolve_device
 from aecli.errors import DataError, TrainingError, UsageError
 from aecli.io import NpyRows, Table
@@ -35,6 +35,26 @@ class Blocks:
 
 
 @dataclass
+class CodeStats:
+    """Where the training rows' codes lie, and the scale of their errors and distances.
+
+    The anomaly score adds a row's reconstruction error (is it off the learnt
+    manifold?) and the Mahalanobis distance of its code from the training codes
+    (is it on the manifold, but where no training row is?), each divided by its
+    mean over the training rows so that the two count alike on any table.
+    """
+
+    mean: np.ndarray  # float32 [latent]
+    precision: np.ndarray  # float32 [latent, latent]: inverse covariance of the codes
+    error_norm: float  # mean scaled error of the training rows
+    distance_norm: float  # mean squared Mahalanobis distance of the training codes
+
+    def distance(self, codes: np.ndarray) -> np.ndarray:
+        centred = np.asarray(codes, dtype=np.float64) - self.mean
+        return np.einsum("ij,jk,ik->i", centred, self.precision.astype(np.float64), centred)
+
+
+@dataclass
 class FittedModel:
     """A trained model with everything needed to use it on raw rows."""
 
@@ -48,6 +68,7 @@ class FittedModel:
     optimizer_state: OptimizerState | None = None
     pca: PCA | None = None  # same code size, fitted on the training rows (original units)
     score_quantiles: dict[str, np.ndarray] = field(default_factory=dict)
+    code_stats: CodeStats | None = None  # the training rows' codes, for the anomaly score
 
     @property
     def column_names(self) -> list[str]:
@@ -89,14 +110,14 @@ class FittedModel:
         blocks = self.blocks(values)
         return torch.cat([fn(block) for block in blocks.tensors])[: blocks.rows]
 
-    def blocks(self, values: np.ndarray) -> Blocks:
+    def blocks(self, values: np.ndarray, *, clip: bool = True) -> Blocks:
         """Scaled rows in blocks of exactly INFER_BLOCK rows, the last one zero-padded.
 
         Matrix kernels round differently for different row counts, so a row's
         result would depend on how the input was chunked; with one fixed block
         shape, streaming in chunks gives bit for bit what one pass would.
         """
-        x = torch.from_numpy(self.scaler.transform(values))
+        x = torch.from_numpy(self.scaler.transform(values, clip=clip))
         n = x.shape[0]
         pad = -n % INFER_BLOCK
         if pad:
@@ -143,6 +164,7 @@ def train(
     *,
     resume: FittedModel | None = None,
     checkpoint: Callable[[FittedModel], None] | None = None,
+    scaler: Scaler | None = None,
 ) -> tuple[FittedModel, History]:
     """Fit the scaler and the model; the result lives on the CPU.
 
@@ -150,6 +172,7 @@ def train(
     epoch that model kept, with its weights, scaler and Adam state, so that
     the result equals an uninterrupted run of ``train_config.epochs``.
     ``checkpoint`` receives the model every ``checkpoint_every`` epochs.
+    ``scaler``: one already fitted on ``table`` by ``fit_scaler`` (fitted here if None).
     """
     model_config.validate()
     train_config.validate()
@@ -157,11 +180,9 @@ def train(
     check_precision(train_config.precision, device)
     start_epoch = 1
     streamed = isinstance(table, NpyRows)
-    if resume is None and streamed:
-        chunks = table.chunks(_chunk_size(train_config), count_dropped=True)
-        scaler = Scaler.fit_chunks(chunks, train_config.scale)
-    elif resume is None:
-        scaler = Scaler.fit(table.values, train_config.scale)
+    if resume is None:
+        if scaler is None:
+            scaler = fit_scaler(table, train_config, model_config.loss == Loss.bce.value)
     else:
         scaler = resume.scaler
         start_epoch = int(resume.summary.get("kept_epoch", 0)) + 1
@@ -179,6 +200,7 @@ def train(
             _check_unit_range(scaled, train_config.scale)
         train_rows, val_rows = split_rows(scaled, train_config.val_fraction, train_config.seed)
         n_train = int(train_rows.shape[0])
+        train_values, _ = split_rows(table.values, train_config.val_fraction, train_config.seed)
 
     torch.manual_seed(train_config.seed)
     model = build_model(model_config) if resume is None else resume.model
@@ -241,8 +263,32 @@ def train(
     if streamed:
         _add_streamed_baselines(fitted, table, train_config)
     else:
-        _add_baselines(fitted, scaler.inverse(train_rows))
+        _add_baselines(fitted, train_values)
     return fitted, history
+
+
+def fit_scaler(table: Table | NpyRows, config: TrainConfig, unit_range: bool) -> Scaler:
+    """The scaling ``config.scale`` asks for, fitted on every row of ``table``.
+
+    ``unit_range``: the loss needs values in [0, 1] (cross-entropy), which
+    ``auto`` then provides. A streamed ``.npy`` is fitted in one pass over its
+    chunks (robust quantiles from a seeded sample of rows).
+    """
+    if not isinstance(table, NpyRows):
+        return Scaler.fit(
+            table.values, config.scale, row_shape=table.row_shape, unit_range=unit_range
+        )
+    from aecli.scaler import QUANTILE_SAMPLE_ROWS
+
+    sample = None
+    if config.scale in (Scale.auto.value, Scale.robust.value):
+        n = min(table.rows, QUANTILE_SAMPLE_ROWS)
+        picked = np.random.default_rng(config.seed + 2).choice(table.rows, n, replace=False)
+        sample = table.take(np.sort(picked))
+    chunks = table.chunks(_chunk_size(config), count_dropped=True)
+    return Scaler.fit_chunks(
+        chunks, config.scale, row_shape=table.row_shape, unit_range=unit_range, sample=sample
+    )
 
 
 PCA_MAX_INPUTS = 4096  # above this the d x d covariance is not worth storing
@@ -250,10 +296,11 @@ PCA_MAX_INPUTS = 4096  # above this the d x d covariance is not worth storing
 
 def _add_baselines(fitted: FittedModel, train_values: np.ndarray) -> None:
     """What later commands compare against: PCA of the same code size, training scores."""
-    from aecli.diagnostics import score_quantiles
+    from aecli.diagnostics import code_stats, score_quantiles
 
     if fitted.config.n_inputs <= PCA_MAX_INPUTS:
         fitted.pca = PCA.fit(train_values, min(fitted.config.latent, fitted.config.n_inputs))
+    fitted.code_stats = code_stats(fitted, train_values)
     fitted.score_quantiles = score_quantiles(fitted, train_values)
 
 
@@ -313,8 +360,8 @@ def _stream_split(
 
 
 def _add_streamed_baselines(fitted: FittedModel, source: NpyRows, config: TrainConfig) -> None:
-    """PCA over all rows in chunks; score percentiles from a seeded sample of rows."""
-    from aecli.diagnostics import score_quantiles
+    """PCA over all rows in chunks; code statistics and score percentiles from a seeded sample."""
+    from aecli.diagnostics import code_stats, score_quantiles
 
     size = _chunk_size(config)
     if fitted.config.n_inputs <= PCA_MAX_INPUTS:
@@ -322,7 +369,9 @@ def _add_streamed_baselines(fitted: FittedModel, source: NpyRows, config: TrainC
         fitted.pca = PCA.fit_chunks(lambda: source.chunks(size), k)
     n = min(source.rows, STREAM_SAMPLE_ROWS)
     sample = np.sort(np.random.default_rng(config.seed + 1).choice(source.rows, n, replace=False))
-    fitted.score_quantiles = score_quantiles(fitted, source.take(sample))
+    rows = source.take(sample)
+    fitted.code_stats = code_stats(fitted, rows)
+    fitted.score_quantiles = score_quantiles(fitted, rows)
 
 
 def split_rows(values: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -215,8 +215,12 @@ def train(
     sparsity_weight: Annotated[float, typer.Option(help="Weight of sum KL(p||q) (sparse).")] = 0.2,
     beta: Annotated[float, typer.Option(help="Weight of the latent loss (vae).")] = 1.0,
     scale: Annotated[
-        Scale, typer.Option(help="Per-column scaling, fitted on DATA.")
-    ] = Scale.minmax,
+        Scale,
+        typer.Option(
+            help="Scaling fitted on DATA; auto: [0, 1] data kept, images one range, "
+            "tables robust (median, IQR, clipped at 5); 'aecli info' says which."
+        ),
+    ] = Scale.auto,
     epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = 50,
     batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
@@ -344,10 +348,14 @@ def train(
     else:
         table = read_table(data, stats=stats, **options)
         _report_dropped(stats.dropped, describe(data), quiet)
+    scaler = None
     if resumed is not None:
         resumed.check_input(table, describe(data))
         model_config = resumed.config
     else:
+        # Scaling is fitted first: on a table that auto scales robustly, a vae's
+        # decoder is Gaussian (mse), as cross-entropy needs values in [0, 1].
+        scaler = api.fit_scaler(table, train_config, loss == Loss.bce)
         model_config = resolve_config(
             kind.value,
             table.n_features,
@@ -355,6 +363,7 @@ def train(
             latent=latent,
             loss=loss.value,
             noise=noise.value,
+            unit_range=scaler.unit_range or train_config.scale != Scale.auto.value,
             tied=tied,
             activation=activation.value,
             noise_std=noise_std,
@@ -385,7 +394,13 @@ def train(
                 progress(stats)
 
         fitted, history = api.train(
-            table, model_config, train_config, on_epoch, resume=resumed, checkpoint=checkpoint
+            table,
+            model_config,
+            train_config,
+            on_epoch,
+            resume=resumed,
+            checkpoint=checkpoint,
+            scaler=scaler,
         )
     if isinstance(table, NpyRows):
         _report_dropped(stats.dropped, describe(data), quiet)
@@ -942,10 +957,12 @@ def score(
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
-    """Write one anomaly score per row of DATA, in order: the reconstruction error.
+    """Write one anomaly score per row of DATA, in order (higher = more unusual).
 
-    The score is the mean squared error per value in the model's scaled units,
-    so every column counts alike.
+    The score adds the row's reconstruction error (mean squared error per value
+    in the model's scaled units, so every column counts alike) and the
+    Mahalanobis distance of its code from the training rows' codes, each
+    divided by its mean over the training rows (about 2 for a typical row).
     """
     from aecli import modelfile
     from aecli.diagnostics import row_terms, threshold_for
@@ -956,7 +973,7 @@ def score(
     if contamination is not None and not 0.0 < contamination < 1.0:
         raise UsageError(f"must be between 0 and 1, got {contamination}", flag="--contamination")
     fitted = modelfile.load(model)
-    key = "error"
+    key = "score" if "score" in fitted.score_quantiles else "error"
     if elbo:
         if fitted.config.kind != "vae":
             raise UsageError(
@@ -974,7 +991,7 @@ def score(
     names = ["score"] + (list(fitted.column_names) if per_feature else [])
     if threshold is not None:
         names.append("anomaly")
-    field = "neg_elbo_at_mean" if elbo else "error"
+    field = "neg_elbo_at_mean" if elbo else "score"
     import numpy as np
 
     options = (header, delimiter, columns, id_column, allow_nan)
@@ -1032,7 +1049,8 @@ def _info_text(report: dict[str, Any], config: Any) -> str:
         f"kind          {config.kind}" + (" (tied weights)" if config.tied else ""),
         f"architecture  {config.architecture()} ({config.activation} hidden layers)",
         f"loss          {config.loss}" + _extras(config),
-        f"scaling       {data.get('scale')}",
+        f"scaling       {data.get('scale')}"
+        + (f" (auto: {data['scale_reason']})" if data.get("scale_reason") else ""),
         f"trained on    {summary.get('rows', '?')} rows, {summary.get('val_rows', 0)} held out, "
         f"{summary.get('epochs', '?')} epochs, batch {train['batch_size']}, lr {train['lr']:g}, "
         f"seed {train['seed']}, {summary.get('device', '?')}",

@@ -45,10 +45,13 @@ class Noise(str, Enum):
 
 
 class Scale(str, Enum):
-    """Per-column scaling fitted on the training data and inverted on output."""
+    """Scaling fitted on the training data and inverted on output (see aecli.scaler)."""
 
-    minmax = "minmax"
-    standard = "standard"
+    auto = "auto"  # chosen from the data: none, global or robust
+    minmax = "minmax"  # each column to [0, 1]
+    standard = "standard"  # each column to mean 0, standard deviation 1
+    robust = "robust"  # median 0, interquartile spread 1.349, clipped at 5
+    global_ = "global"  # one range for every column (images)
     none = "none"
 
 
@@ -71,9 +74,13 @@ class Activation(str, Enum):
 FORMAT_VERSION = 1
 
 
-def default_loss(kind: str) -> str:
-    """bce for VAEs (a Bernoulli decoder, as in Kingma & Welling on [0, 1] data), mse otherwise."""
-    return Loss.bce.value if kind == Kind.vae.value else Loss.mse.value
+def default_loss(kind: str, unit_range: bool = True) -> str:
+    """bce for VAEs on [0, 1] data (a Bernoulli decoder, as in Kingma & Welling), else mse.
+
+    ``unit_range`` says whether the scaled data lies in [0, 1]; on a table scaled
+    robustly it does not, and the VAE's decoder is Gaussian (mse) instead.
+    """
+    return Loss.bce.value if kind == Kind.vae.value and unit_range else Loss.mse.value
 
 
 def default_noise(kind: str) -> str:
@@ -204,7 +211,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # 0 = chosen by aecli from the problem size
     early_stopping: int = 0  # patience in epochs; 0 = off
-    scale: str = Scale.minmax.value
+    scale: str = Scale.auto.value  # measured: see docs/anomaly.md and benchmarks/quality.py
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
     precision: str = Precision.fp32.value  # bf16: autocast forward, fp32 master weights
     chunk_rows: int = 0  # > 0: stream a .npy in shuffled chunks of this many rows
@@ -260,9 +267,13 @@ def resolve_config(
     latent: int | None,
     loss: str,
     noise: str,
+    unit_range: bool = True,
     **options: Any,
 ) -> ModelConfig:
-    """Fill the ``auto`` choices (sizes, loss, noise) for this data and kind."""
+    """Fill the ``auto`` choices (sizes, loss, noise) for this data and kind.
+
+    ``unit_range``: whether the scaled data lies in [0, 1] (see ``default_loss``).
+    """
     if kind not in {k.value for k in Kind}:
         valid = ", ".join(k.value for k in Kind)
         raise UsageError(f"unknown kind {kind!r}; valid kinds: {valid}", flag="--kind")
@@ -273,7 +284,7 @@ def resolve_config(
         n_inputs=n_inputs,
         hidden=hidden_sizes,
         latent=latent,
-        loss=default_loss(kind) if loss == "auto" else loss,
+        loss=default_loss(kind, unit_range) if loss == "auto" else loss,
         noise=default_noise(kind) if noise == "auto" else noise,
         **options,
     )

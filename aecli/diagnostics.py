@@ -22,7 +22,7 @@ from aecli.config import Kind, Loss
 from aecli.models import VariationalAutoencoder
 
 if TYPE_CHECKING:
-    from aecli.api import FittedModel
+    from aecli.api import CodeStats, FittedModel
 
 QUANTILE_GRID = np.linspace(0.0, 1.0, 1001)  # stored score percentiles, every 0.1%
 ELBO_SAMPLES = 8  # Monte Carlo draws of z for evaluate's negative ELBO
@@ -37,10 +37,14 @@ def row_terms(
     per_feature: bool = False,
     elbo_samples: int = 0,
     activations: bool = False,
+    want_codes: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-row quantities for raw rows, computed in the model's fixed-size blocks.
 
-    Always: ``error`` (scaled mse per value) and ``mse`` (original units).
+    Always: ``error`` (scaled mse per value, against the unclipped scaled row:
+    the model sees a clipped row, but an extreme value must still count as far
+    off), ``mse`` (original units) and ``score`` (the anomaly score; see
+    ``CodeStats``; the error alone for files written before it existed).
     ``bce`` per value for cross-entropy models. VAEs: ``kl`` and
     ``neg_elbo_at_mean`` (reconstruction at z = mu, plus KL; deterministic),
     and with ``elbo_samples`` a Monte Carlo ``neg_elbo``. ``per_feature``
@@ -51,13 +55,22 @@ def row_terms(
     vae = isinstance(model, VariationalAutoencoder)
     bce = fitted.config.loss == Loss.bce.value
 
-    def terms(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    stats = fitted.code_stats
+
+    def terms(x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         codes = model.codes(x)
         decoded = model.decode(codes)
         out = model.output(decoded)
-        diff = out - x
+        diff = out - target
         sq = diff.square()
-        result = {"error": sq.mean(1), "mse": (diff * scale).square().mean(1)}
+        error = sq.mean(1)
+        result = {"error": error, "mse": (diff * scale).square().mean(1), "score": error}
+        if stats is not None:
+            distance = torch.from_numpy(stats.distance(codes.numpy()))
+            result["distance"] = distance.float()
+            result["score"] = (
+                error.double() / stats.error_norm + distance / stats.distance_norm
+            ).float()
         if per_feature:
             result["per_feature"] = sq
         if bce:
@@ -73,21 +86,52 @@ def row_terms(
                     z = model.reparameterize(mu, gamma)
                     rec += model.reconstruction_error(model.decode(z), x)
                 result["neg_elbo"] = rec / elbo_samples + kl
-        if activations:
+        if activations or want_codes:
             result["codes"] = codes
         return result
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # evaluate's ELBO draws are the same every run
         blocks = fitted.blocks(values)
-        parts = [terms(block) for block in blocks.tensors]
+        targets = fitted.blocks(values, clip=False).tensors
+        parts = [terms(block, target) for block, target in zip(blocks.tensors, targets)]
     return {key: torch.cat([p[key] for p in parts])[: blocks.rows].numpy() for key in parts[0]}
+
+
+def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
+    """Mean and inverse covariance of the rows' codes, and the scale of error and distance.
+
+    The covariance gets a small ridge (1e-3 of its mean variance) so that a unit
+    that never varies (a dead unit, a collapsed VAE dimension) cannot make it
+    singular; such a unit then counts only when a row moves it.
+    """
+    from aecli.api import CodeStats
+
+    saved, fitted.code_stats = fitted.code_stats, None
+    try:
+        terms = row_terms(fitted, values, want_codes=True)
+    finally:
+        fitted.code_stats = saved
+    codes = terms["codes"].astype(np.float64)
+    mean = codes.mean(0)
+    centred = codes - mean
+    cov = centred.T @ centred / max(len(codes) - 1, 1)
+    ridge = 1e-3 * max(float(np.trace(cov)) / len(cov), 1e-12)
+    precision = np.linalg.inv(cov + ridge * np.eye(len(cov)))
+    stats = CodeStats(mean.astype(np.float32), precision.astype(np.float32), 1.0, 1.0)
+    distance = stats.distance(codes)
+    stats.error_norm = max(float(terms["error"].astype(np.float64).mean()), 1e-12)
+    stats.distance_norm = max(float(distance.mean()), 1e-12)
+    return stats
 
 
 def score_quantiles(fitted: FittedModel, values: np.ndarray) -> dict[str, np.ndarray]:
     """Percentiles (0, 0.1, ..., 100) of the anomaly scores of rows (the training rows)."""
     terms = row_terms(fitted, values)
-    result = {"error": np.quantile(terms["error"], QUANTILE_GRID).astype(np.float32)}
+    result = {
+        "error": np.quantile(terms["error"], QUANTILE_GRID).astype(np.float32),
+        "score": np.quantile(terms["score"], QUANTILE_GRID).astype(np.float32),
+    }
     if "neg_elbo_at_mean" in terms:
         elbo = np.quantile(terms["neg_elbo_at_mean"], QUANTILE_GRID)
         result["neg_elbo"] = elbo.astype(np.float32)

@@ -142,6 +142,11 @@ def to_bytes(fitted: FittedModel) -> bytes:
         tensors["pca.components"] = fitted.pca.components
     for name, values in fitted.score_quantiles.items():
         tensors[f"scores.{name}"] = values
+    if fitted.code_stats is not None:
+        stats = fitted.code_stats
+        tensors["codes.mean"] = stats.mean
+        tensors["codes.precision"] = stats.precision
+        tensors["codes.norms"] = np.array([stats.error_norm, stats.distance_norm])
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()
@@ -151,6 +156,10 @@ def to_bytes(fitted: FittedModel) -> bytes:
         "row_shape": list(fitted.row_shape),
         "scale": fitted.scaler.method,
     }
+    if fitted.scaler.clip is not None:
+        data["scale_clip"] = fitted.scaler.clip
+    if fitted.scaler.reason:
+        data["scale_reason"] = fitted.scaler.reason
     metadata = {
         "aecli.format": str(FORMAT_VERSION),
         "aecli.version": json.dumps(__version__),
@@ -228,7 +237,11 @@ def load(path: str) -> FittedModel:
         state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(state, strict=True, assign=True)
         scaler = Scaler(
-            data["scale"], tensors["scaler.offset"].numpy(), tensors["scaler.scale"].numpy()
+            _scale_method(data["scale"]),
+            tensors["scaler.offset"].numpy(),
+            tensors["scaler.scale"].numpy(),
+            _scale_clip(data.get("scale_clip")),
+            str(data.get("scale_reason", "")),
         )
         if scaler.offset.shape != (config.n_inputs,) or scaler.scale.shape != (config.n_inputs,):
             raise ValueError("scaler does not match the input width")
@@ -245,6 +258,7 @@ def load(path: str) -> FittedModel:
             for k, v in tensors.items()
             if k.startswith("scores.")
         }
+        stats = _code_stats(tensors, config.latent)
         optimizer_state = None
         if "aecli.optim" in meta:
             moments = {
@@ -274,6 +288,7 @@ def load(path: str) -> FittedModel:
         optimizer_state=optimizer_state,
         pca=pca,
         score_quantiles=quantiles,
+        code_stats=stats,
     )
 
 
@@ -296,6 +311,44 @@ def _data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tu
     ):
         raise ValueError(f"row shape {shape!r} does not match the {width} inputs")
     return columns, tuple(shape)
+
+
+def _code_stats(tensors: dict[str, Any], latent: int) -> Any:
+    """The anomaly score's code statistics, or None in files written before them."""
+    import numpy as np
+
+    from aecli.api import CodeStats
+
+    if "codes.mean" not in tensors:
+        return None
+    mean = tensors["codes.mean"].numpy()
+    precision = tensors["codes.precision"].numpy()
+    norms = tensors["codes.norms"].double().numpy()
+    if mean.shape != (latent,) or precision.shape != (latent, latent) or norms.shape != (2,):
+        raise ValueError("code statistics do not match the code size")
+    if not (np.isfinite(precision).all() and np.isfinite(mean).all() and (norms > 0).all()):
+        raise ValueError("code statistics are not finite and positive")
+    return CodeStats(mean, precision, float(norms[0]), float(norms[1]))
+
+
+def _scale_method(method: Any) -> str:
+    from aecli.config import Scale
+
+    fitted_methods = {s.value for s in Scale} - {Scale.auto.value}
+    if method not in fitted_methods:
+        raise ValueError(f"unknown scaling {method!r}")
+    return method
+
+
+def _scale_clip(clip: Any) -> float | None:
+    """None (files before clipping existed, and unclipped methods) or a positive number."""
+    import math
+
+    if clip is None:
+        return None
+    if type(clip) not in (int, float) or not math.isfinite(clip) or clip <= 0:
+        raise ValueError(f"bad scale_clip {clip!r}")
+    return float(clip)
 
 
 def _json(value: Any) -> str:

@@ -73,16 +73,46 @@ def test_evaluate_vae_and_sparse_keys(tmp_path: Path, vae_model: Path, digits_cs
     assert text.code == 0 and "mean activation" in text.text
 
 
-def test_score_is_the_mean_of_the_per_feature_errors(basic_model: Path, digits_csv: Path) -> None:
-    result = invoke(["score", basic_model, digits_csv, "--per-feature", "--threshold", "0.02"])
+def test_score_adds_normalised_error_and_code_distance(basic_model: Path, digits_csv: Path) -> None:
+    result = invoke(["score", basic_model, digits_csv, "--per-feature", "--threshold", "2.5"])
     assert result.code == 0, result.stderr
     lines = result.text.splitlines()
     assert lines[0].split(",")[:3] == ["score", "p0", "p1"]
     assert lines[0].split(",")[-1] == "anomaly"
     table = np.loadtxt(lines[1:], delimiter=",")
     assert table.shape == (400, 66)
-    np.testing.assert_allclose(table[:, 0], table[:, 1:65].mean(1), rtol=1e-4)
-    np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 0.02).astype(float))
+    # score = error / mean training error + d_M(code)^2 / its mean over the training codes
+    fitted = modelfile.load(str(basic_model))
+    stats = fitted.code_stats
+    assert stats is not None
+    codes = np.loadtxt(
+        invoke(["encode", basic_model, digits_csv]).text.splitlines()[1:], delimiter=","
+    )
+    centred = codes - stats.mean.astype(np.float64)
+    distance = np.einsum("ij,jk,ik->i", centred, stats.precision.astype(np.float64), centred)
+    error = table[:, 1:65].mean(1)
+    expected = error / stats.error_norm + distance / stats.distance_norm
+    np.testing.assert_allclose(table[:, 0], expected, rtol=1e-4)
+    np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
+
+
+def test_code_stats_are_the_training_codes_moments(tmp_path: Path, table_csv: Path) -> None:
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--val-fraction", "0", *FAST]).code == 0
+    fitted = modelfile.load(str(model))
+    rows = read_table(str(table_csv)).values
+    codes = fitted.encode(rows).astype(np.float64)
+    cov = np.cov(codes.T).reshape(fitted.config.latent, -1)
+    stats = fitted.code_stats
+    assert stats is not None
+    np.testing.assert_allclose(stats.mean, codes.mean(0), rtol=1e-4, atol=1e-5)
+    ridge = 1e-3 * np.trace(cov) / len(cov)
+    inverse = np.linalg.inv(cov + ridge * np.eye(len(cov)))
+    np.testing.assert_allclose(stats.precision, inverse, rtol=1e-3)
+    terms = row_terms(fitted, rows)
+    assert stats.error_norm == pytest.approx(terms["error"].mean(), rel=1e-4)
+    assert stats.distance_norm == pytest.approx(terms["distance"].mean(), rel=1e-4)
+    assert terms["score"].mean() == pytest.approx(2.0, rel=1e-4)  # 1 + 1 on the training rows
 
 
 def test_contamination_uses_the_training_percentiles(basic_model: Path) -> None:

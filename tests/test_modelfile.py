@@ -33,7 +33,10 @@ def test_metadata_carries_everything(basic_model: Path) -> None:
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
     assert meta["aecli.data"]["row_shape"] == [64]
-    assert meta["aecli.data"]["scale"] == "minmax"
+    assert meta["aecli.data"]["scale"] == "robust"  # auto, on a table (a CSV, no image shape)
+    assert meta["aecli.data"]["scale_clip"] == 5.0
+    assert "median" in meta["aecli.data"]["scale_reason"]
+    assert meta["aecli.train"]["scale"] == "auto"
     assert meta["aecli.summary"]["epochs"] == 3
     assert set(meta["aecli.summary"]["final"]) == {"loss", "reconstruction"}
 

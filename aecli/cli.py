@@ -287,6 +287,15 @@ def train(
             show_default=False,
         ),
     ] = None,
+    image_shape: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HxW",
+            help="DATA's rows are images of this shape (e.g. 8x8 for a 64-column CSV): "
+            "kept in the model file, and --scale auto gives every pixel one range.",
+            show_default=False,
+        ),
+    ] = None,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
     allow_nan: AllowNanOpt = False,
@@ -348,6 +357,16 @@ def train(
     else:
         table = read_table(data, stats=stats, **options)
         _report_dropped(stats.dropped, describe(data), quiet)
+    if image_shape is not None:
+        from aecli.pictures import parse_image_shape
+
+        shape = parse_image_shape(image_shape)
+        if shape[0] * shape[1] != table.n_features:
+            raise UsageError(
+                f"{image_shape} is {shape[0] * shape[1]} values, but rows have {table.n_features}",
+                flag="--image-shape",
+            )
+        table.row_shape = shape
     scaler = None
     if resumed is not None:
         resumed.check_input(table, describe(data))

@@ -126,3 +126,13 @@ def test_injected_outliers_rank_on_top_with_default_flags(tmp_path: Path) -> Non
     ranks = scores.argsort().argsort() + 1.0
     auroc = (ranks[labels == 1].sum() - 20 * 21 / 2) / (20 * 100)
     assert auroc >= 0.9
+
+
+def test_image_shape_on_a_csv_makes_it_images(tmp_path: Path, digits_csv: Path) -> None:
+    model = tmp_path / "m.safetensors"
+    result = invoke(["train", digits_csv, "--image-shape", "8x8", "-o", model, *FAST])
+    assert result.code == 0, result.stderr
+    fitted = modelfile.load(str(model))
+    assert fitted.scaler.method == "global" and fitted.row_shape == (8, 8)
+    wrong = invoke(["train", digits_csv, "--image-shape", "8x9", "-o", model, *FAST])
+    assert wrong.code == 2 and "--image-shape" in wrong.stderr and "72 values" in wrong.stderr

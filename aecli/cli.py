@@ -8,6 +8,7 @@ that need them so that ``aecli --help`` stays fast.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -134,6 +135,7 @@ def _read_options(
     model_columns: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The reader's keyword options from the shared flags."""
+    delimiter = _delimiter(delimiter)
     names = None
     if columns is not None:
         names = tuple(c.strip() for c in columns.split(","))
@@ -147,6 +149,21 @@ def _read_options(
         "allow_nan": allow_nan,
         "model_columns": tuple(model_columns) if model_columns else None,
     }
+
+
+_DELIMITER_ESCAPES = {"\\t": "\t", "tab": "\t"}
+
+
+def _delimiter(text: str | None) -> str | None:
+    """One character; a typed ``\\t`` (or ``tab``) means a tab, as in a shell (F13)."""
+    if text is None:
+        return None
+    text = _DELIMITER_ESCAPES.get(text, text)
+    if len(text) != 1 or text in '\r\n"':
+        raise UsageError(
+            f"must be one character (or \\t for a tab), got {text!r}", flag="--delimiter"
+        )
+    return text
 
 
 def _report_dropped(dropped: int, source: str, quiet: bool = False) -> None:
@@ -769,6 +786,8 @@ def sample(
     image_shape: ImageShapeOpt = None,
 ) -> None:
     """Draw new rows from a VAE: decode z ~ N(0, I) into the original units."""
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UsageError(f"must be in [0, 2^63), got {seed}", flag="--seed")  # F15
     from aecli import modelfile
     from aecli.io import TableWriter
 
@@ -987,6 +1006,8 @@ def score(
     from aecli.diagnostics import row_terms, threshold_for
     from aecli.io import TableWriter
 
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"must be a finite number, got {threshold}", flag="--threshold")  # F26
     if threshold is not None and contamination is not None:
         raise UsageError("give --threshold or --contamination, not both", flag="--contamination")
     if contamination is not None and not 0.0 < contamination < 1.0:

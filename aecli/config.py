@@ -172,6 +172,10 @@ class ModelConfig:
             "overcomplete code only makes sense for --kind sparse or with --noise",
         )
         _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
+        # inf passes ">= 0" and then turns the loss into nan mid-run (F22): refuse it here.
+        _finite(self.noise_std, "--noise-std")
+        _finite(self.sparsity_weight, "--sparsity-weight")
+        _finite(self.beta, "--beta")
         _check(self.noise_std >= 0.0, "--noise-std", f"must be >= 0, got {self.noise_std}")
         _check(
             0.0 < self.sparsity_target < 1.0,
@@ -221,7 +225,12 @@ class TrainConfig:
         _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
         _check(self.batch_size >= 1, "--batch-size", f"must be at least 1, got {self.batch_size}")
         _check(self.lr > 0 and math.isfinite(self.lr), "--lr", f"must be > 0, got {self.lr}")
+        _finite(self.weight_decay, "--weight-decay")
         _check(self.weight_decay >= 0, "--weight-decay", f"must be >= 0, got {self.weight_decay}")
+        _check(
+            0 <= self.seed < 2**63, "--seed", f"must be in [0, 2^63), got {self.seed}"
+        )  # F15: torch and numpy seeds are 64-bit
+        _check(self.threads <= 4096, "--threads", f"must be at most 4096, got {self.threads}")
         _check(
             0.0 <= self.val_fraction < 1.0,
             "--val-fraction",
@@ -288,6 +297,10 @@ def resolve_config(
         noise=default_noise(kind) if noise == "auto" else noise,
         **options,
     )
+
+
+def _finite(value: float, flag: str) -> None:
+    _check(math.isfinite(value), flag, f"must be a finite number, got {value}")
 
 
 def _check(ok: bool, flag: str, message: str) -> None:

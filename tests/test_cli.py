@@ -211,3 +211,44 @@ def test_model_to_stdout_only_when_not_a_terminal(tmp_path: Path, digits_csv: Pa
     path = tmp_path / "m.safetensors"
     path.write_bytes(result.stdout)
     assert modelfile.load(str(path)).config.kind == "basic"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--kind", "denoise", "--noise-std", "inf"],  # F22
+        ["--kind", "vae", "--beta", "inf"],  # F22
+        ["--weight-decay", "inf"],  # F22
+        ["--kind", "sparse", "--sparsity-weight", "inf"],  # F22
+        ["--seed", "-1"],  # F15
+        ["--seed", str(2**64)],  # F15
+        ["--threads", str(2**63)],  # F15
+        ["--delimiter", ""],  # F13
+        ["--delimiter", ";;"],  # F13
+    ],
+)
+def test_bad_flag_values_are_usage_errors_naming_the_flag(
+    tmp_path: Path, table_csv: Path, flags: list[str]
+) -> None:
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", table_csv, "-o", out, "--epochs", "1", "-q", *flags])
+    assert result.code == 2, result.stderr
+    assert result.stderr.startswith(f"aecli: error: {flags[-2]}") and not out.exists()
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_typed_backslash_t_delimiter_is_a_tab_f13(tmp_path: Path, table: np.ndarray) -> None:
+    data = tmp_path / "t.dat"
+    np.savetxt(data, table, delimiter="\t", fmt="%.6f")
+    model = tmp_path / "m.safetensors"
+    result = invoke(["train", data, "--delimiter", "\\t", "-o", model, "--epochs", "1", "-q"])
+    assert result.code == 0, result.stderr
+
+
+def test_nan_threshold_and_bad_sample_seed_are_usage_errors_f26_f15(
+    basic_model: Path, vae_model: Path, digits_csv: Path
+) -> None:
+    result = invoke(["score", basic_model, digits_csv, "--threshold", "nan"])
+    assert result.code == 2 and "--threshold" in result.stderr
+    result = invoke(["sample", vae_model, "-n", "2", "--seed", "-1"])
+    assert result.code == 2 and "--seed" in result.stderr

@@ -195,12 +195,15 @@ def train(
     if streamed:
         train_data, val_rows, n_train = _stream_split(table, scaler, train_config)
     else:
-        scaled = scaler.transform(table.values)
+        # Split the raw rows once: the baselines below need them unscaled (a clipped
+        # row does not scale back), the model needs them scaled.
+        train_values, val_values = split_rows(
+            table.values, train_config.val_fraction, train_config.seed
+        )
+        train_rows, val_rows = scaler.transform(train_values), scaler.transform(val_values)
         if model_config.loss == Loss.bce.value:
-            _check_unit_range(scaled, train_config.scale)
-        train_rows, val_rows = split_rows(scaled, train_config.val_fraction, train_config.seed)
+            _check_unit_range(np.concatenate([train_rows, val_rows]), train_config.scale)
         n_train = int(train_rows.shape[0])
-        train_values, _ = split_rows(table.values, train_config.val_fraction, train_config.seed)
 
     torch.manual_seed(train_config.seed)
     model = build_model(model_config) if resume is None else resume.model

@@ -399,7 +399,7 @@ def train(
             latent=latent,
             loss=loss.value,
             noise=noise.value,
-            unit_range=scaler.unit_range or train_config.scale != Scale.auto.value,
+            unit_range=scaler.vae_bce,
             tied=tied,
             activation=activation.value,
             noise_std=noise_std,

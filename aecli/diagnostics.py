@@ -107,11 +107,7 @@ def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
     """
     from aecli.api import CodeStats
 
-    saved, fitted.code_stats = fitted.code_stats, None
-    try:
-        terms = row_terms(fitted, values, want_codes=True)
-    finally:
-        fitted.code_stats = saved
+    terms = row_terms(fitted, values, want_codes=True)  # error and codes need no stats
     codes = terms["codes"].astype(np.float64)
     mean = codes.mean(0)
     centred = codes - mean

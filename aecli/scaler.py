@@ -163,6 +163,15 @@ class Scaler:
             self.method == Scale.none.value and self.reason.startswith(UNIT_REASON)
         )
 
+    @property
+    def vae_bce(self) -> bool:
+        """Whether a vae's ``--loss auto`` is bce with this scaling.
+
+        Yes on [0, 1] data; and for a method chosen by hand (no ``reason``), as
+        before ``auto`` existed, bce stays the default and is checked on the data.
+        """
+        return self.unit_range or not self.reason
+
     def transform(self, values: np.ndarray, *, clip: bool = True) -> np.ndarray:
         """Scaled values; ``clip=False`` gives them unclipped (what anomaly scores compare to)."""
         scaled = (np.asarray(values, dtype=np.float32) - self.offset) / self.scale

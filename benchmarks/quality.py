@@ -59,7 +59,7 @@ def fit(
         latent=latent,
         loss=str(options.pop("loss", "auto")),
         noise="auto",
-        unit_range=scaler.unit_range or scale != "auto",
+        unit_range=scaler.vae_bce,
         **options,
     )
     fitted, _ = api.train(table, config, train_config, scaler=scaler)

@@ -36,22 +36,57 @@ class Blocks:
 
 @dataclass
 class CodeStats:
-    """Where the training rows' codes lie, and the scale of their errors and distances.
+    """Where the training rows lie, in code and residual, for the anomaly score.
 
-    The anomaly score adds a row's reconstruction error (is it off the learnt
-    manifold?) and the Mahalanobis distance of its code from the training codes
-    (is it on the manifold, but where no training row is?), each divided by its
-    mean over the training rows so that the two count alike on any table.
+    The score adds two squared Mahalanobis distances: of the row's residual
+    (scaled row minus reconstruction) from the training residuals, "is it off
+    the learnt manifold, in a way the training rows are not?", and of its code
+    from the training codes, "is it on the manifold, but where no training row
+    is?". Together they are a Gaussian model of code and noise, the density an
+    autoencoder implies. Each is divided by its median over the training rows
+    so that the two count alike on any table.
+
+    Both Gaussians are robust estimates (see ``diagnostics.robust_gaussian``):
+    the training rows of an anomaly detector hold anomalies, which must not
+    set the profile of a normal row. Files written before the residual terms
+    existed have no ``residual_*``; their first term is the scaled error
+    divided by its mean, as it was then.
     """
 
     mean: np.ndarray  # float32 [latent]
     precision: np.ndarray  # float32 [latent, latent]: inverse covariance of the codes
-    error_norm: float  # mean scaled error of the training rows
-    distance_norm: float  # mean squared Mahalanobis distance of the training codes
+    error_norm: float  # the first term's training scale: residual distance (or error)
+    distance_norm: float  # the training scale of the codes' squared Mahalanobis distance
+    residual_mean: np.ndarray | None = None  # float32 [inputs]
+    residual_precision: np.ndarray | None = None  # [inputs, inputs], or [inputs] (diagonal)
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
-        centred = np.asarray(codes, dtype=np.float64) - self.mean
-        return np.einsum("ij,jk,ik->i", centred, self.precision.astype(np.float64), centred)
+        return mahalanobis(codes, self.mean, self.precision)
+
+    def residual_distance(self, residuals: np.ndarray) -> np.ndarray | None:
+        if self.residual_mean is None or self.residual_precision is None:
+            return None
+        return mahalanobis(residuals, self.residual_mean, self.residual_precision)
+
+
+def mahalanobis(rows: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of each row; a 1-d precision is a diagonal one.
+
+    In blocks of rows, so that a float64 copy of a wide table is never made whole.
+    """
+    rows = np.asarray(rows)
+    out = np.empty(len(rows), dtype=np.float64)
+    weights = precision.astype(np.float64)
+    for start in range(0, len(rows), MAHALANOBIS_BLOCK):
+        centred = rows[start : start + MAHALANOBIS_BLOCK].astype(np.float64) - mean
+        if weights.ndim == 1:
+            out[start : start + MAHALANOBIS_BLOCK] = (centred * centred) @ weights
+        else:
+            out[start : start + MAHALANOBIS_BLOCK] = ((centred @ weights) * centred).sum(1)
+    return out
+
+
+MAHALANOBIS_BLOCK = 8192
 
 
 @dataclass

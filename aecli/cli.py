@@ -997,10 +997,10 @@ def score(
 ) -> None:
     """Write one anomaly score per row of DATA, in order (higher = more unusual).
 
-    The score adds the row's reconstruction error (mean squared error per value
-    in the model's scaled units, so every column counts alike) and the
-    Mahalanobis distance of its code from the training rows' codes, each
-    divided by its mean over the training rows (about 2 for a typical row).
+    The score adds how far the row's reconstruction residual is from the
+    training rows' residuals and how far its code is from their codes (squared
+    Mahalanobis distances, in the model's scaled units), each divided by its
+    median over the training rows (about 2 for a typical row).
     """
     from aecli import modelfile
     from aecli.diagnostics import row_terms, threshold_for

@@ -38,6 +38,7 @@ def row_terms(
     elbo_samples: int = 0,
     activations: bool = False,
     want_codes: bool = False,
+    want_residuals: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-row quantities for raw rows, computed in the model's fixed-size blocks.
 
@@ -48,7 +49,9 @@ def row_terms(
     ``bce`` per value for cross-entropy models. VAEs: ``kl`` and
     ``neg_elbo_at_mean`` (reconstruction at z = mu, plus KL; deterministic),
     and with ``elbo_samples`` a Monte Carlo ``neg_elbo``. ``per_feature``
-    adds the scaled squared error of every value; ``activations`` the codes.
+    adds the scaled squared error of every value; ``activations`` the codes;
+    ``want_residuals`` the scaled residuals (reconstruction minus row).
+    With the score's statistics: ``distance`` (code) and ``residual``.
     """
     model = fitted.model
     scale = torch.from_numpy(fitted.scaler.scale)
@@ -67,10 +70,12 @@ def row_terms(
         result = {"error": error, "mse": (diff * scale).square().mean(1), "score": error}
         if stats is not None:
             distance = torch.from_numpy(stats.distance(codes.numpy()))
+            residual = stats.residual_distance(diff.numpy())
+            first = error.double() if residual is None else torch.from_numpy(residual)
             result["distance"] = distance.float()
-            result["score"] = (
-                error.double() / stats.error_norm + distance / stats.distance_norm
-            ).float()
+            if residual is not None:
+                result["residual"] = first.float()
+            result["score"] = (first / stats.error_norm + distance / stats.distance_norm).float()
         if per_feature:
             result["per_feature"] = sq
         if bce:
@@ -88,6 +93,8 @@ def row_terms(
                 result["neg_elbo"] = rec / elbo_samples + kl
         if activations or want_codes:
             result["codes"] = codes
+        if want_residuals:
+            result["residuals"] = diff
         return result
 
     with torch.random.fork_rng(devices=[]):
@@ -98,27 +105,72 @@ def row_terms(
     return {key: torch.cat([p[key] for p in parts])[: blocks.rows].numpy() for key in parts[0]}
 
 
-def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
-    """Mean and inverse covariance of the rows' codes, and the scale of error and distance.
+STATS_ROWS = 100_000  # training rows (a seeded sample beyond) that set the score's statistics
+KEEP_SHARE = 0.75  # robust Gaussians are refitted on this share of rows, the nearest ones
+RIDGE = 1e-2  # added to a covariance's diagonal, as a share of its mean variance
+FULL_COVARIANCE_MAX = 1024  # wider residuals get a diagonal covariance (a d x d file cost)
 
-    The covariance gets a small ridge (1e-3 of its mean variance) so that a unit
-    that never varies (a dead unit, a collapsed VAE dimension) cannot make it
-    singular; such a unit then counts only when a row moves it.
+
+def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
+    """Robust Gaussians of the training rows' codes and residuals, and the terms' scales.
+
+    The scales are medians over the training rows, which (as the Gaussians)
+    the anomalies among them cannot move far.
     """
     from aecli.api import CodeStats
 
-    terms = row_terms(fitted, values, want_codes=True)  # error and codes need no stats
-    codes = terms["codes"].astype(np.float64)
-    mean = codes.mean(0)
-    centred = codes - mean
-    cov = centred.T @ centred / max(len(codes) - 1, 1)
-    ridge = 1e-3 * max(float(np.trace(cov)) / len(cov), 1e-12)
-    precision = np.linalg.inv(cov + ridge * np.eye(len(cov)))
-    stats = CodeStats(mean.astype(np.float32), precision.astype(np.float32), 1.0, 1.0)
-    distance = stats.distance(codes)
-    stats.error_norm = max(float(terms["error"].astype(np.float64).mean()), 1e-12)
-    stats.distance_norm = max(float(distance.mean()), 1e-12)
-    return stats
+    if len(values) > STATS_ROWS:
+        rng = np.random.default_rng(fitted.train_config.seed + 2)
+        values = values[np.sort(rng.choice(len(values), STATS_ROWS, replace=False))]
+    terms = row_terms(fitted, values, want_codes=True, want_residuals=True)
+    codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])
+    diagonal = terms["residuals"].shape[1] > FULL_COVARIANCE_MAX
+    residual_mean, residual_precision, residual = robust_gaussian(terms["residuals"], diagonal)
+    return CodeStats(
+        codes_mean,
+        codes_precision,
+        max(float(np.median(residual)), 1e-12),
+        max(float(np.median(distance)), 1e-12),
+        residual_mean,
+        residual_precision,
+    )
+
+
+def robust_gaussian(
+    rows: np.ndarray, diagonal: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and precision of rows, refitted once on the KEEP_SHARE nearest of them.
+
+    One reweighting step of the minimum covariance determinant idea (Rousseeuw
+    & Van Driessen 1999, with h = 0.75 n): a first fit on every row, then a
+    second on the three quarters nearest to it, so that up to a quarter of the
+    rows (the anomalies an unlabelled table holds) do not widen the normal
+    profile. A ridge keeps a unit that never varies (a dead code unit, a column
+    reconstructed exactly) from making the covariance singular. Returns the
+    squared distances of all rows under the second fit too.
+    """
+    from aecli.api import mahalanobis
+
+    mean, precision = _gaussian(rows, diagonal)
+    distance = mahalanobis(rows, mean, precision)
+    near = distance <= np.quantile(distance, KEEP_SHARE)
+    mean, precision = _gaussian(rows[near], diagonal)
+    return mean, precision, mahalanobis(rows, mean, precision)
+
+
+def _gaussian(rows: np.ndarray, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and ridged inverse covariance (float32), accumulated in float64 blocks."""
+    width = rows.shape[1]
+    mean = rows.astype(np.float64).mean(0) if len(rows) else np.zeros(width)
+    moment = np.zeros(width) if diagonal else np.zeros((width, width))
+    for start in range(0, len(rows), 8192):
+        centred = rows[start : start + 8192].astype(np.float64) - mean
+        moment += (centred * centred).sum(0) if diagonal else centred.T @ centred
+    cov = moment / max(len(rows) - 1, 1)
+    variances = cov if diagonal else np.diag(cov)
+    ridge = RIDGE * max(float(variances.mean()), 1e-12)
+    precision = 1.0 / (cov + ridge) if diagonal else np.linalg.inv(cov + ridge * np.eye(width))
+    return mean.astype(np.float32), precision.astype(np.float32)
 
 
 def score_quantiles(fitted: FittedModel, values: np.ndarray) -> dict[str, np.ndarray]:

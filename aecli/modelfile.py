@@ -147,6 +147,9 @@ def to_bytes(fitted: FittedModel) -> bytes:
         tensors["codes.mean"] = stats.mean
         tensors["codes.precision"] = stats.precision
         tensors["codes.norms"] = np.array([stats.error_norm, stats.distance_norm])
+        if stats.residual_mean is not None and stats.residual_precision is not None:
+            tensors["residual.mean"] = stats.residual_mean
+            tensors["residual.precision"] = stats.residual_precision
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()
@@ -258,7 +261,7 @@ def load(path: str) -> FittedModel:
             for k, v in tensors.items()
             if k.startswith("scores.")
         }
-        stats = _code_stats(tensors, config.latent)
+        stats = _code_stats(tensors, config.latent, config.n_inputs)
         optimizer_state = None
         if "aecli.optim" in meta:
             moments = {
@@ -313,8 +316,12 @@ def _data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tu
     return columns, tuple(shape)
 
 
-def _code_stats(tensors: dict[str, Any], latent: int) -> Any:
-    """The anomaly score's code statistics, or None in files written before them."""
+def _code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
+    """The anomaly score's statistics, or None in files written before them.
+
+    Files written before the residual terms have ``codes.*`` only; they keep
+    the score they were written with.
+    """
     import numpy as np
 
     from aecli.api import CodeStats
@@ -326,9 +333,20 @@ def _code_stats(tensors: dict[str, Any], latent: int) -> Any:
     norms = tensors["codes.norms"].double().numpy()
     if mean.shape != (latent,) or precision.shape != (latent, latent) or norms.shape != (2,):
         raise ValueError("code statistics do not match the code size")
-    if not (np.isfinite(precision).all() and np.isfinite(mean).all() and (norms > 0).all()):
+    stats = CodeStats(mean, precision, float(norms[0]), float(norms[1]))
+    if "residual.mean" in tensors or "residual.precision" in tensors:
+        stats.residual_mean = tensors["residual.mean"].numpy()
+        stats.residual_precision = tensors["residual.precision"].numpy()
+        if stats.residual_mean.shape != (width,) or stats.residual_precision.shape not in (
+            (width,),
+            (width, width),
+        ):
+            raise ValueError("residual statistics do not match the number of inputs")
+    arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
+    finite = all(a is None or np.isfinite(a).all() for a in arrays)
+    if not (finite and (norms > 0).all()):
         raise ValueError("code statistics are not finite and positive")
-    return CodeStats(mean, precision, float(norms[0]), float(norms[1]))
+    return stats
 
 
 def _scale_method(method: Any) -> str:

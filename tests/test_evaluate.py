@@ -73,7 +73,12 @@ def test_evaluate_vae_and_sparse_keys(tmp_path: Path, vae_model: Path, digits_cs
     assert text.code == 0 and "mean activation" in text.text
 
 
-def test_score_adds_normalised_error_and_code_distance(basic_model: Path, digits_csv: Path) -> None:
+def _hand_mahalanobis(rows: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    centred = rows - mean.astype(np.float64)
+    return np.einsum("ij,jk,ik->i", centred, precision.astype(np.float64), centred)
+
+
+def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: Path) -> None:
     result = invoke(["score", basic_model, digits_csv, "--per-feature", "--threshold", "2.5"])
     assert result.code == 0, result.stderr
     lines = result.text.splitlines()
@@ -81,38 +86,74 @@ def test_score_adds_normalised_error_and_code_distance(basic_model: Path, digits
     assert lines[0].split(",")[-1] == "anomaly"
     table = np.loadtxt(lines[1:], delimiter=",")
     assert table.shape == (400, 66)
-    # score = error / mean training error + d_M(code)^2 / its mean over the training codes
+    # score = d_M(residual)^2 / its training median + d_M(code)^2 / its training median
     fitted = modelfile.load(str(basic_model))
     stats = fitted.code_stats
-    assert stats is not None
+    assert stats is not None and stats.residual_precision is not None
     codes = np.loadtxt(
         invoke(["encode", basic_model, digits_csv]).text.splitlines()[1:], delimiter=","
     )
-    centred = codes - stats.mean.astype(np.float64)
-    distance = np.einsum("ij,jk,ik->i", centred, stats.precision.astype(np.float64), centred)
-    error = table[:, 1:65].mean(1)
-    expected = error / stats.error_norm + distance / stats.distance_norm
-    np.testing.assert_allclose(table[:, 0], expected, rtol=1e-4)
+    recon = np.loadtxt(
+        invoke(["reconstruct", basic_model, digits_csv]).text.splitlines()[1:], delimiter=","
+    )
+    rows = read_table(str(digits_csv)).values
+    scaler = fitted.scaler
+    residuals = scaler.transform(recon, clip=False) - scaler.transform(rows, clip=False)
+    np.testing.assert_allclose(table[:, 1:65], residuals**2, rtol=1e-3, atol=1e-5)
+    distance = _hand_mahalanobis(codes, stats.mean, stats.precision)
+    residual = _hand_mahalanobis(residuals, stats.residual_mean, stats.residual_precision)
+    expected = residual / stats.error_norm + distance / stats.distance_norm
+    np.testing.assert_allclose(table[:, 0], expected, rtol=1e-3)
     np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
 
 
-def test_code_stats_are_the_training_codes_moments(tmp_path: Path, table_csv: Path) -> None:
+def _hand_robust_gaussian(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fit, keep the 75% nearest rows, refit; ridge 1e-2 of the mean variance."""
+
+    def fit(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cov = np.cov(part.T).reshape(part.shape[1], -1)
+        ridge = 1e-2 * np.trace(cov) / len(cov)
+        return part.mean(0), np.linalg.inv(cov + ridge * np.eye(len(cov)))
+
+    mean, precision = fit(rows)
+    distance = _hand_mahalanobis(rows, mean, precision)
+    return fit(rows[distance <= np.quantile(distance, 0.75)])
+
+
+def test_score_statistics_are_robust_training_moments(tmp_path: Path, table_csv: Path) -> None:
     model = tmp_path / "m.safetensors"
     assert invoke(["train", table_csv, "-o", model, "--val-fraction", "0", *FAST]).code == 0
     fitted = modelfile.load(str(model))
     rows = read_table(str(table_csv)).values
-    codes = fitted.encode(rows).astype(np.float64)
-    cov = np.cov(codes.T).reshape(fitted.config.latent, -1)
     stats = fitted.code_stats
     assert stats is not None
-    np.testing.assert_allclose(stats.mean, codes.mean(0), rtol=1e-4, atol=1e-5)
-    ridge = 1e-3 * np.trace(cov) / len(cov)
-    inverse = np.linalg.inv(cov + ridge * np.eye(len(cov)))
-    np.testing.assert_allclose(stats.precision, inverse, rtol=1e-3)
-    terms = row_terms(fitted, rows)
-    assert stats.error_norm == pytest.approx(terms["error"].mean(), rel=1e-4)
-    assert stats.distance_norm == pytest.approx(terms["distance"].mean(), rel=1e-4)
-    assert terms["score"].mean() == pytest.approx(2.0, rel=1e-4)  # 1 + 1 on the training rows
+    terms = row_terms(fitted, rows, want_codes=True, want_residuals=True)
+    for got, rows_of in (
+        ((stats.mean, stats.precision), terms["codes"]),
+        ((stats.residual_mean, stats.residual_precision), terms["residuals"]),
+    ):
+        mean, precision = _hand_robust_gaussian(rows_of.astype(np.float64))
+        np.testing.assert_allclose(got[0], mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[1], precision, rtol=1e-3, atol=1e-6)
+    assert stats.error_norm == pytest.approx(np.median(terms["residual"]), rel=1e-4)
+    assert stats.distance_norm == pytest.approx(np.median(terms["distance"]), rel=1e-4)
+    assert np.median(terms["score"]) == pytest.approx(2.0, rel=0.2)  # about 1 + 1
+
+
+def test_robust_statistics_ignore_a_quarter_of_far_rows() -> None:
+    """Anomalies among the training rows do not widen the normal profile."""
+    from aecli.diagnostics import robust_gaussian
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(size=(900, 3))
+    far = rng.normal(size=(100, 3)) * 20 + 50
+    mean, precision, distance = robust_gaussian(np.vstack([normal, far]).astype(np.float32))
+    np.testing.assert_allclose(mean, 0, atol=0.15)
+    spread = np.sqrt(1 / np.diag(precision))
+    assert np.all(spread < 1.0)  # the kept rows are the normal ones, trimmed to their core
+    assert distance[900:].min() > distance[:900].max()
+    _, diagonal, _ = robust_gaussian(np.vstack([normal, far]).astype(np.float32), diagonal=True)
+    assert diagonal.shape == (3,)
 
 
 def test_contamination_uses_the_training_percentiles(basic_model: Path) -> None:
@@ -228,3 +269,23 @@ def test_losses_used_by_evaluate_are_the_training_ones() -> None:
     logits, x = torch.randn(3, 4), torch.rand(3, 4)
     direct = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
     torch.testing.assert_close(losses.bernoulli_nll(logits, x) / 4, direct.mean(1))
+
+
+def test_wide_inputs_get_a_diagonal_residual_profile(
+    tmp_path: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond FULL_COVARIANCE_MAX inputs a d x d matrix would dominate the file: diagonal."""
+    from aecli import diagnostics
+
+    monkeypatch.setattr(diagnostics, "FULL_COVARIANCE_MAX", 32)
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", digits_csv, "-o", model, *FAST]).code == 0
+    fitted = modelfile.load(str(model))
+    stats = fitted.code_stats
+    assert stats is not None and stats.residual_precision is not None
+    assert stats.residual_precision.shape == (64,)
+    rows = read_table(str(digits_csv)).values[:50]
+    terms = row_terms(fitted, rows, want_residuals=True)
+    centred = terms["residuals"].astype(np.float64) - stats.residual_mean
+    expected = (centred**2 * stats.residual_precision).sum(1)
+    np.testing.assert_allclose(terms["residual"], expected, rtol=1e-4)

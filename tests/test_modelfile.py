@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 from aecli import modelfile
@@ -141,3 +142,31 @@ def test_bytes_do_not_depend_on_the_process(basic_model: Path) -> None:
         for _ in range(3)
     }
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("residual.mean", np.zeros(3, np.float32)),
+        ("residual.precision", np.zeros((64, 3), np.float32)),
+        ("residual.precision", np.full(64, np.nan, np.float32)),
+        ("residual.mean", None),
+    ],
+)
+def test_damaged_score_statistics_are_refused(
+    tmp_path: Path, basic_model: Path, name: str, value: np.ndarray | None
+) -> None:
+    fitted = modelfile.load(str(basic_model))
+    stats = fitted.code_stats
+    assert stats is not None and stats.residual_precision is not None
+    assert stats.residual_precision.shape == (64, 64)  # full covariance at this width
+    metadata, _, _ = modelfile.read_header(str(basic_model))
+    arrays = load_file(str(basic_model))
+    if value is None:
+        del arrays[name]
+    else:
+        arrays[name] = value
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(modelfile.serialize(arrays, metadata))
+    with pytest.raises(ModelFileError, match="inconsistent aecli model file"):
+        modelfile.load(str(path))

@@ -107,6 +107,18 @@ def test_files_written_before_auto_scaling_behave_as_before(tmp_path: Path, kind
     assert modelfile.load(str(resumed)).scaler.method == "minmax"
 
 
+def test_files_written_before_the_residual_score_behave_as_before() -> None:
+    """A golden file with code statistics but no residual ones (aecli 0.1.0 of 2026-11-21)."""
+    model = DATA / "format1-robust.safetensors"
+    rows = DATA / "format1-rows.csv"
+    fitted = modelfile.load(str(model))
+    assert fitted.code_stats is not None and fitted.code_stats.residual_mean is None
+    for command, name in (("encode", "codes"), ("reconstruct", "recon"), ("score", "scores")):
+        result = invoke([command, model, rows])
+        assert result.code == 0, result.stderr
+        assert result.text == (DATA / f"format1-robust-{name}.csv").read_text(), command
+
+
 def test_injected_outliers_rank_on_top_with_default_flags(tmp_path: Path) -> None:
     """A loose, fast version of benchmarks/anomaly.py: rows off a 3-d structure stand out."""
     rng = np.random.default_rng(0)

@@ -1080,6 +1080,52 @@ def info(
     typer.echo(_info_text(report, config))
 
 
+@app.command()
+def export(
+    model: ModelArg,
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", metavar="PATH", help="The .onnx file to write."),
+    ],
+    part: Annotated[
+        str,
+        typer.Option(
+            "--part",
+            metavar="PART",
+            help="encode (codes), reconstruct (rows in original units), score (score and "
+            "per-feature errors) or sample (a vae's rows from given noise).",
+        ),
+    ] = "encode",
+) -> None:
+    """Write one part of a model as an ONNX graph, its scaling inside, for serving without torch.
+
+    The graph takes float32 rows in the original units, any number at a time,
+    and gives what the matching aecli command gives. Needs the onnx extra.
+    """
+    from aecli import export as onnx_export
+    from aecli import modelfile
+    from aecli.io import write_bytes_atomic
+
+    onnx_export.check_available()
+    if part not in onnx_export.PARTS:
+        raise UsageError(
+            f"must be one of {', '.join(onnx_export.PARTS)}, got {part!r}", flag="--part"
+        )
+    _check_model_output(output, model)
+    fitted = modelfile.load(model)
+    onnx_export.check_part(fitted, part)
+    data = onnx_export.to_onnx(fitted, part)
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_bytes_atomic(output, data, protect=[model], flag="-o")
+    _say(
+        f"exported {part} of {model} to {'stdout' if output == '-' else output} (ONNX opset "
+        f"{onnx_export.OPSET})"
+    )
+
+
 def _info_text(report: dict[str, Any], config: Any) -> str:
     summary, data, train = report["summary"], report["data"], report["training"]
     final = summary.get("final", {})

@@ -11,8 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMANDS = [[], ["train"], ["encode"], ["reconstruct"], ["sample"], ["info"], ["example"]]
 TARGET = Path(__file__).with_name("cli.md")
+
+
+def commands() -> list[list[str]]:
+    """The top level, then every command the app registers, so none can be left out."""
+    from aecli.cli import app
+
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    return [[], *([name] for name in names)]
 
 
 def render_help(command: list[str]) -> str:
@@ -36,7 +43,7 @@ def render() -> str:
         "",
         "Generated from `aecli --help` by `python docs/gen_cli.py`; do not edit by hand.",
     ]
-    for command in COMMANDS:
+    for command in commands():
         title = " ".join(["aecli", *command])
         parts += ["", f"## `{title}`", "", "```text", render_help(command), "```"]
     return "\n".join(parts) + "\n"

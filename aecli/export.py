@@ -1,0 +1,223 @@
+"""ONNX export: one graph per part of a model, its scaling inside, for serving without torch.
+
+A deployed encoder or anomaly scorer usually runs where Python and torch are
+absent (a Java or C# service, a browser); ONNX is how that world takes models.
+Each graph takes rows in the user's original units and gives what the matching
+aecli command gives, so the caller never re-implements the scaler or the score.
+
+The graphs come from torch's own exporter (``torch.onnx.export(dynamo=True)``,
+the one torch develops; the TorchScript exporter is deprecated since 2.9).
+Opset 18: the exporter's native opset, and what onnxruntime has run since 1.14
+(2023), onnxruntime-web and the Java and C# packages included, so a file runs
+on runtimes a few years old. Nothing here prints; the CLI reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from aecli import __version__
+from aecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from aecli.api import FittedModel
+
+OPSET = 18
+MIN_TORCH = (2, 6)  # torch.onnx.export(dynamo=True) with dynamic_shapes and external_data
+PARTS = ("encode", "reconstruct", "score", "sample")
+EXTRA_HINT = "pip install 'aecli[onnx]' (onnx and onnxscript, which torch's exporter needs)"
+
+# Input and output names of each part's graph.
+SIGNATURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "encode": ("rows", ("codes",)),
+    "reconstruct": ("rows", ("reconstruction",)),
+    "score": ("rows", ("score", "per_feature")),
+    "sample": ("noise", ("rows",)),
+}
+
+
+def check_available() -> None:
+    """Fail early, before any work, when the optional extra is missing."""
+    missing = []
+    for module in ("onnx", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise UsageError(f"export needs {' and '.join(missing)}: {EXTRA_HINT}", flag="export")
+    import torch
+
+    if tuple(int(p) for p in torch.__version__.split(".")[:2]) < MIN_TORCH:
+        raise UsageError(
+            f"export needs torch {'.'.join(map(str, MIN_TORCH))} or newer (its ONNX exporter), "
+            f"this is {torch.__version__}",
+            flag="export",
+        )
+
+
+def check_part(fitted: FittedModel, part: str) -> None:
+    from aecli.models import VariationalAutoencoder
+
+    if part not in PARTS:
+        raise UsageError(f"must be one of {', '.join(PARTS)}, got {part!r}", flag="--part")
+    if part == "sample" and not isinstance(fitted.model, VariationalAutoencoder):
+        raise UsageError(
+            f"sampling needs a vae, this model is of kind {fitted.config.kind!r}", flag="--part"
+        )
+
+
+def to_onnx(fitted: FittedModel, part: str) -> bytes:
+    """The serialised ONNX model of one part, checked by ``onnx.checker``."""
+    import onnx
+    import torch
+
+    check_part(fitted, part)
+    graph = graph_for(fitted, part).eval()
+    width = fitted.config.latent if part == "sample" else fitted.config.n_inputs
+    example = torch.zeros(2, width)
+    input_name, output_names = SIGNATURES[part]
+    batch = torch.export.Dim("batch")
+    quiet = io.StringIO()
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # "torchvision is not installed" and the like
+    try:
+        with contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                graph,
+                (example,),
+                None,
+                dynamo=True,
+                input_names=[input_name],
+                output_names=list(output_names),
+                opset_version=OPSET,
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        logger.setLevel(level)
+    proto = program.model_proto
+    proto.doc_string = f"aecli {part} of a {fitted.config.kind} autoencoder"
+    proto.producer_name, proto.producer_version = "aecli", __version__
+    for key, value in metadata(fitted, part).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def metadata(fitted: FittedModel, part: str) -> dict[str, str]:
+    """What a server needs beside the graph: names of the values in and out, the config."""
+    columns, codes = fitted.column_names, fitted.code_names
+    names = {
+        "encode": (columns, {"codes": codes}),
+        "reconstruct": (columns, {"reconstruction": columns}),
+        "score": (columns, {"score": ["score"], "per_feature": columns}),
+        "sample": (codes, {"rows": columns}),
+    }[part]
+    data = {
+        "columns": fitted.columns,
+        "row_shape": list(fitted.row_shape),
+        "scale": fitted.scaler.method,
+    }
+    return {
+        "aecli.version": __version__,
+        "aecli.part": part,
+        "aecli.input_names": json.dumps(names[0]),
+        "aecli.output_names": json.dumps(names[1]),
+        "aecli.model": json.dumps(fitted.config.to_dict(), sort_keys=True),
+        "aecli.train": json.dumps(fitted.train_config.to_dict(), sort_keys=True),
+        "aecli.data": json.dumps(data, sort_keys=True),
+    }
+
+
+def _as_buffer(values: Any, dtype: torch.dtype) -> torch.Tensor:
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.array(values)).to(dtype)
+
+
+def _graph_module() -> type:
+    """The torch module class, made on first use so that importing this file needs no torch."""
+    import torch
+
+    class Graph(torch.nn.Module):
+        """One part of a fitted model as a pure function of its input, for the exporter.
+
+        It repeats what ``FittedModel`` and ``diagnostics.row_terms`` do on numpy
+        arrays (scaling, the score's float64 distances) with torch operations,
+        so that the exported graph gives the same numbers as the commands.
+        """
+
+        def __init__(self, fitted: FittedModel, part: str) -> None:
+            super().__init__()
+            self.model = fitted.model
+            self.part = part
+            self.clip = fitted.scaler.clip
+            self.register_buffer("offset", _as_buffer(fitted.scaler.offset, torch.float32))
+            self.register_buffer("spread", _as_buffer(fitted.scaler.scale, torch.float32))
+            stats = fitted.code_stats
+            self.has_stats = stats is not None
+            self.has_residual = stats is not None and stats.residual_mean is not None
+            if stats is not None:
+                self.norms = (stats.error_norm, stats.distance_norm)
+                self.register_buffer("code_mean", _as_buffer(stats.mean, torch.float64))
+                self.register_buffer("code_precision", _as_buffer(stats.precision, torch.float64))
+            if self.has_residual:
+                assert stats is not None
+                self.register_buffer("res_mean", _as_buffer(stats.residual_mean, torch.float64))
+                precision = _as_buffer(stats.residual_precision, torch.float64)
+                self.register_buffer("res_precision", precision)
+
+        def forward(self, x: torch.Tensor) -> Any:
+            if self.part == "sample":
+                return self.unscale(self.model.output(self.model.decode(x)))
+            target = (x - self.offset) / self.spread
+            scaled = target if self.clip is None else target.clamp(-self.clip, self.clip)
+            codes = self.model.codes(scaled)
+            if self.part == "encode":
+                return codes
+            out = self.model.output(self.model.decode(codes))
+            if self.part == "reconstruct":
+                return self.unscale(out)
+            diff = out - target
+            squared = diff * diff
+            error = squared.mean(1)
+            if not self.has_stats:
+                return error, squared
+            distance = _mahalanobis(codes, self.code_mean, self.code_precision)
+            if self.has_residual:
+                first = _mahalanobis(diff, self.res_mean, self.res_precision)
+            else:
+                first = error.double()
+            score = first / self.norms[0] + distance / self.norms[1]
+            return score.float(), squared
+
+        def unscale(self, values: torch.Tensor) -> torch.Tensor:
+            return values * self.spread + self.offset
+
+    return Graph
+
+
+def _mahalanobis(rows: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """As ``api.mahalanobis``, in float64; a 1-d precision is a diagonal one."""
+    centred = rows.double() - mean
+    if precision.dim() == 1:
+        return (centred * centred) @ precision
+    return ((centred @ precision) * centred).sum(1)
+
+
+def graph_for(fitted: FittedModel, part: str) -> torch.nn.Module:
+    """The module the exporter traces for one part."""
+    return _graph_module()(fitted, part)

@@ -1,0 +1,167 @@
+"""aecli export: onnxruntime on the exported graph gives what aecli's own commands give."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import FAST, invoke
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+MODELS = {
+    "basic": [],
+    "tied": ["--tied", "--hidden", "32,16", "--activation", "selu"],
+    "denoise": ["--kind", "denoise", "--noise", "dropout", "--hidden", "none"],
+    "sparse": ["--kind", "sparse", "--activation", "tanh"],
+    "relu-images": ["--activation", "relu", "--image-shape", "8x8"],
+    "vae": ["--kind", "vae"],
+    "vae-bce": ["--kind", "vae", "--loss", "bce", "--scale", "minmax"],
+    "old-score": [],  # a model file without the score's statistics (before they existed)
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, digits_csv: Path) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("export")
+    paths = {}
+    for name, flags in MODELS.items():
+        path = folder / f"{name}.safetensors"
+        result = invoke(["train", digits_csv, "-o", path, "--seed", "3", *FAST, *flags])
+        assert result.code == 0, result.stderr
+        paths[name] = path
+    _strip_score_statistics(paths["old-score"])
+    return paths
+
+
+def _strip_score_statistics(path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from aecli import modelfile
+
+    metadata, _, _ = modelfile.read_header(str(path))
+    arrays = {
+        k: v
+        for k, v in load_file(str(path)).items()
+        if not k.startswith(("codes.", "residual.", "scores.score"))
+    }
+    path.write_bytes(modelfile.serialize(arrays, metadata))
+
+
+def _export(model: Path, part: str, tmp_path: Path) -> Path:
+    out = tmp_path / f"{part}.onnx"
+    result = invoke(["export", model, "-o", out, "--part", part])
+    assert result.code == 0, result.stderr
+    assert result.stdout == b""  # the report goes to stderr
+    return out
+
+
+def _run(path: Path, values: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    return session.run(None, {inp.name: values.astype(np.float32)})
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    """Within 1e-5 relative, with the output's own scale as the floor for values near 0."""
+    floor = 1e-5 * float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=floor)
+
+
+def _cli_npy(args: list, tmp_path: Path) -> np.ndarray:
+    out = tmp_path / "out.npy"
+    result = invoke([*args, "-o", out])
+    assert result.code == 0, result.stderr
+    return np.load(out)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_part_matches_the_commands(
+    name: str, models: dict[str, Path], digits: np.ndarray, digits_csv: Path, tmp_path: Path
+) -> None:
+    model = models[name]
+    rows = digits[:400]
+    codes = _cli_npy(["encode", model, digits_csv], tmp_path)
+    (got,) = _run(_export(model, "encode", tmp_path), rows)
+    _close(got, codes)
+    recon = _cli_npy(["reconstruct", model, digits_csv], tmp_path)
+    (got,) = _run(_export(model, "reconstruct", tmp_path), rows)
+    _close(got, recon)
+    scores = _cli_npy(["score", model, digits_csv, "--per-feature"], tmp_path)
+    score, per_feature = _run(_export(model, "score", tmp_path), rows)
+    assert score.shape == (400,) and per_feature.shape == (400, 64)
+    _close(score, scores[:, 0])
+    _close(per_feature, scores[:, 1:])
+
+
+@pytest.mark.parametrize("name", ["vae", "vae-bce"])
+def test_sample_decodes_the_given_noise_as_aecli_sample_does(
+    name: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    import torch
+
+    model = models[name]
+    rows = _cli_npy(["sample", model, "-n", "50", "--seed", "7"], tmp_path)
+    generator = torch.Generator().manual_seed(7)
+    latent = json.loads(invoke(["info", model, "--json"]).text)["model"]["latent"]
+    noise = torch.randn(50, latent, generator=generator).numpy()  # what sample draws
+    (got,) = _run(_export(model, "sample", tmp_path), noise)
+    _close(got, rows.reshape(50, -1))
+
+
+def test_the_file_is_valid_onnx_with_aecli_metadata(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    from aecli import __version__
+
+    path = _export(models["basic"], "score", tmp_path)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == 18
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["aecli.version"] == __version__
+    assert meta["aecli.part"] == "score"
+    assert json.loads(meta["aecli.model"])["kind"] == "basic"
+    assert json.loads(meta["aecli.input_names"]) == [f"p{i}" for i in range(64)]
+    assert json.loads(meta["aecli.output_names"])["per_feature"][:2] == ["p0", "p1"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["rows"]
+    assert session.get_inputs()[0].shape[1] == 64  # a fixed width, any number of rows
+    assert [o.name for o in session.get_outputs()] == ["score", "per_feature"]
+    one = _run(path, np.zeros((1, 64)))[0]
+    assert one.shape == (1,)
+
+
+def test_bad_requests_are_one_line_exit_2(
+    models: dict[str, Path], digits_csv: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "x.onnx"
+    result = invoke(["export", models["basic"], "-o", out, "--part", "sample"])
+    assert result.code == 2 and "--part: sampling needs a vae" in result.stderr
+    result = invoke(["export", models["basic"], "-o", out, "--part", "decode"])
+    assert result.code == 2 and "--part: must be one of" in result.stderr
+    result = invoke(["export", models["basic"], "-o", models["basic"]])
+    assert result.code == 2 and "refusing to overwrite" in result.stderr
+    result = invoke(["export", models["basic"], "-o", tmp_path / "no" / "x.onnx"])
+    assert result.code == 2 and "does not exist" in result.stderr
+    assert not out.exists()
+    result = invoke(["export", digits_csv, "-o", out])
+    assert result.code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_without_the_extra_export_says_how_to_get_it(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript now fails
+    out = tmp_path / "x.onnx"
+    result = invoke(["export", models["basic"], "-o", out])
+    assert result.code == 2
+    assert "pip install 'aecli[onnx]'" in result.stderr and "onnxscript" in result.stderr
+    assert not out.exists()

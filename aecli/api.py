@@ -219,6 +219,11 @@ def train(
         if scaler is None:
             scaler = fit_scaler(table, train_config, model_config.loss == Loss.bce.value)
     else:
+        if model_config != resume.config:  # the file's config must describe its weights
+            raise UsageError(
+                "a resumed model keeps its own configuration; pass resume.config",
+                flag="--resume",
+            )
         scaler = resume.scaler
         start_epoch = int(resume.summary.get("kept_epoch", 0)) + 1
         if start_epoch > train_config.epochs:

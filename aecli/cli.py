@@ -17,12 +17,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aecli import __version__
-from aecli.config import Activation, Kind, Loss, Noise, Precision, Scale, TrainConfig
+from aecli.config import (
+    Activation,
+    Kind,
+    Loss,
+    ModelConfig,
+    Noise,
+    Precision,
+    Scale,
+    TrainConfig,
+)
 from aecli.errors import AecliError, TrainingError, UsageError
 
 if TYPE_CHECKING:
     from aecli.api import FittedModel
     from aecli.train import EpochStats
+
+# Defaults are written once, in the config dataclasses; flags and aecli.Autoencoder read them.
+_M, _T = ModelConfig(), TrainConfig()
 
 app = typer.Typer(
     name="aecli",
@@ -211,10 +223,10 @@ def train(
     ] = None,
     tied: Annotated[
         bool, typer.Option(help="Tie decoder weights to the encoder's, transposed.")
-    ] = False,
-    activation: Annotated[
-        Activation, typer.Option(help="Hidden-layer activation.")
-    ] = Activation.elu,
+    ] = _M.tied,
+    activation: Annotated[Activation, typer.Option(help="Hidden-layer activation.")] = Activation(
+        _M.activation
+    ),
     loss: Annotated[
         Loss, typer.Option(help="Reconstruction loss; auto = bce for vae, mse otherwise.")
     ] = Loss.auto,
@@ -222,41 +234,49 @@ def train(
         Noise,
         typer.Option(help="Input noise while training; auto = gaussian for denoise, else none."),
     ] = Noise.auto,
-    noise_std: Annotated[float, typer.Option(help="Gaussian noise sigma, in scaled units.")] = 0.2,
+    noise_std: Annotated[
+        float, typer.Option(help="Gaussian noise sigma, in scaled units.")
+    ] = _M.noise_std,
     dropout: Annotated[
         float, typer.Option(help="Fraction of inputs zeroed by --noise dropout.")
-    ] = 0.3,
+    ] = _M.dropout,
     sparsity_target: Annotated[
         float, typer.Option(help="Target mean activation p (sparse).")
-    ] = 0.1,
-    sparsity_weight: Annotated[float, typer.Option(help="Weight of sum KL(p||q) (sparse).")] = 0.2,
-    beta: Annotated[float, typer.Option(help="Weight of the latent loss (vae).")] = 1.0,
+    ] = _M.sparsity_target,
+    sparsity_weight: Annotated[
+        float, typer.Option(help="Weight of sum KL(p||q) (sparse).")
+    ] = _M.sparsity_weight,
+    beta: Annotated[float, typer.Option(help="Weight of the latent loss (vae).")] = _M.beta,
     scale: Annotated[
         Scale,
         typer.Option(
             help="Scaling fitted on DATA; auto: [0, 1] data kept, images one range, "
             "tables robust (median, IQR, clipped at 5); 'aecli info' says which."
         ),
-    ] = Scale.auto,
-    epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = 50,
-    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
-    weight_decay: Annotated[float, typer.Option(help="L2 penalty (Adam weight decay).")] = 0.0,
+    ] = Scale(_T.scale),
+    epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = _T.epochs,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = _T.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _T.lr,
+    weight_decay: Annotated[
+        float, typer.Option(help="L2 penalty (Adam weight decay).")
+    ] = _T.weight_decay,
     val_fraction: Annotated[
         float, typer.Option(help="Share of rows held out; their loss is shown each epoch.")
-    ] = 0.1,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same file.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    ] = _T.val_fraction,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same file.")
+    ] = _T.seed,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _T.device,
     precision: Annotated[
         Precision,
         typer.Option(
             help="bf16: forward pass in bfloat16 (autocast) with float32 weights, on CPUs "
             "with AVX512-BF16/AMX and CUDA GPUs; see benchmarks/precision.py."
         ),
-    ] = Precision.fp32,
+    ] = Precision(_T.precision),
     threads: Annotated[
         int, typer.Option(help="CPU threads; 0 = chosen by problem size.", min=0)
-    ] = 0,
+    ] = _T.threads,
     early_stopping: Annotated[
         int,
         typer.Option(
@@ -264,7 +284,7 @@ def train(
             "weights. 0 = off.",
             min=0,
         ),
-    ] = 0,
+    ] = _T.early_stopping,
     resume: Annotated[
         str | None,
         typer.Option(
@@ -279,7 +299,7 @@ def train(
             help="Also write the model (resumable) to -o every N epochs. 0 = only at the end.",
             min=0,
         ),
-    ] = 0,
+    ] = _T.checkpoint_every,
     compile_model: Annotated[
         bool,
         typer.Option(
@@ -287,7 +307,7 @@ def train(
             help="torch.compile the training step: fused kernels, worth it on GPUs and long "
             "runs; the first epoch pays the compile time.",
         ),
-    ] = False,
+    ] = _T.compile,
     chunk_rows: Annotated[
         int,
         typer.Option(
@@ -295,7 +315,7 @@ def train(
             "0 = automatic: a .npy larger than a quarter of the free memory streams.",
             min=0,
         ),
-    ] = 0,
+    ] = _T.chunk_rows,
     log: Annotated[
         str | None,
         typer.Option(

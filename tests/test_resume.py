@@ -24,7 +24,7 @@ def _train(data: Path, out: Path, *extra: object) -> None:
     assert result.code == 0, result.stderr
 
 
-@pytest.mark.parametrize("kind", ["basic", "vae", "denoise"])
+@pytest.mark.parametrize("kind", ["basic", "vae", "denoise", "sparse"])
 def test_resume_repeats_an_uninterrupted_run(tmp_path: Path, table_csv: Path, kind: str) -> None:
     whole, part = tmp_path / "whole.safetensors", tmp_path / "part.safetensors"
     _train(table_csv, whole, "--kind", kind, "--epochs", "6")
@@ -123,3 +123,25 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(
     _train(digits_csv, whole, "--epochs", str(target), "--checkpoint-every", "1")
     _train(digits_csv, out, "--resume", out, "--epochs", str(target))
     assert out.read_bytes() == whole.read_bytes()
+
+
+def test_the_api_refuses_a_config_that_is_not_the_resumed_models(
+    tmp_path: Path, table_csv: Path
+) -> None:
+    """api.train(resume=...) must not write a file whose config does not describe its weights."""
+    import dataclasses
+
+    from aecli import api, modelfile
+    from aecli.config import TrainConfig
+    from aecli.errors import UsageError
+    from aecli.io import read_table
+
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
+    resumed = modelfile.load(str(model))
+    table = read_table(str(table_csv))
+    wider = dataclasses.replace(resumed.config, latent=resumed.config.latent + 1)
+    with pytest.raises(UsageError, match="keeps its own configuration"):
+        api.train(table, wider, TrainConfig(epochs=4), resume=resumed)
+    fitted, _ = api.train(table, resumed.config, TrainConfig(epochs=4), resume=resumed)
+    assert fitted.config == resumed.config and fitted.summary["epochs"] == 4

@@ -1,0 +1,298 @@
+"""``aecli.Autoencoder``: the CLI's models as a scikit-learn estimator, for notebooks.
+
+One class covers every kind. It is a transformer (``transform`` gives codes,
+``inverse_transform`` decodes them) and an outlier detector in scikit-learn's
+convention (``score_samples``: higher is more normal; ``predict``: +1 inlier,
+-1 outlier), and it reads and writes the same ``.safetensors`` file as the CLI,
+so a model trained here is used from the shell and the other way round.
+
+The keyword arguments are the CLI's flags with ``_`` for ``-``, and their
+defaults are the config dataclasses' (``aecli.config``), so the two cannot
+drift. Needs scikit-learn (``pip install 'aecli[sklearn]'``); the CLI does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from aecli.config import ModelConfig, TrainConfig
+from aecli.errors import AecliError, UsageError
+
+if TYPE_CHECKING:
+    from aecli.api import FittedModel
+
+_M, _T = ModelConfig(), TrainConfig()
+
+
+class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
+    """An autoencoder of any kind (basic, denoise, sparse, vae), as in ``aecli train``.
+
+    ``hidden``: "auto" (one layer sized from the data), "none", or a tuple of
+    sizes; ``latent``: None for a quarter of the width (1 to 32). ``contamination``
+    is the share of training rows that ``predict`` calls outliers (estimator
+    only; the CLI's ``score --contamination`` is the same idea).
+    """
+
+    def __init__(
+        self,
+        kind: str = _M.kind,
+        hidden: Any = "auto",
+        latent: int | None = None,
+        tied: bool = _M.tied,
+        activation: str = _M.activation,
+        loss: str = "auto",
+        noise: str = "auto",
+        noise_std: float = _M.noise_std,
+        dropout: float = _M.dropout,
+        sparsity_target: float = _M.sparsity_target,
+        sparsity_weight: float = _M.sparsity_weight,
+        beta: float = _M.beta,
+        scale: str = _T.scale,
+        epochs: int = _T.epochs,
+        batch_size: int = _T.batch_size,
+        lr: float = _T.lr,
+        weight_decay: float = _T.weight_decay,
+        val_fraction: float = _T.val_fraction,
+        early_stopping: int = _T.early_stopping,
+        seed: int = _T.seed,
+        device: str = _T.device,
+        precision: str = _T.precision,
+        threads: int = _T.threads,
+        image_shape: tuple[int, int] | None = None,
+        contamination: float = 0.1,
+    ) -> None:
+        self.kind = kind
+        self.hidden = hidden
+        self.latent = latent
+        self.tied = tied
+        self.activation = activation
+        self.loss = loss
+        self.noise = noise
+        self.noise_std = noise_std
+        self.dropout = dropout
+        self.sparsity_target = sparsity_target
+        self.sparsity_weight = sparsity_weight
+        self.beta = beta
+        self.scale = scale
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.val_fraction = val_fraction
+        self.early_stopping = early_stopping
+        self.seed = seed
+        self.device = device
+        self.precision = precision
+        self.threads = threads
+        self.image_shape = image_shape
+        self.contamination = contamination
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # torch computes in float32
+        tags.non_deterministic = self.device not in ("cpu", "auto")  # CUDA kernels may not be
+        return tags
+
+    # -- fitting -----------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> Autoencoder:
+        """Train on the rows of X (an array or a DataFrame; y is ignored)."""
+        from aecli import api
+        from aecli.config import parse_hidden, resolve_config
+        from aecli.io import Table
+
+        values = self._check_X(X, reset=True)
+        if not 0.0 < self.contamination <= 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5], got {self.contamination}")
+        names = getattr(self, "feature_names_in_", None)
+        row_shape = (values.shape[1],) if self.image_shape is None else tuple(self.image_shape)
+        table = Table(values, None if names is None else [str(n) for n in names], row_shape)
+        with _as_value_errors():
+            if int(np.prod(row_shape)) != values.shape[1]:
+                raise UsageError(
+                    f"{row_shape} is not the {values.shape[1]} features", flag="image_shape"
+                )
+            train_config = TrainConfig(
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                val_fraction=self.val_fraction,
+                seed=self.seed,
+                device=self.device,
+                threads=self.threads,
+                early_stopping=self.early_stopping,
+                scale=self.scale,
+                precision=self.precision,
+            )
+            train_config.validate()
+            hidden = self.hidden
+            if hidden is None or isinstance(hidden, str):
+                hidden = parse_hidden(hidden)
+            scaler = api.fit_scaler(table, train_config, self.loss == "bce")
+            model_config = resolve_config(
+                self.kind,
+                values.shape[1],
+                hidden=None if hidden is None else tuple(int(h) for h in hidden),
+                latent=self.latent,
+                loss=self.loss,
+                noise=self.noise,
+                unit_range=scaler.vae_bce,
+                tied=self.tied,
+                activation=self.activation,
+                noise_std=self.noise_std,
+                dropout=self.dropout,
+                sparsity_target=self.sparsity_target,
+                sparsity_weight=self.sparsity_weight,
+                beta=self.beta,
+            )
+            fitted, history = api.train(table, model_config, train_config, scaler=scaler)
+        if history.stop == "non-finite":
+            raise ValueError(f"training diverged: {history.message}")
+        self._set_fitted(fitted)
+        self.offset_ = float(np.quantile(self.score_samples(X), self.contamination))
+        return self
+
+    def _set_fitted(self, fitted: FittedModel) -> None:
+        self.fitted_ = fitted
+        self.n_features_in_ = fitted.config.n_inputs
+        self.history_ = fitted.summary
+
+    # -- the transformer ----------------------------------------------------
+    def transform(self, X: Any) -> np.ndarray:
+        """Codes of the rows (a VAE's posterior mean), as ``aecli encode``."""
+        return self._fitted().encode(self._check_X(X))
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Rows in the original units decoded from codes."""
+        fitted = self._fitted()
+        codes = check_array(X, dtype=np.float32)
+        if codes.shape[1] != fitted.config.latent:
+            raise ValueError(
+                f"X has {codes.shape[1]} features, but the codes have {fitted.config.latent}"
+            )
+        return fitted.decode_codes(codes)
+
+    def reconstruct(self, X: Any) -> np.ndarray:
+        """Rows passed through the model, in the original units, as ``aecli reconstruct``."""
+        return self._fitted().reconstruct(self._check_X(X))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Code names ``z0, z1, ...``, as ``aecli encode`` heads its columns."""
+        return np.asarray(self._fitted().code_names, dtype=object)
+
+    # -- the outlier detector -----------------------------------------------
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Minus ``aecli score``'s score: higher is more normal (scikit-learn's sign)."""
+        from aecli.diagnostics import row_terms
+
+        return -row_terms(self._fitted(), self._check_X(X))["score"].astype(np.float64)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Negative for outliers: ``score_samples(X) - offset_``."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for inliers, -1 for outliers (the ``contamination`` share of training rows)."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    # -- the rest of the CLI --------------------------------------------------
+    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+        """n new rows from a VAE's prior, as ``aecli sample -n N --seed S``."""
+        with _as_value_errors():
+            return self._fitted().sample(n, seed)
+
+    def evaluate(self, X: Any, baseline: str | None = None) -> dict[str, Any]:
+        """The report of ``aecli evaluate --json`` (docs/evaluate.md); baseline="pca" adds PCA's."""
+        from aecli.diagnostics import Evaluator
+
+        fitted = self._fitted()
+        if baseline not in (None, "pca") or (baseline == "pca" and fitted.pca is None):
+            raise ValueError(f"baseline: {baseline!r} is not available for this model")
+        evaluator = Evaluator(fitted, baseline_pca=baseline == "pca")
+        evaluator.update(self._check_X(X))
+        return evaluator.result()
+
+    def save(self, path: str) -> None:
+        """Write the model file the CLI reads (``aecli encode PATH DATA`` and the rest)."""
+        from aecli import modelfile
+
+        modelfile.save(self._fitted(), str(path))
+
+    @classmethod
+    def load(cls, path: str) -> Autoencoder:
+        """A fitted estimator from a model file written by ``aecli train`` or ``save``."""
+        from aecli import modelfile
+
+        fitted = modelfile.load(str(path))
+        model, train = fitted.config, fitted.train_config
+        estimator = cls(
+            kind=model.kind,
+            hidden=tuple(model.hidden) or "none",
+            latent=model.latent,
+            tied=model.tied,
+            activation=model.activation,
+            loss=model.loss,
+            noise=model.noise,
+            noise_std=model.noise_std,
+            dropout=model.dropout,
+            sparsity_target=model.sparsity_target,
+            sparsity_weight=model.sparsity_weight,
+            beta=model.beta,
+            scale=train.scale,
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            val_fraction=train.val_fraction,
+            early_stopping=train.early_stopping,
+            seed=train.seed,
+            device=train.device,
+            precision=train.precision,
+            threads=train.threads,
+            image_shape=fitted.row_shape if len(fitted.row_shape) == 2 else None,
+        )
+        estimator._set_fitted(fitted)
+        if fitted.columns is not None:
+            estimator.feature_names_in_ = np.asarray(fitted.columns, dtype=object)
+        quantiles = fitted.score_quantiles.get("score", fitted.score_quantiles.get("error"))
+        if quantiles is not None:  # the training rows' score percentiles, as the CLI keeps them
+            from aecli.diagnostics import threshold_for
+
+            estimator.offset_ = -threshold_for(quantiles, estimator.contamination)
+        return estimator
+
+    # -- helpers --------------------------------------------------------------
+    def _fitted(self) -> FittedModel:
+        check_is_fitted(self, "fitted_")
+        return self.fitted_
+
+    def _check_X(self, X: Any, reset: bool = False) -> np.ndarray:
+        """Rows as finite float32, with scikit-learn's checks of width and feature names."""
+        if not reset:
+            check_is_fitted(self, "fitted_")
+        values = validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_samples=1)
+        return np.ascontiguousarray(values, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _as_value_errors() -> Iterator[None]:
+    """aecli's errors as ValueError, the exception scikit-learn users catch.
+
+    A flag name in the message becomes the keyword argument's name.
+    """
+    try:
+        yield
+    except UsageError as exc:
+        if not exc.flag:
+            raise ValueError(str(exc)) from None
+        name = exc.flag.lstrip("-").replace("-", "_")
+        message = str(exc).removeprefix(f"{exc.flag}: ")
+        raise ValueError(f"{name}: {message}") from None
+    except AecliError as exc:
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,146 @@
+"""aecli.Autoencoder: scikit-learn's own estimator checks, and the same file as the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from aecli import Autoencoder  # noqa: E402
+
+
+@parametrize_with_checks([Autoencoder(epochs=3, seed=1)])
+def test_scikit_learn_estimator_checks(estimator, check) -> None:
+    check(estimator)
+
+
+FAST_API = {"epochs": 3, "seed": 1}
+
+
+def _csv_rows(text: str):
+    import numpy as np
+
+    return np.loadtxt(text.splitlines()[1:], delimiter=",", ndmin=2)
+
+
+def test_the_same_model_file_as_the_cli(tmp_path, digits, digits_csv) -> None:
+    """Same data, flags and seed: fit + save writes the bytes 'aecli train' writes."""
+    import pandas as pd
+
+    from tests.conftest import invoke
+
+    cli_model = tmp_path / "cli.safetensors"
+    args = ["train", digits_csv, "-o", cli_model, "--epochs", "3", "--seed", "1", "-q"]
+    assert invoke([*args, "--kind", "sparse"]).code == 0
+    frame = pd.DataFrame(digits[:400], columns=[f"p{i}" for i in range(64)])
+    api_model = tmp_path / "api.safetensors"
+    Autoencoder(kind="sparse", **FAST_API).fit(frame).save(api_model)
+    assert api_model.read_bytes() == cli_model.read_bytes()
+
+
+def test_shell_and_notebook_use_each_others_files(tmp_path, digits, digits_csv) -> None:
+    import numpy as np
+
+    from tests.conftest import invoke
+
+    rows = digits[:400]
+    estimator = Autoencoder(kind="vae", loss="mse", **FAST_API).fit(rows)
+    path = tmp_path / "m.safetensors"
+    estimator.save(path)
+    codes = _csv_rows(invoke(["encode", path, digits_csv]).text)
+    np.testing.assert_allclose(estimator.transform(rows), codes, rtol=1e-6, atol=1e-6)
+    scores = _csv_rows(invoke(["score", path, digits_csv]).text)[:, 0]
+    np.testing.assert_allclose(-estimator.score_samples(rows), scores, rtol=1e-6)
+    sampled = _csv_rows(invoke(["sample", path, "-n", "5", "--seed", "4"]).text)
+    np.testing.assert_allclose(estimator.sample(5, seed=4), sampled, rtol=1e-5, atol=1e-5)
+    report = invoke(["evaluate", path, digits_csv, "--json", "--baseline", "pca"])
+    import json
+
+    expected = json.loads(report.text)
+    got = estimator.evaluate(rows, baseline="pca")
+    assert set(got) == set(expected)
+    assert got["mse"] == pytest.approx(expected["mse"], rel=1e-6)
+    # ... and a file from the shell, in the notebook.
+    again = Autoencoder.load(path)
+    assert again.kind == "vae" and again.n_features_in_ == 64
+    np.testing.assert_array_equal(again.transform(rows), estimator.transform(rows))
+    recon = _csv_rows(invoke(["reconstruct", path, digits_csv]).text)
+    np.testing.assert_allclose(again.reconstruct(rows), recon, rtol=1e-5, atol=1e-4)
+    decoded = again.inverse_transform(again.transform(rows))
+    np.testing.assert_allclose(decoded, recon, rtol=1e-5, atol=1e-4)
+
+
+def test_outlier_convention_and_contamination(digits) -> None:
+    import numpy as np
+
+    rows = digits[:400]
+    estimator = Autoencoder(contamination=0.05, **FAST_API).fit(rows)
+    flags = estimator.predict(rows)
+    assert set(np.unique(flags)) == {-1, 1}
+    assert (flags == -1).mean() == pytest.approx(0.05, abs=0.005)
+    np.testing.assert_allclose(
+        estimator.decision_function(rows), estimator.score_samples(rows) - estimator.offset_
+    )
+    shuffled = np.random.default_rng(0).permuted(rows, axis=1)  # same pixels, wrong places
+    assert estimator.score_samples(shuffled).mean() < estimator.score_samples(rows).mean()
+
+
+def test_pipeline_clone_and_feature_names(digits) -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    frame = pd.DataFrame(digits[:400], columns=[f"p{i}" for i in range(64)])
+    target = (digits[:400, 36] > 8).astype(int)  # is the centre pixel inked?
+    pipe = make_pipeline(Autoencoder(latent=8, **FAST_API), LogisticRegression(max_iter=200))
+    pipe.fit(frame, target)
+    assert pipe.score(frame, target) > 0.5
+    ae = pipe[0]
+    assert list(ae.feature_names_in_[:2]) == ["p0", "p1"]
+    assert list(ae.get_feature_names_out()) == [f"z{i}" for i in range(8)]
+    twin = clone(ae)
+    assert twin.get_params() == ae.get_params() and not hasattr(twin, "fitted_")
+    np.testing.assert_array_equal(twin.fit(frame).transform(frame), ae.transform(frame))
+
+
+def test_bad_values_are_value_errors_naming_the_argument(digits) -> None:
+    with pytest.raises(ValueError, match="noise_std: must be a finite number"):
+        Autoencoder(kind="denoise", noise_std=float("inf"), **FAST_API).fit(digits[:50])
+    with pytest.raises(ValueError, match="kind: unknown kind 'deep'"):
+        Autoencoder(kind="deep", **FAST_API).fit(digits[:50])
+    with pytest.raises(ValueError, match="sampling needs a vae"):
+        Autoencoder(**FAST_API).fit(digits[:50]).sample(3)
+
+
+def test_defaults_are_the_clis() -> None:
+    """One place for defaults: the estimator's are the config dataclasses' and the CLI's."""
+    import inspect
+
+    from aecli.cli import train
+
+    cli = {
+        name: p.default
+        for name, p in inspect.signature(train).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    for name, value in Autoencoder().get_params().items():
+        if name in cli:
+            default = getattr(cli[name], "value", cli[name])
+            assert value == default, name
+
+
+def test_without_scikit_learn_the_import_says_how_to_get_it() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "try:\n    from aecli import Autoencoder\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'aecli[sklearn]'" in out.stdout

@@ -152,6 +152,12 @@ class ModelConfig:
     def validate(self) -> None:
         """Raise UsageError naming the flag for any value the models cannot use."""
         _check(self.kind in {k.value for k in Kind}, "--kind", f"unknown kind {self.kind!r}")
+        # Resolved values only: a model file holding "auto" or "salt" is damaged, not a
+        # request (a damaged "noise": "salt" used to train as dropout on --resume).
+        _one_of(self.loss, (Loss.mse, Loss.bce), "--loss")
+        _one_of(self.noise, (Noise.none, Noise.gaussian, Noise.dropout), "--noise")
+        _one_of(self.activation, tuple(Activation), "--activation")
+        _check(type(self.tied) is bool, "--tied", f"must be true or false, got {self.tied!r}")
         _check(self.n_inputs >= 1, "DATA", "the data has no feature columns")
         _check(self.latent >= 1, "--latent", f"must be at least 1, got {self.latent}")
         _check(
@@ -222,6 +228,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward pass
 
     def validate(self) -> None:
+        _one_of(self.scale, tuple(Scale), "--scale")
         _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
         _check(self.batch_size >= 1, "--batch-size", f"must be at least 1, got {self.batch_size}")
         _check(self.lr > 0 and math.isfinite(self.lr), "--lr", f"must be > 0, got {self.lr}")
@@ -297,6 +304,11 @@ def resolve_config(
         noise=default_noise(kind) if noise == "auto" else noise,
         **options,
     )
+
+
+def _one_of(value: Any, choices: Sequence[Enum], flag: str) -> None:
+    names = [c.value for c in choices]
+    _check(value in names, flag, f"must be one of {', '.join(names)}, got {value!r}")
 
 
 def _finite(value: float, flag: str) -> None:

@@ -232,6 +232,7 @@ def load(path: str) -> FittedModel:
     try:
         config = ModelConfig.from_dict(meta["aecli.model"])
         train_config = TrainConfig.from_dict(meta["aecli.train"])
+        train_config.validate()
         data = meta["aecli.data"]
         # Built without memory, then given the file's tensors: a damaged config
         # claiming huge layers fails on the shape check instead of allocating.

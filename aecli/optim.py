@@ -5,6 +5,11 @@ second, more than training takes on small tables). This class keeps the
 same state (exp_avg, exp_avg_sq and a float step count per parameter) and
 calls the same fused kernel, ``torch._fused_adam_``, so its updates are bit
 for bit those of ``torch.optim.Adam(fused=True)`` (tests/test_optim.py).
+
+``torch._fused_adam_`` is private API, used here because it is what torch's
+own fused Adam calls; its CPU kernel exists from torch 2.4, the floor in
+pyproject.toml. If torch changes its signature, tests/test_optim.py fails
+(it compares every step with ``torch.optim.Adam(fused=True)``).
 """
 
 from __future__ import annotations

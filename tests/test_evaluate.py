@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from aecli import losses, modelfile
+from aecli import modelfile
 from aecli.diagnostics import QUANTILE_GRID, row_terms, threshold_for
 from aecli.io import read_table
 from aecli.pca import PCA
@@ -264,11 +264,23 @@ def test_an_internal_error_is_one_line_exit_70(
     assert "Traceback" not in result.stderr
 
 
-def test_losses_used_by_evaluate_are_the_training_ones() -> None:
-    """bce per value in evaluate is the trainer's bernoulli_nll divided by the width."""
-    logits, x = torch.randn(3, 4), torch.rand(3, 4)
-    direct = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    torch.testing.assert_close(losses.bernoulli_nll(logits, x) / 4, direct.mean(1))
+def test_evaluate_bce_is_the_cross_entropy_of_the_reconstructions(
+    tmp_path: Path, digits_csv: Path
+) -> None:
+    """evaluate's bce, by hand: mean over values of -x log p - (1 - x) log(1 - p)."""
+    model = tmp_path / "bce.safetensors"
+    args = ["train", digits_csv, "-o", model, "--loss", "bce", "--scale", "minmax", *FAST]
+    assert invoke(args).code == 0
+    report = json.loads(invoke(["evaluate", model, digits_csv, "--json"]).text)
+    fitted = modelfile.load(str(model))
+    rows = read_table(str(digits_csv)).values
+    recon = np.loadtxt(
+        invoke(["reconstruct", model, digits_csv]).text.splitlines()[1:], delimiter=","
+    )
+    x = fitted.scaler.transform(rows).astype(np.float64)
+    p = fitted.scaler.transform(recon).astype(np.float64)  # sigmoid of the decoder's logits
+    bce = -(x * np.log(p) + (1 - x) * np.log1p(-p)).mean()
+    assert report["bce"] == pytest.approx(bce, rel=1e-3)
 
 
 def test_wide_inputs_get_a_diagonal_residual_profile(

@@ -178,16 +178,6 @@ def test_npy_output_streams_chunks_into_one_array(tmp_path: Path) -> None:
     assert header_end % 64 == 0  # the format's alignment, whatever the row count
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    out = tmp_path / "o.csv"
-    out.write_text("previous\n")
-    with pytest.raises(RuntimeError), TableWriter(str(out), ["a"], (1,)) as writer:
-        writer.write(np.ones((3, 1), dtype=np.float32))
-        raise RuntimeError("crash while writing")
-    assert out.read_text() == "previous\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv"]
-
-
 def test_a_full_disk_is_one_line_and_keeps_the_old_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table_csv: Path
 ) -> None:

@@ -170,3 +170,29 @@ def test_damaged_score_statistics_are_refused(
     path.write_bytes(modelfile.serialize(arrays, metadata))
     with pytest.raises(ModelFileError, match="inconsistent aecli model file"):
         modelfile.load(str(path))
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "flag"),
+    [
+        ("aecli.model", "noise", "salt", "--noise"),
+        ("aecli.model", "loss", "auto", "--loss"),
+        ("aecli.model", "activation", "swish", "--activation"),
+        ("aecli.model", "tied", "yes", "--tied"),
+        ("aecli.train", "scale", "log", "--scale"),
+    ],
+)
+def test_a_damaged_enum_setting_is_a_model_file_error(
+    tmp_path: Path, basic_model: Path, section: str, field: str, value: object, flag: str
+) -> None:
+    """A hand-edited "noise": "salt" must not train as dropout on --resume (issue 10)."""
+    metadata, _, _ = modelfile.read_header(str(basic_model))
+    config = json.loads(metadata[section])
+    config[field] = value
+    metadata = {**metadata, section: json.dumps(config)}
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(modelfile.serialize(load_file(str(basic_model)), metadata))
+    with pytest.raises(ModelFileError, match=f"{flag}: must be one of|{flag}: must be true"):
+        modelfile.load(str(path))
+    result = invoke(["train", path, "--resume", path, "-o", tmp_path / "r.safetensors"])
+    assert result.code == 1 and "inconsistent aecli model file" in result.stderr

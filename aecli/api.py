@@ -7,188 +7,21 @@ devices and torch stay inside.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from aecli.config import Loss, ModelConfig, Scale, TrainConfig
 from aecli.device import check_precision, choose_threads, resolve_device
-from aecli.errors import DataError, TrainingError, UsageError
+from aecli.errors import TrainingError, UsageError
+from aecli.fitted import FittedModel
 from aecli.io import NpyRows, Table
-from aecli.models import Autoencoder, VariationalAutoencoder, build_model
+from aecli.models import build_model
 from aecli.pca import PCA
 from aecli.scaler import Scaler
 from aecli.train import EpochCallback, EpochStats, History, OptimizerState, fit
 
 _BCE_TOLERANCE = 1e-6
-INFER_BLOCK = 512  # rows per inference call; see FittedModel.apply
-
-
-@dataclass
-class Blocks:
-    """Scaled input split into equal blocks; ``rows`` of them are real, the rest padding."""
-
-    tensors: list[torch.Tensor]
-    rows: int
-
-
-@dataclass
-class CodeStats:
-    """Where the training rows lie, in code and residual, for the anomaly score.
-
-    The score adds two squared Mahalanobis distances: of the row's residual
-    (scaled row minus reconstruction) from the training residuals, "is it off
-    the learnt manifold, in a way the training rows are not?", and of its code
-    from the training codes, "is it on the manifold, but where no training row
-    is?". Together they are a Gaussian model of code and noise, the density an
-    autoencoder implies. Each is divided by its median over the training rows
-    so that the two count alike on any table.
-
-    Both Gaussians are robust estimates (see ``diagnostics.robust_gaussian``):
-    the training rows of an anomaly detector hold anomalies, which must not
-    set the profile of a normal row. Files written before the residual terms
-    existed have no ``residual_*``; their first term is the scaled error
-    divided by its mean, as it was then.
-    """
-
-    mean: np.ndarray  # float32 [latent]
-    precision: np.ndarray  # float32 [latent, latent]: inverse covariance of the codes
-    error_norm: float  # the first term's training scale: residual distance (or error)
-    distance_norm: float  # the training scale of the codes' squared Mahalanobis distance
-    residual_mean: np.ndarray | None = None  # float32 [inputs]
-    residual_precision: np.ndarray | None = None  # [inputs, inputs], or [inputs] (diagonal)
-
-    def distance(self, codes: np.ndarray) -> np.ndarray:
-        return mahalanobis(codes, self.mean, self.precision)
-
-    def residual_distance(self, residuals: np.ndarray) -> np.ndarray | None:
-        if self.residual_mean is None or self.residual_precision is None:
-            return None
-        return mahalanobis(residuals, self.residual_mean, self.residual_precision)
-
-
-def mahalanobis(rows: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of each row; a 1-d precision is a diagonal one.
-
-    In blocks of rows, so that a float64 copy of a wide table is never made whole.
-    """
-    rows = np.asarray(rows)
-    out = np.empty(len(rows), dtype=np.float64)
-    weights = precision.astype(np.float64)
-    for start in range(0, len(rows), MAHALANOBIS_BLOCK):
-        centred = rows[start : start + MAHALANOBIS_BLOCK].astype(np.float64) - mean
-        if weights.ndim == 1:
-            out[start : start + MAHALANOBIS_BLOCK] = (centred * centred) @ weights
-        else:
-            out[start : start + MAHALANOBIS_BLOCK] = ((centred @ weights) * centred).sum(1)
-    return out
-
-
-MAHALANOBIS_BLOCK = 8192
-
-
-@dataclass
-class FittedModel:
-    """A trained model with everything needed to use it on raw rows."""
-
-    model: Autoencoder
-    scaler: Scaler
-    config: ModelConfig
-    train_config: TrainConfig
-    columns: list[str] | None
-    row_shape: tuple[int, ...]
-    summary: dict[str, Any] = field(default_factory=dict)
-    optimizer_state: OptimizerState | None = None
-    pca: PCA | None = None  # same code size, fitted on the training rows (original units)
-    score_quantiles: dict[str, np.ndarray] = field(default_factory=dict)
-    code_stats: CodeStats | None = None  # the training rows' codes, for the anomaly score
-
-    @property
-    def column_names(self) -> list[str]:
-        """Input names for outputs: the header's, or x0, x1, ... when there was none."""
-        return self.columns or [f"x{i}" for i in range(self.config.n_inputs)]
-
-    @property
-    def code_names(self) -> list[str]:
-        return [f"z{i}" for i in range(self.config.latent)]
-
-    def check_input(self, table: Table, source: str) -> None:
-        """Refuse rows whose width or column names do not match the training data."""
-        expected = self.config.n_inputs
-        if table.n_features != expected:
-            raise DataError(
-                f"input has {table.n_features} features, the model expects {expected}",
-                source=source,
-            )
-        if self.columns and table.columns and table.columns != self.columns:
-            diff = next(i for i, (a, b) in enumerate(zip(table.columns, self.columns)) if a != b)
-            raise DataError(
-                f"column {diff + 1} is named {table.columns[diff]!r}, the model expects "
-                f"{self.columns[diff]!r}",
-                source=source,
-            )
-
-    @torch.inference_mode()
-    def encode(self, values: np.ndarray) -> np.ndarray:
-        """Codes (a VAE's posterior mean) for raw rows."""
-        return self.apply(self.model.codes, values).numpy()
-
-    @torch.inference_mode()
-    def reconstruct(self, values: np.ndarray) -> np.ndarray:
-        """Reconstructions in the original units (a VAE decodes its mean)."""
-        return self.scaler.inverse(self.apply(self.model.reconstruct, values).numpy())
-
-    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor], values: np.ndarray) -> torch.Tensor:
-        """``fn`` over the rows' fixed-size blocks (see ``blocks``), cut back to the rows."""
-        blocks = self.blocks(values)
-        return torch.cat([fn(block) for block in blocks.tensors])[: blocks.rows]
-
-    def blocks(self, values: np.ndarray, *, clip: bool = True) -> Blocks:
-        """Scaled rows in blocks of exactly INFER_BLOCK rows, the last one zero-padded.
-
-        Matrix kernels round differently for different row counts, so a row's
-        result would depend on how the input was chunked; with one fixed block
-        shape, streaming in chunks gives bit for bit what one pass would.
-        """
-        x = torch.from_numpy(self.scaler.transform(values, clip=clip))
-        n = x.shape[0]
-        pad = -n % INFER_BLOCK
-        if pad:
-            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
-        return Blocks(list(x.split(INFER_BLOCK)), n)
-
-    @torch.inference_mode()
-    def decode_codes(self, codes: np.ndarray) -> np.ndarray:
-        """Rows in original units for codes (as ``encode`` gives them)."""
-        z = torch.from_numpy(np.asarray(codes, dtype=np.float32))
-        return self.scaler.inverse(self.model.output(self.model.decode(z)).numpy())
-
-    def interpolate(self, start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
-        """Decoded points evenly spaced on the segment between two rows' codes."""
-        codes = self.encode(np.stack([start, end]))
-        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        return self.decode_codes((1 - t) * codes[0] + t * codes[1])
-
-    def first_layer_weights(self) -> np.ndarray:
-        """The encoder's first weight matrix, one row of input weights per unit."""
-        return self.model.encoder[0].weight.detach().cpu().numpy()
-
-    @torch.inference_mode()
-    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        """n new rows decoded from the prior z ~ N(0, I); VAEs only."""
-        if not isinstance(self.model, VariationalAutoencoder):
-            raise UsageError(
-                f"sampling needs a vae, this model is of kind {self.config.kind!r}",
-                flag="MODEL",
-            )
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        return self.scaler.inverse(self.model.sample(n, generator).numpy())
 
 
 def train(

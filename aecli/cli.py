@@ -30,7 +30,7 @@ from aecli.config import (
 from aecli.errors import AecliError, TrainingError, UsageError
 
 if TYPE_CHECKING:
-    from aecli.api import FittedModel
+    from aecli.fitted import FittedModel
     from aecli.train import EpochStats
 
 # Defaults are written once, in the config dataclasses; flags and aecli.Autoencoder read them.

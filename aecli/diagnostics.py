@@ -22,7 +22,7 @@ from aecli.config import Kind, Loss
 from aecli.models import VariationalAutoencoder
 
 if TYPE_CHECKING:
-    from aecli.api import CodeStats, FittedModel
+    from aecli.fitted import CodeStats, FittedModel
 
 QUANTILE_GRID = np.linspace(0.0, 1.0, 1001)  # stored score percentiles, every 0.1%
 ELBO_SAMPLES = 8  # Monte Carlo draws of z for evaluate's negative ELBO
@@ -117,7 +117,7 @@ def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
     The scales are medians over the training rows, which (as the Gaussians)
     the anomalies among them cannot move far.
     """
-    from aecli.api import CodeStats
+    from aecli.fitted import CodeStats
 
     if len(values) > STATS_ROWS:
         rng = np.random.default_rng(fitted.train_config.seed + 2)
@@ -149,7 +149,7 @@ def robust_gaussian(
     reconstructed exactly) from making the covariance singular. Returns the
     squared distances of all rows under the second fit too.
     """
-    from aecli.api import mahalanobis
+    from aecli.fitted import mahalanobis
 
     mean, precision = _gaussian(rows, diagonal)
     distance = mahalanobis(rows, mean, precision)

@@ -25,7 +25,7 @@ from aecli.config import ModelConfig, TrainConfig
 from aecli.errors import AecliError, UsageError
 
 if TYPE_CHECKING:
-    from aecli.api import FittedModel
+    from aecli.fitted import FittedModel
 
 _M, _T = ModelConfig(), TrainConfig()
 

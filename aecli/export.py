@@ -27,7 +27,7 @@ from aecli.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-    from aecli.api import FittedModel
+    from aecli.fitted import FittedModel
 
 OPSET = 18
 MIN_TORCH = (2, 6)  # torch.onnx.export(dynamo=True) with dynamic_shapes and external_data

@@ -34,7 +34,7 @@ from aecli.config import FORMAT_VERSION, ModelConfig, TrainConfig
 from aecli.errors import AecliError, ModelFileError
 
 if TYPE_CHECKING:
-    from aecli.api import FittedModel
+    from aecli.fitted import FittedModel
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
@@ -215,7 +215,7 @@ def load(path: str) -> FittedModel:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
-    from aecli.api import FittedModel
+    from aecli.fitted import FittedModel
     from aecli.models import build_model
     from aecli.pca import PCA
     from aecli.scaler import Scaler
@@ -325,7 +325,7 @@ def _code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
     """
     import numpy as np
 
-    from aecli.api import CodeStats
+    from aecli.fitted import CodeStats
 
     if "codes.mean" not in tensors:
         return None

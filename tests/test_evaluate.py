@@ -252,12 +252,12 @@ def test_picture_errors_are_one_line(
 def test_an_internal_error_is_one_line_exit_70(
     basic_model: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aecli import api
+    from aecli import fitted
 
     def broken(self, values):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(api.FittedModel, "encode", broken)
+    monkeypatch.setattr(fitted.FittedModel, "encode", broken)
     result = invoke(["encode", basic_model, digits_csv])
     assert result.code == 70
     assert result.stderr.count("\n") == 1 and "RuntimeError: boom second line" in result.stderr

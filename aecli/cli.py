@@ -439,9 +439,11 @@ def train(
             modelfile.save(fitted, output, protect=[data])
             keep_old = False
 
+    from aecli.trainlog import EpochLog
+
     with (
         _progress(train_config.epochs, quiet) as progress,
-        _EpochLog(log, [data, output]) as logger,
+        EpochLog(log, [data, output]) as logger,
     ):
 
         def on_epoch(stats: EpochStats) -> None:
@@ -584,40 +586,6 @@ def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:
         f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
         f"for {s['epochs']} epochs in {seconds:.1f} s ({s['device']}): {terms}{val} -> {where}"
     )
-
-
-class _EpochLog:
-    """``train --log``: one JSON object per epoch, written atomically when training ends
-    (also after Ctrl-C or a NaN loss, so the log of a stopped run is kept)."""
-
-    def __init__(self, path: str | None, protect: Sequence[str]) -> None:
-        self.path = path
-        self.protect = protect
-        self.lines: list[str] = []
-
-    def __enter__(self) -> _EpochLog:
-        if self.path is not None:
-            from aecli.io import refuse_overwrite
-
-            refuse_overwrite(self.path, self.protect, "--log")
-        return self
-
-    def write(self, stats: EpochStats) -> None:
-        record = {
-            "epoch": stats.epoch,
-            **stats.terms,
-            "val_loss": stats.val_loss,
-            "seconds": round(stats.seconds, 6),
-        }
-        self.lines.append(json.dumps(record))
-
-    def __exit__(self, *exc: object) -> None:
-        if self.path is None or not self.lines:
-            return
-        from aecli.io import write_bytes_atomic
-
-        text = "\n".join(self.lines) + "\n"
-        write_bytes_atomic(self.path, text.encode(), protect=self.protect, flag="--log")
 
 
 class _progress:
@@ -1209,9 +1177,10 @@ def curves(
 ) -> None:
     """Draw training curves (loss terms and validation loss per epoch) from a --log file."""
     from aecli import pictures
+    from aecli.trainlog import read_log
 
     pictures.check_target(output, "-o")
-    pictures.save_curves(output, pictures.read_log(log), protect=[log])
+    pictures.save_curves(output, read_log(log), protect=[log])
 
 
 # -- entry point -------------------------------------------------------------------

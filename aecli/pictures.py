@@ -8,14 +8,13 @@ Every PNG is rendered in memory and written atomically like any output.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from aecli.errors import DataError, UsageError
+from aecli.errors import UsageError
 from aecli.io import write_bytes_atomic
 
 MIN_TILE_PIXELS = 56  # small images (8x8 digits) are enlarged to at least this
@@ -125,31 +124,6 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray, per_row: int = 10)
                 part = np.concatenate([part, filler])
             bands.append(part)
     return np.concatenate(bands)
-
-
-def read_log(path: str) -> list[dict[str, Any]]:
-    """The epochs of a ``train --log`` file."""
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()  # noqa: SIM115
-    except FileNotFoundError:
-        raise DataError("no such file", source=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read ({exc})", source=path) from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            float(record["epoch"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise DataError(
-                "not a line of an aecli training log", source=path, line=number
-            ) from None
-        records.append(record)
-    if not records:
-        raise DataError("empty training log", source=path)
-    return records
 
 
 def save_curves(path: str, records: list[dict[str, Any]], *, protect: Sequence[str] = ()) -> None:

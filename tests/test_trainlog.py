@@ -1,0 +1,50 @@
+"""The train --log format: written by EpochLog, read by read_log, both in aecli/trainlog.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aecli.errors import DataError
+from aecli.train import EpochStats
+from aecli.trainlog import EpochLog, read_log
+
+
+def test_what_is_written_is_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    with EpochLog(str(path), []) as log:
+        log.write(EpochStats(1, 2, {"loss": 0.5, "reconstruction": 0.5}, 0.6, 0.01))
+        log.write(EpochStats(2, 2, {"loss": float("nan"), "reconstruction": 0.4}, None, 0.02))
+    records = read_log(str(path))
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[0] == {"epoch": 1, "loss": 0.5, "reconstruction": 0.5, "val_loss": 0.6,
+                          "seconds": 0.01}  # fmt: skip
+    assert records[1]["val_loss"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"epoch": 1, "loss": "abc"}\n', "jsonl:1: 'loss' is 'abc', not a number"),  # F18
+        ('{"epoch": 1}\n{"loss": 1}\n', "jsonl:2: not a line of an aecli training log"),
+        ("[1, 2]\n", "not a line of an aecli training log"),
+        ('{"epoch": true}\n', "not a line"),
+        ("\n\n", "empty training log"),
+    ],
+)
+def test_a_bad_log_is_a_data_error_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_log(str(path))
+
+
+def test_a_log_path_that_is_an_input_is_refused_before_training(tmp_path: Path) -> None:
+    from aecli.errors import UsageError
+
+    data = tmp_path / "data.csv"
+    data.write_text("a\n1\n")
+    with pytest.raises(UsageError, match="--log"), EpochLog(str(data), [str(data)]):
+        pass
+    assert data.read_text() == "a\n1\n"

@@ -185,7 +185,7 @@ def test_fast_and_exact_csv_paths_agree(
     rows: list[list[float]], header: bool, newline: str
 ) -> None:
     """pandas' parser (clean chunks) and the csv-module path give the same float32 table."""
-    from aecli import io as aio
+    from aecli.io import read as aio  # where the fast parser is looked up
 
     values = np.array(rows, dtype=np.float32)
     text = "".join(",".join(map(str, row)) + newline for row in values)

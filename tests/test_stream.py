@@ -10,7 +10,7 @@ import pytest
 
 from aecli import api, io, modelfile
 from aecli.config import ModelConfig, TrainConfig
-from aecli.io import NpyRows
+from aecli.io import NpyRows, stream
 from tests.conftest import invoke
 
 
@@ -77,7 +77,7 @@ def test_large_npy_streams_automatically(
     tmp_path: Path, digits_npy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert not io.should_stream(str(digits_npy), 0)
-    monkeypatch.setattr(io, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(stream, "_available_memory", lambda: 1000)
     assert io.should_stream(str(digits_npy), 0)
     assert not io.should_stream(str(tmp_path / "x.csv"), 0)
     assert io.should_stream(str(digits_npy), 10)

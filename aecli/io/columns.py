@@ -1,0 +1,67 @@
+"""Which columns of a table are features: names, indices, the id column."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from aecli.errors import DataError
+from aecli.io.table import ReadOptions
+
+
+def _picker(features: list[int], width: int) -> Any:
+    """A fast row -> selected cells function, or None when every column is a feature."""
+    if features == list(range(width)):
+        return None
+    if len(features) == 1:
+        index = features[0]
+        return lambda row: [row[index]]
+    getter = operator.itemgetter(*features)
+    return lambda row: list(getter(row))
+
+
+def _select_columns(
+    opts: ReadOptions, names: list[str] | None, width: int, source: str
+) -> tuple[list[int], int | None]:
+    """Feature column indices and the id column index, from the options and the header."""
+    id_index = None
+    if opts.id_column is not None:
+        id_index = _resolve_column(opts.id_column, names, width, source, "--id-column")
+    if opts.columns:
+        features = [_resolve_column(c, names, width, source, "--columns") for c in opts.columns]
+        seen = set()
+        for col, index in zip(opts.columns, features):
+            if index in seen:
+                raise DataError(f"column {col!r} is named twice in --columns", source=source)
+            seen.add(index)
+    elif opts.model_columns and names is not None and set(opts.model_columns) <= set(names):
+        # A trained model picks its own columns by name, in its order; when the
+        # header lacks some, all columns are passed on and the model's width
+        # and name checks say what does not match.
+        features = [names.index(c) for c in opts.model_columns]
+    else:
+        features = [i for i in range(width) if i != id_index]
+    if id_index is not None and id_index in features:
+        raise DataError(
+            f"--id-column {opts.id_column!r} is also one of the feature columns", source=source
+        )
+    if not features:
+        raise DataError("no feature columns left besides the --id-column", source=source)
+    return features, id_index
+
+
+def _resolve_column(item: str, names: list[str] | None, width: int, source: str, what: str) -> int:
+    """A column by header name, else by 0-based index."""
+    item = item.strip()
+    if names is not None and item in names:
+        return names.index(item)
+    if item.isdigit() and int(item) < width:
+        return int(item)
+    if names is not None:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        have = f"its columns are {shown}"
+    else:
+        have = f"it has {width} columns (0..{width - 1}) and no header"
+    if item.isdigit():
+        raise DataError(f"column index {item} is out of range ({what}); {have}", source=source)
+    raise DataError(f"no column named {item!r} ({what}); {have}", source=source)

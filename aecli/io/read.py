@@ -1,0 +1,392 @@
+"""Reading tables: CSV/TSV (optionally gzipped) and NPY, files or stdin, in chunks.
+
+Reading yields float32 chunks so that encode and reconstruct can stream;
+every failure is a DataError naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from aecli.errors import DataError
+from aecli.io.cells import _is_number, _pandas, _to_floats
+from aecli.io.columns import _picker, _select_columns
+from aecli.io.npy import _iter_npy
+from aecli.io.table import (
+    _DELIMITERS,
+    _GZIP_MAGIC,
+    _NPY_MAGIC,
+    CHUNK_ROWS,
+    STDIO,
+    ReadOptions,
+    ReadStats,
+    Table,
+    describe,
+)
+
+
+def read_table(source: str, *, stats: ReadStats | None = None, **options: Any) -> Table:
+    """Read a whole table into memory (training needs every row at once)."""
+    chunks = list(iter_table(source, stats=stats, **options))
+    first = chunks[0]
+    values = chunks[0].values if len(chunks) == 1 else np.concatenate([c.values for c in chunks])
+    ids = None if first.ids is None else [i for c in chunks for i in c.ids or ()]
+    return Table(values, first.columns, first.row_shape, ids, first.id_name)
+
+
+def iter_table(
+    source: str,
+    *,
+    chunk_rows: int | None = None,
+    stats: ReadStats | None = None,
+    **options: Any,
+) -> Iterator[Table]:
+    """Yield the table in chunks of at most ``chunk_rows`` rows, in order.
+
+    ``options`` are the fields of ReadOptions. The first chunk is read before
+    anything is yielded, so a source with no data rows fails before a caller
+    opens its output.
+    """
+    opts = ReadOptions(**options)
+    stats = stats if stats is not None else ReadStats()
+    reader = _Reader(describe(source), opts, stats, chunk_rows or CHUNK_ROWS)
+    if source == STDIO:
+        yield from reader.stream(sys.stdin.buffer)
+        return
+    yield from reader.path(Path(source))
+
+
+class _Reader:
+    """One read of one source: the options, the counters and the format dispatch."""
+
+    def __init__(self, name: str, opts: ReadOptions, stats: ReadStats, chunk_rows: int) -> None:
+        self.name = name
+        self.opts = opts
+        self.stats = stats
+        self.chunk_rows = chunk_rows
+
+    def path(self, path: Path) -> Iterator[Table]:
+        name = self.name
+        if not path.exists():
+            raise DataError("no such file", source=name)
+        if path.is_dir():
+            raise DataError("is a directory, not a data file", source=name)
+        suffixes = [s.lower() for s in path.suffixes[-2:]]
+        if suffixes and suffixes[-1] == ".npy":
+            yield from self.npy(path)
+            return
+        gz = bool(suffixes) and suffixes[-1] == ".gz"
+        ext = suffixes[-2] if gz and len(suffixes) == 2 else (suffixes[-1] if suffixes else "")
+        delimiter = self.opts.delimiter
+        if delimiter is None:
+            if ext not in _DELIMITERS:
+                raise DataError(
+                    "unknown data format; use .csv, .tsv (optionally .gz) or .npy, "
+                    "or name the delimiter with --delimiter",
+                    source=name,
+                )
+            delimiter = _DELIMITERS[ext]
+        with _guard_read(name):
+            raw: IO[bytes] = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
+            with raw:
+                yield from self.csv(raw, delimiter)
+
+    def stream(self, stream: IO[bytes]) -> Iterator[Table]:
+        """Stdin: gzip and NPY are recognised by their magic bytes, anything else is CSV."""
+        with _guard_read(self.name):
+            buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
+            head = buffered.peek(8)[:8]  # type: ignore[union-attr]
+            if head.startswith(_GZIP_MAGIC):
+                inner = gzip.GzipFile(fileobj=buffered, mode="rb")
+                yield from self.stream(inner)
+                return
+            if head.startswith(_NPY_MAGIC):
+                yield from self.npy(io.BytesIO(buffered.read()))
+                return
+            yield from self.csv(buffered, self.opts.delimiter or ",")
+
+    def csv(self, raw: IO[bytes], delimiter: str) -> Iterator[Table]:
+        """CSV rows in chunks: pandas' C parser converts clean chunks, the csv module the rest.
+
+        Lines are read and counted here, so chunks stream and every message can
+        name its line. A chunk without quotes whose lines all have the header's
+        field count goes to ``pandas.read_csv`` (6x numpy.loadtxt); a chunk it
+        cannot convert cleanly (a bad cell, a gap, NaN) is parsed again by the
+        exact path, which finds the bad cell or drops rows under ``allow_nan``.
+        Once a quote appears, the rest of the file goes through the csv module,
+        since a quoted field may span lines.
+        """
+        name = self.name
+        lines = _Lines(raw)
+        head = lines.next_nonblank()
+        if head is None:
+            raise DataError("empty file: no rows", source=name)
+        first_no, first = head
+        first = first.removeprefix(_BOM)
+        if b'"' in first or _pandas() is None or len(delimiter) != 1:
+            reader = csv.reader(_decoded([first], lines), delimiter=delimiter, strict=True)
+            yield from self._exact(reader, first_no - 1, delimiter)
+            return
+        cells = first.decode("utf-8").rstrip("\r\n").split(delimiter)
+        layout = self._layout(cells)
+        pending = [] if layout.header else [first]
+        start = first_no if pending else first_no + 1
+        emitted = False
+        while True:
+            batch = pending + lines.take(self.chunk_rows - len(pending))
+            pending = []
+            if not batch:
+                break
+            numbers = range(start, start + len(batch))
+            start += len(batch)
+            if any(b'"' in line for line in batch):
+                reader = csv.reader(_decoded(batch, lines), delimiter=delimiter, strict=True)
+                for table in self._records(reader, numbers[0] - 1, layout):
+                    emitted = True
+                    yield table
+                break
+            table = self._fast(batch, layout, delimiter)
+            if table is None:
+                kept = [(n, line) for n, line in zip(numbers, batch) if line.strip()]
+                rows = [line.decode("utf-8").rstrip("\r\n").split(delimiter) for _, line in kept]
+                table = self._rows_to_table(rows, [n for n, _ in kept], layout)
+            if table is not None:
+                emitted = True
+                yield table
+        if not emitted:
+            self._nothing_left()
+
+    def _exact(self, reader: Any, offset: int, delimiter: str) -> Iterator[Table]:
+        """The csv module all the way (quoted header, or no pandas)."""
+        first = next((row for row in reader if row), None)
+        if first is None:
+            raise DataError("empty file: no rows", source=self.name)
+        layout = self._layout(first)
+        first_rows = [] if layout.header else [(offset + reader.line_num, first)]
+        emitted = False
+        for table in self._records(reader, offset, layout, first_rows):
+            emitted = True
+            yield table
+        if not emitted:
+            self._nothing_left()
+
+    def _nothing_left(self) -> None:
+        if self.stats.dropped:
+            raise DataError(
+                f"no rows left after dropping {self.stats.dropped} with missing values",
+                source=self.name,
+            )
+        raise DataError("no data rows, only a header", source=self.name)
+
+    def _layout(self, first: list[str]) -> _Layout:
+        """Header or not, and which columns are features and id, from the first record."""
+        header = self.opts.header
+        if header is None:
+            header = not all(_is_number(cell) for cell in first)
+        names = [cell.strip() for cell in first] if header else None
+        width = len(first)
+        features, id_index = _select_columns(self.opts, names, width, self.name)
+        columns = [names[i] for i in features] if names is not None else None
+        id_name = None
+        if id_index is not None:
+            id_name = names[id_index] if names is not None else f"col{id_index}"
+        return _Layout(header, width, features, id_index, columns, id_name)
+
+    def _records(
+        self,
+        reader: Any,
+        offset: int,
+        layout: _Layout,
+        first_rows: list[tuple[int, list[str]]] | None = None,
+    ) -> Iterator[Table]:
+        """Chunks from csv-module records; line numbers are ``offset + reader.line_num``."""
+        rows: list[list[str]] = [row for _, row in first_rows or []]
+        numbers: list[int] = [n for n, _ in first_rows or []]
+        for row in reader:
+            if not row:
+                continue
+            rows.append(row)
+            numbers.append(offset + reader.line_num)
+            if len(rows) >= self.chunk_rows:
+                table = self._rows_to_table(rows, numbers, layout)
+                if table is not None:
+                    yield table
+                rows, numbers = [], []
+        if rows:
+            table = self._rows_to_table(rows, numbers, layout)
+            if table is not None:
+                yield table
+
+    def _rows_to_table(
+        self, rows: list[list[str]], numbers: list[int], layout: _Layout
+    ) -> Table | None:
+        """The exact path: field counts, then cell by cell where numpy cannot convert."""
+        width = layout.width
+        kept_rows, kept_numbers = [], []
+        for row, number in zip(rows, numbers):
+            if len(row) != width:
+                raise DataError(
+                    f"expected {width} fields, found {len(row)}", source=self.name, line=number
+                )
+            kept_rows.append(row)
+            kept_numbers.append(number)
+        if not kept_rows:
+            return None
+        pick = _picker(layout.features, width)
+        ids = [row[layout.id_index] for row in kept_rows] if layout.id_index is not None else None
+        values = [pick(row) for row in kept_rows] if pick else kept_rows
+        return self._chunk(
+            values, kept_numbers, ids, layout.columns, layout.features, layout.id_name
+        )
+
+    def _fast(self, batch: list[bytes], layout: _Layout, delimiter: str) -> Table | None:
+        """pandas' C parser for a clean chunk; None sends the chunk to the exact path.
+
+        Clean means: no blank line and every line has the header's field count,
+        checked with numpy over the chunk's bytes rather than line by line.
+        """
+        pandas = _pandas()
+        blob = b"".join(batch)
+        if not blob.endswith(b"\n"):
+            blob += b"\n"
+        data = np.frombuffer(blob, dtype=np.uint8)
+        ends = np.flatnonzero(data == ord("\n"))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        length = ends - starts
+        blank = (length == 0) | ((length == 1) & (data[starts] == ord("\r")))
+        if len(ends) != len(batch) or blank.any():
+            return None  # a blank line: the exact path skips it
+        fields = np.add.reduceat((data == ord(delimiter)).astype(np.int32), starts)
+        if (fields != layout.width - 1).any():
+            return None
+        lines = batch
+        features, id_index = layout.features, layout.id_index
+        usecols = features if id_index is None else [*features, id_index]
+        dtype: dict[int, Any] = {i: np.float32 for i in features}
+        if id_index is not None:
+            dtype[id_index] = str
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # overflow is reported by the exact path
+                frame = pandas.read_csv(
+                    io.BytesIO(blob),
+                    header=None,
+                    sep=delimiter,
+                    usecols=usecols,
+                    dtype=dtype,
+                    na_filter=False,
+                    engine="c",
+                    encoding="utf-8",
+                )
+                values = frame[features].to_numpy(np.float32)
+        except Exception:  # any doubt: the exact path will say precisely what is wrong
+            return None
+        if values.shape != (len(lines), len(features)) or not np.isfinite(values).all():
+            return None
+        ids = frame[id_index].tolist() if id_index is not None else None
+        return Table(values, layout.columns, (len(features),), ids, layout.id_name)
+
+    def _chunk(
+        self,
+        rows: list[list[str]],
+        lines: list[int],
+        ids: list[str] | None,
+        columns: list[str] | None,
+        features: list[int],
+        id_name: str | None,
+    ) -> Table | None:
+        values, keep = _to_floats(rows, lines, self.name, columns, features, self.opts.allow_nan)
+        if keep is not None:
+            self.stats.dropped += int((~keep).sum())
+            if ids is not None:
+                ids = [i for i, k in zip(ids, keep.tolist()) if k]
+            if not len(values):
+                return None
+        return Table(values, columns, (len(features),), ids, id_name)
+
+    def npy(self, source: Path | IO[bytes]) -> Iterator[Table]:
+        yield from _iter_npy(source, self.name, self.chunk_rows, self.opts, self.stats)
+
+
+_BOM = "\ufeff".encode()
+
+
+@dataclass
+class _Layout:
+    """What the first record decided: header, width, feature and id columns."""
+
+    header: bool
+    width: int
+    features: list[int]
+    id_index: int | None
+    columns: list[str] | None
+    id_name: str | None
+
+
+class _Lines:
+    """Binary lines with their 1-based numbers, read lazily from a stream."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.number = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.raw:
+            self.number += 1
+            yield line
+
+    def next_nonblank(self) -> tuple[int, bytes] | None:
+        for line in self:
+            if line.strip():
+                return self.number, line
+        return None
+
+    def take(self, count: int) -> list[bytes]:
+        """Up to ``count`` lines; the first has number ``self.number + 1`` before the call."""
+        batch = list(itertools.islice(self.raw, count))
+        self.number += len(batch)
+        return batch
+
+
+def _decoded(head: list[bytes], rest: Iterable[bytes]) -> Iterator[str]:
+    """Text lines for the csv module (line ends kept, as newline='' would)."""
+    for line in head:
+        yield line.decode("utf-8")
+    for line in rest:
+        yield line.decode("utf-8")
+
+
+class _guard_read:
+    """Turn low-level read failures into DataErrors that name the source."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, DataError | GeneratorExit):
+            return False
+        if isinstance(exc, EOFError):
+            raise DataError("compressed data ends early (truncated .gz?)", source=self.name)
+        if isinstance(exc, gzip.BadGzipFile):
+            raise DataError(f"not valid gzip data ({exc})", source=self.name)
+        if isinstance(exc, UnicodeDecodeError):
+            raise DataError("not UTF-8 text", source=self.name)
+        if isinstance(exc, csv.Error):
+            raise DataError(f"malformed CSV ({exc})", source=self.name)
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise DataError(exc.strerror or str(exc), source=self.name)
+        return False

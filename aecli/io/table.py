@@ -1,0 +1,63 @@
+"""The table value and reading options: what every reader and writer shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STDIO = "-"
+CHUNK_ROWS = 16384
+_GZIP_MAGIC = b"\x1f\x8b"
+_NPY_MAGIC = b"\x93NUMPY"
+_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": ","}
+
+
+@dataclass
+class Table:
+    """Rows of float32 features, with names when the source had a header.
+
+    ``row_shape`` is the shape of one row before flattening (``(8, 8)`` for an
+    N x 8 x 8 ``.npy``; ``(d,)`` for a table), so outputs can take it again.
+    """
+
+    values: np.ndarray
+    columns: list[str] | None
+    row_shape: tuple[int, ...]
+    ids: list[str] | None = None
+    id_name: str | None = None
+
+    @property
+    def n_features(self) -> int:
+        return int(self.values.shape[1])
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a table: header, delimiter, which columns, what to do with gaps.
+
+    ``columns`` names the feature columns (names, or 0-based indices as text);
+    ``model_columns`` are a trained model's column names, picked by name from a
+    file with a header when ``columns`` is not given; ``id_column`` is carried
+    through as text; ``allow_nan`` drops rows with NaN, inf or missing cells
+    instead of failing.
+    """
+
+    header: bool | None = None
+    delimiter: str | None = None
+    columns: tuple[str, ...] | None = None
+    id_column: str | None = None
+    allow_nan: bool = False
+    model_columns: tuple[str, ...] | None = None
+
+
+@dataclass
+class ReadStats:
+    """What a reader did besides yielding rows: rows dropped under ``allow_nan``."""
+
+    dropped: int = 0
+
+
+def describe(source: str) -> str:
+    """The name a message uses for a source."""
+    return "<stdin>" if source == STDIO else source

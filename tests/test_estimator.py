@@ -120,7 +120,7 @@ def test_defaults_are_the_clis() -> None:
     """One place for defaults: the estimator's are the config dataclasses' and the CLI's."""
     import inspect
 
-    from aecli.cli import train
+    from aecli.cli.training import train
 
     cli = {
         name: p.default

@@ -1,0 +1,113 @@
+"""The ``aecli`` command line: parse flags, call the core, report on stderr.
+
+Only this package prints. Data goes to stdout; progress, summaries and errors
+go to stderr. torch, numpy and safetensors are imported inside the commands
+that need them so that ``aecli --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from aecli.cli import reports, rows, training
+from aecli.cli.app import _one_line, _say, app
+from aecli.errors import AecliError
+
+__all__ = ["app", "main"]
+
+# Every command, in the order --help and docs/cli.md list them.
+COMMANDS = [
+    training.train,
+    rows.encode,
+    rows.reconstruct,
+    rows.sample,
+    rows.features,
+    rows.interpolate,
+    reports.evaluate,
+    reports.score,
+    reports.info,
+    reports.export,
+    reports.example,
+    reports.curves,
+]
+for _command in COMMANDS:
+    app.command()(_command)
+
+
+def _click_classes() -> tuple[type[BaseException], type[BaseException]]:
+    """Click's exception classes, wherever this typer version keeps click."""
+    mro = typer.BadParameter.__mro__
+    by_name = {cls.__name__: cls for cls in mro}
+    return by_name["ClickException"], by_name["UsageError"]
+
+
+# OpenMP threads that wait by spinning collapse when another program holds a
+# core (measured 4x, up to 9x with long spins: benchmarks/threads_load.py). A
+# short spin before sleeping keeps most of the idle-machine speed and bounds the
+# slowdown. Set before torch loads its OpenMP runtime; a user's own choice wins.
+OPENMP_DEFAULTS = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
+
+
+def _openmp_defaults() -> None:
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    for name, value in OPENMP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; expected failures become one line on stderr and an exit code."""
+    _openmp_defaults()
+    if not os.environ.get("AECLI_DEBUG"):
+        # Libraries' warnings (file, line, source) are noise on a user's terminal;
+        # aecli says what matters itself. AECLI_DEBUG=1 shows them.
+        import warnings
+
+        warnings.simplefilter("ignore")
+    click_exception, click_usage_error = _click_classes()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="aecli", standalone_mode=False)
+        sys.stdout.flush()
+    except AecliError as exc:
+        _say(f"aecli: error: {_one_line(str(exc))}")
+        return exc.exit_code
+    except click_usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            return 0
+        where = ctx.command_path if ctx is not None else "aecli"
+        _say(f"{where}: error: {exc.format_message()} (see '{where} --help')")  # type: ignore[attr-defined]
+        return 2
+    except click_exception as exc:
+        _say(f"aecli: error: {exc.format_message()}")  # type: ignore[attr-defined]
+        return exc.exit_code  # type: ignore[attr-defined]
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        _say("aecli: interrupted")
+        return 130
+    except OSError as exc:
+        # A full disk, a permission problem: say which file, in one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"aecli: error: {where}{exc.strerror or exc}")
+        return 1
+    except Exception as exc:
+        # A bug in aecli. Users get one line and a way to see more; never locals.
+        if os.environ.get("AECLI_DEBUG"):
+            raise
+        _say(
+            f"aecli: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            "(a bug; AECLI_DEBUG=1 shows the traceback)"
+        )
+        return 70
+    return result if isinstance(result, int) else 0

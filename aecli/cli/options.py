@@ -1,0 +1,151 @@
+"""Options shared by several commands, and how they become reading options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aecli.cli.app import _say
+from aecli.errors import UsageError
+
+if TYPE_CHECKING:
+    pass
+
+
+# -- shared options ------------------------------------------------------------
+DataArg = Annotated[
+    str,
+    typer.Argument(
+        help="A .csv, .tsv (optionally .gz) or .npy file, or - for stdin.", metavar="DATA"
+    ),
+]
+ModelArg = Annotated[
+    str, typer.Argument(help="A model file written by 'aecli train'.", metavar="MODEL")
+]
+OutputOpt = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="Output file; the format follows the extension (.csv, .tsv, "
+        ".csv.gz, .npy). - or nothing writes CSV to stdout.",
+    ),
+]
+HeaderOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--header/--no-header",
+        help="Whether the first CSV row holds names. Default: it does if it is not all numbers.",
+        show_default=False,
+    ),
+]
+DelimiterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="CSV field delimiter. Default: from the extension (, or tab).", show_default=False
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="COLS",
+        help="Feature columns, by header name or 0-based index: a,b,c or 0,3,4. Default: all "
+        "but the --id-column (for a trained model: its own columns, picked by name).",
+        show_default=False,
+    ),
+]
+IdColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="A column (name or index) carried through as text to every output row, "
+        "not used as a feature.",
+        show_default=False,
+    ),
+]
+AllowNanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-nan",
+        help="Drop rows holding NaN, inf or missing cells (empty, NA, null) instead of "
+        "failing; the count goes to stderr.",
+    ),
+]
+
+
+GridOutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="Output file (.csv, .tsv, .csv.gz, .npy) or - for stdout. Default: stdout, "
+        "or nothing with --grid.",
+        show_default=False,
+    ),
+]
+GridOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PNG",
+        help="Also draw the rows as an image grid into this .png (needs aecli[plot]).",
+        show_default=False,
+    ),
+]
+ImageShapeOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="HxW",
+        help="Height x width of one image, e.g. 8x8. Default: the .npy rows' own shape.",
+        show_default=False,
+    ),
+]
+
+
+def _read_options(
+    header: bool | None,
+    delimiter: str | None,
+    columns: str | None,
+    id_column: str | None,
+    allow_nan: bool,
+    model_columns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The reader's keyword options from the shared flags."""
+    delimiter = _delimiter(delimiter)
+    names = None
+    if columns is not None:
+        names = tuple(c.strip() for c in columns.split(","))
+        if not all(names):
+            raise UsageError(f"empty column name in {columns!r}", flag="--columns")
+    return {
+        "header": header,
+        "delimiter": delimiter,
+        "columns": names,
+        "id_column": id_column,
+        "allow_nan": allow_nan,
+        "model_columns": tuple(model_columns) if model_columns else None,
+    }
+
+
+_DELIMITER_ESCAPES = {"\\t": "\t", "tab": "\t"}
+
+
+def _delimiter(text: str | None) -> str | None:
+    """One character; a typed ``\\t`` (or ``tab``) means a tab, as in a shell (F13)."""
+    if text is None:
+        return None
+    text = _DELIMITER_ESCAPES.get(text, text)
+    if len(text) != 1 or text in '\r\n"':
+        raise UsageError(
+            f"must be one character (or \\t for a tab), got {text!r}", flag="--delimiter"
+        )
+    return text
+
+
+def _report_dropped(dropped: int, source: str, quiet: bool = False) -> None:
+    if dropped and not quiet:
+        _say(f"aecli: dropped {dropped} rows of {source} with NaN, inf or missing cells")

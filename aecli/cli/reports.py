@@ -1,0 +1,332 @@
+"""Commands that measure and describe: evaluate, score, info, export, example, curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aecli.cli.app import _say
+from aecli.cli.options import (
+    AllowNanOpt,
+    ColumnsOpt,
+    DataArg,
+    DelimiterOpt,
+    HeaderOpt,
+    IdColumnOpt,
+    ModelArg,
+    OutputOpt,
+)
+from aecli.cli.rows import _model_input
+from aecli.cli.training import _check_model_output
+from aecli.config import (
+    ModelConfig,
+)
+from aecli.errors import UsageError
+
+if TYPE_CHECKING:
+    pass
+
+
+def evaluate(
+    model: ModelArg,
+    data: DataArg,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (keys: docs/evaluate.md).")
+    ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure a baseline on DATA: pca (same code size, fitted on the "
+            "training rows at train time).",
+            show_default=False,
+        ),
+    ] = None,
+    columns: ColumnsOpt = None,
+    allow_nan: AllowNanOpt = False,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Measure reconstruction on DATA: mse in original units, bce, a VAE's ELBO, sparsity."""
+    from aecli import modelfile
+    from aecli.diagnostics import Evaluator
+
+    if baseline not in (None, "pca"):
+        raise UsageError(
+            f"unknown baseline {baseline!r}; the one baseline is pca", flag="--baseline"
+        )
+    fitted = modelfile.load(model)
+    if baseline == "pca" and fitted.pca is None:
+        raise UsageError(
+            "this model file has no PCA baseline (it was written by an older aecli or has "
+            "more than 4096 inputs)",
+            flag="--baseline",
+        )
+    evaluator = Evaluator(fitted, baseline_pca=baseline == "pca")
+    with _model_input(fitted, data, (header, delimiter, columns, None, allow_nan)) as (_, chunks):
+        for chunk in chunks:
+            evaluator.update(chunk.values)
+    report = evaluator.result()
+    if as_json:
+        typer.echo(json.dumps(report, sort_keys=True))
+        return
+    typer.echo(_evaluate_text(report))
+
+
+def _evaluate_text(report: dict[str, Any]) -> str:
+    lines = [f"rows               {report['rows']} ({report['kind']} model)"]
+    lines.append(f"mse                {report['mse']:.6g}  (per value, original units)")
+    lines.append(f"mse (scaled)       {report['mse_scaled']:.6g}")
+    rows = report["row_mse"]
+    lines.append(
+        "row mse            "
+        + ", ".join(f"{k} {rows[k]:.4g}" for k in ("mean", "median", "p90", "p99", "max"))
+    )
+    if "bce" in report:
+        lines.append(f"bce                {report['bce']:.6g}  (nats per value)")
+    if "neg_elbo" in report:
+        lines.append(
+            f"neg ELBO           {report['neg_elbo']:.6g}  (nats per row; KL {report['kl']:.4g})"
+        )
+    if "mean_activation" in report:
+        lines.append(
+            f"mean activation    {report['mean_activation']:.4g}  (target "
+            f"{report['sparsity_target']:g}; {report['units_near_target']:.0%} of units near it)"
+        )
+    if "pca_mse" in report:
+        lines.append(
+            f"PCA mse            {report['pca_mse']:.6g}  (model/PCA {report['mse_vs_pca']:.3f})"
+        )
+    return "\n".join(lines)
+
+
+def score(
+    model: ModelArg,
+    data: DataArg,
+    output: OutputOpt = "-",
+    per_feature: Annotated[
+        bool, typer.Option("--per-feature", help="Also write each column's squared error.")
+    ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Add a 0/1 'anomaly' column: score above T.", show_default=False),
+    ] = None,
+    contamination: Annotated[
+        float | None,
+        typer.Option(
+            help="Add a 0/1 'anomaly' column flagging scores above the (1-q) percentile of "
+            "the training rows' scores.",
+            show_default=False,
+        ),
+    ] = None,
+    elbo: Annotated[
+        bool,
+        typer.Option(
+            "--elbo", help="VAEs: score by the negative ELBO (at the posterior mean) instead."
+        ),
+    ] = False,
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Write one anomaly score per row of DATA, in order (higher = more unusual).
+
+    The score adds how far the row's reconstruction residual is from the
+    training rows' residuals and how far its code is from their codes (squared
+    Mahalanobis distances, in the model's scaled units), each divided by its
+    median over the training rows (about 2 for a typical row).
+    """
+    from aecli import modelfile
+    from aecli.diagnostics import row_terms, threshold_for
+    from aecli.io import TableWriter
+
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"must be a finite number, got {threshold}", flag="--threshold")  # F26
+    if threshold is not None and contamination is not None:
+        raise UsageError("give --threshold or --contamination, not both", flag="--contamination")
+    if contamination is not None and not 0.0 < contamination < 1.0:
+        raise UsageError(f"must be between 0 and 1, got {contamination}", flag="--contamination")
+    fitted = modelfile.load(model)
+    key = "score" if "score" in fitted.score_quantiles else "error"
+    if elbo:
+        if fitted.config.kind != "vae":
+            raise UsageError(
+                f"needs a vae, this model is of kind {fitted.config.kind!r}", flag="--elbo"
+            )
+        key = "neg_elbo"
+    if contamination is not None:
+        if key not in fitted.score_quantiles:
+            raise UsageError(
+                "this model file has no training-score percentiles (written by an older aecli); "
+                "use --threshold",
+                flag="--contamination",
+            )
+        threshold = threshold_for(fitted.score_quantiles[key], contamination)
+    names = ["score"] + (list(fitted.column_names) if per_feature else [])
+    if threshold is not None:
+        names.append("anomaly")
+    field = "neg_elbo_at_mean" if elbo else "score"
+    import numpy as np
+
+    options = (header, delimiter, columns, id_column, allow_nan)
+    with (
+        _model_input(fitted, data, options) as (first, chunks),
+        TableWriter(
+            output, names, (len(names),), protect=[data, model], id_name=first.id_name
+        ) as writer,
+    ):
+        for chunk in chunks:
+            terms = row_terms(fitted, chunk.values, per_feature=per_feature)
+            parts = [terms[field][:, None]]
+            if per_feature:
+                parts.append(terms["per_feature"])
+            if threshold is not None:
+                parts.append((terms[field] > threshold)[:, None].astype(np.float32))
+            writer.write(np.hstack(parts), chunk.ids)
+
+
+# -- info / example -----------------------------------------------------------------
+def info(
+    model: ModelArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a model file's kind, architecture, training summary and columns."""
+    from aecli.modelfile import read_metadata
+
+    meta = read_metadata(model)
+    config = ModelConfig.from_dict(meta["aecli.model"])
+    report = {
+        "file": model,
+        "format": meta["format"],
+        "aecli_version": meta.get("aecli.version"),
+        "kind": config.kind,
+        "architecture": config.architecture(),
+        "model": meta["aecli.model"],
+        "training": meta["aecli.train"],
+        "summary": meta.get("aecli.summary", {}),
+        "data": meta["aecli.data"],
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    typer.echo(_info_text(report, config))
+
+
+def export(
+    model: ModelArg,
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", metavar="PATH", help="The .onnx file to write."),
+    ],
+    part: Annotated[
+        str,
+        typer.Option(
+            "--part",
+            metavar="PART",
+            help="encode (codes), reconstruct (rows in original units), score (score and "
+            "per-feature errors) or sample (a vae's rows from given noise).",
+        ),
+    ] = "encode",
+) -> None:
+    """Write one part of a model as an ONNX graph, its scaling inside, for serving without torch.
+
+    The graph takes float32 rows in the original units, any number at a time,
+    and gives what the matching aecli command gives. Needs the onnx extra.
+    """
+    from aecli import export as onnx_export
+    from aecli import modelfile
+    from aecli.io import write_bytes_atomic
+
+    onnx_export.check_available()
+    if part not in onnx_export.PARTS:
+        raise UsageError(
+            f"must be one of {', '.join(onnx_export.PARTS)}, got {part!r}", flag="--part"
+        )
+    _check_model_output(output, model)
+    fitted = modelfile.load(model)
+    onnx_export.check_part(fitted, part)
+    data = onnx_export.to_onnx(fitted, part)
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_bytes_atomic(output, data, protect=[model], flag="-o")
+    _say(
+        f"exported {part} of {model} to {'stdout' if output == '-' else output} (ONNX opset "
+        f"{onnx_export.OPSET})"
+    )
+
+
+def _info_text(report: dict[str, Any], config: Any) -> str:
+    summary, data, train = report["summary"], report["data"], report["training"]
+    final = summary.get("final", {})
+    lines = [
+        f"file          {report['file']} (aecli format {report['format']}, "
+        f"written by aecli {report['aecli_version']})",
+        f"kind          {config.kind}" + (" (tied weights)" if config.tied else ""),
+        f"architecture  {config.architecture()} ({config.activation} hidden layers)",
+        f"loss          {config.loss}" + _extras(config),
+        f"scaling       {data.get('scale')}"
+        + (f" (auto: {data['scale_reason']})" if data.get("scale_reason") else ""),
+        f"trained on    {summary.get('rows', '?')} rows, {summary.get('val_rows', 0)} held out, "
+        f"{summary.get('epochs', '?')} epochs, batch {train['batch_size']}, lr {train['lr']:g}, "
+        f"seed {train['seed']}, {summary.get('device', '?')}",
+        "final loss    " + ", ".join(f"{k} {v:.5g}" for k, v in final.items()),
+    ]
+    if summary.get("val_loss") is not None:
+        lines.append(f"val loss      {summary['val_loss']:.5g}")
+    columns = data.get("columns")
+    shape = "x".join(str(s) for s in data.get("row_shape") or [])
+    named = ", ".join(columns) if columns else "(no header: x0..)"
+    lines.append(f"columns       {config.n_inputs} (row shape {shape}): {named}")
+    return "\n".join(lines)
+
+
+def _extras(config: Any) -> str:
+    parts = []
+    if config.noise != "none":
+        amount = (
+            f"std {config.noise_std:g}" if config.noise == "gaussian" else f"{config.dropout:g}"
+        )
+        parts.append(f"{config.noise} noise {amount}")
+    if config.kind == "sparse":
+        parts.append(
+            f"sparsity target {config.sparsity_target:g} weight {config.sparsity_weight:g}"
+        )
+    if config.kind == "vae":
+        parts.append(f"beta {config.beta:g}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def example(
+    name: Annotated[str, typer.Argument(help="Dataset name: digits.")] = "digits",
+    output: OutputOpt = "-",
+) -> None:
+    """Write a dataset that ships with aecli (so everything works offline)."""
+    from aecli import datasets
+    from aecli.io import TableWriter
+
+    table = datasets.load(name)
+    columns = table.columns or [f"x{i}" for i in range(table.n_features)]
+    with TableWriter(output, columns, table.row_shape) as writer:
+        writer.write(table.values)
+
+
+def curves(
+    log: Annotated[str, typer.Argument(help="A log written by 'aecli train --log'.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The .png to draw into.")],
+) -> None:
+    """Draw training curves (loss terms and validation loss per epoch) from a --log file."""
+    from aecli import pictures
+    from aecli.trainlog import read_log
+
+    pictures.check_target(output, "-o")
+    pictures.save_curves(output, read_log(log), protect=[log])
+
+
+# -- entry point -------------------------------------------------------------------

@@ -1,0 +1,270 @@
+"""Commands that turn rows into rows: encode, reconstruct, sample, features, interpolate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aecli.cli.options import (
+    AllowNanOpt,
+    ColumnsOpt,
+    DataArg,
+    DelimiterOpt,
+    GridOpt,
+    GridOutputOpt,
+    HeaderOpt,
+    IdColumnOpt,
+    ImageShapeOpt,
+    ModelArg,
+    OutputOpt,
+    _read_options,
+    _report_dropped,
+)
+from aecli.errors import UsageError
+
+if TYPE_CHECKING:
+    from aecli.fitted import FittedModel
+
+
+def encode(
+    model: ModelArg,
+    data: DataArg,
+    output: OutputOpt = "-",
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Write the codes of DATA's rows (a VAE gives the posterior mean), columns z0, z1, ..."""
+    options = (header, delimiter, columns, id_column, allow_nan)
+    _transform(model, data, output, options, codes=True)
+
+
+def reconstruct(
+    model: ModelArg,
+    data: DataArg,
+    output: GridOutputOpt = None,
+    grid: GridOpt = None,
+    image_shape: ImageShapeOpt = None,
+    show: Annotated[int, typer.Option(help="Rows drawn by --grid.", min=1)] = 20,
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Write DATA's rows passed through the autoencoder, in the original units.
+
+    With --grid, the first --show rows are drawn above their reconstructions.
+    """
+    options = (header, delimiter, columns, id_column, allow_nan)
+    if grid is None:
+        _transform(model, data, output or "-", options, codes=False)
+        return
+    from aecli import pictures
+
+    pictures.check_target(grid, "--grid")
+
+    def draw(fitted: FittedModel, first: Any) -> None:
+        height, width = pictures.image_shape(first.row_shape, fitted.config.n_inputs, image_shape)
+        rows = first.values[:show]
+        shape = (-1, height, width)
+        recon = fitted.reconstruct(rows).reshape(shape)
+        pictures.save_grid(grid, pictures.pairs(rows.reshape(shape), recon), 10,
+                           protect=[data, model])  # fmt: skip
+
+    # The rows too only when -o is given; DATA is read once either way (it may be stdin).
+    _transform(model, data, output, options, codes=False, on_first=draw)
+
+
+def _transform(
+    model_path: str,
+    data: str,
+    output: str | None,
+    options: tuple[Any, ...],
+    *,
+    codes: bool,
+    on_first: Callable[[FittedModel, Any], None] | None = None,
+) -> None:
+    """Stream DATA through the model chunk by chunk, keeping row order.
+
+    ``on_first`` sees the first chunk before anything is written (pictures);
+    ``output`` None writes no rows.
+    """
+    from aecli import modelfile
+    from aecli.io import TableWriter
+
+    fitted = modelfile.load(model_path)
+    with _model_input(fitted, data, options) as (first, chunks):
+        if on_first is not None:
+            on_first(fitted, first)
+        if output is None:
+            return
+        if codes:
+            columns, row_shape = fitted.code_names, (fitted.config.latent,)
+        else:
+            columns, row_shape = fitted.column_names, _row_shape(fitted, first.row_shape)
+        apply = fitted.encode if codes else fitted.reconstruct
+        protect = [data, model_path]
+        with TableWriter(
+            output, columns, row_shape, protect=protect, id_name=first.id_name
+        ) as writer:
+            for chunk in chunks:
+                writer.write(apply(chunk.values), chunk.ids)
+
+
+class _model_input:
+    """Open DATA for a trained model: check its first chunk, report dropped rows at the end.
+
+    Yields the first chunk (for names and shapes) and an iterator over all
+    chunks, the first included.
+    """
+
+    def __init__(self, fitted: FittedModel, data: str, options: tuple[Any, ...]) -> None:
+        self.fitted, self.data, self.options = fitted, data, options
+
+    def __enter__(self) -> tuple[Any, Any]:
+        import itertools
+
+        from aecli.io import ReadStats, describe, iter_table
+
+        self.stats = ReadStats()
+        reading = _read_options(*self.options, model_columns=self.fitted.columns)
+        chunks = iter_table(self.data, stats=self.stats, **reading)
+        first = next(chunks)
+        self.fitted.check_input(first, describe(self.data))
+        return first, itertools.chain([first], chunks)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        from aecli.io import describe
+
+        if exc is None:
+            _report_dropped(self.stats.dropped, describe(self.data))
+
+
+def _row_shape(fitted: FittedModel, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Outputs keep the input's row shape when it has the model's width."""
+
+    if math.prod(input_shape) == fitted.config.n_inputs:
+        return input_shape
+    return fitted.row_shape
+
+
+def sample(
+    model: ModelArg,
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of rows to draw.", min=1)] = 10,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Random seed; default: different every run.", show_default=False),
+    ] = None,
+    output: GridOutputOpt = None,
+    grid: GridOpt = None,
+    image_shape: ImageShapeOpt = None,
+) -> None:
+    """Draw new rows from a VAE: decode z ~ N(0, I) into the original units."""
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UsageError(f"must be in [0, 2^63), got {seed}", flag="--seed")  # F15
+    from aecli import modelfile
+    from aecli.io import TableWriter
+
+    shape = None
+    if grid is not None:
+        from aecli import pictures
+
+        pictures.check_target(grid, "--grid")
+    fitted = modelfile.load(model)
+    if grid is not None:
+        shape = pictures.image_shape(fitted.row_shape, fitted.config.n_inputs, image_shape)
+    rows = fitted.sample(n, seed)
+    if grid is None or output is not None:
+        target = output or "-"
+        with TableWriter(target, fitted.column_names, fitted.row_shape, protect=[model]) as writer:
+            writer.write(rows)
+    if shape is not None:
+        pictures.save_grid(grid, rows.reshape(-1, *shape), 10, protect=[model])  # type: ignore[arg-type]
+
+
+def features(
+    model: ModelArg,
+    grid: Annotated[str, typer.Option(help="The .png to draw into (needs aecli[plot]).")],
+    image_shape: ImageShapeOpt = None,
+    show: Annotated[int, typer.Option(help="How many units to draw.", min=1)] = 64,
+) -> None:
+    """Draw the first layer's weights, one image per unit: the patterns it responds to."""
+    from aecli import modelfile, pictures
+
+    pictures.check_target(grid, "--grid")
+    fitted = modelfile.load(model)
+    height, width = pictures.image_shape(fitted.row_shape, fitted.config.n_inputs, image_shape)
+    weights = fitted.first_layer_weights()[:show]
+    columns = min(len(weights), max(8, int(len(weights) ** 0.5)))
+    pictures.save_grid(
+        grid, weights.reshape(-1, height, width), columns, diverging=True, protect=[model]
+    )
+
+
+def interpolate(
+    model: ModelArg,
+    data: DataArg,
+    rows: Annotated[
+        str, typer.Option(help="Two 0-based row numbers of DATA to go between, e.g. 0,7.")
+    ] = "0,1",
+    steps: Annotated[int, typer.Option(help="Points from the first row to the second.", min=2)] = 8,
+    output: GridOutputOpt = None,
+    grid: GridOpt = None,
+    image_shape: ImageShapeOpt = None,
+    columns: ColumnsOpt = None,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+) -> None:
+    """Decode evenly spaced points on the line between two rows' codes (a latent walk)."""
+    import numpy as np
+
+    from aecli import modelfile
+    from aecli.io import TableWriter, describe
+
+    try:
+        first_row, second_row = (int(r) for r in rows.split(","))
+    except ValueError:
+        raise UsageError(
+            f"expected two row numbers such as 0,7, got {rows!r}", flag="--rows"
+        ) from None
+    if grid is not None:
+        from aecli import pictures
+
+        pictures.check_target(grid, "--grid")
+    fitted = modelfile.load(model)
+    wanted = {first_row, second_row}
+    found: dict[int, np.ndarray] = {}
+    seen = 0
+    shape: tuple[int, ...] = fitted.row_shape
+    with _model_input(fitted, data, (header, delimiter, columns, None, False)) as (first, chunks):
+        shape = first.row_shape
+        for chunk in chunks:
+            for index in wanted:
+                if seen <= index < seen + len(chunk.values):
+                    found[index] = chunk.values[index - seen]
+            seen += len(chunk.values)
+            if len(found) == len(wanted):
+                break
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise UsageError(
+            f"{describe(data)} has {seen} rows; there is no row {missing[0]}", flag="--rows"
+        )
+    path = fitted.interpolate(found[first_row], found[second_row], steps)
+    if grid is None or output is not None:
+        with TableWriter(
+            output or "-", fitted.column_names, _row_shape(fitted, shape), protect=[data, model]
+        ) as writer:
+            writer.write(path)
+    if grid is not None:
+        height, width = pictures.image_shape(shape, fitted.config.n_inputs, image_shape)
+        pictures.save_grid(grid, path.reshape(-1, height, width), steps, protect=[data, model])
+
+
+# -- evaluate / score --------------------------------------------------------------

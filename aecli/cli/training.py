@@ -1,0 +1,474 @@
+"""``aecli train``: flags to configs, the run with its progress and log, the file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aecli.cli.app import _say
+from aecli.cli.options import (
+    AllowNanOpt,
+    ColumnsOpt,
+    DataArg,
+    DelimiterOpt,
+    HeaderOpt,
+    IdColumnOpt,
+    QuietOpt,
+    _read_options,
+    _report_dropped,
+)
+from aecli.config import (
+    Activation,
+    Kind,
+    Loss,
+    ModelConfig,
+    Noise,
+    Precision,
+    Scale,
+    TrainConfig,
+)
+from aecli.errors import TrainingError, UsageError
+
+if TYPE_CHECKING:
+    from aecli.fitted import FittedModel
+    from aecli.train import EpochStats
+
+# Defaults are written once, in the config dataclasses; flags and aecli.Autoencoder read them.
+_M, _T = ModelConfig(), TrainConfig()
+
+
+def train(
+    data: DataArg,
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", help="Model file to write (.safetensors), or - for stdout."),
+    ],
+    kind: Annotated[Kind, typer.Option(help="Autoencoder variant.")] = Kind.basic,
+    hidden: Annotated[
+        str,
+        typer.Option(
+            help="Encoder hidden sizes, e.g. 300,150; 'none' for no hidden layer; "
+            "'auto' = one layer of min(256, max(4*latent, inputs/2))."
+        ),
+    ] = "auto",
+    latent: Annotated[
+        int | None,
+        typer.Option(
+            help="Coding size. Default: inputs/4, between 1 and 32.", show_default=False, min=1
+        ),
+    ] = None,
+    tied: Annotated[
+        bool, typer.Option(help="Tie decoder weights to the encoder's, transposed.")
+    ] = _M.tied,
+    activation: Annotated[Activation, typer.Option(help="Hidden-layer activation.")] = Activation(
+        _M.activation
+    ),
+    loss: Annotated[
+        Loss, typer.Option(help="Reconstruction loss; auto = bce for vae, mse otherwise.")
+    ] = Loss.auto,
+    noise: Annotated[
+        Noise,
+        typer.Option(help="Input noise while training; auto = gaussian for denoise, else none."),
+    ] = Noise.auto,
+    noise_std: Annotated[
+        float, typer.Option(help="Gaussian noise sigma, in scaled units.")
+    ] = _M.noise_std,
+    dropout: Annotated[
+        float, typer.Option(help="Fraction of inputs zeroed by --noise dropout.")
+    ] = _M.dropout,
+    sparsity_target: Annotated[
+        float, typer.Option(help="Target mean activation p (sparse).")
+    ] = _M.sparsity_target,
+    sparsity_weight: Annotated[
+        float, typer.Option(help="Weight of sum KL(p||q) (sparse).")
+    ] = _M.sparsity_weight,
+    beta: Annotated[float, typer.Option(help="Weight of the latent loss (vae).")] = _M.beta,
+    scale: Annotated[
+        Scale,
+        typer.Option(
+            help="Scaling fitted on DATA; auto: [0, 1] data kept, images one range, "
+            "tables robust (median, IQR, clipped at 5); 'aecli info' says which."
+        ),
+    ] = Scale(_T.scale),
+    epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = _T.epochs,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = _T.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _T.lr,
+    weight_decay: Annotated[
+        float, typer.Option(help="L2 penalty (Adam weight decay).")
+    ] = _T.weight_decay,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of rows held out; their loss is shown each epoch.")
+    ] = _T.val_fraction,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same file.")
+    ] = _T.seed,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _T.device,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="bf16: forward pass in bfloat16 (autocast) with float32 weights, on CPUs "
+            "with AVX512-BF16/AMX and CUDA GPUs; see benchmarks/precision.py."
+        ),
+    ] = Precision(_T.precision),
+    threads: Annotated[
+        int, typer.Option(help="CPU threads; 0 = chosen by problem size.", min=0)
+    ] = _T.threads,
+    early_stopping: Annotated[
+        int,
+        typer.Option(
+            help="Stop when the validation loss has not improved for N epochs; keep the best "
+            "weights. 0 = off.",
+            min=0,
+        ),
+    ] = _T.early_stopping,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue training this model file (saved by Ctrl-C, a checkpoint or a "
+            "finished run) up to --epochs; flags not given are taken from it.",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            help="Also write the model (resumable) to -o every N epochs. 0 = only at the end.",
+            min=0,
+        ),
+    ] = _T.checkpoint_every,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the training step: fused kernels, worth it on GPUs and long "
+            "runs; the first epoch pays the compile time.",
+        ),
+    ] = _T.compile,
+    chunk_rows: Annotated[
+        int,
+        typer.Option(
+            help="Stream a .npy DATA in shuffled chunks of N rows instead of loading it. "
+            "0 = automatic: a .npy larger than a quarter of the free memory streams.",
+            min=0,
+        ),
+    ] = _T.chunk_rows,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            help="Write one JSON line per epoch (loss terms, val_loss, seconds) to this file; "
+            "draw it with 'aecli curves'.",
+            show_default=False,
+        ),
+    ] = None,
+    image_shape: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HxW",
+            help="DATA's rows are images of this shape (e.g. 8x8 for a 64-column CSV): "
+            "kept in the model file, and --scale auto gives every pixel one range.",
+            show_default=False,
+        ),
+    ] = None,
+    columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    allow_nan: AllowNanOpt = False,
+    header: HeaderOpt = None,
+    delimiter: DelimiterOpt = None,
+    quiet: QuietOpt = False,
+    *,
+    ctx: typer.Context,
+) -> None:
+    """Train an autoencoder on DATA and write it to a model file."""
+    from aecli.config import parse_hidden, resolve_config
+
+    hidden_sizes = parse_hidden(hidden)
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        threads=threads,
+        early_stopping=early_stopping,
+        scale=scale.value,
+        checkpoint_every=checkpoint_every,
+        precision=precision.value,
+        chunk_rows=chunk_rows,
+        compile=compile_model,
+    )
+    train_config.validate()
+    _check_model_output(output, data)
+    if checkpoint_every and output == "-":
+        raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
+
+    from aecli import api, modelfile
+    from aecli.device import check_precision, resolve_device
+    from aecli.io import NpyRows, ReadStats, describe, read_table, should_stream
+
+    check_precision(precision.value, resolve_device(device))
+    resumed = None
+    if resume is not None:
+        resumed = modelfile.load(resume)
+        given = {name for name in ctx.params if _given(ctx, name)}
+        train_config = _resume_train_config(resumed, train_config, given)
+        _check_resume_flags(resumed, ctx.params, given)
+    stats = ReadStats()
+    options = _read_options(
+        header,
+        delimiter,
+        columns,
+        id_column,
+        allow_nan,
+        resumed.columns if resumed is not None else None,
+    )
+    if should_stream(data, train_config.chunk_rows):
+        npy_options = {k: options[k] for k in ("columns", "id_column", "allow_nan")}
+        table: Any = NpyRows(data, **npy_options)
+        stats = table.stats  # rows dropped are counted while the scaler is fitted
+    else:
+        table = read_table(data, stats=stats, **options)
+        _report_dropped(stats.dropped, describe(data), quiet)
+    if image_shape is not None:
+        from aecli.pictures import parse_image_shape
+
+        shape = parse_image_shape(image_shape)
+        if shape[0] * shape[1] != table.n_features:
+            raise UsageError(
+                f"{image_shape} is {shape[0] * shape[1]} values, but rows have {table.n_features}",
+                flag="--image-shape",
+            )
+        table.row_shape = shape
+    scaler = None
+    if resumed is not None:
+        resumed.check_input(table, describe(data))
+        model_config = resumed.config
+    else:
+        # Scaling is fitted first: on a table that auto scales robustly, a vae's
+        # decoder is Gaussian (mse), as cross-entropy needs values in [0, 1].
+        scaler = api.fit_scaler(table, train_config, loss == Loss.bce)
+        model_config = resolve_config(
+            kind.value,
+            table.n_features,
+            hidden=hidden_sizes,
+            latent=latent,
+            loss=loss.value,
+            noise=noise.value,
+            unit_range=scaler.vae_bce,
+            tied=tied,
+            activation=activation.value,
+            noise_std=noise_std,
+            dropout=dropout,
+            sparsity_target=sparsity_target,
+            sparsity_weight=sparsity_weight,
+            beta=beta,
+        )
+        model_config.validate()
+    # A run that fails must not replace a model that was there before it.
+    keep_old = output != "-" and os.path.exists(output)
+    checkpoint = None
+    if checkpoint_every:
+
+        def checkpoint(fitted: FittedModel) -> None:
+            nonlocal keep_old
+            modelfile.save(fitted, output, protect=[data])
+            keep_old = False
+
+    from aecli.trainlog import EpochLog
+
+    with (
+        _progress(train_config.epochs, quiet) as progress,
+        EpochLog(log, [data, output]) as logger,
+    ):
+
+        def on_epoch(stats: EpochStats) -> None:
+            logger.write(stats)
+            if progress is not None:
+                progress(stats)
+
+        fitted, history = api.train(
+            table,
+            model_config,
+            train_config,
+            on_epoch,
+            resume=resumed,
+            checkpoint=checkpoint,
+            scaler=scaler,
+        )
+    if isinstance(table, NpyRows):
+        _report_dropped(stats.dropped, describe(data), quiet)
+    target = output
+    if history.stop == "non-finite" and keep_old:
+        target = _beside(output, "last-finite")
+    if target == "-":
+        sys.stdout.buffer.write(modelfile.to_bytes(fitted))
+        sys.stdout.buffer.flush()
+    else:
+        modelfile.save(fitted, target, protect=[data])
+    where = "stdout" if target == "-" else target
+    kept = fitted.summary["kept_epoch"]
+    if history.stop == "non-finite":
+        left = f"; {output} was left as it was" if target != output else ""
+        raise TrainingError(
+            f"{history.message} (the model of epoch {kept} was saved to {where}{left})"
+        )
+    if history.stop == "interrupted":
+        _say(f"aecli: {history.message}; the model of epoch {kept} was saved to {where}")
+        raise typer.Exit(130)
+    if not quiet:
+        if history.stop == "early-stopping":
+            _say(f"aecli: {history.message}; kept epoch {kept}")
+        _say(_summary_line(fitted, history.seconds, output))
+
+
+# Flags that shape the model or the data split: on --resume they come from the file.
+_FIXED_ON_RESUME = {
+    "kind": lambda f: f.config.kind,
+    "hidden": lambda f: f.config.hidden,
+    "latent": lambda f: f.config.latent,
+    "tied": lambda f: f.config.tied,
+    "activation": lambda f: f.config.activation,
+    "loss": lambda f: f.config.loss,
+    "noise": lambda f: f.config.noise,
+    "noise_std": lambda f: f.config.noise_std,
+    "dropout": lambda f: f.config.dropout,
+    "sparsity_target": lambda f: f.config.sparsity_target,
+    "sparsity_weight": lambda f: f.config.sparsity_weight,
+    "beta": lambda f: f.config.beta,
+    "scale": lambda f: f.train_config.scale,
+    "val_fraction": lambda f: f.train_config.val_fraction,
+    "seed": lambda f: f.train_config.seed,
+}
+# Flags that may change on --resume (parameter -> TrainConfig field); unset ones keep the file's.
+_RESUMABLE = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "device": "device",
+    "threads": "threads",
+    "early_stopping": "early_stopping",
+    "checkpoint_every": "checkpoint_every",
+    "precision": "precision",
+    "chunk_rows": "chunk_rows",
+    "compile_model": "compile",
+}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _resume_train_config(resumed: FittedModel, asked: TrainConfig, given: set[str]) -> TrainConfig:
+    import dataclasses
+
+    changes = {field: getattr(asked, field) for name, field in _RESUMABLE.items() if name in given}
+    return dataclasses.replace(resumed.train_config, **changes)
+
+
+def _check_resume_flags(resumed: FittedModel, params: dict[str, Any], given: set[str]) -> None:
+    """A flag given with --resume must agree with the model file (repeating it is fine)."""
+    from aecli.config import parse_hidden
+
+    for name in sorted(given & _FIXED_ON_RESUME.keys()):
+        value = params[name]
+        value = getattr(value, "value", value)
+        if value == "auto":
+            continue
+        if name == "hidden":
+            value = tuple(parse_hidden(value) or ())
+        stored = _FIXED_ON_RESUME[name](resumed)
+        if value != stored:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"cannot change on --resume: the model file has {stored!r}, not {value!r}",
+                flag=flag,
+            )
+
+
+def _beside(path: str, tag: str) -> str:
+    """``dir/name.TAG.ext`` for ``dir/name.ext``."""
+    from pathlib import Path
+
+    target = Path(path)
+    return str(target.with_name(f"{target.stem}.{tag}{target.suffix}"))
+
+
+def _check_model_output(output: str, data: str) -> None:
+    """Fail before training, not after, when the model could not be written."""
+    from pathlib import Path
+
+    if output == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a binary model file to a terminal", flag="-o")
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise UsageError(f"{output!r} is a directory", flag="-o")
+    if not target.parent.is_dir():
+        raise UsageError(f"directory {str(target.parent)!r} does not exist", flag="-o")
+    if data != "-" and target.exists() and target.resolve() == Path(data).resolve():
+        raise UsageError(f"{output!r} is the input data; refusing to overwrite it", flag="-o")
+
+
+def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:
+    s = fitted.summary
+    terms = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
+    val = f", val loss {s['val_loss']:.4g}" if s["val_loss"] is not None else ""
+    where = "stdout" if output == "-" else output
+    return (
+        f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
+        f"for {s['epochs']} epochs in {seconds:.1f} s ({s['device']}): {terms}{val} -> {where}"
+    )
+
+
+class _progress:
+    """A rich progress bar on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[terms]}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=self.total, terms="")
+        return self.update
+
+    def update(self, stats: EpochStats) -> None:
+        terms = " ".join(f"{k} {v:.4g}" for k, v in stats.terms.items())
+        if stats.val_loss is not None:
+            terms += f" val {stats.val_loss:.4g}"
+        self._bar.update(self._task, completed=stats.epoch, terms=terms)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -- encode / reconstruct / sample -------------------------------------------------

@@ -145,3 +145,15 @@ def test_the_api_refuses_a_config_that_is_not_the_resumed_models(
         api.train(table, wider, TrainConfig(epochs=4), resume=resumed)
     fitted, _ = api.train(table, resumed.config, TrainConfig(epochs=4), resume=resumed)
     assert fitted.config == resumed.config and fitted.summary["epochs"] == 4
+
+
+def test_every_config_field_is_either_fixed_or_resumable() -> None:
+    import dataclasses
+
+    from aecli import resume
+
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert set(resume.FIXED_MODEL) == model_fields
+    lists = [*resume.FIXED_TRAIN, *resume.RESUMABLE_TRAIN]
+    assert sorted(lists) == sorted(train_fields)  # each once, none missing, none extra

@@ -326,37 +326,8 @@ def train(
 
 
 # Flags that shape the model or the data split: on --resume they come from the file.
-_FIXED_ON_RESUME = {
-    "kind": lambda f: f.config.kind,
-    "hidden": lambda f: f.config.hidden,
-    "latent": lambda f: f.config.latent,
-    "tied": lambda f: f.config.tied,
-    "activation": lambda f: f.config.activation,
-    "loss": lambda f: f.config.loss,
-    "noise": lambda f: f.config.noise,
-    "noise_std": lambda f: f.config.noise_std,
-    "dropout": lambda f: f.config.dropout,
-    "sparsity_target": lambda f: f.config.sparsity_target,
-    "sparsity_weight": lambda f: f.config.sparsity_weight,
-    "beta": lambda f: f.config.beta,
-    "scale": lambda f: f.train_config.scale,
-    "val_fraction": lambda f: f.train_config.val_fraction,
-    "seed": lambda f: f.train_config.seed,
-}
-# Flags that may change on --resume (parameter -> TrainConfig field); unset ones keep the file's.
-_RESUMABLE = {
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "device": "device",
-    "threads": "threads",
-    "early_stopping": "early_stopping",
-    "checkpoint_every": "checkpoint_every",
-    "precision": "precision",
-    "chunk_rows": "chunk_rows",
-    "compile_model": "compile",
-}
+# Flag parameters whose config field has another name.
+_FIELD = {"compile_model": "compile"}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -365,30 +336,25 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _resume_train_config(resumed: FittedModel, asked: TrainConfig, given: set[str]) -> TrainConfig:
-    import dataclasses
+    from aecli import resume
 
-    changes = {field: getattr(asked, field) for name, field in _RESUMABLE.items() if name in given}
-    return dataclasses.replace(resumed.train_config, **changes)
+    fields = {_FIELD.get(name, name) for name in given} & set(resume.RESUMABLE_TRAIN)
+    return resume.resumed_train_config(resumed, {f: getattr(asked, f) for f in fields})
 
 
 def _check_resume_flags(resumed: FittedModel, params: dict[str, Any], given: set[str]) -> None:
     """A flag given with --resume must agree with the model file (repeating it is fine)."""
+    from aecli import resume
     from aecli.config import parse_hidden
 
-    for name in sorted(given & _FIXED_ON_RESUME.keys()):
+    asked = {}
+    for name in given:
         value = params[name]
         value = getattr(value, "value", value)
-        if value == "auto":
-            continue
-        if name == "hidden":
+        if name == "hidden" and value != "auto":
             value = tuple(parse_hidden(value) or ())
-        stored = _FIXED_ON_RESUME[name](resumed)
-        if value != stored:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(
-                f"cannot change on --resume: the model file has {stored!r}, not {value!r}",
-                flag=flag,
-            )
+        asked[_FIELD.get(name, name)] = value
+    resume.check_unchanged(resumed, asked)
 
 
 def _beside(path: str, tag: str) -> str:

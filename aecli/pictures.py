@@ -163,7 +163,10 @@ def save_curves(path: str, records: list[dict[str, Any]], *, protect: Sequence[s
 
 def check_target(path: str, flag: str) -> None:
     """Fail before any work when a picture could not be written: not .png, no matplotlib."""
+    from aecli.io import check_output
+
     _check_png(path, flag)
+    check_output(path, flag)
     _matplotlib(flag)
 
 

@@ -33,9 +33,9 @@ class EpochLog:
 
     def __enter__(self) -> EpochLog:
         if self.path is not None:
-            from aecli.io import refuse_overwrite
+            from aecli.io import check_output
 
-            refuse_overwrite(self.path, self.protect, "--log")
+            check_output(self.path, "--log", inputs=self.protect)
         return self
 
     def write(self, stats: EpochStats) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -199,3 +200,56 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_model(
     assert result.stderr == f"aecli: error: {model}: No space left on device\n"
     assert model.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_outputs_follow_symlinks_and_stream_into_fifos(tmp_path: Path, basic_model: Path,
+                                                         digits_csv: Path) -> None:  # fmt: skip
+    """F02: a symlink's target is replaced (the link stays); a FIFO is written into."""
+    import os
+    import threading
+
+    from tests.conftest import invoke
+
+    target = tmp_path / "results" / "v3.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    assert invoke(["encode", basic_model, digits_csv, "-o", link]).code == 0
+    assert link.is_symlink() and target.read_text().startswith("z0,")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    assert invoke(["encode", basic_model, digits_csv, "-o", fifo]).code == 0
+    reader.join(10)
+    assert got and got[0].startswith(b"z0,") and len(got[0].splitlines()) == 401
+    assert fifo.is_fifo()  # still a FIFO, not replaced by a file
+
+
+def test_bad_output_paths_fail_before_training(tmp_path: Path, table_csv: Path) -> None:
+    """F03, F04, F06: --log checked like -o, before any epoch; long names fit."""
+    from tests.conftest import invoke
+
+    model = tmp_path / "m.safetensors"
+    args = ["train", table_csv, "-o", model, "--epochs", "2", "-q"]
+    for log, message in (
+        (tmp_path / "nodir" / "log.jsonl", "--log: directory"),
+        (tmp_path, "--log: .* is a directory"),
+        (table_csv, "--log: .* is an input of this command"),
+        (model, "--log: .* is an input of this command"),  # the same file as -o
+    ):
+        result = invoke([*args, "--log", log])
+        assert result.code == 2 and re.search(message, result.stderr), result.stderr
+        assert not model.exists()
+    assert invoke(args).code == 0
+    before = model.read_bytes()
+    resumed = ["train", table_csv, "--resume", model, "-o", tmp_path / "n.safetensors"]
+    result = invoke([*resumed, "--epochs", "4", "-q", "--log", model])  # F04
+    assert result.code == 2 and "is an input" in result.stderr
+    assert model.read_bytes() == before
+    long = tmp_path / ("m" * 240 + ".safetensors")  # a legal name; the old temporary was not
+    assert invoke(["train", table_csv, "-o", long, "--epochs", "2", "-q"]).code == 0
+    assert long.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -203,6 +203,10 @@ def train(
     )
     train_config.validate()
     _check_model_output(output, data)
+    if log is not None:  # found now, not after the last epoch (F03)
+        from aecli.io import check_output
+
+        check_output(log, "--log", inputs=[data, output, resume])
     if checkpoint_every and output == "-":
         raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
 
@@ -282,7 +286,7 @@ def train(
 
     with (
         _progress(train_config.epochs, quiet) as progress,
-        EpochLog(log, [data, output]) as logger,
+        EpochLog(log, [data, output, resume]) as logger,
     ):
 
         def on_epoch(stats: EpochStats) -> None:
@@ -367,19 +371,9 @@ def _beside(path: str, tag: str) -> str:
 
 def _check_model_output(output: str, data: str) -> None:
     """Fail before training, not after, when the model could not be written."""
-    from pathlib import Path
+    from aecli.io import check_output
 
-    if output == "-":
-        if sys.stdout.isatty():
-            raise UsageError("refusing to write a binary model file to a terminal", flag="-o")
-        return
-    target = Path(output)
-    if target.is_dir():
-        raise UsageError(f"{output!r} is a directory", flag="-o")
-    if not target.parent.is_dir():
-        raise UsageError(f"directory {str(target.parent)!r} does not exist", flag="-o")
-    if data != "-" and target.exists() and target.resolve() == Path(data).resolve():
-        raise UsageError(f"{output!r} is the input data; refusing to overwrite it", flag="-o")
+    check_output(output, "-o", inputs=[data], binary=True)
 
 
 def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:

@@ -10,7 +10,7 @@ dispatch and CSV), ``cells`` (text to numbers), ``columns`` (feature
 selection), ``npy``, ``stream`` (stream or load), ``write``, ``atomic``.
 """
 
-from aecli.io.atomic import AtomicFile, refuse_overwrite, write_bytes_atomic
+from aecli.io.atomic import AtomicFile, check_output, refuse_overwrite, write_bytes_atomic
 from aecli.io.npy import NpyRows
 from aecli.io.read import iter_table, read_table
 from aecli.io.stream import should_stream
@@ -26,6 +26,7 @@ __all__ = [
     "ReadStats",
     "Table",
     "TableWriter",
+    "check_output",
     "describe",
     "format_rows",
     "iter_table",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO
 
-from aecli.errors import DataError, UsageError
+from aecli.errors import UsageError
 from aecli.io.table import STDIO
 
 
@@ -24,21 +25,24 @@ class AtomicFile:
     """
 
     def __init__(self, dest: str, flag: str = "-o") -> None:
-        target = Path(dest)
-        if target.is_dir():
-            raise UsageError(f"{dest!r} is a directory", flag=flag)
-        parent = target.parent
-        if not parent.is_dir():
-            raise DataError("directory does not exist", source=str(parent))
-        self.dest = dest
+        check_output(dest, flag)
         self._named: str | None = None
+        self._direct = _is_special(dest)
+        if self._direct:  # a FIFO or a device (through any links): stream into it (F02)
+            self.dest = dest
+            self.file: IO[bytes] = open(dest, "wb")  # noqa: SIM115
+            return
+        # A symlink to a file is followed: its target is replaced and the link stays.
+        self.dest = os.path.realpath(dest)
+        parent = os.path.dirname(self.dest)
         try:
             fd = os.open(parent, os.O_TMPFILE | os.O_WRONLY, 0o666)  # type: ignore[attr-defined]
         except (AttributeError, OSError):
+            # A short name of aecli's own: a long target name would not fit (F06).
             tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
-                dir=parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+                dir=parent, prefix=".aecli-", suffix=".tmp", delete=False
             )
-            self.file: IO[bytes] = tmp
+            self.file = tmp
             self._named = tmp.name
         else:
             self.file = os.fdopen(fd, "wb")
@@ -46,10 +50,13 @@ class AtomicFile:
     def commit(self) -> None:
         """Flush to disk and move into place."""
         self.file.flush()
+        if self._direct:
+            self.file.close()
+            return
         os.fsync(self.file.fileno())
-        parent = os.path.dirname(os.path.abspath(self.dest))
+        parent = os.path.dirname(self.dest)
         if self._named is None:
-            name = os.path.join(parent, f".{os.path.basename(self.dest)}.{os.getpid()}.tmp")
+            name = os.path.join(parent, f".aecli-{os.getpid()}-{os.urandom(4).hex()}.tmp")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
             # linkat(AT_SYMLINK_FOLLOW) through /proc gives the anonymous inode a name.
@@ -86,15 +93,51 @@ class AtomicFile:
                 os.unlink(self._named)
 
 
-def refuse_overwrite(dest: str, protect: Sequence[str], flag: str) -> None:
+def check_output(
+    dest: str, flag: str, *, inputs: Sequence[str | None] = (), binary: bool = False
+) -> None:
+    """Every output path is checked here, before any work starts.
+
+    ``-`` is stdout (refused for binary data on a terminal). Otherwise the
+    directory must exist, the path may not be a directory, and it may not be
+    one of the command's ``inputs`` (the same file by any path or link). A
+    FIFO or device is fine: it is streamed into, never replaced.
+    """
+    if dest == STDIO:
+        if binary and sys.stdout.isatty():
+            raise UsageError("refusing to write binary data to a terminal", flag=flag)
+        return
+    refuse_overwrite(dest, inputs, flag)
+    if _is_special(dest):
+        return
+    real = os.path.realpath(dest)
+    if os.path.isdir(real):
+        raise UsageError(f"{dest!r} is a directory", flag=flag)
+    parent = os.path.dirname(real)
+    if not os.path.isdir(parent):
+        raise UsageError(f"directory {os.path.dirname(dest) or '.'!r} does not exist", flag=flag)
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"directory {os.path.dirname(dest) or '.'!r} is not writable", flag=flag)
+
+
+def _is_special(path: str) -> bool:
+    """A FIFO, character or block device: something to stream into, not a file to replace."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+def refuse_overwrite(dest: str, protect: Sequence[str | None], flag: str) -> None:
     """A usage error when ``dest`` is one of the command's inputs (same file, any path)."""
     for other in protect:
         if other in (None, STDIO):
             continue
         try:
             same = os.path.samefile(dest, other)
-        except OSError:
-            same = False
+        except OSError:  # one does not exist yet: the same path is still the same file
+            same = os.path.realpath(dest) == os.path.realpath(other)
         if same:
             raise UsageError(
                 f"{dest!r} is an input of this command; refusing to overwrite it", flag=flag

@@ -252,3 +252,13 @@ def test_nan_threshold_and_bad_sample_seed_are_usage_errors_f26_f15(
     assert result.code == 2 and "--threshold" in result.stderr
     result = invoke(["sample", vae_model, "-n", "2", "--seed", "-1"])
     assert result.code == 2 and "--seed" in result.stderr
+
+
+def test_train_help_is_in_sections_without_type_noise() -> None:
+    """Issue 10: 34 options grouped so a person can scan them; no <str> or {DATA}."""
+    text = invoke(["train", "--help"]).text
+    titles = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    assert titles[-6:] == ["Output:", "Model:", "Training:", "Data:", "Runtime:", "Other options:"]
+    assert "<" not in text and "{" not in text
+    for command in ("encode", "score", "export", "sample"):
+        assert "<str>" not in invoke([command, "--help"]).text

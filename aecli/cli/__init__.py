@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import typer
 
 from aecli.cli import reports, rows, training
-from aecli.cli.app import _one_line, _say, app
+from aecli.cli.app import Command, _one_line, _say, app
 from aecli.errors import AecliError
 
 __all__ = ["app", "main"]
@@ -35,7 +35,7 @@ COMMANDS = [
     reports.curves,
 ]
 for _command in COMMANDS:
-    app.command()(_command)
+    app.command(cls=Command)(_command)
 
 
 def _click_classes() -> tuple[type[BaseException], type[BaseException]]:

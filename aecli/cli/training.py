@@ -44,7 +44,12 @@ def train(
     data: DataArg,
     output: Annotated[
         str,
-        typer.Option("--output", "-o", help="Model file to write (.safetensors), or - for stdout."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Model file to write (.safetensors), or - for stdout.",
+        ),
     ],
     kind: Annotated[Kind, typer.Option(help="Autoencoder variant.")] = Kind.basic,
     hidden: Annotated[
@@ -127,6 +132,7 @@ def train(
     resume: Annotated[
         str | None,
         typer.Option(
+            metavar="MODEL",
             help="Continue training this model file (saved by Ctrl-C, a checkpoint or a "
             "finished run) up to --epochs; flags not given are taken from it.",
             show_default=False,
@@ -158,6 +164,7 @@ def train(
     log: Annotated[
         str | None,
         typer.Option(
+            metavar="PATH",
             help="Write one JSON line per epoch (loss terms, val_loss, seconds) to this file; "
             "draw it with 'aecli curves'.",
             show_default=False,
@@ -330,6 +337,26 @@ def train(
 
 
 # Flags that shape the model or the data split: on --resume they come from the file.
+train.sections = [  # type: ignore[attr-defined]
+    ("Output", ["output", "log", "quiet"]),
+    (
+        "Model",
+        ["kind", "hidden", "latent", "tied", "activation", "loss", "noise", "noise_std",
+         "dropout", "sparsity_target", "sparsity_weight", "beta"],
+    ),
+    (
+        "Training",
+        ["epochs", "batch_size", "lr", "weight_decay", "val_fraction", "early_stopping", "seed",
+         "resume", "checkpoint_every"],
+    ),
+    (
+        "Data",
+        ["scale", "image_shape", "columns", "id_column", "allow_nan", "header", "delimiter",
+         "chunk_rows"],
+    ),
+    ("Runtime", ["device", "precision", "threads", "compile_model"]),
+]  # fmt: skip
+
 # Flag parameters whose config field has another name.
 _FIELD = {"compile_model": "compile"}
 

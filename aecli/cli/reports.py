@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -142,52 +141,27 @@ def score(
     median over the training rows (about 2 for a typical row).
     """
     from aecli import modelfile
-    from aecli.diagnostics import row_terms, threshold_for
     from aecli.io import TableWriter
+    from aecli.scoring import ScoreTable
 
-    if threshold is not None and not math.isfinite(threshold):
-        raise UsageError(f"must be a finite number, got {threshold}", flag="--threshold")  # F26
-    if threshold is not None and contamination is not None:
-        raise UsageError("give --threshold or --contamination, not both", flag="--contamination")
-    if contamination is not None and not 0.0 < contamination < 1.0:
-        raise UsageError(f"must be between 0 and 1, got {contamination}", flag="--contamination")
+    ScoreTable.check_request(threshold, contamination)  # flags first, before any reading
     fitted = modelfile.load(model)
-    key = "score" if "score" in fitted.score_quantiles else "error"
-    if elbo:
-        if fitted.config.kind != "vae":
-            raise UsageError(
-                f"needs a vae, this model is of kind {fitted.config.kind!r}", flag="--elbo"
-            )
-        key = "neg_elbo"
-    if contamination is not None:
-        if key not in fitted.score_quantiles:
-            raise UsageError(
-                "this model file has no training-score percentiles (written by an older aecli); "
-                "use --threshold",
-                flag="--contamination",
-            )
-        threshold = threshold_for(fitted.score_quantiles[key], contamination)
-    names = ["score"] + (list(fitted.column_names) if per_feature else [])
-    if threshold is not None:
-        names.append("anomaly")
-    field = "neg_elbo_at_mean" if elbo else "score"
-    import numpy as np
-
+    table = ScoreTable.make(
+        fitted,
+        elbo=elbo,
+        per_feature=per_feature,
+        threshold=threshold,
+        contamination=contamination,
+    )
     options = (header, delimiter, columns, id_column, allow_nan)
     with (
         _model_input(fitted, data, options) as (first, chunks),
         TableWriter(
-            output, names, (len(names),), protect=[data, model], id_name=first.id_name
+            output, table.names, (len(table.names),), protect=[data, model], id_name=first.id_name
         ) as writer,
     ):
         for chunk in chunks:
-            terms = row_terms(fitted, chunk.values, per_feature=per_feature)
-            parts = [terms[field][:, None]]
-            if per_feature:
-                parts.append(terms["per_feature"])
-            if threshold is not None:
-                parts.append((terms[field] > threshold)[:, None].astype(np.float32))
-            writer.write(np.hstack(parts), chunk.ids)
+            writer.write(table.rows(chunk.values), chunk.ids)
 
 
 # -- info / example -----------------------------------------------------------------

@@ -222,10 +222,9 @@ def interpolate(
     delimiter: DelimiterOpt = None,
 ) -> None:
     """Decode evenly spaced points on the line between two rows' codes (a latent walk)."""
-    import numpy as np
 
     from aecli import modelfile
-    from aecli.io import TableWriter, describe
+    from aecli.io import TableWriter, describe, pick_rows
 
     try:
         first_row, second_row = (int(r) for r in rows.split(","))
@@ -239,18 +238,9 @@ def interpolate(
         pictures.check_target(grid, "--grid")
     fitted = modelfile.load(model)
     wanted = {first_row, second_row}
-    found: dict[int, np.ndarray] = {}
-    seen = 0
-    shape: tuple[int, ...] = fitted.row_shape
     with _model_input(fitted, data, (header, delimiter, columns, None, False)) as (first, chunks):
         shape = first.row_shape
-        for chunk in chunks:
-            for index in wanted:
-                if seen <= index < seen + len(chunk.values):
-                    found[index] = chunk.values[index - seen]
-            seen += len(chunk.values)
-            if len(found) == len(wanted):
-                break
+        found, seen = pick_rows(chunks, wanted)
     missing = sorted(wanted - found.keys())
     if missing:
         raise UsageError(

@@ -289,10 +289,11 @@ def train(
             modelfile.save(fitted, output, protect=[data])
             keep_old = False
 
+    from aecli.cli.progress import EpochBar
     from aecli.trainlog import EpochLog
 
     with (
-        _progress(train_config.epochs, quiet) as progress,
+        EpochBar(train_config.epochs, quiet) as progress,
         EpochLog(log, [data, output, resume]) as logger,
     ):
 
@@ -412,50 +413,3 @@ def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:
         f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
         f"for {s['epochs']} epochs in {seconds:.1f} s ({s['device']}): {terms}{val} -> {where}"
     )
-
-
-class _progress:
-    """A rich progress bar on stderr, only when stderr is a terminal and not --quiet."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total = total
-        self.enabled = not quiet and sys.stderr.isatty()
-        self._bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("epoch"),
-            MofNCompleteColumn(),
-            BarColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[terms]}"),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task("train", total=self.total, terms="")
-        return self.update
-
-    def update(self, stats: EpochStats) -> None:
-        terms = " ".join(f"{k} {v:.4g}" for k, v in stats.terms.items())
-        if stats.val_loss is not None:
-            terms += f" val {stats.val_loss:.4g}"
-        self._bar.update(self._task, completed=stats.epoch, terms=terms)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-# -- encode / reconstruct / sample -------------------------------------------------

@@ -390,3 +390,21 @@ class _guard_read:
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
             raise DataError(exc.strerror or str(exc), source=self.name)
         return False
+
+
+def pick_rows(chunks: Iterable[Table], wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Rows by 0-based number from a stream of chunks, reading no further than needed.
+
+    Returns the rows found and how many rows were read (all of them when one
+    is missing, so a message can say how many there are).
+    """
+    found: dict[int, np.ndarray] = {}
+    seen = 0
+    for chunk in chunks:
+        for index in wanted:
+            if seen <= index < seen + len(chunk.values):
+                found[index] = chunk.values[index - seen]
+        seen += len(chunk.values)
+        if len(found) == len(wanted):
+            break
+    return found, seen

@@ -1,0 +1,86 @@
+"""The score table: which score, which extra columns, which threshold (CLI and API).
+
+The per-row quantities come from ``diagnostics.row_terms``; this module
+decides what a score request means: the default score or a VAE's negative
+ELBO, each column's squared error, and a 0/1 flag from a threshold or from a
+share of the training rows (their stored score percentiles).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from aecli.diagnostics import row_terms, threshold_for
+from aecli.errors import UsageError
+from aecli.fitted import FittedModel
+
+
+@dataclass
+class ScoreTable:
+    """A checked score request; ``names`` heads the table, ``rows`` fills it."""
+
+    fitted: FittedModel
+    field: str  # the row_terms key of the score
+    per_feature: bool
+    threshold: float | None
+
+    @staticmethod
+    def check_request(threshold: float | None, contamination: float | None) -> None:
+        """The flags alone, before any file is read (F26: a nan threshold is refused)."""
+        if threshold is not None and not math.isfinite(threshold):
+            raise UsageError(f"must be a finite number, got {threshold}", flag="--threshold")
+        if threshold is not None and contamination is not None:
+            raise UsageError(
+                "give --threshold or --contamination, not both", flag="--contamination"
+            )
+        if contamination is not None and not 0.0 < contamination < 1.0:
+            raise UsageError(
+                f"must be between 0 and 1, got {contamination}", flag="--contamination"
+            )
+
+    @classmethod
+    def make(
+        cls,
+        fitted: FittedModel,
+        *,
+        elbo: bool = False,
+        per_feature: bool = False,
+        threshold: float | None = None,
+        contamination: float | None = None,
+    ) -> ScoreTable:
+        cls.check_request(threshold, contamination)
+        key = "score" if "score" in fitted.score_quantiles else "error"
+        if elbo:
+            if fitted.config.kind != "vae":
+                raise UsageError(
+                    f"needs a vae, this model is of kind {fitted.config.kind!r}", flag="--elbo"
+                )
+            key = "neg_elbo"
+        if contamination is not None:
+            if key not in fitted.score_quantiles:
+                raise UsageError(
+                    "this model file has no training-score percentiles (written by an older "
+                    "aecli); use --threshold",
+                    flag="--contamination",
+                )
+            threshold = threshold_for(fitted.score_quantiles[key], contamination)
+        field = "neg_elbo_at_mean" if elbo else "score"
+        return cls(fitted, field, per_feature, threshold)
+
+    @property
+    def names(self) -> list[str]:
+        names = ["score"] + (list(self.fitted.column_names) if self.per_feature else [])
+        return [*names, "anomaly"] if self.threshold is not None else names
+
+    def rows(self, values: np.ndarray) -> np.ndarray:
+        """The table's rows for raw rows: score, per-feature errors, flag."""
+        terms = row_terms(self.fitted, values, per_feature=self.per_feature)
+        parts = [terms[self.field][:, None]]
+        if self.per_feature:
+            parts.append(terms["per_feature"])
+        if self.threshold is not None:
+            parts.append((terms[self.field] > self.threshold)[:, None].astype(np.float32))
+        return np.hstack(parts)

@@ -196,3 +196,36 @@ def test_a_damaged_enum_setting_is_a_model_file_error(
         modelfile.load(str(path))
     result = invoke(["train", path, "--resume", path, "-o", tmp_path / "r.safetensors"])
     assert result.code == 1 and "inconsistent aecli model file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--tied"], ["--kind", "denoise", "--noise", "dropout"], ["--kind", "sparse"],
+     ["--kind", "vae"], ["--kind", "vae", "--loss", "mse"], ["--hidden", "none"]],
+)  # fmt: skip
+def test_every_kind_round_trips_through_its_file(
+    tmp_path: Path, digits_csv: Path, digits: np.ndarray, flags: list[str]
+) -> None:
+    path = tmp_path / "m.safetensors"
+    assert invoke(["train", digits_csv, "-o", path, *FAST, *flags]).code == 0
+    fitted = modelfile.load(str(path))
+    assert modelfile.to_bytes(fitted) == path.read_bytes()  # load then save: the same bytes
+    again = tmp_path / "again.safetensors"
+    modelfile.save(fitted, str(again))
+    reloaded = modelfile.load(str(again))
+    rows = digits[:50]
+    np.testing.assert_array_equal(reloaded.encode(rows), fitted.encode(rows))
+    np.testing.assert_array_equal(reloaded.reconstruct(rows), fitted.reconstruct(rows))
+    assert reloaded.config == fitted.config and reloaded.train_config == fitted.train_config
+
+
+def test_a_file_of_todays_format_still_gives_its_outputs() -> None:
+    """A golden sparse model of the current format (residual score statistics), with outputs."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format1-residual.safetensors", data / "format1-rows.csv"
+    fitted = modelfile.load(str(model))
+    assert fitted.code_stats is not None and fitted.code_stats.residual_precision is not None
+    for command, name in (("encode", "codes"), ("reconstruct", "recon"), ("score", "scores")):
+        result = invoke([command, model, rows])
+        assert result.code == 0, result.stderr
+        assert result.text == (data / f"format1-residual-{name}.csv").read_text(), command

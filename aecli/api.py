@@ -66,6 +66,10 @@ def train(
                 flag="--epochs",
             )
     if streamed:
+        if model_config.loss == Loss.bce.value and scaler.bounds is not None:  # F07
+            low, high = scaler.bounds
+            edges = scaler.transform(np.stack([low, high]).astype(np.float32))
+            _check_unit_range(edges, train_config.scale)
         train_data, val_rows, n_train = _stream_split(table, scaler, train_config)
     else:
         # Split the raw rows once: the baselines below need them unscaled (a clipped

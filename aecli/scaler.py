@@ -14,7 +14,7 @@ neither squash every other value nor dominate the loss.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,8 @@ class Scaler:
     scale: np.ndarray  # float32 [features], never 0
     clip: float | None = None  # scaled values are clipped to [-clip, clip]
     reason: str = ""  # why ``auto`` chose the method (shown by ``info``)
+    # The fitted data's per-column range, raw units (not stored in model files).
+    bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def fit(
@@ -107,8 +109,11 @@ class Scaler:
                 raise ValueError("robust scaling of streamed rows needs a sample of them")
             q1, mid, q3 = np.quantile(np.asarray(sample, np.float64), [0.25, 0.5, 0.75], axis=0)
             std = np.sqrt(np.maximum(squares / count - (total / count) ** 2, 0.0))
-            return cls._robust(mid, (q3 - q1) / IQR_SIGMA, std, reason)
-        return cls._from_sums(method, low, high, total, squares, count, reason)
+            scaler = cls._robust(mid, (q3 - q1) / IQR_SIGMA, std, reason)
+        else:
+            scaler = cls._from_sums(method, low, high, total, squares, count, reason)
+        scaler.bounds = (low, high)
+        return scaler
 
     @classmethod
     def _from_sums(

@@ -97,3 +97,16 @@ def test_streamed_bad_values_are_located_or_dropped(tmp_path: Path, digits: np.n
     assert dropped.code == 0 and "dropped 2 rows" in dropped.stderr
     config = ModelConfig(n_inputs=64, hidden=(16,), latent=4)
     assert modelfile.load(str(out)).config.n_inputs == config.n_inputs
+
+
+@pytest.mark.parametrize("flags", [["--loss", "bce"], ["--kind", "vae", "--loss", "bce"]])
+def test_streamed_training_refuses_bce_outside_the_unit_range(
+    tmp_path: Path, digits_npy: Path, flags: list[str]
+) -> None:
+    """F07: the in-memory refusal holds when the rows are streamed too."""
+    for chunk in ([], ["--chunk-rows", "100"]):
+        args = ["train", digits_npy, "-o", tmp_path / "m.safetensors", "--epochs", "1", "-q"]
+        result = invoke([*args, *flags, "--scale", "standard", *chunk])
+        assert result.code == 2, (chunk, result.stderr)
+        assert "cross-entropy needs inputs in [0, 1]" in result.stderr
+        assert not (tmp_path / "m.safetensors").exists()

@@ -7,7 +7,7 @@ them imports upward and there is no cycle.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from aecli.scaler import Scaler
 from aecli.train import OptimizerState
 
 INFER_BLOCK = 512  # rows per inference call; see FittedModel.apply
+SAMPLE_BLOCK = 4096  # rows drawn at a time by sample: flat memory for any -n
 
 
 @dataclass
@@ -174,9 +175,20 @@ class FittedModel:
         """The encoder's first weight matrix, one row of input weights per unit."""
         return self.model.encoder[0].weight.detach().cpu().numpy()
 
-    @torch.inference_mode()
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """n new rows decoded from the prior z ~ N(0, I); VAEs only."""
+        blocks = list(self.sample_blocks(n, seed))
+        if not blocks:
+            return np.zeros((0, self.config.n_inputs), dtype=np.float32)
+        return np.concatenate(blocks)
+
+    def sample_blocks(self, n: int, seed: int | None = None) -> Iterator[np.ndarray]:
+        """``sample`` in blocks of SAMPLE_BLOCK rows, drawn one after the other.
+
+        Memory stays flat whatever n is, and a reader that stops early (``| head``)
+        stops the drawing. The same n and seed give the same rows, block size fixed.
+        A model that cannot sample is refused here, before any row is asked for.
+        """
         if not isinstance(self.model, VariationalAutoencoder):
             raise UsageError(
                 f"sampling needs a vae, this model is of kind {self.config.kind!r}",
@@ -187,4 +199,10 @@ class FittedModel:
             generator.seed()
         else:
             generator.manual_seed(seed)
-        return self.scaler.inverse(self.model.sample(n, generator).numpy())
+        return self._draw(n, generator)
+
+    @torch.inference_mode()
+    def _draw(self, n: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+        for start in range(0, n, SAMPLE_BLOCK):
+            count = min(SAMPLE_BLOCK, n - start)
+            yield self.scaler.inverse(self.model.sample(count, generator).numpy())

@@ -106,3 +106,68 @@ def test_openmp_waits_briefly_unless_the_user_chose() -> None:
     chosen = {**env, "OMP_WAIT_POLICY": "ACTIVE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=chosen)
     assert out.stdout.split()[-2:] == ["None", "None"]
+
+
+@pytest.mark.parametrize("lines", [1, 2, 100])
+def test_any_head_exits_0_quietly(tmp_path: Path, basic_model: Path, vae_model: Path,
+                                  lines: int) -> None:  # fmt: skip
+    """F19: typer turned a broken pipe inside a command into exit 1; aecli decides now."""
+    big = tmp_path / "big.npy"
+    np.save(big, np.random.default_rng(0).normal(size=(60000, 64)).astype(np.float32))
+    for command in (
+        f"encode {basic_model} {big}",
+        f"sample {vae_model} -n 20000",
+        "example digits",
+    ):
+        shell = f"{sys.executable} -m aecli {command} | head -n {lines} > /dev/null"
+        result = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True)
+        assert (result.returncode, result.stderr) == (0, b""), command
+
+
+def test_sample_streams_so_a_huge_n_into_head_is_instant(vae_model: Path) -> None:
+    """F11: -n 1e9 drew and formatted every row before the first one was written."""
+    shell = (
+        f"ulimit -v 4000000; {sys.executable} -m aecli sample {vae_model} -n 1000000000 | head -n 3"
+    )
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell], capture_output=True, timeout=120
+    )
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert len(result.stdout.splitlines()) == 3
+
+
+def test_sample_blocks_are_the_same_rows_however_they_are_read(
+    tmp_path: Path, vae_model: Path
+) -> None:
+    from aecli import fitted, modelfile
+
+    model = modelfile.load(str(vae_model))
+    n = fitted.SAMPLE_BLOCK + 10
+    whole = model.sample(n, seed=3)
+    again = np.concatenate(list(model.sample_blocks(n, seed=3)))
+    np.testing.assert_array_equal(whole, again)
+    head = run(["sample", vae_model, "-n", 5, "--seed", 3]).stdout.decode().splitlines()[1:]
+    np.testing.assert_allclose(
+        np.loadtxt(head, delimiter=","), model.sample(5, seed=3), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_ctrl_c_outside_training_says_so_and_exits_130(tmp_path: Path, basic_model: Path) -> None:
+    """F20: typer swallowed KeyboardInterrupt into a silent 130."""
+    import signal
+    import time
+
+    big = tmp_path / "big.npy"
+    np.save(big, np.random.default_rng(0).normal(size=(400000, 64)).astype(np.float32))
+    out = tmp_path / "r.csv"
+    process = subprocess.Popen(
+        [*AECLI, "reconstruct", basic_model, big, "-o", out], stderr=subprocess.PIPE
+    )
+    time.sleep(2.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("finished before the signal")
+    assert process.returncode == 130
+    assert err.decode().strip() == "aecli: interrupted"
+    assert not out.exists()

@@ -71,7 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     click_exception, click_usage_error = _click_classes()
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="aecli", standalone_mode=False)
+        # Click's context directly, not command.main: typer's main turns a broken
+        # pipe into exit 1 and Ctrl-C into a silent 130 before aecli can see them
+        # (F19, F20). Exit codes are decided here, below.
+        args = list(sys.argv[1:] if argv is None else argv)
+        try:
+            with command.make_context("aecli", args) as ctx:
+                result = command.invoke(ctx)
+        except typer.Exit as exc:  # --help, --version, a command's own exit code
+            result = exc.exit_code
         sys.stdout.flush()
     except AecliError as exc:
         _say(f"aecli: error: {_one_line(str(exc))}")

@@ -179,11 +179,17 @@ def sample(
     fitted = modelfile.load(model)
     if grid is not None:
         shape = pictures.image_shape(fitted.row_shape, fitted.config.n_inputs, image_shape)
-    rows = fitted.sample(n, seed)
-    if grid is None or output is not None:
+    blocks = fitted.sample_blocks(n, seed)  # refuses a model that is not a vae
+    if shape is None:  # a table only: drawn and written block by block (F11)
         target = output or "-"
-        with TableWriter(target, fitted.column_names, fitted.row_shape, protect=[model]) as writer:
-            writer.write(rows)
+        with TableWriter(target, fitted.column_names, fitted.row_shape, protect=[model]) as w:
+            for block in blocks:
+                w.write(block)
+        return
+    rows = fitted.sample(n, seed)
+    if output is not None:
+        with TableWriter(output, fitted.column_names, fitted.row_shape, protect=[model]) as w:
+            w.write(rows)
     if shape is not None:
         pictures.save_grid(grid, rows.reshape(-1, *shape), 10, protect=[model])  # type: ignore[arg-type]
 
@@ -213,7 +219,9 @@ def interpolate(
     rows: Annotated[
         str, typer.Option(help="Two 0-based row numbers of DATA to go between, e.g. 0,7.")
     ] = "0,1",
-    steps: Annotated[int, typer.Option(help="Points from the first row to the second.", min=2)] = 8,
+    steps: Annotated[
+        int, typer.Option(help="Points from the first row to the second.", min=2, max=1_000_000)
+    ] = 8,
     output: GridOutputOpt = None,
     grid: GridOpt = None,
     image_shape: ImageShapeOpt = None,

@@ -231,7 +231,7 @@ def _train_epoch(
     forward: Callable[[torch.Tensor], Any] | None = None,
 ) -> dict[str, float]:
     model.train()
-    step = forward or model
+    step = forward if forward is not None else model  # F12: bool() of a compiled module raises
     manual = manual_step(model, precision, step)
     bf16 = precision == "bf16"
     autocast = torch.autocast(data.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from aecli import modelfile, train
 from aecli.config import ModelConfig, TrainConfig
+from aecli.io import read_table
 from aecli.models import build_model
 from tests.conftest import invoke
 
@@ -96,28 +99,25 @@ def test_a_retrain_that_diverges_keeps_the_old_model(
     assert saved["kept_epoch"] == 2 and saved["stop"] == "non-finite"
 
 
-def test_compile_routes_the_training_step_through_torch_compile(
-    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """--compile wraps the forward; weights and snapshots stay on the plain module."""
-    compiled: list[torch.nn.Module] = []
-    calls = {"n": 0}
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("cc", "gcc", "clang")),
+    reason="torch.compile needs a C compiler",
+)
+def test_compile_for_real_on_the_cpu(tmp_path: Path, table_csv: Path) -> None:
+    """F12: --compile crashed on every kind, behind a test that mocked torch.compile.
 
-    def fake_compile(module: torch.nn.Module) -> object:
-        compiled.append(module)
-
-        def step(batch: torch.Tensor) -> object:
-            calls["n"] += 1
-            return module(batch)
-
-        return step
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    out = tmp_path / "m.safetensors"
-    result = invoke(["train", table_csv, "-o", out, "--compile", "--epochs", "2", "-q"])
+    This one compiles for real (inductor on the CPU: slow, so one small run) and
+    checks the model against the same run without --compile.
+    """
+    compiled, eager = tmp_path / "c.safetensors", tmp_path / "e.safetensors"
+    args = ["train", table_csv, "--kind", "sparse", "--epochs", "2", "-q"]  # no random draws
+    result = invoke([*args, "-o", compiled, "--compile"])
     assert result.code == 0, result.stderr
-    assert len(compiled) == 1 and calls["n"] > 0
-    assert modelfile.load(str(out)).train_config.compile is True
+    assert invoke([*args, "-o", eager]).code == 0
+    a, b = modelfile.load(str(compiled)), modelfile.load(str(eager))
+    assert a.train_config.compile is True
+    rows = read_table(str(table_csv)).values
+    np.testing.assert_allclose(a.reconstruct(rows), b.reconstruct(rows), rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.gpu

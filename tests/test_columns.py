@@ -164,3 +164,24 @@ def test_allow_nan_from_the_shell(tmp_path: Path, gappy_csv: Path) -> None:
     assert encoded.code == 0
     assert [line.split(",")[0] for line in encoded.text.splitlines()] == ["id", "r0", "r5"]
     assert "dropped 4 rows" in encoded.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("a,a,b", ":1:2: column name 'a' is in the header 2 times (columns 1, 2)"),
+        ("a,,c", ":1:2: column 2 has no name in the header"),
+        ("x,b,x", ":1:3: column name 'x' is in the header 2 times (columns 1, 3)"),
+    ],
+)
+def test_repeated_or_empty_names_are_refused(tmp_path: Path, header: str, message: str) -> None:
+    """F01: a model reading by name would take the first 'a' twice and never the second."""
+    from tests.conftest import invoke
+
+    data = tmp_path / "t.csv"
+    data.write_text(header + "\n" + "\n".join(f"{i},{i * 2},{i % 3}" for i in range(20)) + "\n")
+    for command in (["train", data, "-o", tmp_path / "m.safetensors", "--epochs", "1"],):
+        result = invoke(command)
+        assert result.code == 1 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.safetensors").exists()

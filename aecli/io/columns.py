@@ -47,7 +47,36 @@ def _select_columns(
         )
     if not features:
         raise DataError("no feature columns left besides the --id-column", source=source)
+    if names is not None:
+        _check_names(names, [*features, *([] if id_index is None else [id_index])], source)
     return features, id_index
+
+
+def _check_names(names: list[str], picked: list[int], source: str) -> None:
+    """Columns read by name must have one (F01): an empty or repeated name is ambiguous.
+
+    A model picks its columns by name from later files, so a second ``a``
+    would never be read again, silently; such a header is refused instead.
+    """
+    for index in picked:
+        name = names[index]
+        if not name:
+            raise DataError(
+                f"column {index + 1} has no name in the header; column names must be non-empty",
+                source=source,
+                line=1,
+                column=index + 1,
+            )
+        same = [i + 1 for i, other in enumerate(names) if other == name]
+        if len(same) > 1:
+            where = ", ".join(map(str, same))
+            raise DataError(
+                f"column name {name!r} is in the header {len(same)} times (columns {where}); "
+                "column names must be unique",
+                source=source,
+                line=1,
+                column=same[1],
+            )
 
 
 def _resolve_column(item: str, names: list[str] | None, width: int, source: str, what: str) -> int:

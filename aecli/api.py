@@ -140,10 +140,18 @@ def train(
         raise TrainingError(f"{history.message} (no epoch finished: nothing saved)")
     fitted = fitted_now(history.kept, history.stop, history.optimizer_state)
     fitted.summary["epochs"] = history.last.epoch
-    if streamed:
-        _add_streamed_baselines(fitted, table, train_config)
-    else:
-        _add_baselines(fitted, train_values)
+    try:
+        if streamed:
+            _add_streamed_baselines(fitted, table, train_config)
+        else:
+            _add_baselines(fitted, train_values)
+    except KeyboardInterrupt:
+        # F05: an interrupt while the baselines are computed keeps the trained
+        # model; it goes without them (score falls back to the error; a --resume
+        # computes them again at its end).
+        fitted.pca, fitted.code_stats, fitted.score_quantiles = None, None, {}
+        history.stop = fitted.summary["stop"] = "interrupted"
+        history.message = f"interrupted after epoch {history.last.epoch}, before its statistics"
     return fitted, history
 
 

@@ -97,21 +97,29 @@ def _wait_for(path: Path, process: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+STOPS = {
+    "ctrl-c": (signal.SIGINT, 130, b"aecli: interrupted during epoch"),
+    "sigterm": (signal.SIGTERM, 143, b"aecli: terminated (SIGTERM) during epoch"),  # F31
+    "sighup": (signal.SIGHUP, 129, b"aecli: hung up (SIGHUP) during epoch"),
+}
+
+
+@pytest.mark.parametrize("how", [*STOPS, "kill-9"])
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(
     tmp_path: Path, digits_csv: Path, how: str
 ) -> None:
-    """Ctrl-C saves and exits 130; kill -9 leaves the last checkpoint and no stray file."""
+    """Ctrl-C, SIGTERM and SIGHUP save and exit 128+N; kill -9 leaves the last checkpoint."""
     out = tmp_path / "m.safetensors"
     process = _start(digits_csv, out, 100000)
     _wait_for(out, process)
     time.sleep(0.3)
-    if how == "ctrl-c":
-        process.send_signal(signal.SIGINT)
+    if how in STOPS:
+        sig, code, line = STOPS[how]
+        process.send_signal(sig)
         _, stderr = process.communicate(timeout=60)
-        assert process.returncode == 130, stderr
-        assert b"interrupted" in stderr and b"saved to" in stderr
-        assert b"Traceback" not in stderr
+        assert process.returncode == code, stderr
+        assert stderr.startswith(line) and b"saved to" in stderr, stderr
+        assert len(stderr.splitlines()) == 1 and b"Traceback" not in stderr
     else:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
@@ -157,3 +165,27 @@ def test_every_config_field_is_either_fixed_or_resumable() -> None:
     assert set(resume.FIXED_MODEL) == model_fields
     lists = [*resume.FIXED_TRAIN, *resume.RESUMABLE_TRAIN]
     assert sorted(lists) == sorted(train_fields)  # each once, none missing, none extra
+
+
+def test_an_interrupt_while_the_statistics_are_computed_keeps_the_model(
+    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F05: Ctrl-C after the last epoch, during PCA and the score percentiles, lost the run."""
+
+    def interrupted(*args: object) -> None:  # Ctrl-C arriving inside the statistics step
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "_add_baselines", interrupted)
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", table_csv, "-o", out, "--epochs", "3", "-q"])
+    assert result.code == 130
+    assert "interrupted after epoch 3, before its statistics; the model of epoch 3 was saved" in (
+        result.stderr
+    )
+    fitted = modelfile.load(str(out))
+    assert fitted.summary["kept_epoch"] == 3 and fitted.code_stats is None
+    assert invoke(["score", out, table_csv]).code == 0  # the error alone, as older files
+    monkeypatch.undo()
+    resumed = tmp_path / "r.safetensors"
+    assert invoke(["train", table_csv, "--resume", out, "-o", resumed, "--epochs", "4"]).code == 0
+    assert modelfile.load(str(resumed)).code_stats is not None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
-from aecli.cli import reports, rows, training
+from aecli.cli import reports, rows, signals, training
 from aecli.cli.app import Command, _one_line, _say, app
 from aecli.errors import AecliError
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (F19, F20). Exit codes are decided here, below.
         args = list(sys.argv[1:] if argv is None else argv)
         try:
-            with command.make_context("aecli", args) as ctx:
+            with signals.handled(), command.make_context("aecli", args) as ctx:
                 result = command.invoke(ctx)
         except typer.Exit as exc:  # --help, --version, a command's own exit code
             result = exc.exit_code
@@ -101,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        _say("aecli: interrupted")
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP outside training
+        _say(f"aecli: {signals.word()}")
+        return signals.exit_code()
     except OSError as exc:
         # A full disk, a permission problem: say which file, in one line.
         where = f"{exc.filename}: " if exc.filename else ""

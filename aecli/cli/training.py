@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aecli.cli import signals
 from aecli.cli.app import _say
 from aecli.cli.options import (
     AllowNanOpt,
@@ -316,11 +317,12 @@ def train(
     target = output
     if history.stop == "non-finite" and keep_old:
         target = _beside(output, "last-finite")
-    if target == "-":
-        sys.stdout.buffer.write(modelfile.to_bytes(fitted))
-        sys.stdout.buffer.flush()
-    else:
-        modelfile.save(fitted, target, protect=[data])
+    with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
+        if target == "-":
+            sys.stdout.buffer.write(modelfile.to_bytes(fitted))
+            sys.stdout.buffer.flush()
+        else:
+            modelfile.save(fitted, target, protect=[data])
     where = "stdout" if target == "-" else target
     kept = fitted.summary["kept_epoch"]
     if history.stop == "non-finite":
@@ -329,8 +331,9 @@ def train(
             f"{history.message} (the model of epoch {kept} was saved to {where}{left})"
         )
     if history.stop == "interrupted":
-        _say(f"aecli: {history.message}; the model of epoch {kept} was saved to {where}")
-        raise typer.Exit(130)
+        message = history.message.replace("interrupted", signals.word(), 1)
+        _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}")
+        raise typer.Exit(signals.exit_code())
     if not quiet:
         if history.stop == "early-stopping":
             _say(f"aecli: {history.message}; kept epoch {kept}")

@@ -1,0 +1,69 @@
+"""Ctrl-C, SIGTERM and SIGHUP, handled once: each stops aecli the way Ctrl-C does.
+
+``timeout``, ``docker stop``, batch schedulers and torchrun send SIGTERM, a
+dropped ssh session SIGHUP. While the CLI runs, both raise the same
+KeyboardInterrupt that Ctrl-C raises, so training saves its last finished
+epoch for each of them (F31), and the exit code says which one it was:
+128 + the signal number (130, 143, 129).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+_received: list[int] = []
+
+
+def _raise(signum: int, frame: Any) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """Within: the three signals raise KeyboardInterrupt; previous handlers come back after."""
+    _received.clear()
+    try:
+        previous = {sig: signal.signal(sig, _raise) for sig in HANDLED}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def last() -> int:
+    """The first signal received (SIGINT when the interrupt came some other way)."""
+    return _received[0] if _received else signal.SIGINT
+
+
+def exit_code() -> int:
+    return 128 + int(last())
+
+
+def word() -> str:
+    """What happened, for the one line on stderr: interrupted, terminated, hung up."""
+    sig = last()
+    return NAMES[sig] + ("" if sig == signal.SIGINT else f" ({signal.Signals(sig).name})")
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold the signals off while a file is written; they arrive once it is complete (F05)."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)

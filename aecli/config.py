@@ -9,6 +9,7 @@ load (``from_dict`` fills what is missing).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from enum import Enum
 from typing import Any
 
 from aecli.errors import UsageError
+
+MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
 
 
 class Kind(str, Enum):
@@ -177,6 +180,12 @@ class ModelConfig:
             f"{self.latent} is larger than the input ({self.n_inputs} features); an "
             "overcomplete code only makes sense for --kind sparse or with --noise",
         )
+        _check(
+            self.parameters() <= MAX_PARAMETERS,
+            "--hidden" if self.hidden and max(self.hidden) > self.latent else "--latent",
+            f"a model of {self.parameters():,} parameters is beyond what aecli trains "
+            f"(at most {MAX_PARAMETERS:,})",
+        )  # F15: found here, not as an allocation failure
         _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
         # inf passes ">= 0" and then turns the loss into nan mid-run (F22): refuse it here.
         _finite(self.noise_std, "--noise-std")
@@ -194,6 +203,13 @@ class ModelConfig:
             f"must be >= 0, got {self.sparsity_weight}",
         )
         _check(self.beta >= 0.0, "--beta", f"must be >= 0, got {self.beta}")
+
+    def parameters(self) -> int:
+        """Weights and biases of encoder and decoder (an upper bound for tied weights)."""
+        sizes = self.sizes
+        one_way = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+        back = sum((b + 1) * a for a, b in itertools.pairwise(sizes))
+        return one_way + back + (sizes[-2] + 1) * sizes[-1] * (self.kind == Kind.vae.value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

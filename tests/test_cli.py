@@ -262,3 +262,16 @@ def test_train_help_is_in_sections_without_type_noise() -> None:
     assert "<" not in text and "{" not in text
     for command in ("encode", "score", "export", "sample"):
         assert "<str>" not in invoke([command, "--help"]).text
+
+
+@pytest.mark.parametrize(
+    ("flags", "flag"),
+    [(["--hidden", "1000000000"], "--hidden"), (["--kind", "sparse", "--latent", "1000000000"],
+                                                "--latent")],
+)  # fmt: skip
+def test_a_model_too_large_to_allocate_is_a_usage_error(
+    tmp_path: Path, table_csv: Path, flags: list[str], flag: str
+) -> None:
+    """F15: these were allocation failures after reading the data, exit 70."""
+    result = invoke(["train", table_csv, "-o", tmp_path / "m.safetensors", *flags])
+    assert result.code == 2 and result.stderr.startswith(f"aecli: error: {flag}: a model of ")

@@ -171,3 +171,38 @@ def test_ctrl_c_outside_training_says_so_and_exits_130(tmp_path: Path, basic_mod
     assert process.returncode == 130
     assert err.decode().strip() == "aecli: interrupted"
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "message"),
+    [
+        ("encode {basic} - <&-", 1, "aecli: error: <stdin>: stdin is closed"),  # F16
+        ("encode {basic} {data} >&-", 1, "aecli: error: stdout is closed"),
+        ("train {data} -o - --epochs 1 >&-", 2, "aecli: error: -o: stdout is closed"),
+        ("encode {basic} {gz}", 1, "not valid gzip data"),  # F14
+        ("encode {basic} - < {gz}", 1, "<stdin>: not valid gzip data"),
+    ],
+)
+def test_closed_streams_and_damaged_gzip_are_one_line(
+    tmp_path: Path, basic_model: Path, digits_csv: Path, command: str, code: int, message: str
+) -> None:
+    import gzip
+
+    damaged = bytearray(gzip.compress(digits_csv.read_bytes(), mtime=0))
+    damaged[200:220] = bytes(b ^ 0xFF for b in damaged[200:220])
+    (tmp_path / "bad.csv.gz").write_bytes(bytes(damaged))
+    line = command.format(basic=basic_model, data=digits_csv, gz=tmp_path / "bad.csv.gz")
+    shell = f"{sys.executable} -m aecli {line}"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    err = result.stderr.decode().strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_closed_stderr_does_not_fail_a_good_run(tmp_path: Path, digits_csv: Path) -> None:
+    """F24: with fd 2 closed (cron, daemons) a good run exits 0 and a usage error 2."""
+    out = tmp_path / "m.safetensors"
+    good = f"{sys.executable} -m aecli train {digits_csv} -o {out} --epochs 2 2>&-"
+    assert subprocess.run(["bash", "-c", good]).returncode == 0 and out.exists()
+    bad = f"{sys.executable} -m aecli train {digits_csv} -o {out} --epochs 0 2>&-"
+    assert subprocess.run(["bash", "-c", bad]).returncode == 2

@@ -7,9 +7,12 @@ that need them so that ``aecli --help`` stays fast.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import typer
 
@@ -59,9 +62,54 @@ def _openmp_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
+class _Closed(io.RawIOBase):
+    """Stands in for a standard stream whose descriptor was closed (``>&-``).
+
+    Python leaves such a stream None, and anything touching it crashed (F16,
+    F24). Reading or writing one is an error naming it; a closed stderr just
+    discards what aecli would have said, so a good run still exits 0.
+    """
+
+    def __init__(self, name: str, silent: bool = False) -> None:
+        super().__init__()
+        self.name_ = name
+        self.silent = silent
+        self.buffer = self
+
+    def isatty(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise OSError(errno.EBADF, f"{self.name_} is closed")
+
+    def write(self, data: Any) -> int:
+        if self.silent:
+            return len(data)
+        raise OSError(errno.EBADF, f"{self.name_} is closed")
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, f"{self.name_} is closed")
+
+
+def _closed_streams() -> None:
+    if sys.stdin is None:
+        sys.stdin = _Closed("stdin")  # type: ignore[assignment]
+    if sys.stdout is None:
+        sys.stdout = _Closed("stdout")  # type: ignore[assignment]
+    if sys.stderr is None:
+        sys.stderr = _Closed("stderr", silent=True)  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; expected failures become one line on stderr and an exit code."""
     _openmp_defaults()
+    _closed_streams()
     if not os.environ.get("AECLI_DEBUG"):
         # Libraries' warnings (file, line, source) are noise on a user's terminal;
         # aecli says what matters itself. AECLI_DEBUG=1 shows them.
@@ -109,7 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         _say(f"aecli: error: {where}{exc.strerror or exc}")
         return 1
+    except MemoryError:
+        _say("aecli: error: out of memory (a smaller --batch-size, --hidden or --chunk-rows)")
+        return 1
     except Exception as exc:
+        if "can't allocate memory" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
+            _say(f"aecli: error: out of memory ({_one_line(str(exc))[:200]})")
+            return 1
         # A bug in aecli. Users get one line and a way to see more; never locals.
         if os.environ.get("AECLI_DEBUG"):
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -104,6 +105,11 @@ def check_output(
     FIFO or device is fine: it is streamed into, never replaced.
     """
     if dest == STDIO:
+        try:
+            sys.stdout.fileno()
+        except OSError as exc:  # a closed descriptor (>&-) is known now, not after the work
+            if exc.errno == errno.EBADF:
+                raise UsageError("stdout is closed", flag=flag) from None
         if binary and sys.stdout.isatty():
             raise UsageError("refusing to write binary data to a terminal", flag=flag)
         return

@@ -12,6 +12,7 @@ import io
 import itertools
 import sys
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,7 +382,7 @@ class _guard_read:
             return False
         if isinstance(exc, EOFError):
             raise DataError("compressed data ends early (truncated .gz?)", source=self.name)
-        if isinstance(exc, gzip.BadGzipFile):
+        if isinstance(exc, gzip.BadGzipFile | zlib.error):  # F14: damaged compressed data
             raise DataError(f"not valid gzip data ({exc})", source=self.name)
         if isinstance(exc, UnicodeDecodeError):
             raise DataError("not UTF-8 text", source=self.name)

@@ -24,6 +24,7 @@ metadata alone needs neither torch nor numpy (``aecli info`` stays fast).
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,8 +41,26 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 
 def read_header(path: str) -> tuple[dict[str, str], dict[str, Any], int]:
-    """Validate the file's framing; return (aecli metadata, tensor table, header size)."""
-    return read_header_bytes(_read(path), path)
+    """Validate the file's framing; return (aecli metadata, tensor table, header size).
+
+    Reads the length and the JSON header only, not the tensors (F30: ``info`` on a
+    large model read every byte); the tensors' extent is checked against the file size.
+    """
+    try:
+        with open(path, "rb") as handle:
+            total = os.fstat(handle.fileno()).st_size
+            head = handle.read(8)
+            if len(head) == 8:
+                (size,) = struct.unpack("<Q", head)
+                head += handle.read(min(size, _MAX_HEADER))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a directory, not a model file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror})") from None
+    header, size = _parse_header(head, path, total)
+    return header.pop("__metadata__", None) or {}, header, size
 
 
 def read_header_bytes(
@@ -69,12 +88,14 @@ def _read(path: str) -> bytes:
         raise ModelFileError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _parse_header(data: bytes, path: str) -> tuple[dict[str, Any], int]:
+def _parse_header(data: bytes, path: str, total: int | None = None) -> tuple[dict[str, Any], int]:
+    """The header of a file whose first bytes are ``data`` and whose length is ``total``."""
     foreign = f"{path}: not a safetensors model file"
-    if len(data) < 8:
-        raise ModelFileError(f"{foreign} (only {len(data)} bytes)")
+    total = len(data) if total is None else total
+    if total < 8 or len(data) < 8:
+        raise ModelFileError(f"{foreign} (only {total} bytes)")
     (size,) = struct.unpack("<Q", data[:8])
-    if size > min(_MAX_HEADER, len(data) - 8):
+    if size > min(_MAX_HEADER, total - 8) or len(data) < 8 + size:
         raise ModelFileError(f"{foreign} (bad header length; truncated?)")
     try:
         header = json.loads(data[8 : 8 + size].decode("utf-8"))
@@ -90,7 +111,7 @@ def _parse_header(data: bytes, path: str) -> tuple[dict[str, Any], int]:
             end = max(end, int(info["data_offsets"][1]))
         except (TypeError, KeyError, IndexError, ValueError):
             raise ModelFileError(f"{foreign} (bad entry for tensor {name!r})") from None
-    body = len(data) - 8 - size
+    body = total - 8 - size
     if end > body:
         raise ModelFileError(f"{path}: truncated model file ({body} of {end} data bytes)")
     if end < body:

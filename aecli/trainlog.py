@@ -9,6 +9,7 @@ with ``read_json(path, lines=True)``.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +51,13 @@ class EpochLog:
     def __exit__(self, *exc: object) -> None:
         if self.path is None or not self.lines:
             return
-        from aecli.io import write_bytes_atomic
+        from aecli.io import STDIO, write_bytes_atomic
 
         text = "\n".join(self.lines) + "\n"
+        if self.path == STDIO:  # F29: - is stdout here as everywhere in aecli
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
         write_bytes_atomic(self.path, text.encode(), protect=self.protect, flag="--log")
 
 

@@ -45,8 +45,6 @@ def test_id_column_alone_keeps_every_other_column(mixed_csv: Path) -> None:
     [
         ({"columns": ("f0", "nope")}, r"mixed.csv: no column named 'nope' \(--columns\); its "),
         ({"columns": ("99",)}, r"column index 99 is out of range \(--columns\)"),
-        ({"columns": ("f1", "2")}, r"column '2' is named twice"),
-        ({"columns": ("id",), "id_column": "id"}, r"also one of the feature columns"),
         ({"id_column": "who"}, r"no column named 'who' \(--id-column\)"),
     ],
 )
@@ -54,6 +52,21 @@ def test_bad_column_choices_name_the_file_and_flag(
     mixed_csv: Path, options: dict, message: str
 ) -> None:
     with pytest.raises(DataError, match=message):
+        read_table(str(mixed_csv), **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"columns": ("f1", "2")}, r"--columns: column '2' is named twice"),
+        ({"columns": ("id",), "id_column": "id"}, r"--id-column: 'id' is also one of the feature"),
+    ],
+)
+def test_conflicting_column_flags_are_usage_errors(
+    mixed_csv: Path, options: dict, message: str
+) -> None:
+    """F23: a conflict between flags is the user's command, not the data: exit 2."""
+    with pytest.raises(UsageError, match=message):
         read_table(str(mixed_csv), **options)
 
 

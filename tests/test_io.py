@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import sys
 from pathlib import Path
@@ -253,3 +254,43 @@ def test_bad_output_paths_fail_before_training(tmp_path: Path, table_csv: Path) 
     assert invoke(["train", table_csv, "-o", long, "--epochs", "2", "-q"]).code == 0
     assert long.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_flag_conflicts_are_usage_errors(tmp_path: Path, table_csv: Path) -> None:
+    """F23: these were exit 1 as data errors, and .npy accepted a column named twice."""
+    from tests.conftest import invoke
+
+    npy = tmp_path / "t.npy"
+    np.save(npy, read_table(str(table_csv)).values)
+    out = tmp_path / "m.safetensors"
+    for data, flags, message in (
+        (table_csv, ["--columns", "0,1", "--id-column", "0"], "--id-column: '0' is also one"),
+        (table_csv, ["--columns", "1,1"], "--columns: column '1' is named twice"),
+        (npy, ["--columns", "0,0"], "--columns: column '0' is named twice"),
+    ):
+        result = invoke(["train", data, "-o", out, "--epochs", "1", *flags])
+        assert result.code == 2 and message in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_a_replaced_output_keeps_its_permissions(tmp_path: Path, table_csv: Path) -> None:
+    """F28: a 600 model file became 644 when training replaced it."""
+    from tests.conftest import invoke
+
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "1", "-q"]).code == 0
+    model.chmod(0o600)
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
+    assert model.stat().st_mode & 0o777 == 0o600
+
+
+def test_log_dash_is_stdout(tmp_path: Path, table_csv: Path) -> None:
+    """F29: --log - made a file named '-'; now it is stdout, and refused beside -o -."""
+    from tests.conftest import invoke
+
+    result = invoke(["train", table_csv, "-o", tmp_path / "m.safetensors", "--epochs", "2",
+                     "-q", "--log", "-"])  # fmt: skip
+    assert result.code == 0
+    assert [json.loads(line)["epoch"] for line in result.text.splitlines()] == [1, 2]
+    both = invoke(["train", table_csv, "-o", "-", "--epochs", "1", "--log", "-"])
+    assert both.code == 2 and "--log: the model already goes to stdout" in both.stderr

@@ -229,3 +229,42 @@ def test_a_file_of_todays_format_still_gives_its_outputs() -> None:
         result = invoke([command, model, rows])
         assert result.code == 0, result.stderr
         assert result.text == (data / f"format1-residual-{name}.csv").read_text(), command
+
+
+def test_reading_the_metadata_reads_the_header_only(tmp_path: Path, basic_model: Path) -> None:
+    """F30: info read every byte of the file to parse its header."""
+    data = basic_model.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    read: list[int] = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, handle):  # type: ignore[no-untyped-def]
+            self.handle = handle
+
+        def read(self, n: int = -1) -> bytes:
+            read.append(n)
+            return self.handle.read(n)
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self.handle, name)
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+            self.handle.close()
+
+    import builtins
+
+    builtins.open = lambda *a, **k: Counting(real_open(*a, **k))  # type: ignore[assignment]
+    try:
+        meta = modelfile.read_metadata(str(basic_model))
+    finally:
+        builtins.open = real_open  # type: ignore[assignment]
+    assert meta["aecli.model"]["kind"] == "basic"
+    assert sum(read) == 8 + size < len(data)
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(data[:-10])
+    with pytest.raises(ModelFileError, match="truncated model file"):
+        modelfile.read_metadata(str(truncated))

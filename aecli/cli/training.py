@@ -211,6 +211,8 @@ def train(
     )
     train_config.validate()
     _check_model_output(output, data)
+    if log == "-" and output == "-":
+        raise UsageError("the model already goes to stdout; give the log a file", flag="--log")
     if log is not None:  # found now, not after the last epoch (F03)
         from aecli.io import check_output
 

@@ -73,6 +73,8 @@ class AtomicFile:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(name, 0o666 & ~umask)
+        with contextlib.suppress(OSError):  # F28: a replaced file keeps its permissions
+            os.chmod(name, stat.S_IMODE(os.stat(self.dest).st_mode))
         try:
             os.replace(name, self.dest)
         except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from aecli.errors import DataError
+from aecli.errors import DataError, UsageError
 from aecli.io.table import ReadOptions
 
 
@@ -29,11 +29,7 @@ def _select_columns(
         id_index = _resolve_column(opts.id_column, names, width, source, "--id-column")
     if opts.columns:
         features = [_resolve_column(c, names, width, source, "--columns") for c in opts.columns]
-        seen = set()
-        for col, index in zip(opts.columns, features):
-            if index in seen:
-                raise DataError(f"column {col!r} is named twice in --columns", source=source)
-            seen.add(index)
+        check_distinct(list(opts.columns), features)
     elif opts.model_columns and names is not None and set(opts.model_columns) <= set(names):
         # A trained model picks its own columns by name, in its order; when the
         # header lacks some, all columns are passed on and the model's width
@@ -42,8 +38,8 @@ def _select_columns(
     else:
         features = [i for i in range(width) if i != id_index]
     if id_index is not None and id_index in features:
-        raise DataError(
-            f"--id-column {opts.id_column!r} is also one of the feature columns", source=source
+        raise UsageError(
+            f"{opts.id_column!r} is also one of the feature columns", flag="--id-column"
         )
     if not features:
         raise DataError("no feature columns left besides the --id-column", source=source)
@@ -94,3 +90,12 @@ def _resolve_column(item: str, names: list[str] | None, width: int, source: str,
     if item.isdigit():
         raise DataError(f"column index {item} is out of range ({what}); {have}", source=source)
     raise DataError(f"no column named {item!r} ({what}); {have}", source=source)
+
+
+def check_distinct(items: list[str], indices: list[int]) -> None:
+    """--columns may not name one column twice (by name, by index or both)."""
+    seen: set[int] = set()
+    for item, index in zip(items, indices):
+        if index in seen:
+            raise UsageError(f"column {item!r} is named twice", flag="--columns")  # F23
+        seen.add(index)

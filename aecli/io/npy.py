@@ -10,7 +10,7 @@ import numpy as np
 
 from aecli.errors import DataError, UsageError
 from aecli.io.cells import _NAN_HINT
-from aecli.io.columns import _resolve_column
+from aecli.io.columns import _resolve_column, check_distinct
 from aecli.io.table import ReadOptions, ReadStats, Table, describe
 
 
@@ -72,6 +72,7 @@ def _open_npy(
     features = None
     if opts.columns:
         features = [_resolve_column(c, None, width, name, "--columns") for c in opts.columns]
+        check_distinct(list(opts.columns), features)
         row_shape = (len(features),)
     return flat, row_shape, features
 

@@ -294,3 +294,26 @@ def test_log_dash_is_stdout(tmp_path: Path, table_csv: Path) -> None:
     assert [json.loads(line)["epoch"] for line in result.text.splitlines()] == [1, 2]
     both = invoke(["train", table_csv, "-o", "-", "--epochs", "1", "--log", "-"])
     assert both.code == 2 and "--log: the model already goes to stdout" in both.stderr
+
+
+def test_a_bare_cr_is_refused_by_both_parsers(tmp_path: Path) -> None:
+    """F08: pandas took a lone CR for a line end; the exact path refuses the cell."""
+    path = tmp_path / "cr.csv"
+    path.write_bytes(b"a\n1\n2\n3\r4\n   \n5\n6\n")
+    with pytest.raises(DataError, match=r"cr.csv:4:1: '3\\r4' is not a number"):
+        read_table(str(path))
+    fine = tmp_path / "crlf.csv"
+    fine.write_bytes(b"a\r\n1\r\n2\r\n")  # CRLF line ends stay fine
+    assert read_table(str(fine)).values.ravel().tolist() == [1.0, 2.0]
+
+
+def test_float32_max_is_not_blamed_for_another_cells_fault(tmp_path: Path) -> None:
+    """F25: 3.4028235e+38 (float32 max, as aecli writes it) was called an overflow."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n3.4028235e+38,1\n1,2\n3,4\n5,abc\n")
+    with pytest.raises(DataError, match=r"bad.csv:5:2: 'abc' is not a number"):
+        read_table(str(bad))
+    over = tmp_path / "over.csv"
+    over.write_text("a,b\n3.5e+38,1\n1,2\n")
+    with pytest.raises(DataError, match=r"over.csv:2:1: '3.5e\+38' overflows float32"):
+        read_table(str(over))

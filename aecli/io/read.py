@@ -268,6 +268,9 @@ class _Reader:
         blank = (length == 0) | ((length == 1) & (data[starts] == ord("\r")))
         if len(ends) != len(batch) or blank.any():
             return None  # a blank line: the exact path skips it
+        returns = np.flatnonzero(data == ord("\r"))
+        if len(returns) and not np.isin(returns, ends - 1).all():
+            return None  # F08: a bare CR, which pandas would take for a line end
         fields = np.add.reduceat((data == ord(delimiter)).astype(np.int32), starts)
         if (fields != layout.width - 1).any():
             return None

@@ -317,3 +317,21 @@ def test_float32_max_is_not_blamed_for_another_cells_fault(tmp_path: Path) -> No
     over.write_text("a,b\n3.5e+38,1\n1,2\n")
     with pytest.raises(DataError, match=r"over.csv:2:1: '3.5e\+38' overflows float32"):
         read_table(str(over))
+
+
+def test_strays_of_dead_processes_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    """F27: kill -9 between link and rename leaves .aecli-PID-XXXXXXXX.tmp behind."""
+    import os
+    import subprocess
+
+    from aecli.io import write_bytes_atomic
+
+    child = subprocess.Popen(["true"])
+    child.wait()  # a pid that has exited
+    stray = tmp_path / f".aecli-{child.pid}-deadbeef.tmp"
+    stray.write_bytes(b"half a model")
+    alive = tmp_path / f".aecli-{os.getppid()}-cafebabe.tmp"  # a live process: kept
+    alive.write_bytes(b"in use")
+    write_bytes_atomic(str(tmp_path / "m.bin"), b"data")
+    assert not stray.exists() and alive.exists()
+    assert (tmp_path / "m.bin").read_bytes() == b"data"

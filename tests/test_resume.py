@@ -123,7 +123,8 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(
     else:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
-    assert os.listdir(tmp_path) == ["m.safetensors"]  # no temporary left behind
+    if how in STOPS:
+        assert os.listdir(tmp_path) == ["m.safetensors"]  # no temporary left behind
     kept = modelfile.load(str(out)).summary["kept_epoch"]
     assert kept >= 1
     target = kept + 2
@@ -131,6 +132,9 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(
     _train(digits_csv, whole, "--epochs", str(target), "--checkpoint-every", "1")
     _train(digits_csv, out, "--resume", out, "--epochs", str(target))
     assert out.read_bytes() == whole.read_bytes()
+    # kill -9 may land between naming the temporary and the rename (F27): the next
+    # write into the folder removes what a dead process left.
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "whole.safetensors"]
 
 
 def test_the_api_refuses_a_config_that_is_not_the_resumed_models(

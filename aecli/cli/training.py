@@ -289,7 +289,8 @@ def train(
 
         def checkpoint(fitted: FittedModel) -> None:
             nonlocal keep_old
-            modelfile.save(fitted, output, protect=[data])
+            with signals.deferred():  # a signal waits until the checkpoint is whole
+                modelfile.save(fitted, output, protect=[data])
             keep_old = False
 
     from aecli.cli.progress import EpochBar

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -36,6 +37,7 @@ class AtomicFile:
         # A symlink to a file is followed: its target is replaced and the link stays.
         self.dest = os.path.realpath(dest)
         parent = os.path.dirname(self.dest)
+        _remove_strays(parent)
         try:
             fd = os.open(parent, os.O_TMPFILE | os.O_WRONLY, 0o666)  # type: ignore[attr-defined]
         except (AttributeError, OSError):
@@ -56,30 +58,30 @@ class AtomicFile:
             return
         os.fsync(self.file.fileno())
         parent = os.path.dirname(self.dest)
-        if self._named is None:
-            name = os.path.join(parent, f".aecli-{os.getpid()}-{os.urandom(4).hex()}.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-            # linkat(AT_SYMLINK_FOLLOW) through /proc gives the anonymous inode a name.
-            proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.link(str(self.file.fileno()), name, src_dir_fd=proc, follow_symlinks=True)
-            finally:
-                os.close(proc)
-            self.file.close()
-        else:
-            name = self._named
-            self.file.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(name, 0o666 & ~umask)
         with contextlib.suppress(OSError):  # F28: a replaced file keeps its permissions
-            os.chmod(name, stat.S_IMODE(os.stat(self.dest).st_mode))
-        try:
+            os.fchmod(self.file.fileno(), stat.S_IMODE(os.stat(self.dest).st_mode))
+        name = self._named
+        try:  # from the moment the data has a name, any failure (or Ctrl-C) removes it
+            if name is None:
+                name = os.path.join(parent, f".aecli-{os.getpid()}-{os.urandom(4).hex()}.tmp")
+                # linkat(AT_SYMLINK_FOLLOW) through /proc gives the anonymous inode a name.
+                proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.link(str(self.file.fileno()), name, src_dir_fd=proc, follow_symlinks=True)
+                finally:
+                    os.close(proc)
+                self.file.close()
+            else:
+                self.file.close()
+                if not os.path.exists(self.dest):
+                    umask = os.umask(0)
+                    os.umask(umask)
+                    os.chmod(name, 0o666 & ~umask)
             os.replace(name, self.dest)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+            if name is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
             raise
         with contextlib.suppress(OSError):
             dirfd = os.open(parent, os.O_RDONLY)
@@ -94,6 +96,26 @@ class AtomicFile:
         if self._named is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._named)
+
+
+_STRAY = re.compile(r"^\.aecli-(\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def _remove_strays(folder: str) -> None:
+    """F27: a ``kill -9`` between naming a temporary and renaming it leaves it behind;
+    the next write into the folder removes those whose process is gone."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = _STRAY.match(entry.name)
+            if match is None or int(match.group(1)) == os.getpid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # alive (another user's): leave it
 
 
 def check_output(

@@ -230,33 +230,12 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         from aecli import modelfile
 
         fitted = modelfile.load(str(path))
-        model, train = fitted.config, fitted.train_config
-        estimator = cls(
-            kind=model.kind,
-            hidden=tuple(model.hidden) or "none",
-            latent=model.latent,
-            tied=model.tied,
-            activation=model.activation,
-            loss=model.loss,
-            noise=model.noise,
-            noise_std=model.noise_std,
-            dropout=model.dropout,
-            sparsity_target=model.sparsity_target,
-            sparsity_weight=model.sparsity_weight,
-            beta=model.beta,
-            scale=train.scale,
-            epochs=train.epochs,
-            batch_size=train.batch_size,
-            lr=train.lr,
-            weight_decay=train.weight_decay,
-            val_fraction=train.val_fraction,
-            early_stopping=train.early_stopping,
-            seed=train.seed,
-            device=train.device,
-            precision=train.precision,
-            threads=train.threads,
-            image_shape=fitted.row_shape if len(fitted.row_shape) == 2 else None,
-        )
+        # The file's configs give every argument they name (the names are the same).
+        stored = {**fitted.train_config.to_dict(), **fitted.config.to_dict()}
+        arguments = {k: stored[k] for k in cls().get_params() if k in stored}
+        arguments["hidden"] = tuple(fitted.config.hidden) or "none"
+        arguments["image_shape"] = fitted.row_shape if len(fitted.row_shape) == 2 else None
+        estimator = cls(**arguments)
         estimator._set_fitted(fitted)
         if fitted.columns is not None:
             estimator.feature_names_in_ = np.asarray(fitted.columns, dtype=object)

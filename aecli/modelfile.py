@@ -23,10 +23,11 @@ metadata alone needs neither torch nor numpy (``aecli info`` stays fast).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,19 +47,12 @@ def read_header(path: str) -> tuple[dict[str, str], dict[str, Any], int]:
     Reads the length and the JSON header only, not the tensors (F30: ``info`` on a
     large model read every byte); the tensors' extent is checked against the file size.
     """
-    try:
-        with open(path, "rb") as handle:
-            total = os.fstat(handle.fileno()).st_size
-            head = handle.read(8)
-            if len(head) == 8:
-                (size,) = struct.unpack("<Q", head)
-                head += handle.read(min(size, _MAX_HEADER))
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, not a model file") from None
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read ({exc.strerror})") from None
+    with _reading(path), open(path, "rb") as handle:
+        total = os.fstat(handle.fileno()).st_size
+        head = handle.read(8)
+        if len(head) == 8:
+            (size,) = struct.unpack("<Q", head)
+            head += handle.read(min(size, _MAX_HEADER))
     header, size = _parse_header(head, path, total)
     return header.pop("__metadata__", None) or {}, header, size
 
@@ -78,8 +72,15 @@ def read_metadata(path: str) -> dict[str, Any]:
 
 
 def _read(path: str) -> bytes:
-    try:
+    with _reading(path):
         return Path(path).read_bytes()
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """A model file that cannot be read is a ModelFileError naming it."""
+    try:
+        yield
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such model file") from None
     except IsADirectoryError:

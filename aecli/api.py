@@ -13,6 +13,7 @@ import torch
 
 from aecli.config import Loss, ModelConfig, Scale, TrainConfig
 from aecli.device import check_precision, choose_threads, resolve_device
+from aecli.distributed import World
 from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
 from aecli.io import NpyRows, Table
@@ -33,6 +34,8 @@ def train(
     resume: FittedModel | None = None,
     checkpoint: Callable[[FittedModel], None] | None = None,
     scaler: Scaler | None = None,
+    world: World | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> tuple[FittedModel, History]:
     """Fit the scaler and the model; the result lives on the CPU.
 
@@ -41,10 +44,16 @@ def train(
     the result equals an uninterrupted run of ``train_config.epochs``.
     ``checkpoint`` receives the model every ``checkpoint_every`` epochs.
     ``scaler``: one already fitted on ``table`` by ``fit_scaler`` (fitted here if None).
+    ``world``: this process's place under torchrun, its group already joined
+    (``aecli.distributed.start``); every rank passes the same table and
+    configs, and only rank 0's result carries the baselines (the one it writes).
     """
     model_config.validate()
     train_config.validate()
+    world = world or World()
     device = resolve_device(train_config.device)
+    if world.many and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     check_precision(train_config.precision, device)
     start_epoch = 1
     streamed = isinstance(table, NpyRows)
@@ -87,7 +96,9 @@ def train(
     threads = 0
     if device.type == "cpu":
         n_params = sum(p.numel() for p in model.parameters())
-        threads = choose_threads(train_config.threads, n_params * train_config.batch_size)
+        threads = choose_threads(
+            train_config.threads, n_params * train_config.batch_size, world.local_size
+        )
         torch.set_num_threads(threads)
     model.to(device)
     if streamed:
@@ -101,6 +112,8 @@ def train(
         "device": device.type,
         "threads": threads,
         "torch": torch.__version__,
+        "world_size": world.size,
+        "backend": world.backend,
     }
 
     def fitted_now(kept: EpochStats, stop: str | None, state: OptimizerState | None) -> FittedModel:
@@ -132,6 +145,8 @@ def train(
         start_epoch=start_epoch,
         resume_state=resume.optimizer_state if resume is not None else None,
         on_checkpoint=on_checkpoint,
+        world=world,
+        stop_requested=stop_requested,
     )
     model.cpu().eval()
     if not history.epochs:
@@ -140,6 +155,8 @@ def train(
         raise TrainingError(f"{history.message} (no epoch finished: nothing saved)")
     fitted = fitted_now(history.kept, history.stop, history.optimizer_state)
     fitted.summary["epochs"] = history.last.epoch
+    if not world.main:  # the other ranks write nothing, so need no baselines
+        return fitted, history
     try:
         if streamed:
             _add_streamed_baselines(fitted, table, train_config)

@@ -42,20 +42,21 @@ def resolve_device(text: str) -> torch.device:
     return device
 
 
-def choose_threads(requested: int, work_per_step: float) -> int:
+def choose_threads(requested: int, work_per_step: float, processes: int = 1) -> int:
     """Thread count for CPU work: ``requested`` if set, else by problem size.
 
     Small steps (tabular models) are dominated by per-op overhead, where extra
     OpenMP threads only add synchronisation and, when another program holds a
     core, spin and collapse throughput; one thread is then the fast choice.
-    ``work_per_step`` is the multiply-adds of one training step.
+    ``work_per_step`` is the multiply-adds of one training step; ``processes``
+    training processes on this machine (torchrun) share its cores.
     """
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if work_per_step < 5e6:
         return 1
-    return max(1, min(cores or 1, 8))
+    return max(1, min((cores or 1) // max(processes, 1), 8))
 
 
 def check_precision(precision: str, device: torch.device) -> None:

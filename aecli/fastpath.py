@@ -99,17 +99,18 @@ def manual_step(model: Autoencoder, precision: str, forward: object) -> Step | N
         Autoencoder: the mean per value. VAE: the sum over features, mean over rows
         (half the squared error for mse).
         """
-        rows = x.shape[0]
+        rows = max(x.shape[0], 1)  # a process's share of a batch may have no rows
+        values = max(decoded.numel(), 1)
         if bce:
             loss = F.binary_cross_entropy_with_logits(decoded, x)
             grad = torch.sigmoid(decoded) - x
             if vae:
                 return loss * x.shape[1], grad / rows
-            return loss, grad / decoded.numel()
+            return loss, grad / values
         diff = decoded - x
         if vae:
             return 0.5 * diff.square().sum() / rows, diff / rows
-        return diff.square().mean(), diff * (2.0 / diff.numel())
+        return diff.square().mean(), diff * (2.0 / values)
 
     @torch.no_grad()
     def step_ae(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -127,10 +128,10 @@ def manual_step(model: Autoencoder, precision: str, forward: object) -> Step | N
         mu = torch.addmm(coding.bias, h, coding.weight.t())
         gamma = torch.addmm(head.bias, h, head.weight.t())
         sigma = torch.exp(0.5 * gamma)
-        eps = torch.randn_like(mu)  # drawn after the input noise, as the module's forward
+        eps = model.normal_like(mu)  # drawn after the input noise, as the module's forward
         decoded, dec = mlp_forward(decoder, mu + sigma * eps, False)
         rec, grad = reconstruction(decoded, batch)
-        rows = batch.shape[0]
+        rows = max(batch.shape[0], 1)
         variance = torch.exp(gamma)
         latent = 0.5 * (variance + mu.square() - 1.0 - gamma).sum() / rows
         grad_z = mlp_backward(decoder, dec, grad, True)

@@ -7,6 +7,8 @@ them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -38,12 +40,19 @@ def bernoulli_kl(p: float, q: torch.Tensor) -> torch.Tensor:
     return p * torch.log(p / q) + (1.0 - p) * torch.log((1.0 - p) / (1.0 - q))
 
 
-def sparsity_penalty(codes: torch.Tensor, target: float) -> torch.Tensor:
+def sparsity_penalty(
+    codes: torch.Tensor,
+    target: float,
+    batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """sum over coding units of KL(p || q_k), q_k = mean activation of unit k over the batch.
 
     A batch-level scalar (q is a batch statistic), as in Géron's chapter.
+    ``batch_mean`` replaces the mean over ``codes``' rows when they are one
+    process's share of the batch (the mean is then taken over every share).
     """
-    return bernoulli_kl(target, codes.mean(dim=0)).sum()
+    q = codes.mean(dim=0) if batch_mean is None else batch_mean(codes)
+    return bernoulli_kl(target, q).sum()
 
 
 def gaussian_kl(mu: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,9 @@ from torch import nn
 from aecli import losses
 from aecli.config import Kind, Loss, ModelConfig, Noise
 from aecli.errors import UsageError
+
+if TYPE_CHECKING:
+    from aecli.distributed import BatchShare
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -54,6 +58,9 @@ class Autoencoder(nn.Module):
         self._mirrored = list(reversed(self.encoder))
         self._bce = config.loss == Loss.bce.value
         self._noise = config.noise
+        # Set by the trainer while this process sees one share of a global batch
+        # (torchrun): noise and batch statistics are then those of the whole batch.
+        self.share: BatchShare | None = None
 
     # -- the three parts -------------------------------------------------
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,8 +69,21 @@ class Autoencoder(nn.Module):
         if not self.training or self._noise == Noise.none.value:
             return x
         if self._noise == Noise.gaussian.value:
-            return x + cfg.noise_std * torch.randn_like(x)
-        return F.dropout(x, p=cfg.dropout, training=True)
+            return x + cfg.noise_std * self.normal_like(x)
+        if self.share is None:
+            return F.dropout(x, p=cfg.dropout, training=True)
+        keep = 1.0 - cfg.dropout  # F.dropout's mask, drawn for the whole batch
+        return x * self.share.noise(x, "bernoulli", keep).div_(keep)
+
+    def normal_like(self, x: torch.Tensor) -> torch.Tensor:
+        """N(0, 1) noise shaped like ``x``: this share's rows of the whole batch's draw."""
+        if self.share is None:
+            return torch.randn_like(x)
+        return self.share.noise(x, "normal")
+
+    def batch_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean over the (global) batch of each column."""
+        return x.mean(dim=0) if self.share is None else self.share.batch_mean(x)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder up to (not including) the coding layer."""
@@ -131,7 +151,9 @@ class SparseAutoencoder(Autoencoder):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         codes = self.encode(self.corrupt(x))
         reconstruction = self.mean_reconstruction_error(self.decode(codes).float(), x)
-        sparsity = losses.sparsity_penalty(codes.float(), self.config.sparsity_target)
+        sparsity = losses.sparsity_penalty(
+            codes.float(), self.config.sparsity_target, self.batch_mean
+        )
         loss = reconstruction + self.config.sparsity_weight * sparsity
         return loss, {"reconstruction": reconstruction, "sparsity": sparsity}
 
@@ -154,7 +176,7 @@ class VariationalAutoencoder(Autoencoder):
 
     def reparameterize(self, mu: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """z = mu + exp(gamma / 2) * eps, eps ~ N(0, I): sampling that gradients pass through."""
-        return mu + torch.exp(0.5 * gamma) * torch.randn_like(mu)
+        return mu + torch.exp(0.5 * gamma) * self.normal_like(mu)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)[0]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from aecli.config import TrainConfig
+from aecli.distributed import BatchShare, World, all_sum_
 from aecli.fastpath import manual_step
 from aecli.models import Autoencoder
 from aecli.optim import FusedAdam
@@ -130,9 +131,10 @@ def _run_epoch(
     config: TrainConfig,
     epoch: int,
     forward: Callable[[torch.Tensor], Any] | None = None,
+    sync: Sync | None = None,
 ) -> dict[str, float]:
     """One pass over the rows: at once, or chunk by chunk (terms weighted by rows)."""
-    args = (config.batch_size, config.precision, forward)
+    args = (config.batch_size, config.precision, forward, sync)
     if isinstance(train, torch.Tensor):
         return _train_epoch(model, optimizer, train, *args)
     totals: dict[str, float] = {}
@@ -157,6 +159,8 @@ def fit(
     start_epoch: int = 1,
     resume_state: OptimizerState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    world: World | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> History:
     """Train ``model`` in place on scaled rows, epochs ``start_epoch..config.epochs``.
 
@@ -165,6 +169,11 @@ def fit(
     the end of the last good epoch (and resumable), and early stopping can
     return to the best one. ``on_checkpoint`` is called every
     ``config.checkpoint_every`` epochs with that snapshot.
+
+    ``world``: the processes training together under torchrun. Each takes
+    its share of every batch and their gradients are summed, so they take
+    the steps one process would; ``stop_requested`` is asked at every step
+    and, when any rank says yes, all stop together as at Ctrl-C.
     """
     optimizer = make_optimizer(model, config)
     # --compile: the forward and loss go through torch.compile (kernel fusion; pays off on
@@ -172,6 +181,7 @@ def fit(
     forward = torch.compile(model) if config.compile else model
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
+    sync = Sync(world, model, stop_requested) if world is not None and world.many else None
     history = History()
     start = time.perf_counter()
     good = _snapshot(model, optimizer)
@@ -180,7 +190,7 @@ def fit(
         for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
-            terms = _run_epoch(model, optimizer, train, config, epoch, forward)
+            terms = _run_epoch(model, optimizer, train, config, epoch, forward, sync)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
                 history.stop = "non-finite"
@@ -189,7 +199,9 @@ def fit(
                     f"(now {config.lr:g}) or --scale standard"
                 )
                 break
-            val_loss = evaluate_loss(model, val, config.batch_size) if val is not None else None
+            val_loss = None
+            if val is not None:
+                val_loss = evaluate_loss(model, val, config.batch_size, world)
             seconds = time.perf_counter() - epoch_start
             stats = EpochStats(epoch, config.epochs, terms, val_loss, seconds)
             history.epochs.append(stats)
@@ -210,6 +222,7 @@ def fit(
                     )
                     break
     except KeyboardInterrupt:
+        model.share = None
         model.load_state_dict(good[0])
         history.stop = "interrupted"
         history.message = f"interrupted during epoch {start_epoch + len(history.epochs)}"
@@ -229,6 +242,7 @@ def _train_epoch(
     batch_size: int,
     precision: str = "fp32",
     forward: Callable[[torch.Tensor], Any] | None = None,
+    sync: Sync | None = None,
 ) -> dict[str, float]:
     model.train()
     step = forward if forward is not None else model  # F12: bool() of a compiled module raises
@@ -245,17 +259,21 @@ def _train_epoch(
     sums: torch.Tensor | None = None
     names: list[str] = []
     for start in range(0, n, batch_size):
+        lo, hi = 0, min(batch_size, n - start)
+        if sync is not None:  # this process's share of the global batch
+            lo, hi = sync.begin(hi)
         if shuffled is not None:
-            batch = shuffled[start : start + batch_size]
+            batch = shuffled[start + lo : start + hi]
         else:
-            batch = data.index_select(0, order[start : start + batch_size])
+            batch = data.index_select(0, order[start + lo : start + hi])
         if manual is not None:  # gradients written by hand (aecli/fastpath.py)
             loss, terms = manual(batch)
         else:
             with autocast:
                 loss, terms = step(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if sync is None else loss * sync.weight).backward()
+        stopping = sync is not None and sync.reduce(scaled=manual is None)
         optimizer.step()
         # Loss terms are summed on the device (read back once an epoch); a model
         # whose only term is its loss adds one number a step, not a stack.
@@ -265,11 +283,18 @@ def _train_epoch(
                 single = len(terms) == 1
                 sums = torch.zeros(1 if single else len(names), device=data.device)
             rows = batch.shape[0]
-            if single:
+            if not rows:  # a share with no rows adds nothing (its mean is NaN)
+                pass
+            elif single:
                 sums.add_(loss, alpha=rows)
             else:
                 sums.add_(torch.stack([loss, *terms.values()]), alpha=rows)
+        if stopping:
+            raise KeyboardInterrupt
     assert sums is not None
+    if sync is not None:
+        sync.end()
+        all_sum_(sums)
     means = (sums / n).tolist()
     if len(means) == 1:
         means = means * len(names)
@@ -277,14 +302,78 @@ def _train_epoch(
 
 
 @torch.no_grad()
-def evaluate_loss(model: Autoencoder, data: torch.Tensor, batch_size: int) -> float:
-    """Mean loss over rows without noise (eval mode); a VAE still samples z."""
+def evaluate_loss(
+    model: Autoencoder, data: torch.Tensor, batch_size: int, world: World | None = None
+) -> float:
+    """Mean loss over rows without noise (eval mode); a VAE still samples z.
+
+    With several processes each evaluates its share of every batch and the
+    sums are added, so the result is the one process's, over every row.
+    """
     was_training = model.training
     model.eval()
+    many = world is not None and world.many
     total = torch.zeros((), device=data.device)
     for start in range(0, data.shape[0], batch_size):
-        batch = data[start : start + batch_size]
+        lo, hi = 0, min(batch_size, data.shape[0] - start)
+        if many:
+            assert world is not None
+            rows = hi
+            lo, hi = world.share(rows)
+            model.share = BatchShare(lo, hi, rows)
+        batch = data[start + lo : start + hi]
         loss, _ = model(batch)
-        total = total + loss * batch.shape[0]
+        if batch.shape[0]:
+            total = total + loss * batch.shape[0]
+    model.share = None
+    if many:
+        all_sum_(total)
     model.train(was_training)
     return float(total) / data.shape[0]
+
+
+class Sync:
+    """What several processes do together at each step: split the batch, sum the gradients.
+
+    Each rank's loss is its share's mean; weighted by the share's rows over the
+    batch's and summed over ranks, the gradients are the global batch's mean
+    (exact for shares of unequal size). They travel in one flat buffer with
+    one more value: whether any rank was asked to stop.
+    """
+
+    def __init__(
+        self, world: World, model: Autoencoder, stop_requested: Callable[[], bool] | None
+    ) -> None:
+        self.world = world
+        self.model = model
+        self.params = list(model.parameters())
+        self.stop_requested = stop_requested or (lambda: False)
+        self.weight = 1.0
+
+    def begin(self, rows: int) -> tuple[int, int]:
+        """This rank's rows of a global batch of ``rows``; the model is told its share."""
+        lo, hi = self.world.share(rows)
+        self.model.share = BatchShare(lo, hi, rows)
+        self.weight = (hi - lo) / rows
+        return lo, hi
+
+    def reduce(self, scaled: bool) -> bool:
+        """Sum the weighted gradients over ranks; True when a rank asks everyone to stop.
+
+        ``scaled``: the gradients already carry the share's weight (the loss was scaled).
+        """
+        grads = [p.grad for p in self.params]
+        flag = torch.full((1,), float(self.stop_requested()), device=self.params[0].device)
+        flat = torch.cat([*(g.reshape(-1) for g in grads), flag])  # type: ignore[union-attr]
+        if not scaled:
+            flat[:-1].mul_(self.weight)
+        all_sum_(flat)
+        offset = 0
+        for g in grads:
+            assert g is not None
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return bool(flat[-1] > 0)
+
+    def end(self) -> None:
+        self.model.share = None

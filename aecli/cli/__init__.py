@@ -161,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("aecli: error: out of memory (a smaller --batch-size, --hidden or --chunk-rows)")
         return 1
     except Exception as exc:
+        if _peer_failure(exc):
+            _say(
+                "aecli: error: another training process failed or stopped answering "
+                f"({_one_line(str(exc))[:200]})"
+            )
+            return 1
         if "can't allocate memory" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
             _say(f"aecli: error: out of memory ({_one_line(str(exc))[:200]})")
             return 1
@@ -172,4 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(a bug; AECLI_DEBUG=1 shows the traceback)"
         )
         return 70
+    finally:
+        _leave_process_group()
     return result if isinstance(result, int) else 0
+
+
+def _peer_failure(exc: Exception) -> bool:
+    """An error of torch.distributed's transport: another process failed or hung."""
+    text = str(exc)
+    return type(exc).__name__.startswith("Dist") or "gloo" in text or "NCCL" in text
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the group on every way out (exiting in it aborts the process)."""
+    if "torch.distributed" in sys.modules:
+        from aecli import distributed
+
+        distributed.stop()

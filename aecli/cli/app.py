@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Annotated, Any
@@ -39,8 +40,16 @@ def _root(
 
 
 def _say(message: str) -> None:
-    sys.stderr.write(message + "\n")
+    sys.stderr.write(_rank_tag() + message + "\n")
     sys.stderr.flush()
+
+
+def _rank_tag() -> str:
+    """Under torchrun the ranks other than 0 say which they are ("[rank 1] aecli: ...")."""
+    rank, size = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if rank in ("", "0") or size in ("", "1"):
+        return ""
+    return f"[rank {rank}] "
 
 
 def _one_line(message: str) -> str:

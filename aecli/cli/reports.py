@@ -236,6 +236,12 @@ def export(
     )
 
 
+def _processes(summary: dict[str, Any]) -> str:
+    """ ", 2 processes (gloo)" for a model trained under torchrun; nothing for one process."""
+    size = summary.get("world_size") or 1
+    return f", {size} processes ({summary.get('backend')})" if size > 1 else ""
+
+
 def _info_text(report: dict[str, Any], config: Any) -> str:
     summary, data, train = report["summary"], report["data"], report["training"]
     final = summary.get("final", {})
@@ -249,7 +255,7 @@ def _info_text(report: dict[str, Any], config: Any) -> str:
         + (f" (auto: {data['scale_reason']})" if data.get("scale_reason") else ""),
         f"trained on    {summary.get('rows', '?')} rows, {summary.get('val_rows', 0)} held out, "
         f"{summary.get('epochs', '?')} epochs, batch {train['batch_size']}, lr {train['lr']:g}, "
-        f"seed {train['seed']}, {summary.get('device', '?')}",
+        f"seed {train['seed']}, {summary.get('device', '?')}" + _processes(summary),
         "final loss    " + ", ".join(f"{k} {v:.5g}" for k, v in final.items()),
     ]
     if summary.get("val_loss") is not None:

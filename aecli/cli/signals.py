@@ -17,11 +17,32 @@ from typing import Any
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 _received: list[int] = []
+_polled: list[bool] = [False]
 
 
 def _raise(signum: int, frame: Any) -> None:
     _received.append(signum)
-    raise KeyboardInterrupt
+    if not _polled[0]:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def polled() -> Iterator[None]:
+    """Within: a signal is only recorded, for the code to ask ``requested()`` and stop itself.
+
+    Processes training together under torchrun must stop at the same step: an
+    exception raised in one of them mid-step would leave the others waiting for it.
+    """
+    _polled[0] = True
+    try:
+        yield
+    finally:
+        _polled[0] = False
+
+
+def requested() -> bool:
+    """Whether a signal has arrived."""
+    return bool(_received)
 
 
 @contextlib.contextmanager

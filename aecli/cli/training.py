@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aecli.cli import signals
+from aecli.cli import processes, signals
 from aecli.cli.app import _say
 from aecli.cli.options import (
     AllowNanOpt,
@@ -165,9 +166,12 @@ def train(
     log: Annotated[
         str | None,
         typer.Option(
+            "--log",
+            "--log-file",
             metavar="PATH",
             help="Write one JSON line per epoch (loss terms, val_loss, seconds) to this file; "
-            "draw it with 'aecli curves'.",
+            "draw it with 'aecli curves'. Under torchrun write --log-file (torchrun's own "
+            "parser takes --log for its --log-dir).",
             show_default=False,
         ),
     ] = None,
@@ -225,6 +229,9 @@ def train(
     from aecli.io import NpyRows, ReadStats, describe, read_table, should_stream
 
     check_precision(precision.value, resolve_device(device))
+    world = processes.join(device, compile_model)
+    if not world.main:  # under torchrun rank 0 alone writes and speaks
+        quiet, log, checkpoint_every = True, None, 0
     resumed = None
     if resume is not None:
         resumed = modelfile.load(resume)
@@ -306,36 +313,44 @@ def train(
             if progress is not None:
                 progress(stats)
 
-        fitted, history = api.train(
-            table,
-            model_config,
-            train_config,
-            on_epoch,
-            resume=resumed,
-            checkpoint=checkpoint,
-            scaler=scaler,
-        )
+        with signals.polled() if world.many else nullcontext():
+            fitted, history = api.train(
+                table,
+                model_config,
+                train_config,
+                on_epoch,
+                resume=resumed,
+                checkpoint=checkpoint,
+                scaler=scaler,
+                world=world,
+                stop_requested=signals.requested,
+            )
     if isinstance(table, NpyRows):
         _report_dropped(stats.dropped, describe(data), quiet)
     target = output
     if history.stop == "non-finite" and keep_old:
         target = _beside(output, "last-finite")
-    with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
-        if target == "-":
-            sys.stdout.buffer.write(modelfile.to_bytes(fitted))
-            sys.stdout.buffer.flush()
-        else:
-            modelfile.save(fitted, target, protect=[data])
+    if world.main:
+        with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
+            if target == "-":
+                sys.stdout.buffer.write(modelfile.to_bytes(fitted))
+                sys.stdout.buffer.flush()
+            else:
+                modelfile.save(fitted, target, protect=[data])
+    processes.finish(world)
     where = "stdout" if target == "-" else target
     kept = fitted.summary["kept_epoch"]
     if history.stop == "non-finite":
+        if not world.main:
+            raise typer.Exit(TrainingError.exit_code)
         left = f"; {output} was left as it was" if target != output else ""
         raise TrainingError(
             f"{history.message} (the model of epoch {kept} was saved to {where}{left})"
         )
     if history.stop == "interrupted":
         message = history.message.replace("interrupted", signals.word(), 1)
-        _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}")
+        if world.main:
+            _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}")
         raise typer.Exit(signals.exit_code())
     if not quiet:
         if history.stop == "early-stopping":
@@ -415,7 +430,10 @@ def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:
     terms = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
     val = f", val loss {s['val_loss']:.4g}" if s["val_loss"] is not None else ""
     where = "stdout" if output == "-" else output
+    ran_on = s["device"]
+    if s.get("world_size", 1) > 1:
+        ran_on += f", {s['world_size']} processes, {s['backend']}"
     return (
         f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
-        f"for {s['epochs']} epochs in {seconds:.1f} s ({s['device']}): {terms}{val} -> {where}"
+        f"for {s['epochs']} epochs in {seconds:.1f} s ({ran_on}): {terms}{val} -> {where}"
     )

@@ -1,0 +1,141 @@
+"""Training with several processes under ``torchrun``: who we are, and what ranks share.
+
+torchrun starts one process per device and tells each its place through the
+environment (RANK, WORLD_SIZE, LOCAL_RANK). Every process reads the data,
+fits the same scaler and draws the same shuffles (everything is seeded), and
+takes its share of every global batch; gradients are summed, weighted by each
+share's rows, so N processes take the steps one process takes. A plain run
+never imports ``torch.distributed``: ``World()`` is a world of one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+# A rank that hangs (not one that dies: torchrun stops the job then) is given
+# up on after this long, so a job never waits forever on a lost peer.
+TIMEOUT_S = float(os.environ.get("AECLI_DIST_TIMEOUT", "300"))
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes; the default is a plain run."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    backend: str | None = None
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes files and speaks."""
+        return self.rank == 0
+
+    @property
+    def many(self) -> bool:
+        return self.size > 1
+
+    def share(self, rows: int) -> tuple[int, int]:
+        """This rank's slice ``[lo, hi)`` of a batch of ``rows`` (sizes differ by at most 1)."""
+        return self.rank * rows // self.size, (self.rank + 1) * rows // self.size
+
+
+def from_env(environ: dict[str, str] | None = None) -> World:
+    """The world torchrun describes, or a world of one (no torchrun, or WORLD_SIZE=1)."""
+    env = os.environ if environ is None else environ
+    try:
+        size = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", "0"))
+        local_size = int(env.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        return World()
+    if size <= 1:
+        return World()
+    return World(rank, size, local_rank, local_size)
+
+
+def start(world: World, device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group: NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``), gloo on CPU."""
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend,
+            rank=world.rank,
+            world_size=world.size,
+            timeout=timedelta(seconds=TIMEOUT_S),
+        )
+    return World(world.rank, world.size, world.local_rank, world.local_size, backend), device
+
+
+def stop() -> None:
+    """Leave the process group (a no-op when none was joined)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over every rank, in place."""
+    import torch.distributed as dist
+
+    dist.all_reduce(tensor)
+    return tensor
+
+
+class GlobalSum(torch.autograd.Function):
+    """A sum over ranks that gradients pass through (the gradient of a sum is a sum).
+
+    The sparse penalty's q is a mean over the global batch: each rank sums its
+    codes, this sums the sums, and each rank's codes receive the gradient of
+    every rank's share of the loss.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        return all_sum_(tensor.clone())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return all_sum_(grad.clone())
+
+
+@dataclass(frozen=True)
+class BatchShare:
+    """What a model needs to know while it sees one rank's part of a global batch.
+
+    Noise is drawn for the whole batch and sliced, so every row gets the noise
+    it would get in a single process; batch statistics are summed over ranks.
+    """
+
+    lo: int
+    hi: int
+    total: int
+
+    def noise(self, like: torch.Tensor, draw: str, p: float = 0.0) -> torch.Tensor:
+        """Standard normal (``draw="normal"``) or Bernoulli(p) noise for this share's rows."""
+        shape = (self.total, *like.shape[1:])
+        full = torch.empty(shape, dtype=like.dtype, device=like.device)
+        if draw == "normal":
+            full.normal_()
+        else:
+            full.bernoulli_(p)
+        return full[self.lo : self.hi]
+
+    def batch_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean over the global batch of ``values`` (rows on dim 0), with gradients."""
+        return GlobalSum.apply(values.sum(0)) / self.total

@@ -1,0 +1,184 @@
+"""Several processes under a real torchrun (gloo on the CPU): the same model as one process.
+
+Each torchrun job costs a few seconds of start-up (two processes importing torch).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aecli import modelfile
+from aecli.distributed import BatchShare, World, from_env
+from tests.conftest import invoke
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = Path(__file__).resolve().parent / "torchrun_job.py"
+# An odd batch over 360 training rows: uneven shares, and a last batch of 10.
+ARGS = ["--epochs", "3", "--batch-size", "25", "--seed", "4", "--quiet"]
+KINDS = {
+    "basic": ["--kind", "basic"],  # the hand-written fast path
+    "tied": ["--kind", "basic", "--tied"],  # autograd
+    "sparse": ["--kind", "sparse"],  # q over the global batch
+    "vae": ["--kind", "vae", "--scale", "minmax"],  # eps drawn for the global batch
+}
+
+needs_torchrun = pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun not installed",
+)
+
+
+def _torchrun(*args: object, env: dict[str, str] | None = None, **kwargs: object) -> list[str]:
+    runner = Path(sys.executable).parent / "torchrun"
+    command = str(runner) if runner.exists() else "torchrun"
+    return [command, "--nproc-per-node", "2", "--master-port", str(_free_port()), *map(str, args)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in load_file(str(path)).items() if k.startswith(("model.", "optim."))}
+
+
+def _assert_same_model(one: Path, two: Path) -> None:
+    a, b = _weights(one), _weights(two)
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# -- the pieces, without processes -----------------------------------------------------
+@pytest.mark.parametrize("size", [1, 2, 3, 8])
+@pytest.mark.parametrize("rows", [1, 2, 7, 64, 65])
+def test_shares_cover_a_batch_once(size: int, rows: int) -> None:
+    shares = [World(rank, size).share(rows) for rank in range(size)]
+    assert shares[0][0] == 0 and shares[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(shares))
+    lengths = [hi - lo for lo, hi in shares]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_the_world_comes_from_torchruns_environment() -> None:
+    assert from_env({}) == World()
+    assert not from_env({"WORLD_SIZE": "1", "RANK": "0"}).many
+    world = from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (world.rank, world.size, world.local_rank, world.local_size) == (3, 4, 1, 2)
+    assert world.many and not world.main
+
+
+def test_a_share_gets_its_rows_of_the_whole_batchs_noise() -> None:
+    like = torch.zeros(3, 5)
+    torch.manual_seed(0)
+    whole = torch.randn(8, 5)
+    torch.manual_seed(0)
+    assert torch.equal(BatchShare(2, 5, 8).noise(like, "normal"), whole[2:5])
+    torch.manual_seed(0)
+    mask = torch.empty(8, 5).bernoulli_(0.7)
+    torch.manual_seed(0)
+    assert torch.equal(BatchShare(5, 8, 8).noise(like, "bernoulli", 0.7), mask[5:8])
+
+
+# -- real torchrun jobs --------------------------------------------------------------
+@needs_torchrun
+def test_two_processes_train_the_model_one_process_trains(tmp_path: Path, digits_csv: Path) -> None:
+    for name, flags in KINDS.items():
+        two = tmp_path / f"{name}-2.safetensors"
+        args = ["-m", "aecli", "train", digits_csv, "-o", two, *ARGS, *flags]
+        done = subprocess.run(_torchrun(*args), env=_env(), capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        one = tmp_path / f"{name}-1.safetensors"
+        result = invoke(["train", digits_csv, "-o", one, *ARGS, *flags])
+        assert result.code == 0, result.stderr
+        _assert_same_model(one, two)
+        summary = modelfile.load(str(two)).summary
+        assert (summary["world_size"], summary["backend"]) == (2, "gloo")
+        assert modelfile.load(str(one)).summary["backend"] is None
+    # The file is like any other: info, encode and score use it.
+    two = tmp_path / "basic-2.safetensors"
+    info = invoke(["info", two])
+    assert info.code == 0 and "2 processes" in info.stderr + info.text
+    codes = invoke(["encode", two, digits_csv])
+    scores = invoke(["score", two, digits_csv])
+    assert codes.code == scores.code == 0
+    assert len(codes.text.splitlines()) == len(scores.text.splitlines()) == 401
+
+
+@needs_torchrun
+def test_a_rank_that_fails_takes_the_job_down(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    start = time.monotonic()
+    done = subprocess.run(
+        _torchrun(JOB, "train", digits_csv, "-o", out, "--epochs", "50"),
+        env=_env(AECLI_TEST_FAIL_RANK="1"),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and time.monotonic() - start < 60
+    lines = done.stderr.decode().splitlines()
+    assert "[rank 1] aecli: error: out of memory" in "\n".join(lines)
+    assert any(line.startswith("aecli: error: another training process failed") for line in lines)
+    assert not any(line.startswith("aecli: internal error") for line in lines)
+    assert os.listdir(tmp_path) == []
+
+
+@needs_torchrun
+def test_sigterm_under_torchrun_saves_a_model_one_process_resumes(
+    tmp_path: Path, digits_csv: Path
+) -> None:
+    out = tmp_path / "m.safetensors"
+    flags = ["--batch-size", "32", "--seed", "3", "--quiet"]
+    process = subprocess.Popen(
+        _torchrun("-m", "aecli", "train", digits_csv, "-o", out, *flags, "--epochs", "100000",
+                  "--checkpoint-every", "1"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not out.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    said = [line for line in stderr.decode().splitlines() if line.startswith("aecli")]
+    assert said and said[0].startswith("aecli: terminated (SIGTERM) during epoch"), said
+    saved = modelfile.load(str(out))
+    kept = saved.summary["kept_epoch"]
+    assert saved.summary["stop"] == "interrupted" and saved.optimizer_state is not None
+    # One process continues what two started, to the model one process trains throughout.
+    target = str(kept + 2)
+    whole = tmp_path / "whole.safetensors"
+    assert invoke(["train", digits_csv, "-o", whole, *flags, "--epochs", target]).code == 0
+    resumed = invoke(["train", digits_csv, "-o", out, "--resume", out, "--epochs", target])
+    assert resumed.code == 0, resumed.stderr
+    _assert_same_model(whole, out)
+    assert np.isclose(
+        modelfile.load(str(out)).summary["val_loss"], modelfile.load(str(whole)).summary["val_loss"]
+    )

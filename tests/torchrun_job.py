@@ -1,0 +1,37 @@
+"""``aecli`` with one rank failing, for tests/test_distributed.py, started by a real torchrun.
+
+With AECLI_TEST_FAIL_RANK=R, rank R runs out of memory in its second epoch,
+the way one rank of a real job fails; otherwise this is ``python -m aecli``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _fail_in_second_epoch() -> None:
+    import aecli.train
+
+    original = aecli.train._train_epoch
+    calls = [0]
+
+    def failing(*args: object, **kwargs: object) -> dict[str, float]:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise MemoryError
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    aecli.train._train_epoch = failing  # type: ignore[assignment]
+
+
+def main() -> int:
+    from aecli import cli
+
+    if os.environ.get("AECLI_TEST_FAIL_RANK") == os.environ.get("RANK"):
+        _fail_in_second_epoch()
+    return cli.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,7 @@ devices and torch stay inside.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from aecli.io import NpyRows, Table
 from aecli.models import build_model
 from aecli.pca import PCA
 from aecli.scaler import Scaler
-from aecli.train import EpochCallback, EpochStats, History, OptimizerState, fit
+from aecli.train import EpochCallback, EpochStats, History, OptimizerState, evaluate_loss, fit
 
 _BCE_TOLERANCE = 1e-6
 
@@ -50,6 +51,8 @@ def train(
     """
     model_config.validate()
     train_config.validate()
+    if train_config.beta_warmup and model_config.kind != "vae":
+        raise UsageError("is for --kind vae (it weighs the latent loss)", flag="--beta-warmup")
     world = world or World()
     device = resolve_device(train_config.device)
     if world.many and device.type == "cuda":
@@ -136,12 +139,28 @@ def train(
         def on_checkpoint(stats: EpochStats, state: OptimizerState) -> None:
             checkpoint(fitted_now(stats, "checkpoint", state))
 
+    fit_config, fit_on_epoch = train_config, on_epoch
+    if train_config.layerwise:  # one shallow autoencoder at a time, then the whole stack
+        from aecli import layerwise
+
+        layerwise.check(model, train_config, streamed, resume is not None)
+        assert isinstance(train_x, torch.Tensor)
+        stages = layerwise.pretrain(model, train_x, val_x, train_config, fit, on_epoch)
+        stacked = evaluate_loss(model, val_x if val_x is not None else train_x, 256)
+        base["layerwise"] = {"stages": stages, "stacked_loss": stacked}
+        fit_config = layerwise.finetune_config(train_config)
+        if on_epoch is not None:
+            report = on_epoch
+
+            def fit_on_epoch(stats: EpochStats) -> None:
+                report(replace(stats, stage=layerwise.FINETUNE))
+
     history = fit(
         model,
         train_x,
         val_x,
-        train_config,
-        on_epoch,
+        fit_config,
+        fit_on_epoch,
         start_epoch=start_epoch,
         resume_state=resume.optimizer_state if resume is not None else None,
         on_checkpoint=on_checkpoint,

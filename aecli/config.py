@@ -65,6 +65,13 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class Arch(str, Enum):
+    """How the encoder and decoder are built."""
+
+    mlp = "mlp"  # fully connected layers (--hidden)
+    conv = "conv"  # strided convolutions over images (--channels), then a linear code
+
+
 class Activation(str, Enum):
     """Activation of the hidden (non-coding, non-output) layers."""
 
@@ -119,6 +126,32 @@ def parse_hidden(text: str | None) -> tuple[int, ...] | None:
     return sizes
 
 
+DEFAULT_CHANNELS = (32, 64)  # --arch conv: two stride-2 convolutions, as for Fashion-MNIST
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    """Parse ``--channels``: comma-separated positive channel counts such as ``32,64``."""
+    try:
+        channels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"expected comma-separated channel counts such as 32,64, got {text!r}",
+            flag="--channels",
+        ) from None
+    if not channels or any(c < 1 for c in channels):
+        raise UsageError(f"channel counts must be positive, got {text!r}", flag="--channels")
+    return channels
+
+
+def image_of(row_shape: Sequence[int]) -> tuple[int, ...]:
+    """(channels, height, width) of image rows: H x W is one channel; () when not images."""
+    if len(row_shape) == 2:
+        return (1, int(row_shape[0]), int(row_shape[1]))
+    if len(row_shape) == 3:
+        return tuple(int(s) for s in row_shape)
+    return ()
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What rebuilds a model: architecture, loss and regularisation.
@@ -141,14 +174,37 @@ class ModelConfig:
     sparsity_target: float = 0.1  # p, the target mean activation of a coding unit
     sparsity_weight: float = 0.2  # weight of sum KL(p || q) in the loss
     beta: float = 1.0  # weight of the VAE latent loss (1 = the ELBO)
+    arch: str = Arch.mlp.value
+    channels: tuple[int, ...] = ()  # conv: channels of each strided convolution
+    image: tuple[int, ...] = ()  # conv: channels, height and width of an input row
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        """Layer widths from the input to the coding layer."""
+        """Layer widths from the input to the coding layer (conv: input, conv output, code)."""
+        if self.arch == Arch.conv.value:
+            return (self.n_inputs, self.conv_features(), self.latent)
         return (self.n_inputs, *self.hidden, self.latent)
 
+    def conv_grids(self) -> list[tuple[int, int]]:
+        """Height and width at the input and after each stride-2 convolution (ceil(n / 2))."""
+        height, width = self.image[1], self.image[2]
+        grids = [(height, width)]
+        for _ in self.channels:
+            height, width = -(-height // 2), -(-width // 2)
+            grids.append((height, width))
+        return grids
+
+    def conv_features(self) -> int:
+        """Values leaving the last convolution: what the linear coding layer reads."""
+        height, width = self.conv_grids()[-1]
+        return self.channels[-1] * height * width
+
     def architecture(self) -> str:
-        """The mirrored shape as users write it, e.g. ``64-32-8-32-64``."""
+        """The mirrored shape as users write it: ``64-32-8-32-64``, ``1x8x8-c32-16-c32-1x8x8``."""
+        if self.arch == Arch.conv.value:
+            image = "x".join(str(s) for s in self.image)
+            convs = [f"c{c}" for c in self.channels]
+            return "-".join([image, *convs, str(self.latent), *reversed(convs), image])
         widths = [*self.sizes, *reversed(self.sizes[:-1])]
         return "-".join(str(w) for w in widths)
 
@@ -173,6 +229,9 @@ class ModelConfig:
             "--hidden",
             f"layer sizes must be whole numbers of at least 1, got {list(self.hidden)}",
         )
+        _one_of(self.arch, tuple(Arch), "--arch")
+        if self.arch == Arch.conv.value:
+            self._validate_conv()
         regularised = self.kind in (Kind.sparse.value, Kind.denoise.value) or self.noise != "none"
         _check(
             self.latent <= self.n_inputs or regularised,
@@ -204,8 +263,33 @@ class ModelConfig:
         )
         _check(self.beta >= 0.0, "--beta", f"must be >= 0, got {self.beta}")
 
+    def _validate_conv(self) -> None:
+        _check(
+            len(self.image) == 3 and all(type(s) is int and s >= 1 for s in self.image),
+            "--arch conv",
+            "needs image rows: an N x H x W or N x C x H x W .npy, or --image-shape HxW or CxHxW",
+        )
+        _check(
+            self.image[0] * self.image[1] * self.image[2] == self.n_inputs,
+            "--image-shape",
+            f"{'x'.join(map(str, self.image))} is not the {self.n_inputs} values of a row",
+        )
+        _check(
+            bool(self.channels) and all(type(c) is int and c >= 1 for c in self.channels),
+            "--channels",
+            f"needs one or more positive channel counts such as 32,64, got {list(self.channels)}",
+        )
+        _check(not self.hidden, "--hidden", "is for --arch mlp; conv models use --channels")
+
     def parameters(self) -> int:
         """Weights and biases of encoder and decoder (an upper bound for tied weights)."""
+        if self.arch == Arch.conv.value:
+            chans = (self.image[0], *self.channels)
+            convs = sum((a * 9 + 1) * b for a, b in itertools.pairwise(chans))
+            back = sum((b * 9 + 1) * a for a, b in itertools.pairwise(chans))
+            flat = self.conv_features()
+            heads = 2 if self.kind == Kind.vae.value else 1
+            return convs + back + heads * (flat + 1) * self.latent + (self.latent + 1) * flat
         sizes = self.sizes
         one_way = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
         back = sum((b + 1) * a for a, b in itertools.pairwise(sizes))
@@ -219,8 +303,9 @@ class ModelConfig:
         """Build from stored JSON; keys missing in older files take their defaults."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if "hidden" in values:
-            values["hidden"] = tuple(values["hidden"])
+        for name in ("hidden", "channels", "image"):
+            if name in values and isinstance(values[name], list):
+                values[name] = tuple(values[name])
         return cls(**values)
 
 
@@ -242,6 +327,9 @@ class TrainConfig:
     precision: str = Precision.fp32.value  # bf16: autocast forward, fp32 master weights
     chunk_rows: int = 0  # > 0: stream a .npy in shuffled chunks of this many rows
     compile: bool = False  # torch.compile the training forward pass
+    beta_warmup: int = 0  # VAE: the latent loss weight rises from 0 to beta over N epochs
+    layerwise: bool = False  # train one shallow autoencoder a layer, then fine-tune the stack
+    finetune_epochs: int = 0  # --layerwise: epochs of the whole stack; 0 = --epochs
 
     def validate(self) -> None:
         _one_of(self.scale, tuple(Scale), "--scale")
@@ -270,6 +358,12 @@ class TrainConfig:
             "--precision",
             f"must be fp32 or bf16, got {self.precision!r}",
         )
+        _check(self.beta_warmup >= 0, "--beta-warmup", f"must be >= 0, got {self.beta_warmup}")
+        _check(
+            self.finetune_epochs >= 0,
+            "--finetune-epochs",
+            f"must be >= 0, got {self.finetune_epochs}",
+        )
         _check(self.chunk_rows >= 0, "--chunk-rows", f"must be >= 0, got {self.chunk_rows}")
         _check(
             self.checkpoint_every >= 0,
@@ -281,6 +375,17 @@ class TrainConfig:
             "--early-stopping",
             "needs held-out rows to watch; set --val-fraction above 0",
         )
+
+    def kl_weight(self, epoch: int) -> float:
+        """The share of beta in epoch ``epoch`` (1-based): (epoch - 1) / N, then 1.
+
+        Epoch 1 trains the reconstruction alone; from epoch N + 1 the loss is the
+        full (beta-weighted) ELBO. A decoder that learns to use z before the KL
+        pulls the posterior to the prior keeps its latent units active.
+        """
+        if not self.beta_warmup:
+            return 1.0
+        return min(1.0, (epoch - 1) / self.beta_warmup)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -310,7 +415,12 @@ def resolve_config(
         valid = ", ".join(k.value for k in Kind)
         raise UsageError(f"unknown kind {kind!r}; valid kinds: {valid}", flag="--kind")
     latent = latent if latent is not None else default_latent(n_inputs)
-    hidden_sizes = tuple(hidden) if hidden is not None else default_hidden(n_inputs, latent)
+    if hidden is not None:
+        hidden_sizes = tuple(hidden)
+    elif options.get("arch") == Arch.conv.value:
+        hidden_sizes = ()  # convolutions take the hidden layers' place
+    else:
+        hidden_sizes = default_hidden(n_inputs, latent)
     return ModelConfig(
         kind=kind,
         n_inputs=n_inputs,

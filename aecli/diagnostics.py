@@ -105,6 +105,7 @@ def row_terms(
     return {key: torch.cat([p[key] for p in parts])[: blocks.rows].numpy() for key in parts[0]}
 
 
+ACTIVE_UNIT_VARIANCE = 0.01  # Burda, Grosse & Salakhutdinov (2016), importance-weighted AEs
 STATS_ROWS = 100_000  # training rows (a seeded sample beyond) that set the score's statistics
 KEEP_SHARE = 0.75  # robust Gaussians are refitted on this share of rows, the nearest ones
 RIDGE = 1e-2  # added to a covariance's diagonal, as a share of its mean variance
@@ -201,12 +202,13 @@ class Evaluator:
     sums: dict[str, float] = field(default_factory=dict)
     row_mse: list[np.ndarray] = field(default_factory=list)
     activation_sum: np.ndarray | None = None
+    code_square_sum: np.ndarray | None = None
 
     def update(self, values: np.ndarray) -> None:
         sparse = self.fitted.config.kind == Kind.sparse.value
         vae = self.fitted.config.kind == Kind.vae.value
         terms = row_terms(
-            self.fitted, values, elbo_samples=ELBO_SAMPLES if vae else 0, activations=sparse
+            self.fitted, values, elbo_samples=ELBO_SAMPLES if vae else 0, activations=sparse or vae
         )
         self.rows += len(values)
         self.row_mse.append(terms["mse"])
@@ -215,11 +217,14 @@ class Evaluator:
                 self.sums[key] = self.sums.get(key, 0.0) + float(
                     terms[key].astype(np.float64).sum()
                 )
-        if sparse:
-            total = terms["codes"].astype(np.float64).sum(0)
-            self.activation_sum = (
-                total if self.activation_sum is None else self.activation_sum + total
-            )
+        if sparse or vae:
+            codes = terms["codes"].astype(np.float64)
+            total, squares = codes.sum(0), np.square(codes).sum(0)
+            if self.activation_sum is None or self.code_square_sum is None:
+                self.activation_sum, self.code_square_sum = total, squares
+            else:
+                self.activation_sum += total
+                self.code_square_sum += squares
         if self.baseline_pca and self.fitted.pca is not None:
             recon = self.fitted.pca.reconstruct(values)
             error = np.square(recon - values.astype(np.float64)).mean(1)
@@ -247,7 +252,15 @@ class Evaluator:
         if "neg_elbo" in self.sums:
             report["neg_elbo"] = self.sums["neg_elbo"] / n
             report["kl"] = self.sums["kl"] / n
-        if self.activation_sum is not None:
+        vae = self.fitted.config.kind == Kind.vae.value
+        if vae and self.activation_sum is not None and self.code_square_sum is not None:
+            # Burda et al. (2016): a latent unit is active when its posterior mean varies
+            # across rows, Var_x(E[z_u | x]) > 0.01; a collapsed unit ignores the input.
+            mean = self.activation_sum / n
+            variance = np.maximum(self.code_square_sum / n - mean**2, 0.0)
+            report["active_units"] = int(np.sum(variance > ACTIVE_UNIT_VARIANCE))
+            report["latent_units"] = len(variance)
+        elif self.activation_sum is not None:
             mean_units = self.activation_sum / n
             target = self.fitted.config.sparsity_target
             report["mean_activation"] = float(mean_units.mean())

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from aecli.config import ModelConfig, TrainConfig
+from aecli.config import DEFAULT_CHANNELS, ModelConfig, TrainConfig
 from aecli.errors import AecliError, UsageError
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     """An autoencoder of any kind (basic, denoise, sparse, vae), as in ``aecli train``.
 
     ``hidden``: "auto" (one layer sized from the data), "none", or a tuple of
-    sizes; ``latent``: None for a quarter of the width (1 to 32). ``contamination``
+    sizes; ``latent``: None for a quarter of the width (1 to 32). ``arch="conv"``
+    needs ``image_shape`` (H, W) or (C, H, W) and uses ``channels``. ``contamination``
     is the share of training rows that ``predict`` calls outliers (estimator
     only; the CLI's ``score --contamination`` is the same idea).
     """
@@ -53,6 +54,8 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         sparsity_target: float = _M.sparsity_target,
         sparsity_weight: float = _M.sparsity_weight,
         beta: float = _M.beta,
+        arch: str = _M.arch,
+        channels: tuple[int, ...] = DEFAULT_CHANNELS,
         scale: str = _T.scale,
         epochs: int = _T.epochs,
         batch_size: int = _T.batch_size,
@@ -64,7 +67,10 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         device: str = _T.device,
         precision: str = _T.precision,
         threads: int = _T.threads,
-        image_shape: tuple[int, int] | None = None,
+        beta_warmup: int = _T.beta_warmup,
+        layerwise: bool = _T.layerwise,
+        finetune_epochs: int = _T.finetune_epochs,
+        image_shape: tuple[int, ...] | None = None,
         contamination: float = 0.1,
     ) -> None:
         self.kind = kind
@@ -79,6 +85,8 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         self.sparsity_target = sparsity_target
         self.sparsity_weight = sparsity_weight
         self.beta = beta
+        self.arch = arch
+        self.channels = channels
         self.scale = scale
         self.epochs = epochs
         self.batch_size = batch_size
@@ -90,6 +98,9 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.threads = threads
+        self.beta_warmup = beta_warmup
+        self.layerwise = layerwise
+        self.finetune_epochs = finetune_epochs
         self.image_shape = image_shape
         self.contamination = contamination
 
@@ -103,7 +114,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> Autoencoder:
         """Train on the rows of X (an array or a DataFrame; y is ignored)."""
         from aecli import api
-        from aecli.config import parse_hidden, resolve_config
+        from aecli.config import image_of, parse_hidden, resolve_config
         from aecli.io import Table
 
         values = self._check_X(X, reset=True)
@@ -129,6 +140,9 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
                 early_stopping=self.early_stopping,
                 scale=self.scale,
                 precision=self.precision,
+                beta_warmup=self.beta_warmup,
+                layerwise=self.layerwise,
+                finetune_epochs=self.finetune_epochs,
             )
             train_config.validate()
             hidden = self.hidden
@@ -150,6 +164,9 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
                 sparsity_target=self.sparsity_target,
                 sparsity_weight=self.sparsity_weight,
                 beta=self.beta,
+                arch=self.arch,
+                channels=tuple(int(c) for c in self.channels) if self.arch == "conv" else (),
+                image=image_of(row_shape) if self.arch == "conv" else (),
             )
             fitted, history = api.train(table, model_config, train_config, scaler=scaler)
         if history.stop == "non-finite":
@@ -234,7 +251,8 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         stored = {**fitted.train_config.to_dict(), **fitted.config.to_dict()}
         arguments = {k: stored[k] for k in cls().get_params() if k in stored}
         arguments["hidden"] = tuple(fitted.config.hidden) or "none"
-        arguments["image_shape"] = fitted.row_shape if len(fitted.row_shape) == 2 else None
+        arguments["image_shape"] = fitted.row_shape if len(fitted.row_shape) in (2, 3) else None
+        arguments["channels"] = tuple(fitted.config.channels) or DEFAULT_CHANNELS
         estimator = cls(**arguments)
         estimator._set_fitted(fitted)
         if fitted.columns is not None:

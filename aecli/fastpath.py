@@ -47,10 +47,11 @@ def _activation_backward(
 
 def manual_step(model: Autoencoder, precision: str, forward: object) -> Step | None:
     """A step function that sets every parameter's ``.grad``, or None where autograd is needed."""
+    if type(model) not in (Autoencoder, VariationalAutoencoder):
+        return None
     config = model.config
     if (
-        type(model) not in (Autoencoder, VariationalAutoencoder)
-        or config.tied
+        config.tied
         or precision != "fp32"
         or forward is not model
         or config.activation not in ("elu", "selu", "relu", "tanh")
@@ -63,7 +64,6 @@ def manual_step(model: Autoencoder, precision: str, forward: object) -> Step | N
     backward = _activation_backward(config.activation)
     bce = config.loss == Loss.bce.value
     vae = isinstance(model, VariationalAutoencoder)
-    beta = config.beta
 
     def mlp_forward(
         layers: list[torch.nn.Linear], h: torch.Tensor, last_activated: bool
@@ -132,6 +132,7 @@ def manual_step(model: Autoencoder, precision: str, forward: object) -> Step | N
         decoded, dec = mlp_forward(decoder, mu + sigma * eps, False)
         rec, grad = reconstruction(decoded, batch)
         rows = max(batch.shape[0], 1)
+        beta = config.beta * model.kl_weight  # --beta-warmup
         variance = torch.exp(gamma)
         latent = 0.5 * (variance + mu.square() - 1.0 - gamma).sum() / rows
         grad_z = mlp_backward(decoder, dec, grad, True)

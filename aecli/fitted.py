@@ -172,7 +172,7 @@ class FittedModel:
         return self.decode_codes((1 - t) * codes[0] + t * codes[1])
 
     def first_layer_weights(self) -> np.ndarray:
-        """The encoder's first weight matrix, one row of input weights per unit."""
+        """The encoder's first weights: one row per unit, or a conv's kernels (out x C x k x k)."""
         return self.model.encoder[0].weight.detach().cpu().numpy()
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:

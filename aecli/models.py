@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecli import losses
-from aecli.config import Kind, Loss, ModelConfig, Noise
+from aecli.config import Arch, Kind, Loss, ModelConfig, Noise
+from aecli.conv import ConvLayers
 from aecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -43,6 +44,18 @@ class Autoencoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self._build(config)
+        self.act = ACTIVATIONS[config.activation]
+        self._bce = config.loss == Loss.bce.value
+        self._noise = config.noise
+        # Set by the trainer while this process sees one share of a global batch
+        # (torchrun): noise and batch statistics are then those of the whole batch.
+        self.share: BatchShare | None = None
+        # The share of --beta a VAE's latent loss has while training (--beta-warmup).
+        self.kl_weight = 1.0
+
+    def _build(self, config: ModelConfig) -> None:
+        """The layers: dense here, convolutions in aecli.conv."""
         sizes = config.sizes
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         mirror = tuple(reversed(sizes))
@@ -50,17 +63,11 @@ class Autoencoder(nn.Module):
             self.decoder_bias = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in mirror[1:])
         else:
             self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(mirror))
-        self.act = ACTIVATIONS[config.activation]
-        # Plain lists and flags fixed at construction: a training step on a small
-        # table is dominated by per-call overhead, and slicing a ModuleList builds
-        # a new one on every call.
+        # Plain lists fixed at construction: a training step on a small table is
+        # dominated by per-call overhead, and slicing a ModuleList builds a new
+        # one on every call.
         self._hidden_layers = list(self.encoder)[:-1]
         self._mirrored = list(reversed(self.encoder))
-        self._bce = config.loss == Loss.bce.value
-        self._noise = config.noise
-        # Set by the trainer while this process sees one share of a global batch
-        # (torchrun): noise and batch statistics are then those of the whole batch.
-        self.share: BatchShare | None = None
 
     # -- the three parts -------------------------------------------------
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +175,7 @@ class VariationalAutoencoder(Autoencoder):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.gamma = nn.Linear(config.sizes[-2], config.latent)
+        self.gamma = nn.Linear(self.encoder[-1].in_features, config.latent)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         h = self.hidden(x)
@@ -192,7 +199,8 @@ class VariationalAutoencoder(Autoencoder):
         decoded = self.decode(self.reparameterize(mu, gamma)).float()
         reconstruction = self.reconstruction_error(decoded, x).mean()
         latent = losses.gaussian_kl(mu, gamma).mean()
-        loss = reconstruction + self.config.beta * latent
+        beta = self.config.beta * (self.kl_weight if self.training else 1.0)
+        loss = reconstruction + beta * latent
         return loss, {"reconstruction": reconstruction, "latent": latent}
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -201,6 +209,25 @@ class VariationalAutoencoder(Autoencoder):
         z = torch.randn(n, self.config.latent, generator=generator, device=device)
         return self.output(self.decode(z))
 
+
+class ConvAutoencoder(ConvLayers, Autoencoder):
+    """basic and denoise with convolutions (aecli.conv)."""
+
+
+class ConvSparseAutoencoder(ConvLayers, SparseAutoencoder):
+    """Sigmoid coding units after the convolutions; KL(p || q) as in the MLP."""
+
+
+class ConvVariationalAutoencoder(ConvLayers, VariationalAutoencoder):
+    """Mean and log-variance heads on the convolutions' output; the decoder is the mirror."""
+
+
+# The MLP class of each kind to its conv counterpart.
+CONV_MODELS: dict[type[Autoencoder], type[Autoencoder]] = {
+    Autoencoder: ConvAutoencoder,
+    SparseAutoencoder: ConvSparseAutoencoder,
+    VariationalAutoencoder: ConvVariationalAutoencoder,
+}
 
 MODELS: dict[str, type[Autoencoder]] = {
     Kind.basic.value: Autoencoder,
@@ -211,7 +238,7 @@ MODELS: dict[str, type[Autoencoder]] = {
 
 
 def build_model(config: ModelConfig) -> Autoencoder:
-    """Instantiate the class registered for ``config.kind``."""
+    """Instantiate the class registered for ``config.kind`` (and ``config.arch``)."""
     try:
         cls = MODELS[config.kind]
     except KeyError:
@@ -220,4 +247,6 @@ def build_model(config: ModelConfig) -> Autoencoder:
             f"unknown kind {config.kind!r}; valid kinds: {valid}", flag="--kind"
         ) from None
     config.validate()
+    if config.arch == Arch.conv.value:
+        cls = CONV_MODELS[cls]
     return cls(config)

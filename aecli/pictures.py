@@ -31,32 +31,39 @@ def _matplotlib(flag: str) -> Any:
     return matplotlib
 
 
-def parse_image_shape(text: str) -> tuple[int, int]:
-    """``HxW`` (also ``H,W``) to a pair of positive ints."""
+def parse_image_shape(text: str) -> tuple[int, ...]:
+    """``HxW`` or ``CxHxW`` (also with commas) to a tuple of positive ints."""
     parts = text.lower().replace(",", "x").split("x")
     try:
-        height, width = (int(p) for p in parts)
+        shape = tuple(int(p) for p in parts)
     except ValueError:
+        shape = ()
+    if len(shape) not in (2, 3):
         raise UsageError(
-            f"expected HxW such as 28x28, got {text!r}", flag="--image-shape"
-        ) from None
-    if height < 1 or width < 1:
+            f"expected HxW such as 28x28, or CxHxW such as 3x32x32, got {text!r}",
+            flag="--image-shape",
+        )
+    if min(shape) < 1:
         raise UsageError(f"sizes must be positive, got {text!r}", flag="--image-shape")
-    return height, width
+    return shape
 
 
 def image_shape(row_shape: Sequence[int], n_values: int, given: str | None) -> tuple[int, int]:
-    """The (height, width) rows are drawn with: --image-shape, else the data's own 2-D shape."""
+    """The (height, width) rows are drawn with: --image-shape, else the data's own shape.
+
+    A C x H x W image is drawn as its C channels one above the other (C*H x W).
+    """
     if given is not None:
-        height, width = parse_image_shape(given)
-        if height * width != n_values:
+        shape = parse_image_shape(given)
+        if math.prod(shape) != n_values:
+            text = "x".join(str(s) for s in shape)
             raise UsageError(
-                f"{height}x{width} = {height * width} pixels, but rows have {n_values} values",
+                f"{text} = {math.prod(shape)} pixels, but rows have {n_values} values",
                 flag="--image-shape",
             )
-        return height, width
-    if len(row_shape) == 2:
-        return int(row_shape[0]), int(row_shape[1])
+        return math.prod(shape[:-1]), shape[-1]
+    if len(row_shape) in (2, 3):
+        return math.prod(int(s) for s in row_shape[:-1]), int(row_shape[-1])
     side = math.isqrt(n_values)
     hint = f" (e.g. --image-shape {side}x{side})" if side * side == n_values else ""
     raise UsageError(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # Every model field shapes the weights: all are fixed.
 FIXED_MODEL = tuple(f.name for f in dataclasses.fields(ModelConfig))
 # The scaler, the held-out split and the shuffles come from these.
-FIXED_TRAIN = ("scale", "val_fraction", "seed")
+FIXED_TRAIN = ("scale", "val_fraction", "seed", "layerwise", "finetune_epochs")
 # How the remaining epochs run.
 RESUMABLE_TRAIN = (
     "epochs",
@@ -35,6 +35,7 @@ RESUMABLE_TRAIN = (
     "precision",
     "chunk_rows",
     "compile",
+    "beta_warmup",
 )
 
 

@@ -33,6 +33,7 @@ class EpochStats:
     terms: dict[str, float]
     val_loss: float | None
     seconds: float
+    stage: str | None = None  # --layerwise: which stage this epoch belongs to
 
 
 @dataclass
@@ -190,6 +191,7 @@ def fit(
         for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
+            model.kl_weight = config.kl_weight(epoch)
             terms = _run_epoch(model, optimizer, train, config, epoch, forward, sync)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
@@ -226,6 +228,7 @@ def fit(
         model.load_state_dict(good[0])
         history.stop = "interrupted"
         history.message = f"interrupted during epoch {start_epoch + len(history.epochs)}"
+    model.kl_weight = 1.0
     history.optimizer_state = good[1]
     if best is not None:
         model.load_state_dict(best[2][0])

@@ -46,6 +46,8 @@ class EpochLog:
             "val_loss": stats.val_loss,
             "seconds": round(stats.seconds, 6),
         }
+        if stats.stage is not None:  # --layerwise
+            record["stage"] = stats.stage
         self.lines.append(json.dumps(record))
 
     def __exit__(self, *exc: object) -> None:

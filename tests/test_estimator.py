@@ -130,6 +130,8 @@ def test_defaults_are_the_clis() -> None:
     for name, value in Autoencoder().get_params().items():
         if name in cli:
             default = getattr(cli[name], "value", cli[name])
+            if isinstance(value, tuple):  # --channels 32,64
+                value = ",".join(map(str, value))
             assert value == default, name
 
 

@@ -23,6 +23,8 @@ MODELS = {
     "relu-images": ["--activation", "relu", "--image-shape", "8x8"],
     "vae": ["--kind", "vae"],
     "vae-bce": ["--kind", "vae", "--loss", "bce", "--scale", "minmax"],
+    "conv-tied": ["--arch", "conv", "--channels", "4,8", "--image-shape", "8x8", "--tied"],
+    "conv-vae": ["--arch", "conv", "--channels", "4", "--image-shape", "8x8", "--kind", "vae"],
     "old-score": [],  # a model file without the score's statistics (before they existed)
 }
 
@@ -100,7 +102,7 @@ def test_every_part_matches_the_commands(
     _close(per_feature, scores[:, 1:])
 
 
-@pytest.mark.parametrize("name", ["vae", "vae-bce"])
+@pytest.mark.parametrize("name", ["vae", "vae-bce", "conv-vae"])
 def test_sample_decodes_the_given_noise_as_aecli_sample_does(
     name: str, models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -191,7 +191,8 @@ def _peer_failure(exc: Exception) -> bool:
 
 def _leave_process_group() -> None:
     """Under torchrun, leave the group on every way out (exiting in it aborts the process)."""
-    if "torch.distributed" in sys.modules:
-        from aecli import distributed
-
+    # Only where aecli joined one: importing anything here could meet a torch whose
+    # import a Ctrl-C cut short (it then fails, or registers its operators twice).
+    distributed = sys.modules.get("aecli.distributed")
+    if distributed is not None:
         distributed.stop()

@@ -1,4 +1,4 @@
-"""The training progress bar: rich, on stderr, only on a terminal."""
+"""What ``train`` shows: the progress bar (rich, on stderr, only on a terminal), the last line."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aecli.fitted import FittedModel
     from aecli.train import EpochStats
 
 
@@ -30,7 +31,7 @@ class EpochBar:
         )
 
         self._bar = Progress(
-            TextColumn("epoch"),
+            TextColumn("{task.fields[stage]}epoch"),
             MofNCompleteColumn(),
             BarColumn(),
             TimeRemainingColumn(),
@@ -39,18 +40,36 @@ class EpochBar:
             transient=True,
         )
         self._bar.start()
-        self._task = self._bar.add_task("train", total=self.total, terms="")
+        self._task = self._bar.add_task("train", total=self.total, terms="", stage="")
+        self._done = 0
         return self.update
 
     def update(self, stats: EpochStats) -> None:
         terms = " ".join(f"{k} {v:.4g}" for k, v in stats.terms.items())
         if stats.val_loss is not None:
             terms += f" val {stats.val_loss:.4g}"
-        self._bar.update(self._task, completed=stats.epoch, terms=terms)
+        self._done += 1  # --layerwise runs several stages of epochs: count them all
+        stage = f"{stats.stage}: " if stats.stage else ""
+        self._bar.update(self._task, completed=self._done, terms=terms, stage=stage)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def training_summary(fitted: FittedModel, seconds: float, output: str) -> str:
+    """The line ``train`` ends with: what was trained, on what, how fast, how well, where."""
+    s = fitted.summary
+    terms = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
+    val = f", val loss {s['val_loss']:.4g}" if s["val_loss"] is not None else ""
+    where = "stdout" if output == "-" else output
+    ran_on = s["device"]
+    if s.get("world_size", 1) > 1:
+        ran_on += f", {s['world_size']} processes, {s['backend']}"
+    return (
+        f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
+        f"for {s['epochs']} epochs in {seconds:.1f} s ({ran_on}): {terms}{val} -> {where}"
+    )
 
 
 # -- encode / reconstruct / sample -------------------------------------------------

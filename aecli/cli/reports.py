@@ -90,6 +90,11 @@ def _evaluate_text(report: dict[str, Any]) -> str:
         lines.append(
             f"neg ELBO           {report['neg_elbo']:.6g}  (nats per row; KL {report['kl']:.4g})"
         )
+    if "active_units" in report:
+        lines.append(
+            f"active units       {report['active_units']} of {report['latent_units']}  "
+            "(posterior mean varies across rows: Var > 0.01)"
+        )
     if "mean_activation" in report:
         lines.append(
             f"mean activation    {report['mean_activation']:.4g}  (target "

@@ -200,17 +200,19 @@ def features(
     image_shape: ImageShapeOpt = None,
     show: Annotated[int, typer.Option(help="How many units to draw.", min=1)] = 64,
 ) -> None:
-    """Draw the first layer's weights, one image per unit: the patterns it responds to."""
+    """Draw the first layer's weights (conv: its kernels), one image per unit."""
     from aecli import modelfile, pictures
 
     pictures.check_target(grid, "--grid")
     fitted = modelfile.load(model)
-    height, width = pictures.image_shape(fitted.row_shape, fitted.config.n_inputs, image_shape)
     weights = fitted.first_layer_weights()[:show]
-    columns = min(len(weights), max(8, int(len(weights) ** 0.5)))
-    pictures.save_grid(
-        grid, weights.reshape(-1, height, width), columns, diverging=True, protect=[model]
-    )
+    if weights.ndim == 4:  # conv kernels (units x C x 3 x 3): channels one above the other
+        images = weights.reshape(len(weights), -1, weights.shape[-1])
+    else:
+        shape = pictures.image_shape(fitted.row_shape, fitted.config.n_inputs, image_shape)
+        images = weights.reshape(-1, *shape)
+    columns = min(len(images), max(8, int(len(images) ** 0.5)))
+    pictures.save_grid(grid, images, columns, diverging=True, protect=[model])
 
 
 def interpolate(

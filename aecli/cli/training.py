@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from contextlib import nullcontext
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aecli.cli import processes, signals
+from aecli.cli import processes, resuming, signals
 from aecli.cli.app import _say
 from aecli.cli.options import (
     AllowNanOpt,
@@ -23,7 +24,9 @@ from aecli.cli.options import (
     _report_dropped,
 )
 from aecli.config import (
+    DEFAULT_CHANNELS,
     Activation,
+    Arch,
     Kind,
     Loss,
     ModelConfig,
@@ -61,6 +64,17 @@ def train(
             "'auto' = one layer of min(256, max(4*latent, inputs/2))."
         ),
     ] = "auto",
+    arch: Annotated[
+        Arch,
+        typer.Option(
+            help="mlp: dense layers (--hidden); conv: strided convolutions over image rows "
+            "(--channels), for an N x H x W or N x C x H x W .npy or --image-shape."
+        ),
+    ] = Arch(_M.arch),
+    channels: Annotated[
+        str,
+        typer.Option(help="conv: channels of each stride-2 convolution (kernel 3), e.g. 32,64."),
+    ] = ",".join(map(str, DEFAULT_CHANNELS)),
     latent: Annotated[
         int | None,
         typer.Option(
@@ -93,6 +107,14 @@ def train(
         float, typer.Option(help="Weight of sum KL(p||q) (sparse).")
     ] = _M.sparsity_weight,
     beta: Annotated[float, typer.Option(help="Weight of the latent loss (vae).")] = _M.beta,
+    beta_warmup: Annotated[
+        int,
+        typer.Option(
+            help="vae: the latent loss weight rises linearly from 0 (epoch 1) to --beta "
+            "(epoch N+1), against posterior collapse; 0 = off.",
+            min=0,
+        ),
+    ] = _T.beta_warmup,
     scale: Annotated[
         Scale,
         typer.Option(
@@ -131,6 +153,20 @@ def train(
             min=0,
         ),
     ] = _T.early_stopping,
+    layerwise: Annotated[
+        bool,
+        typer.Option(
+            "--layerwise",
+            help="Train the stack one shallow autoencoder at a time (each layer and its "
+            "mirror, --epochs each, on the codes below), then fine-tune it whole.",
+        ),
+    ] = _T.layerwise,
+    finetune_epochs: Annotated[
+        int,
+        typer.Option(
+            help="--layerwise: epochs of the whole stack after the stages; 0 = --epochs.", min=0
+        ),
+    ] = _T.finetune_epochs,
     resume: Annotated[
         str | None,
         typer.Option(
@@ -179,8 +215,9 @@ def train(
         str | None,
         typer.Option(
             metavar="HxW",
-            help="DATA's rows are images of this shape (e.g. 8x8 for a 64-column CSV): "
-            "kept in the model file, and --scale auto gives every pixel one range.",
+            help="DATA's rows are images of this shape (e.g. 8x8 for a 64-column CSV, or "
+            "CxHxW with channels): kept in the model file, and --scale auto gives every pixel "
+            "one range.",
             show_default=False,
         ),
     ] = None,
@@ -194,7 +231,7 @@ def train(
     ctx: typer.Context,
 ) -> None:
     """Train an autoencoder on DATA and write it to a model file."""
-    from aecli.config import parse_hidden, resolve_config
+    from aecli.config import image_of, parse_channels, parse_hidden, resolve_config
 
     hidden_sizes = parse_hidden(hidden)
     train_config = TrainConfig(
@@ -212,6 +249,9 @@ def train(
         precision=precision.value,
         chunk_rows=chunk_rows,
         compile=compile_model,
+        beta_warmup=beta_warmup,
+        layerwise=layerwise,
+        finetune_epochs=finetune_epochs,
     )
     train_config.validate()
     _check_model_output(output, data)
@@ -235,9 +275,9 @@ def train(
     resumed = None
     if resume is not None:
         resumed = modelfile.load(resume)
-        given = {name for name in ctx.params if _given(ctx, name)}
-        train_config = _resume_train_config(resumed, train_config, given)
-        _check_resume_flags(resumed, ctx.params, given)
+        given = {name for name in ctx.params if resuming.given(ctx, name)}
+        train_config = resuming.train_config(resumed, train_config, given)
+        resuming.check_flags(resumed, ctx.params, given)
     stats = ReadStats()
     options = _read_options(
         header,
@@ -258,9 +298,10 @@ def train(
         from aecli.pictures import parse_image_shape
 
         shape = parse_image_shape(image_shape)
-        if shape[0] * shape[1] != table.n_features:
+        values = math.prod(shape)
+        if values != table.n_features:
             raise UsageError(
-                f"{image_shape} is {shape[0] * shape[1]} values, but rows have {table.n_features}",
+                f"{image_shape} is {values} values, but rows have {table.n_features}",
                 flag="--image-shape",
             )
         table.row_shape = shape
@@ -287,6 +328,9 @@ def train(
             sparsity_target=sparsity_target,
             sparsity_weight=sparsity_weight,
             beta=beta,
+            arch=arch.value,
+            channels=parse_channels(channels) if arch == Arch.conv else (),
+            image=image_of(table.row_shape) if arch == Arch.conv else (),
         )
         model_config.validate()
     # A run that fails must not replace a model that was there before it.
@@ -300,11 +344,11 @@ def train(
                 modelfile.save(fitted, output, protect=[data])
             keep_old = False
 
-    from aecli.cli.progress import EpochBar
+    from aecli.cli.progress import EpochBar, training_summary
     from aecli.trainlog import EpochLog
 
     with (
-        EpochBar(train_config.epochs, quiet) as progress,
+        EpochBar(_epochs_in_all(train_config, model_config), quiet) as progress,
         EpochLog(log, [data, output, resume]) as logger,
     ):
 
@@ -355,7 +399,15 @@ def train(
     if not quiet:
         if history.stop == "early-stopping":
             _say(f"aecli: {history.message}; kept epoch {kept}")
-        _say(_summary_line(fitted, history.seconds, output))
+        _say(training_summary(fitted, history.seconds, output))
+
+
+def _epochs_in_all(config: TrainConfig, model: ModelConfig) -> int:
+    """What the progress bar counts: --layerwise trains each layer pair, then the stack."""
+    if not config.layerwise:
+        return config.epochs
+    depth = len(model.hidden) + 1
+    return depth * config.epochs + (config.finetune_epochs or config.epochs)
 
 
 # Flags that shape the model or the data split: on --resume they come from the file.
@@ -363,13 +415,14 @@ train.sections = [  # type: ignore[attr-defined]
     ("Output", ["output", "log", "quiet"]),
     (
         "Model",
-        ["kind", "hidden", "latent", "tied", "activation", "loss", "noise", "noise_std",
-         "dropout", "sparsity_target", "sparsity_weight", "beta"],
+        ["kind", "arch", "hidden", "channels", "latent", "tied", "activation", "loss", "noise",
+         "noise_std",
+         "dropout", "sparsity_target", "sparsity_weight", "beta", "beta_warmup"],
     ),
     (
         "Training",
         ["epochs", "batch_size", "lr", "weight_decay", "val_fraction", "early_stopping", "seed",
-         "resume", "checkpoint_every"],
+         "resume", "checkpoint_every", "layerwise", "finetune_epochs"],
     ),
     (
         "Data",
@@ -378,36 +431,6 @@ train.sections = [  # type: ignore[attr-defined]
     ),
     ("Runtime", ["device", "precision", "threads", "compile_model"]),
 ]  # fmt: skip
-
-# Flag parameters whose config field has another name.
-_FIELD = {"compile_model": "compile"}
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
-
-def _resume_train_config(resumed: FittedModel, asked: TrainConfig, given: set[str]) -> TrainConfig:
-    from aecli import resume
-
-    fields = {_FIELD.get(name, name) for name in given} & set(resume.RESUMABLE_TRAIN)
-    return resume.resumed_train_config(resumed, {f: getattr(asked, f) for f in fields})
-
-
-def _check_resume_flags(resumed: FittedModel, params: dict[str, Any], given: set[str]) -> None:
-    """A flag given with --resume must agree with the model file (repeating it is fine)."""
-    from aecli import resume
-    from aecli.config import parse_hidden
-
-    asked = {}
-    for name in given:
-        value = params[name]
-        value = getattr(value, "value", value)
-        if name == "hidden" and value != "auto":
-            value = tuple(parse_hidden(value) or ())
-        asked[_FIELD.get(name, name)] = value
-    resume.check_unchanged(resumed, asked)
 
 
 def _beside(path: str, tag: str) -> str:
@@ -423,17 +446,3 @@ def _check_model_output(output: str, data: str) -> None:
     from aecli.io import check_output
 
     check_output(output, "-o", inputs=[data], binary=True)
-
-
-def _summary_line(fitted: FittedModel, seconds: float, output: str) -> str:
-    s = fitted.summary
-    terms = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
-    val = f", val loss {s['val_loss']:.4g}" if s["val_loss"] is not None else ""
-    where = "stdout" if output == "-" else output
-    ran_on = s["device"]
-    if s.get("world_size", 1) > 1:
-        ran_on += f", {s['world_size']} processes, {s['backend']}"
-    return (
-        f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
-        f"for {s['epochs']} epochs in {seconds:.1f} s ({ran_on}): {terms}{val} -> {where}"
-    )

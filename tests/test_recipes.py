@@ -1,0 +1,119 @@
+"""The chapter's other recipes: one autoencoder at a time, KL warm-up, active units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aecli import api, modelfile
+from aecli.config import ModelConfig, TrainConfig
+from aecli.diagnostics import Evaluator
+from aecli.io import Table
+from aecli.layerwise import Stage
+from aecli.models import build_model
+from tests.conftest import invoke
+
+
+def _train(
+    table: np.ndarray, config: ModelConfig, train: TrainConfig, seen: list
+) -> api.FittedModel:
+    fitted, _ = api.train(Table(table, None, (table.shape[1],)), config, train, seen.append)
+    return fitted
+
+
+@pytest.mark.parametrize("kind", ["basic", "denoise", "sparse"])
+def test_layerwise_runs_its_stages_in_order_and_fine_tuning_improves_the_stack(
+    digits: np.ndarray, kind: str
+) -> None:
+    noise = "gaussian" if kind == "denoise" else "none"
+    config = ModelConfig(kind=kind, n_inputs=64, hidden=(32, 16), latent=8, noise=noise)
+    train = TrainConfig(epochs=3, finetune_epochs=6, layerwise=True, seed=2, scale="minmax")
+    seen: list = []
+    fitted = _train(digits[:600], config, train, seen)
+    stages = [stats.stage for stats in seen]
+    expected = ["layer 1 of 3: 64-32-64", "layer 2 of 3: 32-16-32", "layer 3 of 3: 16-8-16"]
+    assert stages == [s for s in expected for _ in range(3)] + ["fine-tune"] * 6
+    summary = fitted.summary["layerwise"]
+    assert [s["stage"] for s in summary["stages"]] == expected
+    # The stack as the stages left it, against the same stack fine-tuned (held-out loss).
+    assert fitted.summary["val_loss"] < summary["stacked_loss"]
+    if kind == "sparse":
+        assert "sparsity" in seen[8].terms  # the coding stage carries the KL penalty
+        assert "sparsity" not in seen[0].terms
+
+
+def test_a_stage_trains_the_models_own_layers() -> None:
+    model = build_model(ModelConfig(n_inputs=6, hidden=(4,), latent=2))
+    stage = Stage(model, 1)
+    own = {id(p) for p in stage.parameters()}
+    assert own == {id(p) for p in [*model.encoder[1].parameters(), *model.decoder[0].parameters()]}
+    x = torch.rand(5, 4)
+    loss, _ = stage(x)
+    loss.backward()
+    assert model.encoder[1].weight.grad is not None and model.encoder[0].weight.grad is None
+
+
+def test_layerwise_from_the_shell(tmp_path: Path, digits_csv: Path) -> None:
+    log, out = tmp_path / "log.jsonl", tmp_path / "m.safetensors"
+    args = ["train", digits_csv, "-o", out, "--hidden", "16", "--latent", "4", "--epochs", "2"]
+    result = invoke([*args, "--layerwise", "--finetune-epochs", "3", "--log", log])
+    assert result.code == 0, result.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["layer 1 of 2: 64-16-64"] * 2 + [
+        "layer 2 of 2: 16-4-16"
+    ] * 2 + ["fine-tune"] * 3
+    assert modelfile.load(str(out)).train_config.layerwise
+    refused = invoke(["train", digits_csv, "-o", out, "--kind", "vae", "--layerwise"])
+    assert refused.code == 2 and "--layerwise" in refused.stderr
+
+
+def test_the_warm_up_schedule() -> None:
+    config = TrainConfig(beta_warmup=4)
+    assert [config.kl_weight(e) for e in range(1, 8)] == [0, 0.25, 0.5, 0.75, 1, 1, 1]
+    assert TrainConfig().kl_weight(1) == 1.0
+
+
+@pytest.mark.parametrize("tied", [False, True])  # the fast path and autograd
+def test_warm_up_weighs_the_latent_loss_in_training_only(digits: np.ndarray, tied: bool) -> None:
+    config = ModelConfig(kind="vae", n_inputs=64, hidden=(32,), latent=4, loss="mse", tied=tied)
+    seen: list = []
+    fitted = _train(digits[:300] / 16, config, TrainConfig(epochs=3, beta_warmup=2, seed=1), seen)
+    for stats, weight in zip(seen, [0.0, 0.5, 1.0], strict=True):
+        terms = stats.terms
+        assert terms["loss"] == pytest.approx(terms["reconstruction"] + weight * terms["latent"])
+    # Held out (eval mode), the loss is the full ELBO whatever the epoch's weight.
+    model, x = fitted.model, torch.from_numpy(digits[:50] / 16).float()
+    model.kl_weight = 0.0
+    torch.manual_seed(0)
+    loss, terms = model.eval()(x)
+    assert loss.item() == pytest.approx((terms["reconstruction"] + terms["latent"]).item())
+    loss, terms = model.train()(x)
+    assert loss.item() == pytest.approx(terms["reconstruction"].item())
+
+
+def test_warm_up_resumes_to_the_uninterrupted_run(tmp_path: Path, digits_csv: Path) -> None:
+    whole, part = tmp_path / "whole.safetensors", tmp_path / "part.safetensors"
+    args = ["--kind", "vae", "--beta-warmup", "3", "--seed", "1", "-q"]
+    assert invoke(["train", digits_csv, "-o", whole, *args, "--epochs", "5"]).code == 0
+    assert invoke(["train", digits_csv, "-o", part, *args, "--epochs", "2"]).code == 0
+    resumed = invoke(["train", digits_csv, "-o", part, "--resume", part, "--epochs", "5", "-q"])
+    assert resumed.code == 0, resumed.stderr
+    assert part.read_bytes() == whole.read_bytes()
+
+
+def test_active_units_count_latents_whose_mean_varies(digits: np.ndarray) -> None:
+    config = ModelConfig(kind="vae", n_inputs=64, hidden=(32,), latent=4, loss="mse")
+    fitted = _train(digits[:300], config, TrainConfig(epochs=2, seed=0), [])
+    # Collapse two units by hand: their posterior mean no longer depends on the input.
+    with torch.no_grad():
+        fitted.model.encoder[-1].weight[:2] = 0.0
+    evaluator = Evaluator(fitted)
+    evaluator.update(digits[:300])
+    report = evaluator.result()
+    mu = fitted.encode(digits[:300])
+    assert report["latent_units"] == 4
+    assert report["active_units"] == int(np.sum(mu.var(0) > 0.01)) == 2

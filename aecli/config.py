@@ -108,50 +108,6 @@ def default_hidden(n_inputs: int, latent: int) -> tuple[int, ...]:
     return (min(256, max(4 * latent, n_inputs // 2)),)
 
 
-def parse_hidden(text: str | None) -> tuple[int, ...] | None:
-    """Parse ``--hidden``: ``300,150``, ``none`` (no hidden layer) or ``auto``/None."""
-    if text is None or text.strip().lower() in ("", "auto"):
-        return None
-    if text.strip().lower() == "none":
-        return ()
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(
-            f"expected comma-separated layer sizes such as 300,150, or 'none', got {text!r}",
-            flag="--hidden",
-        ) from None
-    if any(size < 1 for size in sizes):
-        raise UsageError(f"layer sizes must be positive, got {text!r}", flag="--hidden")
-    return sizes
-
-
-DEFAULT_CHANNELS = (32, 64)  # --arch conv: two stride-2 convolutions, as for Fashion-MNIST
-
-
-def parse_channels(text: str) -> tuple[int, ...]:
-    """Parse ``--channels``: comma-separated positive channel counts such as ``32,64``."""
-    try:
-        channels = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(
-            f"expected comma-separated channel counts such as 32,64, got {text!r}",
-            flag="--channels",
-        ) from None
-    if not channels or any(c < 1 for c in channels):
-        raise UsageError(f"channel counts must be positive, got {text!r}", flag="--channels")
-    return channels
-
-
-def image_of(row_shape: Sequence[int]) -> tuple[int, ...]:
-    """(channels, height, width) of image rows: H x W is one channel; () when not images."""
-    if len(row_shape) == 2:
-        return (1, int(row_shape[0]), int(row_shape[1]))
-    if len(row_shape) == 3:
-        return tuple(int(s) for s in row_shape)
-    return ()
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """What rebuilds a model: architecture, loss and regularisation.
@@ -301,12 +257,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from stored JSON; keys missing in older files take their defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for name in ("hidden", "channels", "image"):
-            if name in values and isinstance(values[name], list):
-                values[name] = tuple(values[name])
-        return cls(**values)
+        return cls(**_typed_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -392,8 +343,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Build from stored JSON; keys missing in older files take their defaults."""
+        return cls(**_typed_fields(cls, data))
 
 
 def resolve_config(
@@ -430,6 +381,33 @@ def resolve_config(
         noise=default_noise(kind) if noise == "auto" else noise,
         **options,
     )
+
+
+def _typed_fields(cls: type, data: Any) -> dict[str, Any]:
+    """The known fields of stored JSON, each checked against its declared type.
+
+    A hand-edited or damaged file must fail here with the field's name, not
+    deep inside training with a TypeError (F17): ``lr: "fast"``, ``hidden: 5``.
+    Lists become tuples; ints are accepted where a float is declared.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} is {type(data).__name__}, not an object")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], str(f.type)
+        if kind.startswith("tuple"):
+            ok = isinstance(value, list) and all(type(v) is int for v in value)
+            value = tuple(value) if ok else value
+        elif kind == "float":
+            ok = type(value) in (int, float)
+        else:
+            ok = type(value).__name__ == kind
+        if not ok:
+            raise ValueError(f"field {f.name!r} should be {kind}, not {value!r}")
+        values[f.name] = value
+    return values
 
 
 def _one_of(value: Any, choices: Sequence[Enum], flag: str) -> None:

@@ -21,8 +21,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from aecli.config import DEFAULT_CHANNELS, ModelConfig, TrainConfig
+from aecli.config import ModelConfig, TrainConfig
 from aecli.errors import AecliError, UsageError
+from aecli.sizes import DEFAULT_CHANNELS
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
@@ -114,8 +115,9 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> Autoencoder:
         """Train on the rows of X (an array or a DataFrame; y is ignored)."""
         from aecli import api
-        from aecli.config import image_of, parse_hidden, resolve_config
+        from aecli.config import resolve_config
         from aecli.io import Table
+        from aecli.sizes import image_of, parse_hidden
 
         values = self._check_X(X, reset=True)
         if not 0.0 < self.contamination <= 0.5:

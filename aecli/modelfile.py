@@ -125,7 +125,7 @@ def _decode_metadata(metadata: dict[str, str], path: str) -> dict[str, Any]:
         raise ModelFileError(f"{path}: a safetensors file, but not one written by aecli")
     try:
         version = int(metadata["aecli.format"])
-    except ValueError:
+    except (ValueError, TypeError):
         raise ModelFileError(
             f"{path}: bad aecli format version {metadata['aecli.format']!r}"
         ) from None
@@ -145,7 +145,52 @@ def _decode_metadata(metadata: dict[str, str], path: str) -> dict[str, Any]:
     missing = [key for key in required if key not in decoded]
     if missing:
         raise ModelFileError(f"{path}: aecli metadata lacks {', '.join(missing)}")
+    try:
+        _check_fields(decoded)
+    except (AecliError, ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelFileError(f"{path}: damaged model file: {detail}") from None
     return decoded
+
+
+# Summary fields that commands read, and the types they must have.
+_SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "rows": (int,),
+    "val_rows": (int,),
+    "epochs": (int, type(None)),
+    "kept_epoch": (int,),
+    "threads": (int,),
+    "world_size": (int,),
+    "val_loss": (int, float, type(None)),
+    "final": (dict,),
+    "stop": (str, type(None)),
+    "device": (str,),
+    "backend": (str, type(None)),
+}
+
+
+def _check_fields(decoded: dict[str, Any]) -> None:
+    """Every field a command reads has its type and a valid value (F17), header-only.
+
+    The configs are rebuilt and validated as training would; the summary's
+    fields are typed. ``info`` reads only this, so it reports a damaged file
+    as ``encode`` and ``--resume`` do.
+    """
+    ModelConfig.from_dict(decoded["aecli.model"]).validate()
+    TrainConfig.from_dict(decoded["aecli.train"]).validate()
+    if not isinstance(decoded["aecli.data"], dict):
+        raise ValueError("aecli.data is not an object")
+    summary = decoded.get("aecli.summary", {})
+    if not isinstance(summary, dict):
+        raise ValueError(f"aecli.summary is {type(summary).__name__}, not an object")
+    for key, types in _SUMMARY_TYPES.items():
+        if key in summary and type(summary[key]) not in types:
+            raise ValueError(f"summary field {key!r} has a bad value {summary[key]!r}")
+    if summary.get("kept_epoch", 0) < 0 or (summary.get("epochs") or 0) < 0:
+        raise ValueError("summary epochs are negative")
+    final = summary.get("final", {})
+    if not all(type(v) in (int, float) for v in final.values()):
+        raise ValueError("summary field 'final' holds a value that is not a number")
 
 
 def to_bytes(fitted: FittedModel) -> bytes:

@@ -54,11 +54,13 @@ class EpochLog:
         if self.path is None or not self.lines:
             return
         from aecli.io import STDIO, write_bytes_atomic
+        from aecli.io.write import naming_stdout
 
         text = "\n".join(self.lines) + "\n"
         if self.path == STDIO:  # F29: - is stdout here as everywhere in aecli
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            with naming_stdout():
+                sys.stdout.write(text)
+                sys.stdout.flush()
             return
         write_bytes_atomic(self.path, text.encode(), protect=self.protect, flag="--log")
 

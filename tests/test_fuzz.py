@@ -218,3 +218,88 @@ def test_a_damaged_optimizer_step_is_a_model_file_error(model_bytes: bytes, step
         path.write_bytes(struct.pack("<Q", len(text)) + text + model_bytes[8 + size :])
         with pytest.raises(ModelFileError, match="bad optimizer step count"):
             modelfile.load(str(path))
+
+
+# -- every command, every flag ----------------------------------------------------------
+TOKENS = [
+    "", "0", "1", "3", "-1", "2.5", "1e-3", "nan", "inf", "-inf", "1e309", "99999999999999999999",
+    "abc", "1,2", "0,4", "a,b", "none", "auto", "-", "8x8", "2x4x8", "0x8", "cuda", "cpu",
+    "cuda:7", "bf16", "p0", "z9", "out.csv", "out.npy", "out.png", "dir/x.csv",
+]  # fmt: skip
+
+
+def _command_options() -> dict[str, list[tuple[str, bool]]]:
+    """Each command's flags (its first spelling) and whether each is a switch."""
+    import typer
+
+    from aecli.cli import app
+
+    group = typer.main.get_command(app)
+    options = {}
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        flags = []
+        for param in command.params:
+            if param.param_type_name == "option" and param.name not in ("help",):
+                flags.append((param.opts[0], bool(getattr(param, "is_flag", False))))
+        options[name] = flags
+    return options
+
+
+OPTIONS = _command_options()
+RUNS = {  # positional arguments that work, so that the flags are what is tested
+    "train": ["{data}"],
+    "encode": ["{model}", "{data}"],
+    "reconstruct": ["{model}", "{data}"],
+    "sample": ["{vae}"],
+    "features": ["{model}"],
+    "interpolate": ["{model}", "{data}"],
+    "evaluate": ["{model}", "{data}"],
+    "score": ["{model}", "{data}"],
+    "info": ["{model}"],
+    "export": ["{model}"],
+    "example": ["digits"],
+    "curves": ["{log}"],
+}
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory: pytest.TempPathFactory, digits_csv: Path) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("flags")
+    files = {"data": str(digits_csv), "log": str(folder / "log.jsonl")}
+    for name, extra in (("model", ["--log", files["log"]]), ("vae", ["--kind", "vae"])):
+        files[name] = str(folder / f"{name}.safetensors")
+        args = ["train", digits_csv, "-o", files[name], "--epochs", "2", "-q", *extra]
+        assert invoke(args).code == 0
+    return files
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_any_flag_value_is_a_result_or_one_line(
+    cli_files: dict[str, str], tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Every command with random values for random flags: exit 0, 1 or 2, one line, no crash.
+
+    Runs in a scratch folder (flags may name outputs). Training is kept short by the
+    values on offer (at most 3 epochs, layers of at most 3 units).
+    """
+    import os
+
+    command = data.draw(st.sampled_from(sorted(RUNS)))
+    args = [command, *(a.format(**cli_files) for a in RUNS[command])]
+    for flag, switch in data.draw(st.lists(st.sampled_from(OPTIONS[command]), max_size=4)):
+        args += [flag] if switch else [flag, data.draw(st.sampled_from(TOKENS))]
+    if command == "train" and "-o" not in args and "--output" not in args:
+        args += ["-o", "m.safetensors"]
+    if command in ("features", "export") and not {"-o", "--grid"} & set(args):
+        args += ["--grid" if command == "features" else "-o", "x.out"]
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("run"))
+    try:
+        result = invoke([*args, "--epochs", "1"] if command == "train" else args)
+    finally:
+        os.chdir(here)
+    assert result.code in (0, 1, 2), (args, result.code, result.stderr)
+    if result.code:
+        assert result.stderr.count("\n") == 1, (args, result.stderr)
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr, args

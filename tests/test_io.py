@@ -75,7 +75,7 @@ def test_chunks_cover_all_rows_in_order(tmp_path: Path) -> None:
         ("a,b\n1,1e39\n", r"a.csv:2:2: '1e39' overflows float32"),
         ("", r"a.csv: empty file"),
         ("a,b\n", r"a.csv: no data rows, only a header"),
-        ('a,b\n1,"2\n', r"a.csv: malformed CSV"),
+        ('a,b\n1,"2\n', r"a.csv:2: malformed CSV \(a quote opened here is never closed\)"),
     ],
 )
 def test_bad_csv_is_located(tmp_path: Path, text: str, message: str) -> None:
@@ -335,3 +335,114 @@ def test_strays_of_dead_processes_are_removed_by_the_next_write(tmp_path: Path) 
     write_bytes_atomic(str(tmp_path / "m.bin"), b"data")
     assert not stray.exists() and alive.exists()
     assert (tmp_path / "m.bin").read_bytes() == b"data"
+
+
+class _CountingReader(io.RawIOBase):
+    """A pipe-like stream that records how many bytes were taken from it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.taken = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        size = min(len(buffer), len(self.data) - self.taken, 4096)  # short reads, as pipes give
+        buffer[:size] = self.data[self.taken : self.taken + size]
+        self.taken += size
+        return size
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npy_on_stdin_streams_in_chunks(
+    monkeypatch: pytest.MonkeyPatch, order: str, version: tuple[int, int]
+) -> None:
+    """F10: a .npy on stdin was read whole; now one chunk at a time (Fortran order: whole)."""
+    from numpy.lib import format as npy_format
+
+    values = np.arange(3000 * 4, dtype=np.float64).reshape(3000, 2, 2)
+    values = np.asfortranarray(values) if order == "F" else values
+    buffer = io.BytesIO()
+    npy_format.write_array(buffer, values, version=version)
+    raw = _CountingReader(buffer.getvalue())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(raw)))
+    chunks = iter_table("-", chunk_rows=500)
+    first = next(chunks)
+    assert first.values.shape == (500, 4) and first.row_shape == (2, 2)
+    if order == "C":
+        assert raw.taken < 500 * 4 * 8 + 3 * 4096  # not the 96 KB of the whole array
+    rest = np.concatenate([first.values, *(c.values for c in chunks)])
+    np.testing.assert_array_equal(rest, values.reshape(3000, 4).astype(np.float32))
+
+
+def test_a_truncated_npy_on_stdin_is_a_data_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ones((100, 3), dtype=np.float32))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buffer.getvalue()[:-10])))
+    with pytest.raises(DataError, match=r"<stdin>: the \.npy data ends early"):
+        read_table("-")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy"])
+def test_wide_rows_come_in_chunks_of_bounded_values(tmp_path: Path, suffix: str) -> None:
+    """F09: chunks were 16,384 rows however wide; a 10,000-column CSV needed ~16 GB."""
+    from aecli.io.table import CHUNK_VALUES
+
+    width = 3000
+    values = np.random.default_rng(0).random((1200, width)).astype(np.float32)
+    path = tmp_path / f"wide{suffix}"
+    if suffix == ".npy":
+        np.save(path, values)
+    else:
+        np.savetxt(path, values, delimiter=",", fmt="%.4f")
+    sizes = [c.values.shape[0] for c in iter_table(str(path))]
+    assert sum(sizes) == 1200
+    assert max(sizes) == CHUNK_VALUES // width
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([b"a,b", b"1,2", b"3,\xe9", b"5,6"], r"x.csv:3: not UTF-8 text \(byte 0xe9"),  # cp1252
+        ([b"a,b", b"1,2", b'"3,4', b"5,6", b"7,8"], "x.csv:3: malformed CSV .a quote opened"),
+        ([b"a,b", b'"1,2', b"5,6"], "x.csv:2: malformed CSV .a quote opened"),
+    ],
+)
+def test_bad_bytes_and_open_quotes_name_their_line(
+    tmp_path: Path, lines: list[bytes], message: str
+) -> None:
+    """F21: these named no line."""
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError, match=message):
+        read_table(str(path))
+
+
+def test_a_long_quoted_field_is_valid_csv(tmp_path: Path) -> None:
+    """F21: the csv module's 128 KiB field limit refused valid files."""
+    path = tmp_path / "long.csv"
+    path.write_text('id,a\n"' + "x" * 200_000 + '",1\nr1,2\n')
+    table = read_table(str(path), id_column="id")
+    assert table.values.tolist() == [[1.0], [2.0]] and len(table.ids[0]) == 200_000
+
+
+def test_a_full_stdout_is_named(basic_model: Path, digits_csv: Path) -> None:
+    """F21: "> /dev/full" said only "No space left on device"."""
+    import subprocess
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    commands = [
+        ["encode", basic_model, digits_csv],
+        ["train", digits_csv, "-o", "-", "--epochs", "1", "--quiet"],
+    ]
+    for args in commands:
+        with open("/dev/full", "wb") as full:
+            done = subprocess.run(
+                [sys.executable, "-m", "aecli", *map(str, args)],
+                stdout=full,
+                stderr=subprocess.PIPE,
+            )
+        assert done.returncode == 1
+        assert done.stderr.decode().strip() == "aecli: error: stdout: No space left on device"

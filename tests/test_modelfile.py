@@ -173,29 +173,70 @@ def test_damaged_score_statistics_are_refused(
 
 
 @pytest.mark.parametrize(
-    ("section", "field", "value", "flag"),
+    ("section", "field", "value", "named"),
     [
         ("aecli.model", "noise", "salt", "--noise"),
         ("aecli.model", "loss", "auto", "--loss"),
         ("aecli.model", "activation", "swish", "--activation"),
-        ("aecli.model", "tied", "yes", "--tied"),
+        ("aecli.model", "tied", "yes", "'tied'"),
+        ("aecli.model", "hidden", 5, "'hidden'"),
+        ("aecli.model", "arch", "rnn", "--arch"),
+        ("aecli.model", "channels", "ab", "'channels'"),
         ("aecli.train", "scale", "log", "--scale"),
+        ("aecli.train", "lr", "fast", "'lr'"),
+        ("aecli.train", "seed", -5, "--seed"),
+        ("aecli.train", "beta_warmup", "x", "'beta_warmup'"),
+        ("aecli.summary", "kept_epoch", float("inf"), "'kept_epoch'"),
+        ("aecli.summary", "kept_epoch", "two", "'kept_epoch'"),
+        ("aecli.summary", "final", {"loss": "low"}, "'final'"),
+        ("aecli.summary", None, [], "aecli.summary is list"),
     ],
 )
-def test_a_damaged_enum_setting_is_a_model_file_error(
-    tmp_path: Path, basic_model: Path, section: str, field: str, value: object, flag: str
+def test_a_damaged_setting_is_named_by_every_command(
+    tmp_path: Path,
+    basic_model: Path,
+    digits_csv: Path,
+    section: str,
+    field: str | None,
+    value: object,
+    named: str,
 ) -> None:
-    """A hand-edited "noise": "salt" must not train as dropout on --resume (issue 10)."""
+    """F17: hand-edited metadata is a one-line "damaged model file" error naming the field.
+
+    (A "noise": "salt" used to train as dropout on --resume; "lr": "fast" crashed.)
+    """
     metadata, _, _ = modelfile.read_header(str(basic_model))
-    config = json.loads(metadata[section])
-    config[field] = value
-    metadata = {**metadata, section: json.dumps(config)}
+    if field is None:
+        metadata = {**metadata, section: json.dumps(value)}
+    else:
+        stored = json.loads(metadata[section])
+        stored[field] = value
+        metadata = {**metadata, section: json.dumps(stored)}
     path = tmp_path / "bad.safetensors"
     path.write_bytes(modelfile.serialize(load_file(str(basic_model)), metadata))
-    with pytest.raises(ModelFileError, match=f"{flag}: must be one of|{flag}: must be true"):
+    with pytest.raises(ModelFileError, match="damaged model file"):
         modelfile.load(str(path))
-    result = invoke(["train", path, "--resume", path, "-o", tmp_path / "r.safetensors"])
-    assert result.code == 1 and "inconsistent aecli model file" in result.stderr
+    data = digits_csv
+    for args in (
+        ["info", path],
+        ["encode", path, data],
+        ["train", data, "--resume", path, "-o", tmp_path / "r.safetensors"],
+    ):
+        result = invoke(args)
+        assert result.code == 1, (args, result.stderr)
+        assert "bad.safetensors: damaged model file: " in result.stderr, result.stderr
+        assert named in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_null_format_version_is_refused(tmp_path: Path, basic_model: Path) -> None:
+    metadata, _, _ = modelfile.read_header(str(basic_model))
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(
+        modelfile.serialize(load_file(str(basic_model)), {**metadata, "aecli.format": "null"})
+    )
+    result = invoke(["info", path])
+    assert result.code == 1 and "bad aecli format version" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = command.invoke(ctx)
         except typer.Exit as exc:  # --help, --version, a command's own exit code
             result = exc.exit_code
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except OSError as exc:  # ``> /dev/full``: say it was stdout (F21)
+            from aecli.io.write import name_stdout
+
+            name_stdout(exc)
+            raise
     except AecliError as exc:
         _say(f"aecli: error: {_one_line(str(exc))}")
         return exc.exit_code

@@ -230,9 +230,12 @@ def export(
     fitted = modelfile.load(model)
     onnx_export.check_part(fitted, part)
     data = onnx_export.to_onnx(fitted, part)
+    from aecli.io.write import naming_stdout
+
     if output == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        with naming_stdout():
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
     else:
         write_bytes_atomic(output, data, protect=[model], flag="-o")
     _say(

@@ -30,7 +30,7 @@ def train_config(resumed: FittedModel, asked: TrainConfig, given: set[str]) -> T
 def check_flags(resumed: FittedModel, params: dict[str, Any], given: set[str]) -> None:
     """A flag given with --resume must agree with the model file (repeating it is fine)."""
     from aecli import resume
-    from aecli.config import parse_channels, parse_hidden
+    from aecli.sizes import parse_channels, parse_hidden
 
     asked = {}
     for name in given:

@@ -24,7 +24,6 @@ from aecli.cli.options import (
     _report_dropped,
 )
 from aecli.config import (
-    DEFAULT_CHANNELS,
     Activation,
     Arch,
     Kind,
@@ -36,6 +35,7 @@ from aecli.config import (
     TrainConfig,
 )
 from aecli.errors import TrainingError, UsageError
+from aecli.sizes import DEFAULT_CHANNELS
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
@@ -231,9 +231,10 @@ def train(
     ctx: typer.Context,
 ) -> None:
     """Train an autoencoder on DATA and write it to a model file."""
-    from aecli.config import image_of, parse_channels, parse_hidden, resolve_config
+    from aecli.config import resolve_config
+    from aecli.sizes import image_of, parse_channels, parse_hidden
 
-    hidden_sizes = parse_hidden(hidden)
+    hidden_sizes, channel_sizes = parse_hidden(hidden), parse_channels(channels)
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -266,7 +267,7 @@ def train(
 
     from aecli import api, modelfile
     from aecli.device import check_precision, resolve_device
-    from aecli.io import NpyRows, ReadStats, describe, read_table, should_stream
+    from aecli.io import NpyRows, ReadStats, describe, naming_stdout, read_table, should_stream
 
     check_precision(precision.value, resolve_device(device))
     world = processes.join(device, compile_model)
@@ -329,7 +330,7 @@ def train(
             sparsity_weight=sparsity_weight,
             beta=beta,
             arch=arch.value,
-            channels=parse_channels(channels) if arch == Arch.conv else (),
+            channels=channel_sizes if arch == Arch.conv else (),
             image=image_of(table.row_shape) if arch == Arch.conv else (),
         )
         model_config.validate()
@@ -377,8 +378,9 @@ def train(
     if world.main:
         with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
             if target == "-":
-                sys.stdout.buffer.write(modelfile.to_bytes(fitted))
-                sys.stdout.buffer.flush()
+                with naming_stdout():
+                    sys.stdout.buffer.write(modelfile.to_bytes(fitted))
+                    sys.stdout.buffer.flush()
             else:
                 modelfile.save(fitted, target, protect=[data])
     processes.finish(world)

@@ -15,7 +15,7 @@ from aecli.io.npy import NpyRows
 from aecli.io.read import iter_table, pick_rows, read_table
 from aecli.io.stream import should_stream
 from aecli.io.table import CHUNK_ROWS, STDIO, ReadOptions, ReadStats, Table, describe
-from aecli.io.write import TableWriter, format_rows
+from aecli.io.write import TableWriter, format_rows, naming_stdout
 
 __all__ = [
     "CHUNK_ROWS",
@@ -30,6 +30,7 @@ __all__ = [
     "describe",
     "format_rows",
     "iter_table",
+    "naming_stdout",
     "pick_rows",
     "read_table",
     "refuse_overwrite",

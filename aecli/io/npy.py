@@ -11,7 +11,7 @@ import numpy as np
 from aecli.errors import DataError, UsageError
 from aecli.io.cells import _NAN_HINT
 from aecli.io.columns import _resolve_column, check_distinct
-from aecli.io.table import ReadOptions, ReadStats, Table, describe
+from aecli.io.table import ReadOptions, ReadStats, Table, chunk_rows_for, describe
 
 
 def _iter_npy(
@@ -19,6 +19,7 @@ def _iter_npy(
 ) -> Iterator[Table]:
     """Rows of a .npy, memory-mapped from a path so that only one chunk is in memory."""
     flat, row_shape, features = _open_npy(source, name, opts)
+    chunk_rows = chunk_rows_for(flat.shape[1], chunk_rows)
     emitted = False
     for start in range(0, flat.shape[0], chunk_rows):
         chunk = _npy_chunk(flat, start, start + chunk_rows, features, opts.allow_nan, stats, name)
@@ -40,7 +41,7 @@ def _open_npy(
         if isinstance(source, Path):
             array = np.load(source, mmap_mode="r", allow_pickle=False)
         else:
-            array = np.load(source, allow_pickle=False)
+            array = _StreamRows.open(source, name)
     except ValueError as exc:
         text = str(exc)
         pickled = "pickle" in text or "Python objects" in text
@@ -50,7 +51,7 @@ def _open_npy(
         raise DataError(f"cannot read .npy file: {exc}", source=name) from None
     except Exception as exc:  # numpy parses damaged headers with tokenize, ast, ...
         raise DataError(f"not a usable .npy file: damaged header ({exc})", source=name) from None
-    if not isinstance(array, np.ndarray):
+    if not isinstance(array, np.ndarray | _StreamRows):
         raise DataError("not a .npy array (an .npz archive?)", source=name)
     if array.dtype.kind not in "fiu":
         raise DataError(f"dtype {array.dtype} is not a real number type", source=name)
@@ -62,7 +63,10 @@ def _open_npy(
             flag="--id-column",
         )
     row_shape = tuple(int(s) for s in array.shape[1:])
-    flat: Any = array.reshape(array.shape[0], -1)
+    if isinstance(array, np.ndarray):
+        flat: Any = array.reshape(array.shape[0], -1)
+    else:
+        flat = array.as_rows()
     width = flat.shape[1]
     if width == 0:
         raise DataError(f"rows have no values (shape {array.shape})", source=name)
@@ -142,6 +146,75 @@ class _FileRows:
             if hi > lo:
                 parts.append(self[start : start + self.WINDOW][indices[lo:hi] - start])
         return np.concatenate(parts) if parts else np.empty((0, width), self.dtype)
+
+
+class _StreamRows:
+    """Rows of a .npy arriving on a pipe, read in order one chunk at a time (F10).
+
+    The header is parsed as numpy does (no pickles); then each request for the
+    next rows reads just their bytes, so memory holds one chunk whatever the
+    array's size. A Fortran-ordered array cannot be read row by row: it is
+    read whole.
+    """
+
+    def __init__(self, stream: IO[bytes], dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.stream = stream
+        self.dtype = dtype
+        self.shape = shape  # as the file says, until ``as_rows``
+        self.ndim = len(shape)
+        self.position = 0
+        self.name = ""
+
+    def as_rows(self) -> _StreamRows:
+        """The same rows seen as rows x values, as ``reshape(rows, -1)`` would."""
+        self.shape = (self.shape[0], int(np.prod(self.shape[1:])))
+        return self
+
+    @classmethod
+    def open(cls, stream: IO[bytes], name: str) -> np.ndarray | _StreamRows:
+        from numpy.lib import format as npy_format
+
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(stream)
+        else:  # 3.0 (UTF-8 field names) has no public reader
+            shape, fortran, dtype = npy_format._read_array_header(stream, version)
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        if fortran:
+            data = stream.read()
+            count = int(np.prod(shape))
+            if len(data) < count * dtype.itemsize:
+                raise DataError("the .npy data ends early (truncated?)", source=name)
+            return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F")
+        rows = cls(stream, dtype, tuple(shape))
+        rows.name = name
+        return rows
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.shape[0])
+        if start != self.position:
+            raise ValueError("a .npy on a pipe is read in order")
+        count = max(0, stop - start) * self.shape[1]
+        data = _read_exactly(self.stream, count * self.dtype.itemsize)
+        if len(data) < count * self.dtype.itemsize:
+            raise DataError("the .npy data ends early (truncated?)", source=self.name)
+        self.position = stop
+        return np.frombuffer(data, dtype=self.dtype, count=count).reshape(-1, self.shape[1])
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    """``size`` bytes, or fewer only at the end of the stream (pipes return short reads)."""
+    parts, left = [], size
+    while left > 0:
+        part = stream.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 class NpyRows:

@@ -33,6 +33,7 @@ from aecli.io.table import (
     ReadOptions,
     ReadStats,
     Table,
+    chunk_rows_for,
     describe,
 )
 
@@ -113,7 +114,7 @@ class _Reader:
                 yield from self.stream(inner)
                 return
             if head.startswith(_NPY_MAGIC):
-                yield from self.npy(io.BytesIO(buffered.read()))
+                yield from self.npy(buffered)  # streamed a chunk at a time (F10)
                 return
             yield from self.csv(buffered, self.opts.delimiter or ",")
 
@@ -129,6 +130,9 @@ class _Reader:
         since a quoted field may span lines.
         """
         name = self.name
+        # A quoted field may be long (a document, an embedding as text): the csv
+        # module's 128 KiB default refused valid files that pandas reads (F21).
+        csv.field_size_limit(_FIELD_LIMIT)
         lines = _Lines(raw)
         head = lines.next_nonblank()
         if head is None:
@@ -136,11 +140,14 @@ class _Reader:
         first_no, first = head
         first = first.removeprefix(_BOM)
         if b'"' in first or _pandas() is None or len(delimiter) != 1:
-            reader = csv.reader(_decoded([first], lines), delimiter=delimiter, strict=True)
+            reader = csv.reader(
+                _decoded([first], first_no, lines, name), delimiter=delimiter, strict=True
+            )
             yield from self._exact(reader, first_no - 1, delimiter)
             return
-        cells = first.decode("utf-8").rstrip("\r\n").split(delimiter)
+        cells = _text(first, first_no, name).rstrip("\r\n").split(delimiter)
         layout = self._layout(cells)
+        self.chunk_rows = chunk_rows_for(layout.width, self.chunk_rows)
         pending = [] if layout.header else [first]
         start = first_no if pending else first_no + 1
         emitted = False
@@ -152,7 +159,9 @@ class _Reader:
             numbers = range(start, start + len(batch))
             start += len(batch)
             if any(b'"' in line for line in batch):
-                reader = csv.reader(_decoded(batch, lines), delimiter=delimiter, strict=True)
+                reader = csv.reader(
+                    _decoded(batch, numbers[0], lines, name), delimiter=delimiter, strict=True
+                )
                 for table in self._records(reader, numbers[0] - 1, layout):
                     emitted = True
                     yield table
@@ -160,7 +169,7 @@ class _Reader:
             table = self._fast(batch, layout, delimiter)
             if table is None:
                 kept = [(n, line) for n, line in zip(numbers, batch) if line.strip()]
-                rows = [line.decode("utf-8").rstrip("\r\n").split(delimiter) for _, line in kept]
+                rows = [_text(line, n, name).rstrip("\r\n").split(delimiter) for n, line in kept]
                 table = self._rows_to_table(rows, [n for n, _ in kept], layout)
             if table is not None:
                 emitted = True
@@ -174,6 +183,7 @@ class _Reader:
         if first is None:
             raise DataError("empty file: no rows", source=self.name)
         layout = self._layout(first)
+        self.chunk_rows = chunk_rows_for(layout.width, self.chunk_rows)
         first_rows = [] if layout.header else [(offset + reader.line_num, first)]
         emitted = False
         for table in self._records(reader, offset, layout, first_rows):
@@ -214,7 +224,15 @@ class _Reader:
         """Chunks from csv-module records; line numbers are ``offset + reader.line_num``."""
         rows: list[list[str]] = [row for _, row in first_rows or []]
         numbers: list[int] = [n for n, _ in first_rows or []]
-        for row in reader:
+        while True:
+            starts = offset + reader.line_num + 1  # where the next record begins (F21)
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                what = "a quote opened here is never closed" if "end of data" in str(exc) else exc
+                raise DataError(f"malformed CSV ({what})", source=self.name, line=starts) from None
             if not row:
                 continue
             rows.append(row)
@@ -324,6 +342,7 @@ class _Reader:
 
 
 _BOM = "\ufeff".encode()
+_FIELD_LIMIT = 2**31 - 1
 
 
 @dataclass
@@ -363,12 +382,29 @@ class _Lines:
         return batch
 
 
-def _decoded(head: list[bytes], rest: Iterable[bytes]) -> Iterator[str]:
-    """Text lines for the csv module (line ends kept, as newline='' would)."""
-    for line in head:
-        yield line.decode("utf-8")
+def _decoded(head: list[bytes], first: int, rest: _Lines, name: str) -> Iterator[str]:
+    """Text lines for the csv module (line ends kept, as newline='' would).
+
+    ``head`` are lines already read, the first of them line ``first``.
+    """
+    for number, line in enumerate(head, first):
+        yield _text(line, number, name)
     for line in rest:
-        yield line.decode("utf-8")
+        yield _text(line, rest.number, name)
+
+
+def _text(line: bytes, number: int, name: str) -> str:
+    """A line as UTF-8 text, or an error naming its line and column (F21)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not UTF-8 text (byte 0x{line[exc.start]:02x} after "
+            f"{line[: exc.start][-20:].decode('utf-8', 'replace')!r}; convert the file, "
+            "e.g. iconv -f cp1252 -t utf-8)",
+            source=name,
+            line=number,
+        ) from None
 
 
 class _guard_read:

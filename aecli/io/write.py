@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +51,24 @@ class _NpyStream:
         self.sink.seek(0, os.SEEK_END)
 
 
+@contextlib.contextmanager
+def naming_stdout(active: bool = True) -> Iterator[None]:
+    """A failed write to stdout (``> /dev/full``) says it was stdout (F21)."""
+    try:
+        yield
+    except OSError as exc:
+        if active:
+            name_stdout(exc)
+        raise
+
+
+def name_stdout(exc: OSError) -> None:
+    """Give a write error on stdout the name "stdout", unless it already says so."""
+    said = "stdout" in str(exc.strerror or "")
+    if exc.filename is None and not said and not isinstance(exc, BrokenPipeError):
+        exc.filename = "stdout"
+
+
 class TableWriter:
     """Write rows to stdout (CSV) or to a file whose format follows its extension.
 
@@ -80,7 +99,8 @@ class TableWriter:
         self._text: IO[str]
         if self.dest is None:
             self._text = sys.stdout
-            self._write_header(",")
+            with naming_stdout():
+                self._write_header(",")
             return
         refuse_overwrite(self.dest, protect, flag)
         kind, gz, delimiter = _output_format(self.dest, flag)
@@ -110,12 +130,14 @@ class TableWriter:
         if self._npy is not None:
             self._npy.write(values)
             return
-        self._text.write(format_rows(values, self._delimiter, ids))
+        with naming_stdout(self.dest is None):
+            self._text.write(format_rows(values, self._delimiter, ids))
 
     def commit(self) -> None:
         """Finish the output: flush stdout, or move the finished file into place."""
         if self._file is None:
-            self._text.flush()
+            with naming_stdout():
+                self._text.flush()
             return
         if self._npy is not None:
             self._npy.finish()

@@ -21,7 +21,15 @@ from aecli.io import NpyRows, Table
 from aecli.models import build_model
 from aecli.pca import PCA
 from aecli.scaler import Scaler
-from aecli.train import EpochCallback, EpochStats, History, OptimizerState, evaluate_loss, fit
+from aecli.train import (
+    EpochCallback,
+    EpochStats,
+    History,
+    OptimizerState,
+    Sharded,
+    evaluate_loss,
+    fit,
+)
 
 _BCE_TOLERANCE = 1e-6
 
@@ -82,7 +90,7 @@ def train(
             low, high = scaler.bounds
             edges = scaler.transform(np.stack([low, high]).astype(np.float32))
             _check_unit_range(edges, train_config.scale)
-        train_data, val_rows, n_train = _stream_split(table, scaler, train_config)
+        train_data, val_rows, n_train = _stream_split(table, scaler, train_config, world)
     else:
         # Split the raw rows once: the baselines below need them unscaled (a clipped
         # row does not scale back), the model needs them scaled.
@@ -246,13 +254,20 @@ class StreamedRows:
     """
 
     def __init__(
-        self, source: NpyRows, scaler: Scaler, held_out: np.ndarray, config: TrainConfig
+        self,
+        source: NpyRows,
+        scaler: Scaler,
+        held_out: np.ndarray,
+        config: TrainConfig,
+        world: World | None = None,
     ) -> None:
         self.source = source
         self.scaler = scaler
         self.held_out = held_out
         self.size = _chunk_size(config)
         self.seed = config.seed
+        self.batch_size = config.batch_size
+        self.world = world or World()
         self.device = torch.device("cpu")
 
     def to(self, device: torch.device) -> StreamedRows:
@@ -266,12 +281,34 @@ class StreamedRows:
         order = np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(n_chunks)
         for index in order.tolist():
             start = index * self.size
+            if self.world.many:
+                yield self._share(start)
+                continue
             values = self.source.chunk(start, start + self.size, exclude=self.held_out)
             yield torch.from_numpy(self.scaler.transform(values)).to(self.device)
 
+    def _share(self, start: int) -> Sharded:
+        """This rank's rows of one chunk, read by position: its share of every batch.
+
+        The chunk's permutation is drawn here, as the trainer would draw it for the
+        whole chunk, so the steps are those of one process reading every row.
+        """
+        stop = min(start + self.size, self.source.rows)
+        skip = np.union1d(self.held_out, self.source.stats.dropped_rows)
+        rows = np.setdiff1d(np.arange(start, stop), skip, assume_unique=True)
+        n = len(rows)
+        order = torch.randperm(n, device=self.device).cpu().numpy()
+        mine = []
+        for first in range(0, n, self.batch_size):
+            lo, hi = self.world.share(min(self.batch_size, n - first))
+            mine.append(order[first + lo : first + hi])
+        wanted = rows[np.concatenate(mine)] if mine else rows[:0]
+        values = self.scaler.transform(self.source.rows_at(wanted))
+        return Sharded(torch.from_numpy(values).to(self.device), n)
+
 
 def _stream_split(
-    source: NpyRows, scaler: Scaler, config: TrainConfig
+    source: NpyRows, scaler: Scaler, config: TrainConfig, world: World | None = None
 ) -> tuple[StreamedRows, np.ndarray, int]:
     """A seeded held-out sample (at most STREAM_VAL_ROWS rows) and the streamed rest."""
     n = source.rows
@@ -280,7 +317,7 @@ def _stream_split(
     held_out = np.sort(rng.choice(n, n_val, replace=False)) if n_val > 0 else np.zeros(0, int)
     val_rows = scaler.transform(source.take(held_out)) if n_val > 0 else np.zeros((0, 1))
     n_train = n - n_val - source.stats.dropped
-    return StreamedRows(source, scaler, held_out, config), val_rows, n_train
+    return StreamedRows(source, scaler, held_out, config, world), val_rows, n_train
 
 
 def _add_streamed_baselines(fitted: FittedModel, source: NpyRows, config: TrainConfig) -> None:

@@ -119,10 +119,23 @@ def _snapshot(
     return weights, export_state(model, optimizer)
 
 
+@dataclass
+class Sharded:
+    """This process's rows of a chunk of ``n`` rows, already in the order of the chunk's shuffle.
+
+    Under torchrun a streamed .npy is read by each rank for its own rows only: the
+    reader draws the chunk's permutation (the draw the trainer would make) and reads
+    the rows of this rank's share of every batch, in batch order.
+    """
+
+    rows: torch.Tensor
+    n: int
+
+
 class ChunkedRows(Protocol):
     """Training rows that arrive in chunks (data larger than memory)."""
 
-    def epoch(self, epoch: int) -> Iterator[torch.Tensor]: ...
+    def epoch(self, epoch: int) -> Iterator[torch.Tensor | Sharded]: ...
 
 
 def _run_epoch(
@@ -141,12 +154,13 @@ def _run_epoch(
     totals: dict[str, float] = {}
     rows = 0
     for chunk in train.epoch(epoch):
-        if not chunk.shape[0]:
+        count = chunk.n if isinstance(chunk, Sharded) else chunk.shape[0]
+        if not count:
             continue
         terms = _train_epoch(model, optimizer, chunk, *args)
         for key, value in terms.items():
-            totals[key] = totals.get(key, 0.0) + value * chunk.shape[0]
-        rows += chunk.shape[0]
+            totals[key] = totals.get(key, 0.0) + value * count
+        rows += count
     return {key: value / rows for key, value in totals.items()}
 
 
@@ -241,7 +255,7 @@ def fit(
 def _train_epoch(
     model: Autoencoder,
     optimizer: FusedAdam,
-    data: torch.Tensor,
+    data: torch.Tensor | Sharded,
     batch_size: int,
     precision: str = "fp32",
     forward: Callable[[torch.Tensor], Any] | None = None,
@@ -251,24 +265,31 @@ def _train_epoch(
     step = forward if forward is not None else model  # F12: bool() of a compiled module raises
     manual = manual_step(model, precision, step)
     bf16 = precision == "bf16"
-    autocast = torch.autocast(data.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    n = data.shape[0]
-    order = torch.randperm(n, device=data.device)
-    # Narrow rows: one gather an epoch, then each batch is a view (the same batches,
-    # without a kernel call per step). Wide rows gather per step: next to their
-    # matrix products the gather is cheap, and a copy of all the data is not.
-    whole = data.numel() <= WHOLE_SHUFFLE_VALUES and data.shape[1] < WIDE_ROW
-    shuffled = data.index_select(0, order) if whole else None
+    local = data.rows if isinstance(data, Sharded) else None
+    device = data.rows.device if isinstance(data, Sharded) else data.device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    if isinstance(data, Sharded):  # already this rank's rows, in shuffled order
+        n, shuffled, offset = data.n, None, 0
+    else:
+        n = data.shape[0]
+        order = torch.randperm(n, device=device)
+        # Narrow rows: one gather an epoch, then each batch is a view (the same batches,
+        # without a kernel call per step). Wide rows gather per step: next to their
+        # matrix products the gather is cheap, and a copy of all the data is not.
+        whole = data.numel() <= WHOLE_SHUFFLE_VALUES and data.shape[1] < WIDE_ROW
+        shuffled = data.index_select(0, order) if whole else None
     sums: torch.Tensor | None = None
     names: list[str] = []
     for start in range(0, n, batch_size):
         lo, hi = 0, min(batch_size, n - start)
         if sync is not None:  # this process's share of the global batch
             lo, hi = sync.begin(hi)
-        if shuffled is not None:
+        if local is not None:
+            batch, offset = local[offset : offset + hi - lo], offset + hi - lo
+        elif shuffled is not None:
             batch = shuffled[start + lo : start + hi]
         else:
-            batch = data.index_select(0, order[start + lo : start + hi])
+            batch = data.index_select(0, order[start + lo : start + hi])  # type: ignore[union-attr]
         if manual is not None:  # gradients written by hand (aecli/fastpath.py)
             loss, terms = manual(batch)
         else:
@@ -284,7 +305,7 @@ def _train_epoch(
             if sums is None:
                 names = ["loss", *terms]
                 single = len(terms) == 1
-                sums = torch.zeros(1 if single else len(names), device=data.device)
+                sums = torch.zeros(1 if single else len(names), device=device)
             rows = batch.shape[0]
             if not rows:  # a share with no rows adds nothing (its mean is NaN)
                 pass

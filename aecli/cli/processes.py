@@ -28,6 +28,11 @@ def join(device: str, compile_model: bool) -> World:
     return world
 
 
+def shards(world: World, data: str) -> bool:
+    """Under torchrun a .npy file is streamed, each rank reading only its rows of each chunk."""
+    return world.many and data.lower().endswith(".npy")
+
+
 def finish(world: World) -> None:
     """Wait until rank 0 has written the model, then leave the group.
 

@@ -288,7 +288,7 @@ def train(
         allow_nan,
         resumed.columns if resumed is not None else None,
     )
-    if should_stream(data, train_config.chunk_rows):
+    if should_stream(data, train_config.chunk_rows) or processes.shards(world, data):
         npy_options = {k: options[k] for k in ("columns", "id_column", "allow_nan")}
         table: Any = NpyRows(data, **npy_options)
         stats = table.stats  # rows dropped are counted while the scaler is fitted

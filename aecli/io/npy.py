@@ -105,6 +105,7 @@ def _npy_chunk(
         return chunk
     if allow_nan:
         stats.dropped += int((~finite).sum())
+        stats.dropped_rows.extend((start + np.flatnonzero(~finite)).tolist())
         return chunk[finite]
     row, col = (int(i) for i in np.argwhere(~np.isfinite(chunk))[0])
     original = block[row, col]
@@ -262,6 +263,14 @@ class NpyRows:
     def chunks(self, size: int, *, count_dropped: bool = False) -> Iterator[np.ndarray]:
         for start in range(0, self.rows, size):
             yield self.chunk(start, start + size, count_dropped=count_dropped)
+
+    def rows_at(self, indices: np.ndarray) -> np.ndarray:
+        """Rows by number, in the order given (positioned reads of those rows only)."""
+        order = np.argsort(indices, kind="stable")
+        _, values = _float32_rows(self.flat[indices[order]], self.features)
+        out = np.empty_like(values)
+        out[order] = values
+        return out
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Scattered rows (sorted indices), finite ones only."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,6 +67,7 @@ class ReadStats:
     """What a reader did besides yielding rows: rows dropped under ``allow_nan``."""
 
     dropped: int = 0
+    dropped_rows: list[int] = field(default_factory=list)  # .npy row numbers, when counted
 
 
 def describe(source: str) -> str:

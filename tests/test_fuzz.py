@@ -273,7 +273,7 @@ def cli_files(tmp_path_factory: pytest.TempPathFactory, digits_csv: Path) -> dic
     return files
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_any_flag_value_is_a_result_or_one_line(
     cli_files: dict[str, str], tmp_path_factory: pytest.TempPathFactory, data: st.DataObject

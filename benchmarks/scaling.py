@@ -4,7 +4,7 @@ Run: ``python benchmarks/scaling.py [--procs 1,2] [--device cpu|cuda] [--epochs 
 [--workloads tabular,pixels]``. Each row is a real ``aecli train`` (one
 process) or ``torchrun --nproc-per-node N -m aecli train`` on synthetic data
 of the two shapes that matter, at the same global batch; samples/s come from
-the ``--log`` epoch times (rank 0's, which include waiting for the others),
+the ``--log-file`` epoch times (rank 0's, which include waiting for the others),
 first epoch left out (start-up and warm-up). Ratios are against 1 process
 measured in the same run.
 
@@ -44,7 +44,8 @@ def run(data: Path, procs: int, device: str, epochs: int, flags: list[str], batc
         log = Path(tmp) / "log.jsonl"
         args = ["train", str(data), "-o", str(Path(tmp) / "m.safetensors"), "--log-file", str(log)]
         args += ["--epochs", str(epochs), "--batch-size", str(batch), "--device", device]
-        args += ["--val-fraction", "0", "--quiet", *flags]
+        # Streamed in both rows: under torchrun a .npy always is (each rank reads its rows).
+        args += ["--val-fraction", "0", "--chunk-rows", "65536", "--quiet", *flags]
         if procs == 1:
             command = [sys.executable, "-m", "aecli", *args]
         else:

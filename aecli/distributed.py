@@ -61,7 +61,7 @@ def from_env(environ: dict[str, str] | None = None) -> World:
     return World(rank, size, local_rank, local_size)
 
 
-def start(world: World, device: torch.device) -> tuple[World, torch.device]:
+def start(world: World, device: torch.device) -> World:
     """Join the process group: NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``), gloo on CPU."""
     import torch.distributed as dist
 
@@ -78,7 +78,7 @@ def start(world: World, device: torch.device) -> tuple[World, torch.device]:
             world_size=world.size,
             timeout=timedelta(seconds=TIMEOUT_S),
         )
-    return World(world.rank, world.size, world.local_rank, world.local_size, backend), device
+    return World(world.rank, world.size, world.local_rank, world.local_size, backend)
 
 
 def stop() -> None:

@@ -13,16 +13,9 @@ def parse_hidden(text: str | None) -> tuple[int, ...] | None:
         return None
     if text.strip().lower() == "none":
         return ()
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(
-            f"expected comma-separated layer sizes such as 300,150, or 'none', got {text!r}",
-            flag="--hidden",
-        ) from None
-    if any(size < 1 for size in sizes):
-        raise UsageError(f"layer sizes must be positive, got {text!r}", flag="--hidden")
-    return sizes
+    return _positive(
+        text, "--hidden", "comma-separated layer sizes such as 300,150, or 'none'", "layer sizes"
+    )
 
 
 DEFAULT_CHANNELS = (32, 64)  # --arch conv: two stride-2 convolutions, as for Fashion-MNIST
@@ -30,16 +23,20 @@ DEFAULT_CHANNELS = (32, 64)  # --arch conv: two stride-2 convolutions, as for Fa
 
 def parse_channels(text: str) -> tuple[int, ...]:
     """Parse ``--channels``: comma-separated positive channel counts such as ``32,64``."""
+    return _positive(
+        text, "--channels", "comma-separated channel counts such as 32,64", "channel counts"
+    )
+
+
+def _positive(text: str, flag: str, expected: str, what: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers, each at least 1, or a usage error naming ``flag``."""
     try:
-        channels = tuple(int(part) for part in text.split(","))
+        sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise UsageError(
-            f"expected comma-separated channel counts such as 32,64, got {text!r}",
-            flag="--channels",
-        ) from None
-    if not channels or any(c < 1 for c in channels):
-        raise UsageError(f"channel counts must be positive, got {text!r}", flag="--channels")
-    return channels
+        raise UsageError(f"expected {expected}, got {text!r}", flag=flag) from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise UsageError(f"{what} must be positive, got {text!r}", flag=flag)
+    return sizes
 
 
 def image_of(row_shape: Sequence[int]) -> tuple[int, ...]:

@@ -24,8 +24,7 @@ def join(device: str, compile_model: bool) -> World:
         raise UsageError("is not supported under torchrun yet; leave it out", flag="--compile")
     from aecli.device import resolve_device
 
-    world, _ = distributed.start(world, resolve_device(device))
-    return world
+    return distributed.start(world, resolve_device(device))
 
 
 def shards(world: World, data: str) -> bool:

@@ -1,6 +1,11 @@
 """The ``aecli`` command: ``python -m aecli`` and the console script both start here."""
 
+import os
 import sys
+
+# The root help and --version need nothing but a string: typer and the commands would
+# cost about 0.1 s more (aecli/helptext.py keeps typer's help, generated and tested).
+ROOT_HELP_ARGS = ([], ["--help"], ["-h"])
 
 
 def run() -> int:
@@ -11,12 +16,41 @@ def run() -> int:
     print a KeyboardInterrupt traceback.
     """
     try:
+        if sys.argv[1:] in ROOT_HELP_ARGS and _eighty_columns() and sys.stdout is not None:
+            from aecli.helptext import ROOT
+
+            return _say(ROOT)
+        if sys.argv[1:] == ["--version"] and sys.stdout is not None:
+            from aecli import __version__
+
+            return _say(f"aecli {__version__}\n")
         from aecli.cli import main
 
         return main()
     except KeyboardInterrupt:
         sys.stderr.write("aecli: interrupted\n")
         return 130
+
+
+def _eighty_columns() -> bool:
+    """Whether click would wrap the help at 80 columns, as the stored copy is."""
+    import shutil
+
+    return shutil.get_terminal_size().columns >= 80
+
+
+def _say(text: str) -> int:
+    """Print the root help or the version; a closed or full stdout exits as in aecli.cli.main."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # ``aecli --help | head -1``: quietly, as aecli.cli.main does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError as exc:  # ``> /dev/full``
+        sys.stderr.write(f"aecli: error: stdout: {exc.strerror or exc}\n")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,27 @@ def test_version_and_help() -> None:
 
 
 @pytest.mark.parametrize(
+    "args",
+    [[], ["--help"], ["-h"], ["--help", "train"], ["trian"], ["train", "--help"], ["info", "-h"]],
+)
+def test_building_only_the_named_command_changes_nothing(args: list[str]) -> None:
+    """main() builds the named command alone; help and errors match the whole app's."""
+    from typer.testing import CliRunner
+
+    from aecli.cli import app
+
+    whole = CliRunner().invoke(app, args, prog_name="aecli")
+    lazy = invoke(args)
+    if args == ["trian"]:  # click's message and suggestion, which aecli puts on one line
+        message = whole.output.strip().splitlines()[-1].removeprefix("Error: ")
+        assert "Did you mean 'train'?" in message
+        assert lazy.code == 2 and f"aecli: error: {message}" in lazy.stderr
+    else:  # help, on stdout (no arguments at all is help too, and exit 0)
+        assert "Usage: aecli" in lazy.text and lazy.code == 0
+        assert lazy.text.strip() == whole.output.strip()
+
+
+@pytest.mark.parametrize(
     "extra",
     [
         ["--kind", "basic", "--hidden", "none"],

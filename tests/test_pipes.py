@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +21,54 @@ def run(args: list[str], **kw) -> subprocess.CompletedProcess:
 def test_help_does_not_import_torch_or_numpy() -> None:
     code = (
         "import sys; from aecli.cli import main; rc = main(['--help']); "
-        "heavy = [m for m in ('torch', 'numpy', 'safetensors') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'numpy', 'safetensors', 'pydantic') if m in sys.modules]; "
         "assert rc == 0 and not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+@pytest.mark.parametrize("args", [[], ["--help"], ["-h"], ["--version"]])
+@pytest.mark.parametrize("columns", [None, "80", "200", "60"])
+def test_root_help_and_version_are_typers_without_typer(
+    args: list[str], columns: str | None
+) -> None:
+    """The stored root help (aecli/helptext.py) is byte for byte what typer prints."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns:
+        env["COLUMNS"] = columns
+    typer_main = "import sys; from aecli.cli import main; sys.exit(main(sys.argv[1:]))"
+    by_typer = subprocess.run(
+        [sys.executable, "-c", typer_main, *args], capture_output=True, env=env
+    )
+    ours = subprocess.run([*AECLI, *args], capture_output=True, env=env)
+    assert ours.returncode == by_typer.returncode == 0
+    assert ours.stdout == by_typer.stdout and ours.stderr == by_typer.stderr == b""
+    code = (
+        "import sys; from aecli.__main__ import run; sys.argv[1:] = sys.argv[2:]; rc = run(); "
+        "assert rc == 0 and ('typer' in sys.modules) == (sys.argv[1:] != ['--version'] and "
+        f"{columns == '60'}), sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code, "aecli", *args], check=True, env=env)
+
+
+def test_root_help_into_head_or_a_full_disk() -> None:
+    head = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{shlex.join(AECLI)} --help | head -1"],
+        capture_output=True,
+    )
+    assert head.returncode == 0 and head.stdout.startswith(b"Usage: aecli") and not head.stderr
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            done = subprocess.run([*AECLI, "--help"], stdout=full, stderr=subprocess.PIPE)
+        assert done.returncode == 1
+        assert done.stderr == b"aecli: error: stdout: No space left on device\n"
+
+
 def test_usage_error_does_not_import_torch() -> None:
     code = (
         "import sys; from aecli.cli import main; rc = main(['train', 'x.csv', '-o', 'm', "
-        "'--epochs', '0']); assert rc == 2 and 'torch' not in sys.modules"
+        "'--epochs', '0']); assert rc == 2 and 'torch' not in sys.modules, 'torch'; "
+        "assert 'pydantic' not in sys.modules, 'pydantic: typer>=0.29 coerces through it'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 

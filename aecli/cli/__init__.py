@@ -7,6 +7,7 @@ that need them so that ``aecli --help`` stays fast.
 
 from __future__ import annotations
 
+import copy
 import errno
 import io
 import os
@@ -39,6 +40,36 @@ COMMANDS = [
 ]
 for _command in COMMANDS:
     app.command(cls=Command)(_command)
+
+
+def _listing(callback: Any) -> Any:
+    """A stand-in with no parameters that lists CALLBACK's command under the root help."""
+
+    def listed() -> None:  # never runs: the named command is always the real one
+        raise AssertionError(f"{callback.__name__} was not built")
+
+    listed.__name__ = callback.__name__
+    listed.__doc__ = callback.__doc__
+    return listed
+
+
+def _command_for(args: list[str]) -> Any:
+    """The click group for ARGS, with only the command they name built for real.
+
+    Typer turns every command's signature into click parameters up front, about 6 ms
+    a command: the other commands are built as parameterless stand-ins that carry
+    only their name and help, which is all the root help and click's "no such
+    command" suggestions read (tests/test_cli.py checks that both are unchanged).
+    """
+    name = next((arg for arg in args if not arg.startswith("-")), None)
+    lazy = copy.copy(app)
+    lazy.registered_commands = [
+        info
+        if typer.main.get_command_name(info.callback.__name__) == name
+        else typer.models.CommandInfo(cls=Command, callback=_listing(info.callback))
+        for info in app.registered_commands
+    ]
+    return typer.main.get_command(lazy)
 
 
 def _click_classes() -> tuple[type[BaseException], type[BaseException]]:
@@ -117,12 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         warnings.simplefilter("ignore")
     click_exception, click_usage_error = _click_classes()
-    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = _command_for(args)
     try:
         # Click's context directly, not command.main: typer's main turns a broken
         # pipe into exit 1 and Ctrl-C into a silent 130 before aecli can see them
         # (F19, F20). Exit codes are decided here, below.
-        args = list(sys.argv[1:] if argv is None else argv)
         try:
             with signals.handled(), command.make_context("aecli", args) as ctx:
                 result = command.invoke(ctx)

@@ -24,24 +24,45 @@ from aecli.models import Autoencoder, VariationalAutoencoder
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
+ELU_BY_EXP = 32_768  # values in a batch's layer from which _elu beats F.elu (2 cores)
 
 Step = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def _activation_backward(
-    name: str,
-) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """d(act)/d(pre) applied to ``grad``, given the pre-activation and the activation."""
-    if name == "elu":
-        return lambda grad, pre, out: torch.ops.aten.elu_backward(grad, 1.0, 1, 1.0, False, pre)
+def _elu(pre: torch.Tensor) -> torch.Tensor:
+    """ELU (alpha 1) as max(x, exp(min(x, 0)) - 1): the same function, 2x faster here.
+
+    torch's CPU ELU kernel evaluates expm1, which costs 5x exp (174 against 83 us on a
+    256 x 512 batch, 2 cores); below zero exp(x) - 1 >= x, above it exp(0) - 1 = 0 < x,
+    so the maximum picks the right branch. Results differ from F.elu by at most
+    6e-8 (the rounding of exp(x) - 1 near 0), far inside training noise; the module's
+    own forward (inference, autograd kinds) keeps F.elu.
+    """
+    if pre.numel() < ELU_BY_EXP:  # three kernel calls cost more than expm1 on small batches
+        return F.elu(pre)
+    out = pre.clamp(max=0.0).exp_().sub_(1.0)  # one new tensor, as F.elu
+    return torch.maximum(out, pre, out=out)
+
+
+def _activation(
+    name: str, act: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[
+    Callable[[torch.Tensor], torch.Tensor],
+    Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+]:
+    """The activation and d(act)/d(pre) applied to ``grad``, given pre-activation and output."""
+    if name == "elu":  # from the output: grad * (out + 1) below zero, no exp (2.5x faster)
+        return _elu, lambda grad, pre, out: torch.ops.aten.elu_backward(
+            grad, 1.0, 1, 1.0, True, out
+        )
     if name == "selu":
-        return lambda grad, pre, out: torch.ops.aten.elu_backward(
+        return act, lambda grad, pre, out: torch.ops.aten.elu_backward(
             grad, SELU_ALPHA, SELU_SCALE, 1.0, False, pre
         )
     if name == "relu":
-        return lambda grad, pre, out: torch.ops.aten.threshold_backward(grad, out, 0)
+        return act, lambda grad, pre, out: torch.ops.aten.threshold_backward(grad, out, 0)
     if name == "tanh":
-        return lambda grad, pre, out: torch.ops.aten.tanh_backward(grad, out)
+        return act, lambda grad, pre, out: torch.ops.aten.tanh_backward(grad, out)
     raise KeyError(name)
 
 
@@ -60,8 +81,7 @@ def manual_step(model: Autoencoder, precision: str, forward: object) -> Step | N
     hidden = list(model.encoder)[:-1]
     coding = model.encoder[-1]
     decoder = list(model.decoder)
-    act = model.act
-    backward = _activation_backward(config.activation)
+    act, backward = _activation(config.activation, model.act)
     bce = config.loss == Loss.bce.value
     vae = isinstance(model, VariationalAutoencoder)
 
@@ -108,9 +128,11 @@ def manual_step(model: Autoencoder, precision: str, forward: object) -> Step | N
                 return loss * x.shape[1], grad / rows
             return loss, grad / values
         diff = decoded - x
+        flat = diff.view(-1)
+        squares = torch.dot(flat, flat)  # one pass, no temporary (square().mean() takes two)
         if vae:
-            return 0.5 * diff.square().sum() / rows, diff / rows
-        return diff.square().mean(), diff * (2.0 / values)
+            return 0.5 * squares / rows, diff.div_(rows)
+        return squares / values, diff.mul_(2.0 / values)
 
     @torch.no_grad()
     def step_ae(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -6,10 +6,41 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aecli.config import ModelConfig
-from aecli.fastpath import manual_step
+from aecli.fastpath import ELU_BY_EXP, _elu, manual_step
 from aecli.models import build_model
+
+
+def test_elu_by_exp_is_elu() -> None:
+    """Wide layers take ELU as max(x, exp(min(x, 0)) - 1); it is F.elu to 1e-7."""
+    torch.manual_seed(0)
+    edges = torch.tensor([0.0, -0.0, 1e-30, -1e-30, -1e-7, 1e-7, -88.0, -200.0, 50.0])
+    values = torch.cat([edges, torch.randn(ELU_BY_EXP) * 4]).reshape(-1, 1)
+    fast = _elu(values)
+    assert values.numel() >= ELU_BY_EXP  # the exp branch, not F.elu
+    torch.testing.assert_close(fast, F.elu(values), rtol=0, atol=1.2e-7)
+    assert torch.equal(fast[values > 0], values[values > 0])  # exact above zero
+
+
+@pytest.mark.parametrize("vae", [False, True])
+def test_wide_layers_match_autograd(vae: bool) -> None:
+    """A batch wide enough for the exp-based ELU: gradients still autograd's (F.elu)."""
+    torch.manual_seed(0)
+    config = ModelConfig(kind="vae" if vae else "basic", n_inputs=40, hidden=(160,), latent=4)
+    model = build_model(config)
+    twin = copy.deepcopy(model)
+    batch = torch.rand(256, 40)
+    assert batch.shape[0] * 160 >= ELU_BY_EXP
+    torch.manual_seed(1)
+    manual_loss, _ = manual_step(model, "fp32", model)(batch)  # type: ignore[misc]
+    torch.manual_seed(1)
+    auto_loss, _ = twin(batch)
+    auto_loss.backward()
+    torch.testing.assert_close(manual_loss, auto_loss.detach(), rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("activation", ["elu", "selu", "relu", "tanh"])

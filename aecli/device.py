@@ -1,4 +1,4 @@
-"""Choose where and with how many threads to run.
+"""Choose where and with how many threads to run, and how the process keeps memory.
 
 Kept apart from the trainer so that flag errors (``--device cuda`` on a
 machine without CUDA) surface before any data is read.
@@ -6,7 +6,9 @@ machine without CUDA) surface before any data is read.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import torch
 
@@ -57,6 +59,33 @@ def choose_threads(requested: int, work_per_step: float, processes: int = 1) -> 
     if work_per_step < 5e6:
         return 1
     return max(1, min((cores or 1) // max(processes, 1), 8))
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep the memory a training step frees, for the next step to reuse.
+
+    By default glibc hands blocks over 128 KiB (a threshold it raises as it goes) back
+    to the kernel and trims the top of the heap, so every step's tensors come back as
+    fresh pages whose first touch faults: 90-300 faults a step for the 784-wide model,
+    about 7-10% of a CPU step, most of it in bf16 matrix products. Blocks under 32 MiB
+    then come from the heap and up to 1 GiB free at its top is kept; peak memory is
+    unchanged, only its return to the system waits until the process ends. Process-wide,
+    so ``aecli train`` calls it, not the Python API. Elsewhere than glibc it does
+    nothing; returns whether it applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
-from aecli.device import choose_threads
+from aecli.device import choose_threads, keep_freed_memory
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 
@@ -111,12 +111,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a tenth of the rows")
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as aecli train does
     precisions = args.precisions.split(",")
     if "bf16" in precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         precisions.remove("bf16")
         print("(this CPU has no native bf16: bf16 rows skipped)")
     print(
-        f"torch {torch.__version__}, CPU, {torch.get_num_threads()} cores; threads as aecli picks"
+        f"torch {torch.__version__}, CPU, {torch.get_num_threads()} cores; threads as aecli picks;"
+        f" freed memory {'kept' if kept else 'returned'} (as aecli train)"
     )
     header = f"{'workload':<26}{'batch':>6}{'thr':>4}{'prec':>5}{'tutorial/s':>11}{'aecli/s':>9}"
     print(header + f"{'ceiling/s':>10}{'vs tut':>7}{'vs ceil':>8}{'vs fp32':>8}")

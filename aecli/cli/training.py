@@ -266,10 +266,11 @@ def train(
         raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
 
     from aecli import api, modelfile
-    from aecli.device import check_precision, resolve_device
+    from aecli.device import check_precision, keep_freed_memory, resolve_device
     from aecli.io import NpyRows, ReadStats, describe, naming_stdout, read_table, should_stream
 
     check_precision(precision.value, resolve_device(device))
+    keep_freed_memory()
     world = processes.join(device, compile_model)
     if not world.main:  # under torchrun rank 0 alone writes and speaks
         quiet, log, checkpoint_every = True, None, 0
@@ -418,8 +419,7 @@ train.sections = [  # type: ignore[attr-defined]
     (
         "Model",
         ["kind", "arch", "hidden", "channels", "latent", "tied", "activation", "loss", "noise",
-         "noise_std",
-         "dropout", "sparsity_target", "sparsity_weight", "beta", "beta_warmup"],
+         "noise_std", "dropout", "sparsity_target", "sparsity_weight", "beta", "beta_warmup"],
     ),
     (
         "Training",

@@ -19,7 +19,7 @@ import torch
 
 from aecli.config import TrainConfig
 from aecli.distributed import BatchShare, World, all_sum_
-from aecli.fastpath import manual_step
+from aecli.fastpath import Step, manual_step
 from aecli.models import Autoencoder
 from aecli.optim import FusedAdam
 
@@ -146,9 +146,10 @@ def _run_epoch(
     epoch: int,
     forward: Callable[[torch.Tensor], Any] | None = None,
     sync: Sync | None = None,
+    manual: Step | None = None,
 ) -> dict[str, float]:
     """One pass over the rows: at once, or chunk by chunk (terms weighted by rows)."""
-    args = (config.batch_size, config.precision, forward, sync)
+    args = (config.batch_size, config.precision, forward, sync, manual)
     if isinstance(train, torch.Tensor):
         return _train_epoch(model, optimizer, train, *args)
     totals: dict[str, float] = {}
@@ -191,9 +192,12 @@ def fit(
     and, when any rank says yes, all stop together as at Ctrl-C.
     """
     optimizer = make_optimizer(model, config)
-    # --compile: the forward and loss go through torch.compile (kernel fusion; pays off on
-    # GPUs and long runs). Weights, snapshots and the optimizer stay on ``model`` itself.
-    forward = torch.compile(model) if config.compile else model
+    # --compile: torch.compile fuses the work between the matrix products (pays off on GPUs
+    # and long runs). A model with a hand-written step compiles that step, bf16 included;
+    # the others compile forward and loss, autograd behind. Weights, snapshots and the
+    # optimizer stay on ``model`` itself.
+    manual = manual_step(model, config.precision, model, compiled=True) if config.compile else None
+    forward = torch.compile(model) if config.compile and manual is None else model
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
     sync = Sync(world, model, stop_requested) if world is not None and world.many else None
@@ -206,7 +210,7 @@ def fit(
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
             model.kl_weight = config.kl_weight(epoch)
-            terms = _run_epoch(model, optimizer, train, config, epoch, forward, sync)
+            terms = _run_epoch(model, optimizer, train, config, epoch, forward, sync, manual)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
                 history.stop = "non-finite"
@@ -260,10 +264,12 @@ def _train_epoch(
     precision: str = "fp32",
     forward: Callable[[torch.Tensor], Any] | None = None,
     sync: Sync | None = None,
+    manual: Step | None = None,
 ) -> dict[str, float]:
     model.train()
     step = forward if forward is not None else model  # F12: bool() of a compiled module raises
-    manual = manual_step(model, precision, step)
+    if manual is None:  # --compile passes its compiled step (built once, reused every epoch)
+        manual = manual_step(model, precision, step)
     bf16 = precision == "bf16"
     local = data.rows if isinstance(data, Sharded) else None
     device = data.rows.device if isinstance(data, Sharded) else data.device

@@ -1,7 +1,7 @@
 """Training throughput: aecli's trainer vs a tutorial PyTorch loop vs the matmul ceiling.
 
 Run: ``python benchmarks/train_speed.py [--quick] [--workloads tabular,pixels]
-[--kinds basic,vae] [--precisions fp32,bf16]``. Synthetic data of the two shapes
+[--kinds basic,vae] [--precisions fp32,bf16] [--compile]``. Synthetic data of the two shapes
 that matter (a tabular 32-column table, 784-pixel images), AE and VAE; one
 warm-up epoch, then the best of ``--repeats`` timed epochs, taken in rounds that
 time every column once (so a VM's drift hits all columns alike). Prints samples/s
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory
+from aecli.fastpath import manual_step
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 
@@ -67,12 +68,15 @@ def tutorial_epoch(config: ModelConfig, data: torch.Tensor, batch: int) -> Calla
 
 
 def aecli_epoch(
-    config: ModelConfig, data: torch.Tensor, batch: int, precision: str
+    config: ModelConfig, data: torch.Tensor, batch: int, precision: str, compiled: bool = False
 ) -> Callable[[], None]:
+    """An epoch as aecli train runs it; ``compiled``: as with --compile (built once)."""
     torch.manual_seed(0)
     model = build_model(config)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
-    return lambda: _train_epoch(model, optimizer, data, batch, precision)
+    manual = manual_step(model, precision, model, compiled=True) if compiled else None
+    forward = torch.compile(model) if compiled and manual is None else model
+    return lambda: _train_epoch(model, optimizer, data, batch, precision, forward, None, manual)
 
 
 def matmul_ceiling(
@@ -110,6 +114,9 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a tenth of the rows")
+    parser.add_argument(
+        "--compile", action="store_true", help="also rows with --compile (fp32c, bf16c)"
+    )
     args = parser.parse_args()
     kept = keep_freed_memory()  # as aecli train does
     precisions = args.precisions.split(",")
@@ -134,17 +141,22 @@ def main() -> None:
                 threads = choose_threads(0, n_params * batch)
                 torch.set_num_threads(threads)
                 runs = {"tutorial": tutorial_epoch(config, data, batch)}
+                modes = [(p, False) for p in precisions]
+                modes += [(p, True) for p in precisions] if args.compile else []
+                for precision, compiled in modes:
+                    label = precision + ("c" if compiled else "")
+                    runs[label] = aecli_epoch(config, data, batch, precision, compiled)
                 for precision in precisions:
-                    runs[precision] = aecli_epoch(config, data, batch, precision)
                     runs[f"ceiling {precision}"] = matmul_ceiling(config, rows, batch, precision)
                 speed = {k: rows / v for k, v in best_of_interleaved(args.repeats, runs).items()}
                 tutorial = speed["tutorial"]
-                for precision in precisions:
-                    ours, ceiling = speed[precision], speed[f"ceiling {precision}"]
-                    fp32 = speed.get("fp32")
+                for precision, compiled in modes:  # vs fp32: the fp32 row of the same mode
+                    label = precision + ("c" if compiled else "")
+                    ours, ceiling = speed[label], speed[f"ceiling {precision}"]
+                    fp32 = speed.get("fp32c" if compiled else "fp32")
                     vs_fp32 = f"{ours / fp32:>8.2f}" if fp32 and precision != "fp32" else " " * 8
                     print(
-                        f"{name:<26}{batch:>6}{threads:>4}{precision:>5}{tutorial:>11.0f}"
+                        f"{name:<26}{batch:>6}{threads:>4}{label:>5}{tutorial:>11.0f}"
                         f"{ours:>9.0f}{ceiling:>10.0f}{ours / tutorial:>7.2f}"
                         f"{ours / ceiling:>8.2f}{vs_fp32}",
                         flush=True,

@@ -25,6 +25,9 @@ from aecli.models import Autoencoder, VariationalAutoencoder
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
+# Compiled code draws noise with torch's own generator, as eager code does: --compile then
+# changes the speed, not the draws, so a compiled model is the eager one up to rounding.
+COMPILE_OPTIONS = {"fallback_random": True}
 ELU_BY_EXP = 32_768  # values in a batch's layer from which _elu beats F.elu (2 cores)
 
 Step = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -187,4 +190,4 @@ def manual_step(
         return loss, {"reconstruction": rec, "latent": latent}
 
     step = step_vae if vae else step_ae
-    return torch.compile(step) if compiled else step
+    return torch.compile(step, options=COMPILE_OPTIONS) if compiled else step

@@ -19,7 +19,7 @@ import torch
 
 from aecli.config import TrainConfig
 from aecli.distributed import BatchShare, World, all_sum_
-from aecli.fastpath import Step, manual_step
+from aecli.fastpath import COMPILE_OPTIONS, Step, manual_step
 from aecli.models import Autoencoder
 from aecli.optim import FusedAdam
 
@@ -197,7 +197,8 @@ def fit(
     # the others compile forward and loss, autograd behind. Weights, snapshots and the
     # optimizer stay on ``model`` itself.
     manual = manual_step(model, config.precision, model, compiled=True) if config.compile else None
-    forward = torch.compile(model) if config.compile and manual is None else model
+    compiled = config.compile and manual is None
+    forward = torch.compile(model, options=COMPILE_OPTIONS) if compiled else model
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
     sync = Sync(world, model, stop_requested) if world is not None and world.many else None

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory
-from aecli.fastpath import manual_step
+from aecli.fastpath import COMPILE_OPTIONS, manual_step
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 
@@ -75,7 +75,8 @@ def aecli_epoch(
     model = build_model(config)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
     manual = manual_step(model, precision, model, compiled=True) if compiled else None
-    forward = torch.compile(model) if compiled and manual is None else model
+    autograd = compiled and manual is None  # as aecli.train.fit chooses
+    forward = torch.compile(model, options=COMPILE_OPTIONS) if autograd else model
     return lambda: _train_epoch(model, optimizer, data, batch, precision, forward, None, manual)
 
 

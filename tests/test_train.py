@@ -135,6 +135,11 @@ def test_compiled_bf16_is_deterministic_and_learns(tmp_path: Path, table_csv: Pa
         result = invoke([*args, "-o", path, *extra])
         assert result.code == 0, result.stderr
     assert paths[0].read_bytes() == paths[1].read_bytes()  # the same seed, the same file
+    fp32 = tmp_path / "c32.safetensors"  # compiled fp32 is eager fp32, dropout masks and all
+    assert invoke([*args, "-o", fp32, "--compile"]).code == 0
+    a, b = (modelfile.load(str(p)).model.state_dict() for p in (fp32, paths[2]))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
     rows = read_table(str(table_csv)).values
     compiled, eager = (modelfile.load(str(p)) for p in (paths[0], paths[2]))
     error = {

@@ -1,13 +1,13 @@
 """Training throughput: aecli's trainer vs a tutorial PyTorch loop vs the matmul ceiling.
 
 Run: ``python benchmarks/train_speed.py [--quick] [--workloads tabular,pixels]
-[--kinds basic,vae] [--precisions fp32,bf16] [--compile]``. Synthetic data of the two shapes
-that matter (a tabular 32-column table, 784-pixel images), AE and VAE; one
-warm-up epoch, then the best of ``--repeats`` timed epochs, taken in rounds that
-time every column once (so a VM's drift hits all columns alike). Prints samples/s
-and ratios measured in the same run. The tutorial loop is fp32 (what tutorials
-write); the ceiling is the step's forward and backward matrix products alone, in
-the same precision as the aecli column it is compared with.
+[--kinds basic,vae] [--precisions fp32,bf16] [--compile] [--device cuda]``.
+Synthetic data of the two shapes that matter (a tabular 32-column table, 784-pixel
+images), AE and VAE; one warm-up epoch, then the best of ``--repeats`` timed epochs,
+taken in rounds that time every column once (so a VM's drift hits all columns
+alike). Prints samples/s and ratios measured in the same run. The tutorial loop is
+fp32 (what tutorials write); the ceiling is the step's forward and backward matrix
+products alone, in the same precision as the aecli column it is compared with.
 """
 
 from __future__ import annotations
@@ -26,40 +26,55 @@ from aecli.fastpath import COMPILE_OPTIONS, manual_step
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 
+CPU = torch.device("cpu")
 WORKLOADS = {
     "tabular": ("32-64-8", 200_000, dict(n_inputs=32, hidden=(64,), latent=8)),
     "pixels": ("784-512-256-32", 60_000, dict(n_inputs=784, hidden=(512, 256), latent=32)),
 }
 
 
-def best_of_interleaved(repeats: int, runs: dict[str, Callable[[], None]]) -> dict[str, float]:
+def best_of_interleaved(
+    repeats: int, runs: dict[str, Callable[[], None]], device: torch.device
+) -> dict[str, float]:
     """The best time of each run, taken in rounds that run each once.
 
     A 2-core VM's speed drifts from one minute to the next; rounds keep every
     column's best from the same stretch of time, so the ratios hold even when
     the absolute figures move.
     """
+
+    def sync() -> None:  # a GPU runs ahead of Python: time what it did, not what was queued
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for run in runs.values():
         run()  # warm-up
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for name, run in runs.items():
+            sync()
             start = time.perf_counter()
             run()
+            sync()
             best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
-def tutorial_epoch(config: ModelConfig, data: torch.Tensor, batch: int) -> Callable[[], None]:
-    """The loop most tutorials write: DataLoader over a TensorDataset, default Adam."""
+def tutorial_epoch(
+    config: ModelConfig, data: torch.Tensor, batch: int, device: torch.device
+) -> Callable[[], None]:
+    """The loop most tutorials write: DataLoader over a TensorDataset, default Adam.
+
+    The rows stay in host memory and each batch is moved to the device, as tutorials do.
+    """
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(data), batch_size=batch, shuffle=True)
 
     def run() -> None:
         for (x,) in loader:
-            loss, _ = model(x)
+            loss, _ = model(x.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -68,11 +83,17 @@ def tutorial_epoch(config: ModelConfig, data: torch.Tensor, batch: int) -> Calla
 
 
 def aecli_epoch(
-    config: ModelConfig, data: torch.Tensor, batch: int, precision: str, compiled: bool = False
+    config: ModelConfig,
+    data: torch.Tensor,
+    batch: int,
+    precision: str,
+    compiled: bool = False,
+    device: torch.device = CPU,
 ) -> Callable[[], None]:
-    """An epoch as aecli train runs it; ``compiled``: as with --compile (built once)."""
+    """An epoch as aecli train runs it (rows on the device); ``compiled``: as --compile."""
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_model(config).to(device)
+    data = data.to(device)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
     manual = manual_step(model, precision, model, compiled=True) if compiled else None
     autograd = compiled and manual is None  # as aecli.train.fit chooses
@@ -81,7 +102,7 @@ def aecli_epoch(
 
 
 def matmul_ceiling(
-    config: ModelConfig, rows: int, batch: int, precision: str
+    config: ModelConfig, rows: int, batch: int, precision: str, device: torch.device = CPU
 ) -> Callable[[], None]:
     """Only the matrix products of forward and backward, nothing else.
 
@@ -91,9 +112,9 @@ def matmul_ceiling(
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     sizes = [*config.sizes, *reversed(config.sizes[:-1])]
     shapes = list(pairwise(sizes))
-    acts = [torch.randn(batch, a, dtype=dtype) for a, _ in shapes]
-    weights = [torch.randn(b, a, dtype=dtype) for a, b in shapes]
-    grads = [torch.randn(batch, b, dtype=dtype) for _, b in shapes]
+    acts = [torch.randn(batch, a, dtype=dtype, device=device) for a, _ in shapes]
+    weights = [torch.randn(b, a, dtype=dtype, device=device) for a, b in shapes]
+    grads = [torch.randn(batch, b, dtype=dtype, device=device) for _, b in shapes]
     steps = rows // batch
 
     def run() -> None:
@@ -115,18 +136,32 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a tenth of the rows")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument(
         "--compile", action="store_true", help="also rows with --compile (fp32c, bf16c)"
     )
     args = parser.parse_args()
     kept = keep_freed_memory()  # as aecli train does
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: this torch has no CUDA device")
     precisions = args.precisions.split(",")
-    if "bf16" in precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    native = (
+        torch.cuda.is_bf16_supported()
+        if device.type == "cuda"
+        else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+    if "bf16" in precisions and not native:
         precisions.remove("bf16")
-        print("(this CPU has no native bf16: bf16 rows skipped)")
+        print(f"(no native bf16 on {device}: bf16 rows skipped)")
+    where = (
+        f"{torch.cuda.get_device_name(device)}"
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} cores; threads as aecli picks"
+    )
     print(
-        f"torch {torch.__version__}, CPU, {torch.get_num_threads()} cores; threads as aecli picks;"
-        f" freed memory {'kept' if kept else 'returned'} (as aecli train)"
+        f"torch {torch.__version__}, {where}; freed memory {'kept' if kept else 'returned'}"
+        " (as aecli train)"
     )
     header = f"{'workload':<26}{'batch':>6}{'thr':>4}{'prec':>5}{'tutorial/s':>11}{'aecli/s':>9}"
     print(header + f"{'ceiling/s':>10}{'vs tut':>7}{'vs ceil':>8}{'vs fp32':>8}")
@@ -141,15 +176,17 @@ def main() -> None:
             for batch in (int(b) for b in args.batches.split(",")):
                 threads = choose_threads(0, n_params * batch)
                 torch.set_num_threads(threads)
-                runs = {"tutorial": tutorial_epoch(config, data, batch)}
+                runs = {"tutorial": tutorial_epoch(config, data, batch, device)}
                 modes = [(p, False) for p in precisions]
                 modes += [(p, True) for p in precisions] if args.compile else []
                 for precision, compiled in modes:
                     label = precision + ("c" if compiled else "")
-                    runs[label] = aecli_epoch(config, data, batch, precision, compiled)
+                    runs[label] = aecli_epoch(config, data, batch, precision, compiled, device)
                 for precision in precisions:
-                    runs[f"ceiling {precision}"] = matmul_ceiling(config, rows, batch, precision)
-                speed = {k: rows / v for k, v in best_of_interleaved(args.repeats, runs).items()}
+                    ceiling = matmul_ceiling(config, rows, batch, precision, device)
+                    runs[f"ceiling {precision}"] = ceiling
+                best = best_of_interleaved(args.repeats, runs, device)
+                speed = {k: rows / v for k, v in best.items()}
                 tutorial = speed["tutorial"]
                 for precision, compiled in modes:  # vs fp32: the fp32 row of the same mode
                     label = precision + ("c" if compiled else "")

@@ -165,6 +165,24 @@ def _run_epoch(
     return {key: value / rows for key, value in totals.items()}
 
 
+def compiled_step(
+    model: Autoencoder, precision: str, compile_model: bool
+) -> tuple[Callable[[torch.Tensor], Any], Step | None]:
+    """The forward and the hand-written step an epoch runs, compiled where --compile asks.
+
+    torch.compile fuses the work between the matrix products (pays off on GPUs and long
+    runs). A model with a hand-written step compiles that step, bf16 included; the others
+    compile forward and loss, autograd behind. Weights, snapshots and the optimizer stay
+    on ``model`` itself. Without --compile: the model, and the step chosen each epoch.
+    """
+    if not compile_model:
+        return model, None
+    manual = manual_step(model, precision, model, compiled=True)
+    if manual is not None:
+        return model, manual
+    return torch.compile(model, options=COMPILE_OPTIONS), None
+
+
 def fit(
     model: Autoencoder,
     train: torch.Tensor | ChunkedRows,
@@ -192,13 +210,7 @@ def fit(
     and, when any rank says yes, all stop together as at Ctrl-C.
     """
     optimizer = make_optimizer(model, config)
-    # --compile: torch.compile fuses the work between the matrix products (pays off on GPUs
-    # and long runs). A model with a hand-written step compiles that step, bf16 included;
-    # the others compile forward and loss, autograd behind. Weights, snapshots and the
-    # optimizer stay on ``model`` itself.
-    manual = manual_step(model, config.precision, model, compiled=True) if config.compile else None
-    compiled = config.compile and manual is None
-    forward = torch.compile(model, options=COMPILE_OPTIONS) if compiled else model
+    forward, manual = compiled_step(model, config.precision, config.compile)
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
     sync = Sync(world, model, stop_requested) if world is not None and world.many else None

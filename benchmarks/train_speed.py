@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory
-from aecli.fastpath import COMPILE_OPTIONS, manual_step
 from aecli.models import build_model
-from aecli.train import _train_epoch, make_optimizer
+from aecli.train import _train_epoch, compiled_step, make_optimizer
 
 CPU = torch.device("cpu")
 WORKLOADS = {
@@ -95,9 +94,7 @@ def aecli_epoch(
     model = build_model(config).to(device)
     data = data.to(device)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
-    manual = manual_step(model, precision, model, compiled=True) if compiled else None
-    autograd = compiled and manual is None  # as aecli.train.fit chooses
-    forward = torch.compile(model, options=COMPILE_OPTIONS) if autograd else model
+    forward, manual = compiled_step(model, precision, compiled)  # as aecli.train.fit does
     return lambda: _train_epoch(model, optimizer, data, batch, precision, forward, None, manual)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from aecli.config import Loss, ModelConfig, Scale, TrainConfig
-from aecli.device import check_precision, choose_threads, resolve_device
+from aecli.device import check_runtime, choose_threads, resolve_device
 from aecli.distributed import World
 from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
@@ -65,7 +65,7 @@ def train(
     device = resolve_device(train_config.device)
     if world.many and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
-    check_precision(train_config.precision, device)
+    check_runtime(train_config.precision, device, train_config.compile)
     start_epoch = 1
     streamed = isinstance(table, NpyRows)
     if resume is None:

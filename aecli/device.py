@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import sys
 
 import torch
@@ -89,10 +90,36 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
-def check_precision(precision: str, device: torch.device) -> None:
+def check_runtime(precision: str, device: torch.device, compile_model: bool = False) -> None:
+    """Fail before training when the flags cannot run here (``--precision``, ``--compile``)."""
+    if compile_model and (missing := missing_compiler()):
+        raise UsageError(
+            f"builds its kernels with a C++ compiler and {missing!r} was not found; "
+            "install g++ (or set CXX to one), or train without --compile",
+            flag="--compile",
+        )
+    if precision == "bf16":
+        _check_bf16(device)
+
+
+def missing_compiler() -> str | None:
+    """The C++ compiler torch.compile (inductor) would call, when it is not there.
+
+    Inductor looks for ``$CXX`` or ``g++`` (``clang++`` on macOS) only when it first
+    compiles, and fails there with an internal error; this asks the same question up
+    front, without importing inductor (3 s). Windows, and inductor's opt-in conda
+    compiler (TORCH_INDUCTOR_INSTALL_GXX), find theirs differently: not checked.
+    """
+    if sys.platform == "win32" or os.environ.get("TORCH_INDUCTOR_INSTALL_GXX"):
+        return None
+    name = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    if name.strip() and shutil.which(name):
+        return None
+    return name or "$CXX (empty)"
+
+
+def _check_bf16(device: torch.device) -> None:
     """bf16 only where the hardware does it natively; emulated bf16 would be slower."""
-    if precision != "bf16":
-        return
     if device.type == "cuda":
         if not torch.cuda.is_bf16_supported():
             raise UsageError("this CUDA device has no bf16 support", flag="--precision bf16")

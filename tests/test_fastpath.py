@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from aecli.config import ModelConfig
+from aecli.device import missing_compiler
 from aecli.fastpath import ELU_BY_EXP, _elu, manual_step
 from aecli.models import build_model
 
@@ -101,8 +101,7 @@ def test_other_models_keep_autograd(config: ModelConfig, precision: str) -> None
 
 
 needs_compiler = pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("cc", "gcc", "clang")),
-    reason="torch.compile needs a C compiler",
+    missing_compiler() is not None, reason="torch.compile needs a C++ compiler"
 )
 
 

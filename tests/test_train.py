@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 from aecli import modelfile, train
 from aecli.config import ModelConfig, TrainConfig
+from aecli.device import missing_compiler
 from aecli.io import read_table
 from aecli.models import build_model
 from tests.conftest import invoke
@@ -101,10 +101,23 @@ def test_a_retrain_that_diverges_keeps_the_old_model(
     assert saved["kept_epoch"] == 2 and saved["stop"] == "non-finite"
 
 
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("cc", "gcc", "clang")),
-    reason="torch.compile needs a C compiler",
-)
+def test_compile_without_a_compiler_is_a_usage_error(
+    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inductor failed inside the first step with an 'internal error'; now: one line, exit 2."""
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", table_csv, "-o", out, "--compile", "--epochs", "1", "-q"])
+    assert result.code == 2
+    assert result.stderr.startswith("aecli: error: --compile: builds its kernels with a C++")
+    assert "no-such-g++" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    assert invoke(["train", table_csv, "-o", out, "--epochs", "1", "-q"]).code == 0  # no flag
+    monkeypatch.setenv("CXX", "")
+    assert "$CXX (empty)" in invoke(["train", table_csv, "-o", out, "--compile", "-q"]).stderr
+
+
+@pytest.mark.skipif(missing_compiler() is not None, reason="torch.compile needs a C++ compiler")
 def test_compile_for_real_on_the_cpu(tmp_path: Path, table_csv: Path) -> None:
     """F12: --compile crashed on every kind, behind a test that mocked torch.compile.
 
@@ -123,9 +136,8 @@ def test_compile_for_real_on_the_cpu(tmp_path: Path, table_csv: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("cc", "gcc", "clang"))
-    or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
-    reason="torch.compile needs a C compiler; bf16 a CPU with AVX512-BF16 or AMX",
+    missing_compiler() is not None or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    reason="torch.compile needs a C++ compiler; bf16 a CPU with AVX512-BF16 or AMX",
 )
 def test_compiled_bf16_is_deterministic_and_learns(tmp_path: Path, table_csv: Path) -> None:
     """--compile --precision bf16 compiles the hand-written step, noise draws included."""

@@ -266,10 +266,10 @@ def train(
         raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
 
     from aecli import api, modelfile
-    from aecli.device import check_precision, keep_freed_memory, resolve_device
+    from aecli.device import check_runtime, keep_freed_memory, resolve_device
     from aecli.io import NpyRows, ReadStats, describe, naming_stdout, read_table, should_stream
 
-    check_precision(precision.value, resolve_device(device))
+    check_runtime(precision.value, resolve_device(device), compile_model)
     keep_freed_memory()
     world = processes.join(device, compile_model)
     if not world.main:  # under torchrun rank 0 alone writes and speaks

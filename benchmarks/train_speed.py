@@ -7,7 +7,9 @@ images), AE and VAE; one warm-up epoch, then the best of ``--repeats`` timed epo
 taken in rounds that time every column once (so a VM's drift hits all columns
 alike). Prints samples/s and ratios measured in the same run. The tutorial loop is
 fp32 (what tutorials write); the ceiling is the step's forward and backward matrix
-products alone, in the same precision as the aecli column it is compared with.
+products alone, in the same precision as the aecli column it is compared with, and
+``+adam`` the same products with the optimizer's step after each (what no step can
+go below: everything else, activations, loss, casts, batches, is the rest).
 """
 
 from __future__ import annotations
@@ -99,12 +101,21 @@ def aecli_epoch(
 
 
 def matmul_ceiling(
-    config: ModelConfig, rows: int, batch: int, precision: str, device: torch.device = CPU
+    config: ModelConfig,
+    rows: int,
+    batch: int,
+    precision: str,
+    device: torch.device = CPU,
+    with_adam: bool = False,
 ) -> Callable[[], None]:
     """Only the matrix products of forward and backward, nothing else.
 
     Three per layer, less one: no training step computes the gradient with respect
     to the data itself (the first layer's input), neither autograd nor aecli's.
+    ``with_adam``: each step also runs the optimizer (fp32 Adam over the model's
+    parameters, as training does): the floor of a step that has to update weights.
+    Adam moves every parameter, gradient and both moments each step, memory-bound
+    work that the products evict from the caches in between.
     """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     sizes = [*config.sizes, *reversed(config.sizes[:-1])]
@@ -113,6 +124,13 @@ def matmul_ceiling(
     weights = [torch.randn(b, a, dtype=dtype, device=device) for a, b in shapes]
     grads = [torch.randn(batch, b, dtype=dtype, device=device) for _, b in shapes]
     steps = rows // batch
+    optimizer = None
+    if with_adam:
+        torch.manual_seed(0)
+        model = build_model(config).to(device)
+        for param in model.parameters():
+            param.grad = torch.randn_like(param) * 1e-3
+        optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
 
     def run() -> None:
         for _ in range(steps):
@@ -121,6 +139,8 @@ def matmul_ceiling(
                 g.t() @ x
                 if i:
                     g @ w
+            if optimizer is not None:
+                optimizer.step()
 
     return run
 
@@ -161,7 +181,10 @@ def main() -> None:
         " (as aecli train)"
     )
     header = f"{'workload':<26}{'batch':>6}{'thr':>4}{'prec':>5}{'tutorial/s':>11}{'aecli/s':>9}"
-    print(header + f"{'ceiling/s':>10}{'vs tut':>7}{'vs ceil':>8}{'vs fp32':>8}")
+    print(
+        header + f"{'ceiling/s':>10}{'+adam/s':>9}{'vs tut':>7}{'vs ceil':>8}{'vs +adam':>9}"
+        f"{'vs fp32':>8}"
+    )
     for workload in args.workloads.split(","):
         shape, rows, sizes = WORKLOADS[workload]
         rows = rows // 10 if args.quick else rows
@@ -180,20 +203,22 @@ def main() -> None:
                     label = precision + ("c" if compiled else "")
                     runs[label] = aecli_epoch(config, data, batch, precision, compiled, device)
                 for precision in precisions:
-                    ceiling = matmul_ceiling(config, rows, batch, precision, device)
-                    runs[f"ceiling {precision}"] = ceiling
+                    for adam in (False, True):
+                        ceiling = matmul_ceiling(config, rows, batch, precision, device, adam)
+                        runs[f"ceiling {precision}{' adam' if adam else ''}"] = ceiling
                 best = best_of_interleaved(args.repeats, runs, device)
                 speed = {k: rows / v for k, v in best.items()}
                 tutorial = speed["tutorial"]
                 for precision, compiled in modes:  # vs fp32: the fp32 row of the same mode
                     label = precision + ("c" if compiled else "")
                     ours, ceiling = speed[label], speed[f"ceiling {precision}"]
+                    adam = speed[f"ceiling {precision} adam"]
                     fp32 = speed.get("fp32c" if compiled else "fp32")
                     vs_fp32 = f"{ours / fp32:>8.2f}" if fp32 and precision != "fp32" else " " * 8
                     print(
                         f"{name:<26}{batch:>6}{threads:>4}{label:>5}{tutorial:>11.0f}"
-                        f"{ours:>9.0f}{ceiling:>10.0f}{ours / tutorial:>7.2f}"
-                        f"{ours / ceiling:>8.2f}{vs_fp32}",
+                        f"{ours:>9.0f}{ceiling:>10.0f}{adam:>9.0f}{ours / tutorial:>7.2f}"
+                        f"{ours / ceiling:>8.2f}{ours / adam:>9.2f}{vs_fp32}",
                         flush=True,
                     )
 

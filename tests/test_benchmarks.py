@@ -1,0 +1,30 @@
+"""The speed benchmark still runs and prints its table (a smoke test: no figure is judged)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_train_speed_prints_a_row_per_model_and_precision() -> None:
+    args = ["--quick", "--workloads", "tabular", "--kinds", "basic,vae", "--batches", "512"]
+    args += ["--precisions", "fp32", "--repeats", "1"]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/train_speed.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "ceiling/s  +adam/s" in lines[1] and "vs ceil vs +adam" in lines[1]
+    rows = [line.split() for line in lines[2:]]
+    assert [row[1] for row in rows] == ["basic", "vae"]
+    for row in rows:  # samples/s of aecli, the ceiling and the ceiling with Adam
+        aecli, ceiling, with_adam = (float(v) for v in row[7:10])
+        assert aecli > 0 and ceiling > 0 and with_adam > 0
+        assert abs(float(row[12]) - aecli / with_adam) < 0.011  # "vs +adam" is what it says

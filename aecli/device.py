@@ -72,8 +72,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc hands blocks over 128 KiB (a threshold it raises as it goes) back
     to the kernel and trims the top of the heap, so every step's tensors come back as
-    fresh pages whose first touch faults: 90-300 faults a step for the 784-wide model,
-    about 7-10% of a CPU step, most of it in bf16 matrix products. Blocks under 32 MiB
+    fresh pages whose first touch faults: often 50-300 faults a step for the 784-wide
+    model (some runs settle near 0 on their own), about 7-10% of a CPU step, most of it
+    in bf16 matrix products. Blocks under 32 MiB
     then come from the heap and up to 1 GiB free at its top is kept. Memory freed waits
     for reuse instead of going back to the system, so the peak grows a little (743/704
     against 773/780 MB training on a 20,000 x 784 table). Process-wide,

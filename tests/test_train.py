@@ -178,8 +178,7 @@ from aecli.config import ModelConfig, TrainConfig
 from aecli.device import keep_freed_memory
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
-if sys.argv[1] == "kept":
-    assert keep_freed_memory()
+assert keep_freed_memory()
 torch.manual_seed(0)
 model = build_model(ModelConfig(n_inputs=784, hidden=(512, 256), latent=32))
 optimizer = make_optimizer(model, TrainConfig(batch_size=256))
@@ -191,15 +190,40 @@ for _ in range(2):
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 120)
 """
 
+# A step's worth of tensors (200 of 300 kB), freed and taken again: glibc's defaults
+# give them back (mmap, then a trimmed heap top), so every round faults fresh pages.
+FAULTS_PER_ROUND = """
+import resource, sys, torch
+from aecli.device import keep_freed_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+def round_():
+    blocks = [torch.ones(75_000) for _ in range(200)]
+for _ in range(2):
+    round_()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    round_()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
+"""
+
+
+def _faults(script: str, *args: str) -> float:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout)
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_kept_memory_spares_the_page_faults_of_every_step() -> None:
-    """aecli train keeps freed memory: a step's tensors reuse pages instead of faulting new ones."""
-    faults = {}
-    for mode in ("default", "kept"):
-        done = subprocess.run(
-            [sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        faults[mode] = float(done.stdout)
-    assert faults["kept"] < 10 and faults["kept"] * 5 < faults["default"], faults
+    """aecli train keeps freed memory: a step's tensors reuse pages instead of faulting new ones.
+
+    Training itself under glibc's defaults faults 50-300 pages a step, but not always:
+    glibc raises its mmap threshold as blocks come back, and some runs reach ~0 on
+    their own. The comparison with the defaults is therefore made on a pattern whose
+    outcome is fixed (60 MB in 300 kB blocks, taken and freed); training is held to
+    the kept figure alone.
+    """
+    assert _faults(FAULTS_PER_STEP) < 10
+    default, kept = _faults(FAULTS_PER_ROUND, "default"), _faults(FAULTS_PER_ROUND, "kept")
+    assert default > 5000 and kept < 100, (default, kept)

@@ -188,7 +188,7 @@ def train(
         typer.Option(
             "--compile",
             help="torch.compile the training step: fused kernels, worth it on GPUs and long "
-            "runs; the first epoch pays the compile time.",
+            "runs; the first epoch pays the compile time. Needs a C++ compiler ($CXX or g++).",
         ),
     ] = _T.compile,
     chunk_rows: Annotated[

@@ -173,7 +173,7 @@ def test_compile_for_real_on_cuda(tmp_path: Path, table_csv: Path) -> None:
 
 
 FAULTS_PER_STEP = """
-import resource, sys, torch
+import resource, torch
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import keep_freed_memory
 from aecli.models import build_model

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from aecli.config import ModelConfig
 from aecli.device import missing_compiler
-from aecli.fastpath import ELU_BY_EXP, _elu, manual_step
+from aecli.fastpath import BF16_FROM, ELU_BY_EXP, _elu, manual_step
 from aecli.models import build_model
 
 
@@ -90,7 +90,7 @@ def test_manual_gradients_match_autograd(
     [
         (ModelConfig(n_inputs=6, hidden=(4,), latent=2, tied=True), "fp32"),
         (ModelConfig(kind="sparse", n_inputs=6, hidden=(4,), latent=2), "fp32"),
-        (ModelConfig(n_inputs=6, hidden=(4,), latent=2), "bf16"),
+        (ModelConfig(kind="sparse", n_inputs=6, hidden=(4,), latent=2), "bf16"),
     ],
 )
 def test_other_models_keep_autograd(config: ModelConfig, precision: str) -> None:
@@ -98,6 +98,41 @@ def test_other_models_keep_autograd(config: ModelConfig, precision: str) -> None
     assert manual_step(model, precision, model) is None
     plain = build_model(ModelConfig(n_inputs=6, hidden=(4,), latent=2))
     assert manual_step(plain, "fp32", object()) is None  # --compile goes through autograd
+
+
+@pytest.mark.parametrize("activation", ["elu", "tanh"])
+@pytest.mark.parametrize("vae", [False, True])
+def test_eager_bf16_step_is_autocast_up_to_rounding(vae: bool, activation: str) -> None:
+    """Eager bf16 takes the hand-written step: autocast's loss and gradients, in float32.
+
+    A batch wide enough for the exp-based ELU and for bf16 products in the big layers
+    (the coding layers stay fp32), so every kernel of the bf16 step runs; both are held
+    to the fp32 gradients with the same bf16 tolerance.
+    """
+    torch.manual_seed(0)
+    kind = "vae" if vae else "basic"
+    config = ModelConfig(kind=kind, n_inputs=256, hidden=(256,), latent=4, activation=activation)
+    exact = build_model(config)
+    batch = torch.rand(256, 256)
+    assert batch.shape[0] * 256 >= ELU_BY_EXP and batch.shape[0] * 256 * 256 >= BF16_FROM
+    grads = {}
+    for name in ("fp32", "bf16", "autocast"):
+        model = copy.deepcopy(exact)
+        torch.manual_seed(1)
+        if name == "autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss, _ = model(batch)
+            loss.backward()
+        else:
+            step = manual_step(model, name, model)
+            assert step is not None
+            loss, _ = step(batch)
+        grads[name] = [loss.detach().reshape(1), *(p.grad for p in model.parameters())]
+        assert all(g is not None and g.dtype == torch.float32 for g in grads[name])
+    assert not torch.equal(grads["bf16"][1], grads["fp32"][1])  # the first layer ran in bf16
+    for name in ("bf16", "autocast"):
+        for a, b in zip(grads["fp32"], grads[name], strict=True):  # 8 bits of mantissa
+            assert float((b - a).norm()) <= 0.01 * float(a.norm()) + 1e-5, name
 
 
 needs_compiler = pytest.mark.skipif(
@@ -113,9 +148,9 @@ def test_compiled_step_is_the_eager_step_and_bf16_is_close(vae: bool) -> None:
     The VAE's eps are the eager step's: compiled code draws from torch's generator.
     """
     torch.manual_seed(0)
-    config = ModelConfig(kind="vae" if vae else "basic", n_inputs=12, hidden=(10,), latent=3)
+    config = ModelConfig(kind="vae" if vae else "basic", n_inputs=256, hidden=(256,), latent=3)
     eager = build_model(config)
-    batch = torch.rand(32, 12)
+    batch = torch.rand(256, 256)  # the first and last layers' products in bf16 (BF16_FROM)
     grads = {}
     for name, precision, compiled in [("eager", "fp32", False), ("fp32", "fp32", True),
                                       ("bf16", "bf16", True)]:  # fmt: skip
@@ -128,5 +163,6 @@ def test_compiled_step_is_the_eager_step_and_bf16_is_close(vae: bool) -> None:
         assert all(g is not None and g.dtype == torch.float32 for g in grads[name])
     for a, b in zip(grads["eager"], grads["fp32"], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(grads["bf16"][1], grads["fp32"][1])
     for a, b in zip(grads["eager"], grads["bf16"], strict=True):  # bf16: 8 bits of mantissa
         assert float((b - a).norm()) <= 0.05 * float(a.norm()) + 1e-4

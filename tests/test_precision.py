@@ -1,4 +1,4 @@
-"""--precision bf16: autocast forward with float32 weights, only where bf16 is native."""
+"""--precision bf16: products in bfloat16, float32 weights, only where bf16 is native."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from aecli import modelfile
 from aecli.config import ModelConfig, TrainConfig
+from aecli.fastpath import BF16_FROM
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 from tests.conftest import invoke
@@ -19,15 +21,45 @@ native_bf16 = pytest.mark.skipif(
 )
 
 
+class Products(TorchDispatchMode):
+    """Records the dtype and multiply-adds of every matrix product torch runs while active."""
+
+    OPS = ("mm", "addmm")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.dtype, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.OPS:
+            a, b = args[-2:]  # addmm's first is the bias
+            self.seen.append((a.dtype, a.shape[0] * a.shape[1] * b.shape[1]))
+        return func(*args, **(kwargs or {}))
+
+
 @native_bf16
-def test_bf16_runs_layers_in_bf16_and_keeps_fp32_weights() -> None:
+@pytest.mark.parametrize("kind", ["basic", "vae", "sparse"])  # hand-written step; autocast
+def test_bf16_runs_products_in_bf16_and_keeps_fp32_weights(kind: str) -> None:
+    """Big products in bf16; on a CPU the hand-written step keeps small ones in fp32.
+
+    The 256 -> 256 layer at 256 rows is just BF16_FROM multiply-adds; the coding layer
+    (256 -> 2) is far below. Autocast (sparse) runs every product in bf16.
+    """
     torch.manual_seed(0)
-    model = build_model(ModelConfig(kind="vae", n_inputs=8, hidden=(6,), latent=2))
-    seen: list[torch.dtype] = []
-    model.encoder[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    terms = _train_epoch(model, make_optimizer(model, TrainConfig()), torch.rand(64, 8), 32, "bf16")
-    assert set(seen) == {torch.bfloat16}
+    model = build_model(ModelConfig(kind=kind, n_inputs=256, hidden=(256,), latent=2))
+    optimizer = make_optimizer(model, TrainConfig())
+    assert BF16_FROM == 256 * 256 * 256
+    with Products() as products:
+        terms = _train_epoch(model, optimizer, torch.rand(512, 256), 256, "bf16")
+    assert len(products.seen) >= 2 * 8  # forward and backward of 4 layers, 2 batches
+    for dtype, macs in products.seen:
+        big = macs >= BF16_FROM or kind == "sparse"
+        assert dtype == (torch.bfloat16 if big else torch.float32), (dtype, macs)
+    assert {dtype for dtype, _ in products.seen} == (
+        {torch.bfloat16} if kind == "sparse" else {torch.bfloat16, torch.float32}
+    )
     assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
     assert all(isinstance(v, float) and v == v for v in terms.values())
 
 

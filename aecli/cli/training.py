@@ -138,8 +138,8 @@ def train(
     precision: Annotated[
         Precision,
         typer.Option(
-            help="bf16: forward pass in bfloat16 (autocast) with float32 weights, on CPUs "
-            "with AVX512-BF16/AMX and CUDA GPUs; see benchmarks/precision.py."
+            help="bf16: big matrix products in bfloat16, float32 weights; on CPUs with "
+            "AVX512-BF16/AMX and CUDA GPUs; see benchmarks/precision.py."
         ),
     ] = Precision(_T.precision),
     threads: Annotated[

@@ -30,7 +30,10 @@ SELU_SCALE = 1.0507009873554805
 # Compiled code draws noise with torch's own generator, as eager code does: --compile then
 # changes the speed, not the draws, so a compiled model is the eager one up to rounding.
 COMPILE_OPTIONS = {"fallback_random": True}
-ELU_BY_EXP = 32_768  # values in a batch's layer from which _elu beats F.elu (2 cores)
+# Values in a batch's layer from which _elu beats F.elu: at 16,384 it takes 20 against 32 us
+# on 1 thread, 31 against 34 on 2 (whose elementwise kernels split only from 32,768); at
+# 8,192 they tie on 1 thread and F.elu wins on 2 (20 against 34 us).
+ELU_BY_EXP = 16_384
 # Multiply-adds in a product (rows x inputs x outputs) from which bf16 beats fp32 on a CPU.
 # A bf16 product costs about 40 us more a call than fp32 (oneDNN's set-up; 2 cores, AMX),
 # and the casts around it more: a 256 -> 128 layer at 256 rows (8.4M) trains 8% slower in

@@ -275,7 +275,7 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs; 0 = off
     scale: str = Scale.auto.value  # measured: see docs/anomaly.md and benchmarks/quality.py
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
-    precision: str = Precision.fp32.value  # bf16: autocast forward, fp32 master weights
+    precision: str = Precision.fp32.value  # bf16: bf16 products, fp32 master weights
     chunk_rows: int = 0  # > 0: stream a .npy in shuffled chunks of this many rows
     compile: bool = False  # torch.compile the training forward pass
     beta_warmup: int = 0  # VAE: the latent loss weight rises from 0 to beta over N epochs

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory
+from aecli.fastpath import BF16_FROM
 from aecli.models import build_model
 from aecli.train import _train_epoch, compiled_step, make_optimizer
 
@@ -110,6 +111,9 @@ def matmul_ceiling(
 ) -> Callable[[], None]:
     """Only the matrix products of forward and backward, nothing else.
 
+    In the dtype the hand-written step gives each layer: in bf16 on a CPU, layers too
+    small for bf16 to pay (``BF16_FROM``) stay fp32 in both.
+
     Three per layer, less one: no training step computes the gradient with respect
     to the data itself (the first layer's input), neither autograd nor aecli's.
     ``with_adam``: each step also runs the optimizer (fp32 Adam over the model's
@@ -117,12 +121,16 @@ def matmul_ceiling(
     Adam moves every parameter, gradient and both moments each step, memory-bound
     work that the products evict from the caches in between.
     """
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     sizes = [*config.sizes, *reversed(config.sizes[:-1])]
     shapes = list(pairwise(sizes))
-    acts = [torch.randn(batch, a, dtype=dtype, device=device) for a, _ in shapes]
-    weights = [torch.randn(b, a, dtype=dtype, device=device) for a, b in shapes]
-    grads = [torch.randn(batch, b, dtype=dtype, device=device) for _, b in shapes]
+
+    def dtype(a: int, b: int) -> torch.dtype:  # as the hand-written step picks (BF16_FROM)
+        small = device.type == "cpu" and batch * a * b < BF16_FROM
+        return torch.bfloat16 if precision == "bf16" and not small else torch.float32
+
+    acts = [torch.randn(batch, a, dtype=dtype(a, b), device=device) for a, b in shapes]
+    weights = [torch.randn(b, a, dtype=dtype(a, b), device=device) for a, b in shapes]
+    grads = [torch.randn(batch, b, dtype=dtype(a, b), device=device) for a, b in shapes]
     steps = rows // batch
     optimizer = None
     if with_adam:

@@ -43,6 +43,22 @@ BF16_FROM = 1 << 24
 Step = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
+def bf16_pays(model: torch.nn.Module, rows: int) -> bool:
+    """Whether bf16 autocast pays on a CPU for a model trained through autograd.
+
+    Autocast is all or nothing (the hand-written step picks per layer): it is worth it
+    when one Linear layer reaches BF16_FROM at ``rows`` rows a batch, or the model has
+    convolutions (left to bf16 as asked). A default-sized sparse model at batch 64
+    trained at 0.47-0.52x its fp32 speed in bf16; with this it trains in fp32.
+    """
+    modules = list(model.modules())
+    if any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in modules):
+        return True
+    return any(
+        rows * m.weight.numel() >= BF16_FROM for m in modules if isinstance(m, torch.nn.Linear)
+    )
+
+
 def _elu(pre: torch.Tensor) -> torch.Tensor:
     """ELU (alpha 1) as max(x, exp(min(x, 0)) - 1): the same function, 2x faster here.
 

@@ -19,7 +19,7 @@ import torch
 
 from aecli.config import TrainConfig
 from aecli.distributed import BatchShare, World, all_sum_
-from aecli.fastpath import COMPILE_OPTIONS, Step, manual_step
+from aecli.fastpath import COMPILE_OPTIONS, Step, bf16_pays, manual_step
 from aecli.models import Autoencoder
 from aecli.optim import FusedAdam
 
@@ -283,9 +283,9 @@ def _train_epoch(
     step = forward if forward is not None else model  # F12: bool() of a compiled module raises
     if manual is None:  # --compile passes its compiled step (built once, reused every epoch)
         manual = manual_step(model, precision, step)
-    bf16 = precision == "bf16"
     local = data.rows if isinstance(data, Sharded) else None
     device = data.rows.device if isinstance(data, Sharded) else data.device
+    bf16 = precision == "bf16" and (device.type != "cpu" or bf16_pays(model, batch_size))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     if isinstance(data, Sharded):  # already this rank's rows, in shuffled order
         n, shuffled, offset = data.n, None, 0

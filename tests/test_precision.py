@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from aecli import modelfile
 from aecli.config import ModelConfig, TrainConfig
-from aecli.fastpath import BF16_FROM
+from aecli.fastpath import BF16_FROM, bf16_pays
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 from tests.conftest import invoke
@@ -61,6 +61,22 @@ def test_bf16_runs_products_in_bf16_and_keeps_fp32_weights(kind: str) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
     assert all(isinstance(v, float) and v == v for v in terms.values())
+
+
+@native_bf16
+def test_bf16_autocast_only_where_a_layer_is_big() -> None:
+    """Autograd kinds: autocast is all or nothing, on where one layer reaches BF16_FROM."""
+    torch.manual_seed(0)
+    small = build_model(ModelConfig(kind="sparse", n_inputs=64, hidden=(64,), latent=16))
+    optimizer = make_optimizer(small, TrainConfig())
+    with Products() as products:
+        terms = _train_epoch(small, optimizer, torch.rand(128, 64), 64, "bf16")
+    assert products.seen and {dtype for dtype, _ in products.seen} == {torch.float32}
+    assert all(v == v for v in terms.values())
+    assert not bf16_pays(small, 64)
+    assert bf16_pays(small, BF16_FROM // (64 * 64))  # rows enough for the 64 x 64 layers
+    conv = ModelConfig(n_inputs=64, latent=4, arch="conv", channels=(4, 8), image=(1, 8, 8))
+    assert bf16_pays(build_model(conv), 1)  # convolutions: bf16 as asked
 
 
 @native_bf16

@@ -7,6 +7,7 @@ import io
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,22 @@ def test_written_floats_round_trip_exactly(tmp_path: Path, name: str) -> None:
     np.testing.assert_array_equal(back.values, values)
     if name != "out.npy":
         assert back.columns == columns
+
+
+def test_npy_with_a_python2_header_reads_without_a_warning(tmp_path: Path) -> None:
+    """numpy reads a header written by Python 2 (``4L``) but warns; aecli prints no raw warning."""
+    values = np.arange(12, dtype="<f8").reshape(4, 3)
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (4L, 3L), }"
+    header = header.ljust(117) + "\n"
+    path = tmp_path / "py2.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+                     + header.encode() + values.tobytes())  # fmt: skip
+    with pytest.warns(UserWarning, match="Python 2"):
+        np.load(path)  # numpy's own warning, so the file is the case it warns about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = read_table(path)
+    np.testing.assert_array_equal(table.values, values)
 
 
 def test_npy_output_takes_the_row_shape(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -39,7 +40,9 @@ def _open_npy(
     """A validated 2-D (rows x values) view of a .npy, its row shape and selected columns."""
     try:
         if isinstance(source, Path):
-            array = np.load(source, mmap_mode="r", allow_pickle=False)
+            with warnings.catch_warnings():  # the file is read all the same: no raw warning
+                warnings.filterwarnings("ignore", "Reading `.npy` or `.npz` file required")
+                array = np.load(source, mmap_mode="r", allow_pickle=False)
         else:
             array = _StreamRows.open(source, name)
     except ValueError as exc:
@@ -130,6 +133,12 @@ class _FileRows:
         self.offset = offset
         self.dtype = dtype
         self.shape = shape
+
+    def __del__(self) -> None:
+        # Closed with the reader: left to the garbage collector, an open file
+        # raises a ResourceWarning (shown under -W, and by pytest).
+        if hasattr(self, "file"):
+            self.file.close()
 
     def __getitem__(self, key: Any) -> np.ndarray:
         rows, width = self.shape

@@ -216,8 +216,11 @@ def fit(
     sync = Sync(world, model, stop_requested) if world is not None and world.many else None
     history = History()
     start = time.perf_counter()
-    good = _snapshot(model, optimizer)
-    best: tuple[float, int, tuple[dict[str, torch.Tensor], OptimizerState]] | None = None
+    # The last good state and how many of history.epochs it includes: one tuple, stored in
+    # one step, so that a signal between two statements cannot pair weights with the
+    # wrong epoch (a stop would then save epoch N-1's weights as epoch N's).
+    good = (*_snapshot(model, optimizer), 0)
+    best: tuple[float, int, tuple[Any, ...]] | None = None
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
@@ -238,7 +241,7 @@ def fit(
             seconds = time.perf_counter() - epoch_start
             stats = EpochStats(epoch, config.epochs, terms, val_loss, seconds)
             history.epochs.append(stats)
-            good = _snapshot(model, optimizer)
+            good = (*_snapshot(model, optimizer), len(history.epochs))
             if on_epoch is not None:
                 on_epoch(stats)
             every = config.checkpoint_every
@@ -255,6 +258,7 @@ def fit(
                     )
                     break
     except KeyboardInterrupt:
+        del history.epochs[good[2] :]  # an epoch whose snapshot the signal cut short
         model.share = None
         model.load_state_dict(good[0])
         history.stop = "interrupted"

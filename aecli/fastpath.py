@@ -8,7 +8,7 @@ the basic/denoising autoencoder and the VAE with its reparameterised
 Gaussian latent and closed-form KL) this module runs the forward pass,
 computes the gradients layer by layer and hands them to the optimizer:
 about 1.4x faster fp32 steps. bf16 runs the same step with the big products in
-bfloat16 (float32 master weights, loss and Adam), 1.2x faster than autocast with
+bfloat16 (float32 master weights, loss and Adam), 1.04-1.22x autocast's speed with
 autograd. Under --compile the same step is compiled. Everything else (tied
 weights, sparse, conv) uses autograd; tests compare the two on every activation,
 loss, noise and depth (tests/test_fastpath.py).
@@ -78,7 +78,7 @@ def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``tensor.to(dtype)``, without the call where it is one already.
 
     A no-op ``.to`` still costs about a microsecond of dispatch, and fp32 steps on
-    small tables would pay some 20 of them a step (2-3% of a 32-64-8 step).
+    small tables would pay some 20 of them a step (1.5-5% of a 32-64-8 step).
     """
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 

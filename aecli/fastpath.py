@@ -43,6 +43,11 @@ BF16_FROM = 1 << 24
 Step = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
+def bf16_product(rows: int, inputs: int, outputs: int) -> bool:
+    """Whether a product of this many multiply-adds runs faster in bf16 than fp32 on a CPU."""
+    return rows * inputs * outputs >= BF16_FROM
+
+
 def bf16_pays(model: torch.nn.Module, rows: int) -> bool:
     """Whether bf16 autocast pays on a CPU for a model trained through autograd.
 
@@ -54,9 +59,8 @@ def bf16_pays(model: torch.nn.Module, rows: int) -> bool:
     modules = list(model.modules())
     if any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in modules):
         return True
-    return any(
-        rows * m.weight.numel() >= BF16_FROM for m in modules if isinstance(m, torch.nn.Linear)
-    )
+    linear = [m for m in modules if isinstance(m, torch.nn.Linear)]
+    return any(bf16_product(rows, *m.weight.shape) for m in linear)
 
 
 def _elu(pre: torch.Tensor) -> torch.Tensor:
@@ -146,7 +150,7 @@ def manual_step(
 
     def low(rows: int, layer: torch.nn.Linear) -> torch.dtype:
         """The dtype of a layer's products: bf16 where asked, but on a CPU only if they are big."""
-        if not bf16 or (on_cpu and rows * layer.weight.numel() < BF16_FROM):
+        if not bf16 or (on_cpu and not bf16_product(rows, *layer.weight.shape)):
             return torch.float32
         return torch.bfloat16
 

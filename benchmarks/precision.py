@@ -21,7 +21,7 @@ import torch
 
 from aecli import api, datasets
 from aecli.config import TrainConfig, resolve_config
-from aecli.fastpath import BF16_FROM
+from aecli.fastpath import bf16_product
 from aecli.io import Table
 
 
@@ -34,8 +34,8 @@ def enlarge(values: np.ndarray) -> np.ndarray:
 def bf16_share(sizes: tuple[int, ...], batch: int) -> float:
     """The part of a step's multiply-adds the hand-written bf16 step runs in bf16."""
     layers = [*pairwise(sizes), *pairwise(reversed(sizes))]
-    macs = [batch * a * b for a, b in layers]
-    return sum(m for m in macs if m >= BF16_FROM) / sum(macs)
+    bf16 = sum(batch * a * b for a, b in layers if bf16_product(batch, a, b))
+    return bf16 / sum(batch * a * b for a, b in layers)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory
-from aecli.fastpath import BF16_FROM
+from aecli.fastpath import bf16_product
 from aecli.models import build_model
 from aecli.train import _train_epoch, compiled_step, make_optimizer
 
@@ -124,8 +124,8 @@ def matmul_ceiling(
     sizes = [*config.sizes, *reversed(config.sizes[:-1])]
     shapes = list(pairwise(sizes))
 
-    def dtype(a: int, b: int) -> torch.dtype:  # as the hand-written step picks (BF16_FROM)
-        small = device.type == "cpu" and batch * a * b < BF16_FROM
+    def dtype(a: int, b: int) -> torch.dtype:  # as the hand-written step picks
+        small = device.type == "cpu" and not bf16_product(batch, a, b)
         return torch.bfloat16 if precision == "bf16" and not small else torch.float32
 
     acts = [torch.randn(batch, a, dtype=dtype(a, b), device=device) for a, b in shapes]

@@ -14,7 +14,7 @@ import torch
 
 from aecli.config import Loss, ModelConfig, Scale, TrainConfig
 from aecli.device import check_runtime, choose_threads, resolve_device
-from aecli.distributed import World
+from aecli.distributed import World, rank_device
 from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
 from aecli.io import NpyRows, Table
@@ -62,9 +62,7 @@ def train(
     if train_config.beta_warmup and model_config.kind != "vae":
         raise UsageError("is for --kind vae (it weighs the latent loss)", flag="--beta-warmup")
     world = world or World()
-    device = resolve_device(train_config.device)
-    if world.many and device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
+    device = rank_device(world, resolve_device(train_config.device))
     check_runtime(train_config.precision, device, train_config.compile)
     start_epoch = 1
     streamed = isinstance(table, NpyRows)

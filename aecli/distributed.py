@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from aecli.errors import UsageError
+
 # A rank that hangs (not one that dies: torchrun stops the job then) is given
 # up on after this long, so a job never waits forever on a lost peer.
 TIMEOUT_S = float(os.environ.get("AECLI_DIST_TIMEOUT", "300"))
@@ -61,12 +63,30 @@ def from_env(environ: dict[str, str] | None = None) -> World:
     return World(rank, size, local_rank, local_size)
 
 
+def rank_device(world: World, device: torch.device) -> torch.device:
+    """This rank's device: on CUDA its own GPU, ``cuda:LOCAL_RANK``, as NCCL needs one each.
+
+    More processes on a node than it has GPUs is a usage error, said before any
+    CUDA call (a rank past the last GPU would fail with "invalid device ordinal").
+    """
+    if not world.many or device.type != "cuda":
+        return device
+    count = torch.cuda.device_count()
+    if world.local_rank >= count:
+        raise UsageError(
+            f"torchrun started {world.local_size} processes on this node, which has {count} "
+            f"CUDA device(s), and each needs its own: --nproc-per-node {count}, or --device cpu",
+            flag="--device",
+        )
+    return torch.device("cuda", world.local_rank)
+
+
 def start(world: World, device: torch.device) -> World:
     """Join the process group: NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``), gloo on CPU."""
     import torch.distributed as dist
 
+    device = rank_device(world, device)
     if device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:

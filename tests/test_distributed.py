@@ -20,13 +20,15 @@ import torch
 from safetensors.torch import load_file
 
 from aecli import modelfile
-from aecli.distributed import BatchShare, World, from_env
+from aecli.distributed import BatchShare, World, from_env, rank_device
+from aecli.errors import UsageError
 from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = Path(__file__).resolve().parent / "torchrun_job.py"
 # An odd batch over 360 training rows: uneven shares, and a last batch of 10.
-ARGS = ["--epochs", "3", "--batch-size", "25", "--seed", "4", "--quiet"]
+# gloo on the CPU, also where a GPU is: torchrun's two ranks would each need their own.
+ARGS = ["--epochs", "3", "--batch-size", "25", "--seed", "4", "--quiet", "--device", "cpu"]
 KINDS = {
     "basic": ["--kind", "basic"],  # the hand-written fast path
     "tied": ["--kind", "basic", "--tied"],  # autograd
@@ -186,7 +188,7 @@ def test_a_rank_that_fails_takes_the_job_down(tmp_path: Path, digits_csv: Path) 
     out = tmp_path / "m.safetensors"
     start = time.monotonic()
     done = subprocess.run(
-        _torchrun(JOB, "train", digits_csv, "-o", out, "--epochs", "50"),
+        _torchrun(JOB, "train", digits_csv, "-o", out, "--epochs", "50", "--device", "cpu"),
         env=_env(AECLI_TEST_FAIL_RANK="1"),
         capture_output=True,
         timeout=120,
@@ -204,7 +206,7 @@ def test_sigterm_under_torchrun_saves_a_model_one_process_resumes(
     tmp_path: Path, digits_csv: Path
 ) -> None:
     out = tmp_path / "m.safetensors"
-    flags = ["--batch-size", "32", "--seed", "3", "--quiet"]
+    flags = ["--batch-size", "32", "--seed", "3", "--quiet", "--device", "cpu"]
     process = subprocess.Popen(
         _torchrun("-m", "aecli", "train", digits_csv, "-o", out, *flags, "--epochs", "100000",
                   "--checkpoint-every", "1"),
@@ -229,9 +231,40 @@ def test_sigterm_under_torchrun_saves_a_model_one_process_resumes(
     target = str(kept + 2)
     whole = tmp_path / "whole.safetensors"
     assert invoke(["train", digits_csv, "-o", whole, *flags, "--epochs", target]).code == 0
-    resumed = invoke(["train", digits_csv, "-o", out, "--resume", out, "--epochs", target])
+    resumed = invoke(
+        ["train", digits_csv, "-o", out, "--resume", out, "--epochs", target, "--device", "cpu"]
+    )
     assert resumed.code == 0, resumed.stderr
     _assert_same_model(whole, out)
     assert np.isclose(
         modelfile.load(str(out)).summary["val_loss"], modelfile.load(str(whole)).summary["val_loss"]
     )
+
+
+def test_more_ranks_on_a_node_than_it_has_gpus_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NCCL needs a GPU a rank: the rank past the last one is told how to fix the launch."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cuda, second = torch.device("cuda"), World(1, 2, 1, 2)
+    with pytest.raises(UsageError, match=r"2 processes .* 1 CUDA device.*--nproc-per-node 1"):
+        rank_device(second, cuda)
+    assert rank_device(World(0, 2, 0, 2), cuda) == torch.device("cuda", 0)
+    assert rank_device(second, torch.device("cpu")) == torch.device("cpu")
+    assert rank_device(World(), cuda) == cuda
+
+
+@needs_torchrun
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() != 1, reason="needs exactly one CUDA device")
+def test_two_ranks_on_one_gpu_say_so_in_one_line(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    done = subprocess.run(
+        _torchrun("-m", "aecli", "train", digits_csv, "-o", out, "--device", "cuda"),
+        env=_env(),
+        capture_output=True,
+        timeout=120,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode != 0 and "--nproc-per-node 1" in stderr, stderr[-2000:]
+    assert "internal error" not in stderr and not out.exists()

@@ -97,5 +97,6 @@ def test_bf16_without_native_support_is_a_usage_error(
     tmp_path: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    result = invoke(["train", digits_csv, "-o", tmp_path / "m.safetensors", "--precision", "bf16"])
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", digits_csv, "-o", out, "--precision", "bf16", "--device", "cpu"])
     assert result.code == 2 and "--precision bf16" in result.stderr

@@ -20,6 +20,7 @@ import torch
 from aecli.config import TrainConfig
 from aecli.distributed import BatchShare, World, all_sum_
 from aecli.fastpath import COMPILE_OPTIONS, Step, bf16_pays, manual_step
+from aecli.graphs import GraphedStep, graphed_step
 from aecli.models import Autoencoder
 from aecli.optim import FusedAdam
 
@@ -147,9 +148,10 @@ def _run_epoch(
     forward: Callable[[torch.Tensor], Any] | None = None,
     sync: Sync | None = None,
     manual: Step | None = None,
+    graph: GraphedStep | None = None,
 ) -> dict[str, float]:
     """One pass over the rows: at once, or chunk by chunk (terms weighted by rows)."""
-    args = (config.batch_size, config.precision, forward, sync, manual)
+    args = (config.batch_size, config.precision, forward, sync, manual, graph)
     if isinstance(train, torch.Tensor):
         return _train_epoch(model, optimizer, train, *args)
     totals: dict[str, float] = {}
@@ -211,6 +213,7 @@ def fit(
     """
     optimizer = make_optimizer(model, config)
     forward, manual = compiled_step(model, config.precision, config.compile)
+    graph = graphed_step(model, optimizer, config.batch_size, config.precision, manual, world)
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
     sync = Sync(world, model, stop_requested) if world is not None and world.many else None
@@ -226,7 +229,7 @@ def fit(
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
             model.kl_weight = config.kl_weight(epoch)
-            terms = _run_epoch(model, optimizer, train, config, epoch, forward, sync, manual)
+            terms = _run_epoch(model, optimizer, train, config, epoch, forward, sync, manual, graph)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
                 history.stop = "non-finite"
@@ -282,6 +285,7 @@ def _train_epoch(
     forward: Callable[[torch.Tensor], Any] | None = None,
     sync: Sync | None = None,
     manual: Step | None = None,
+    graph: GraphedStep | None = None,
 ) -> dict[str, float]:
     model.train()
     step = forward if forward is not None else model  # F12: bool() of a compiled module raises
@@ -313,6 +317,9 @@ def _train_epoch(
             batch = shuffled[start + lo : start + hi]
         else:
             batch = data.index_select(0, order[start + lo : start + hi])  # type: ignore[union-attr]
+        if graph is not None and batch.shape[0] == graph.rows:  # loss sums kept by the graph
+            graph(batch)
+            continue
         if manual is not None:  # gradients written by hand (aecli/fastpath.py)
             loss, terms = manual(batch)
         else:
@@ -338,6 +345,9 @@ def _train_epoch(
                 sums.add_(torch.stack([loss, *terms.values()]), alpha=rows)
         if stopping:
             raise KeyboardInterrupt
+    if graph is not None and (graphed := graph.take()):
+        stacked = torch.stack(list(graphed.values()))
+        sums, names = (stacked, list(graphed)) if sums is None else (stacked + sums, names)
     assert sums is not None
     if sync is not None:
         sync.end()

@@ -1,7 +1,9 @@
 """bf16 against fp32: the same model and seed, held-out error and training time.
 
-Run: ``python benchmarks/precision.py [--epochs 30] [--compile]`` (``--compile``: the
-bf16 column trains with --compile, fp32 stays eager). Two datasets with real
+Run: ``python benchmarks/precision.py [--epochs 30] [--compile] [--device cuda]
+[--against tf32]`` (``--compile``: the bf16 column trains with --compile, fp32 stays
+eager; ``--against tf32``, CUDA only: the second column is fp32 training whose
+products run on TF32 units, a 10-bit mantissa, as ``allow_tf32`` gives). Two datasets with real
 structure: the shipped digits (64 pixels) and the same digits enlarged to 28 x 28
 (784 pixels, nearest-neighbour), 20% held out; default sizes and batch, then the wide
 784-512-256 model at batch 256. On a CPU, products too small for bf16 to pay stay fp32
@@ -43,12 +45,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--compile", action="store_true", help="bf16 with --compile")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--against", default="bf16", choices=["bf16", "tf32"])
     args = parser.parse_args()
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    cuda = args.device.startswith("cuda")
+    if args.against == "tf32" and not cuda:
+        raise SystemExit("--against tf32 needs --device cuda")
+    if not cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise SystemExit("this CPU has no native bf16")
+    low = args.against
     digits = datasets.load("digits").values
-    print(f"{'data':<22}{'kind':<7}{'seed':>5}{'bf16 share':>11}{'fp32 mse':>10}{'bf16 mse':>10}"
-          f"{'ratio':>7}{'fp32 s':>8}{'bf16 s':>8}")  # fmt: skip
+    print(f"{'data':<22}{'kind':<7}{'seed':>5}{'bf16 share':>11}{'fp32 mse':>10}{low + ' mse':>10}"
+          f"{'ratio':>7}{'fp32 s':>8}{low + ' s':>8}")  # fmt: skip
     pixels = enlarge(digits)
     cases = (  # name, rows, hidden layers (None: aecli's default), batch
         ("digits 64", digits, None, 64),
@@ -64,24 +72,26 @@ def main() -> None:
                 config = resolve_config(
                     kind, values.shape[1], hidden=hidden, latent=16, loss="auto", noise="auto"
                 )
-                share = bf16_share(config.sizes, batch)
-                for precision in ("fp32", "bf16"):
+                share = bf16_share(config.sizes, batch) if not cuda else float(low == "bf16")
+                for precision in ("fp32", low):
                     train_config = TrainConfig(
                         epochs=args.epochs,
                         batch_size=batch,
                         seed=seed,
-                        precision=precision,
-                        device="cpu",
+                        precision="bf16" if precision == "bf16" else "fp32",
+                        device=args.device,
                         compile=args.compile and precision == "bf16",
                     )
+                    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
                     start = time.perf_counter()
                     fitted, _ = api.train(
                         Table(train, None, (values.shape[1],)), config, train_config
                     )
                     seconds = time.perf_counter() - start
+                    torch.backends.cuda.matmul.allow_tf32 = False
                     mse = float(np.mean((fitted.reconstruct(test) - test) ** 2))
                     row[precision] = (mse, seconds)
-                (a, ta), (b, tb) = row["fp32"], row["bf16"]
+                (a, ta), (b, tb) = row["fp32"], row[low]
                 print(f"{name:<22}{kind:<7}{seed:>5}{share:>11.2f}{a:>10.4f}{b:>10.4f}"
                       f"{b / a:>7.3f}{ta:>8.1f}{tb:>8.1f}", flush=True)  # fmt: skip
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory
 from aecli.fastpath import bf16_product
+from aecli.graphs import graphed_step
 from aecli.models import build_model
 from aecli.train import _train_epoch, compiled_step, make_optimizer
 
@@ -84,6 +85,21 @@ def tutorial_epoch(
     return run
 
 
+def tf32(run: Callable[[], None], on: bool) -> Callable[[], None]:
+    """``run`` with float32 products on a GPU's TF32 units (10-bit mantissa) when ``on``."""
+    if not on:
+        return run
+
+    def wrapped() -> None:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            run()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+
+    return wrapped
+
+
 def aecli_epoch(
     config: ModelConfig,
     data: torch.Tensor,
@@ -91,14 +107,24 @@ def aecli_epoch(
     precision: str,
     compiled: bool = False,
     device: torch.device = CPU,
+    graphs: bool = True,
 ) -> Callable[[], None]:
-    """An epoch as aecli train runs it (rows on the device); ``compiled``: as --compile."""
+    """An epoch as aecli train runs it (rows on the device); ``compiled``: as --compile.
+
+    ``graphs``: on CUDA, full batches replayed from a CUDA graph, as aecli train does;
+    False gives the eager step. ``tf32``: the fp32 step with TF32 products.
+    """
     torch.manual_seed(0)
     model = build_model(config).to(device)
     data = data.to(device)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
-    forward, manual = compiled_step(model, precision, compiled)  # as aecli.train.fit does
-    return lambda: _train_epoch(model, optimizer, data, batch, precision, forward, None, manual)
+    step = "fp32" if precision == "tf32" else precision
+    forward, manual = compiled_step(model, step, compiled)  # as aecli.train.fit does
+    graph = graphed_step(model, optimizer, batch, step, manual) if graphs else None
+    return tf32(
+        lambda: _train_epoch(model, optimizer, data, batch, step, forward, None, manual, graph),
+        precision == "tf32",
+    )
 
 
 def matmul_ceiling(
@@ -140,15 +166,41 @@ def matmul_ceiling(
             param.grad = torch.randn_like(param) * 1e-3
         optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
 
+    def step() -> None:
+        for i, (x, w, g) in enumerate(zip(acts, weights, grads)):
+            x @ w.t()
+            g.t() @ x
+            if i:
+                g @ w
+        if optimizer is not None:
+            optimizer.step()
+
     def run() -> None:
         for _ in range(steps):
-            for i, (x, w, g) in enumerate(zip(acts, weights, grads)):
-                x @ w.t()
-                g.t() @ x
-                if i:
-                    g @ w
-            if optimizer is not None:
-                optimizer.step()
+            step()
+
+    if device.type == "cuda":  # launched from one graph, as aecli's step: the GPU's own time
+        return tf32(graph_of(step, steps, device), precision == "tf32")
+    return run
+
+
+def graph_of(step: Callable[[], None], times: int, device: torch.device) -> Callable[[], None]:
+    """``step`` captured once in a CUDA graph (after eager warm-ups), replayed ``times`` times."""
+    graph: list[torch.cuda.CUDAGraph] = []
+
+    def run() -> None:
+        if not graph:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    step()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph.append(torch.cuda.CUDAGraph())
+            with torch.cuda.graph(graph[0]):
+                step()
+        for _ in range(times):
+            graph[0].replay()
 
     return run
 
@@ -165,12 +217,18 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also rows with --compile (fp32c, bf16c)"
     )
+    parser.add_argument(
+        "--tf32", action="store_true", help="CUDA: also the fp32 step with TF32 products (tf32)"
+    )
     args = parser.parse_args()
     kept = keep_freed_memory()  # as aecli train does
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: this torch has no CUDA device")
     precisions = args.precisions.split(",")
+    cuda = device.type == "cuda"
+    if args.tf32 and cuda:
+        precisions.append("tf32")
     native = (
         torch.cuda.is_bf16_supported()
         if device.type == "cuda"
@@ -205,11 +263,14 @@ def main() -> None:
                 threads = choose_threads(0, n_params * batch)
                 torch.set_num_threads(threads)
                 runs = {"tutorial": tutorial_epoch(config, data, batch, device)}
-                modes = [(p, False) for p in precisions]
-                modes += [(p, True) for p in precisions] if args.compile else []
-                for precision, compiled in modes:
-                    label = precision + ("c" if compiled else "")
-                    runs[label] = aecli_epoch(config, data, batch, precision, compiled, device)
+                # (precision, compiled, CUDA graphs); on CUDA also the eager step ("n": no graph)
+                modes = [(p, False, True) for p in precisions]
+                modes += [(p, False, False) for p in precisions if cuda and p != "tf32"]
+                modes += [(p, True, True) for p in precisions] if args.compile else []
+                for precision, compiled, graphs in modes:
+                    runs[label(precision, compiled, graphs)] = aecli_epoch(
+                        config, data, batch, precision, compiled, device, graphs
+                    )
                 for precision in precisions:
                     for adam in (False, True):
                         ceiling = matmul_ceiling(config, rows, batch, precision, device, adam)
@@ -217,18 +278,23 @@ def main() -> None:
                 best = best_of_interleaved(args.repeats, runs, device)
                 speed = {k: rows / v for k, v in best.items()}
                 tutorial = speed["tutorial"]
-                for precision, compiled in modes:  # vs fp32: the fp32 row of the same mode
-                    label = precision + ("c" if compiled else "")
-                    ours, ceiling = speed[label], speed[f"ceiling {precision}"]
+                for precision, compiled, graphs in modes:  # vs fp32: fp32 of the same mode
+                    row = label(precision, compiled, graphs)
+                    ours, ceiling = speed[row], speed[f"ceiling {precision}"]
                     adam = speed[f"ceiling {precision} adam"]
-                    fp32 = speed.get("fp32c" if compiled else "fp32")
+                    fp32 = speed.get(label("fp32", compiled, graphs))
                     vs_fp32 = f"{ours / fp32:>8.2f}" if fp32 and precision != "fp32" else " " * 8
                     print(
-                        f"{name:<26}{batch:>6}{threads:>4}{label:>5}{tutorial:>11.0f}"
+                        f"{name:<26}{batch:>6}{threads:>4}{row:>5}{tutorial:>11.0f}"
                         f"{ours:>9.0f}{ceiling:>10.0f}{adam:>9.0f}{ours / tutorial:>7.2f}"
                         f"{ours / ceiling:>8.2f}{ours / adam:>9.2f}{vs_fp32}",
                         flush=True,
                     )
+
+
+def label(precision: str, compiled: bool, graphs: bool) -> str:
+    """A row's name: fp32, bf16 or tf32, then c for --compile, n for no CUDA graph."""
+    return precision + ("c" if compiled else "") + ("" if graphs else "n")
 
 
 if __name__ == "__main__":

@@ -99,18 +99,20 @@ def _bias_grad(grad: torch.Tensor) -> torch.Tensor:
 
 
 def _activation(
-    name: str, act: Callable[[torch.Tensor], torch.Tensor], compiled: bool
+    name: str, act: Callable[[torch.Tensor], torch.Tensor], one_kernel: bool
 ) -> tuple[
     Callable[[torch.Tensor], torch.Tensor],
     Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
 ]:
     """The activation and d(act)/d(pre) applied to ``grad``, given pre-activation and output.
 
-    ``compiled``: the module's own activation, as inductor fuses F.elu's expm1 into one
-    kernel with its neighbours (``_elu`` pays off only in eager mode).
+    ``one_kernel``: the module's own activation, where F.elu is one pass: compiled
+    (inductor fuses its expm1 with its neighbours) or on a GPU, whose ELU kernel is one
+    pass where ``_elu`` would launch four (not measured on a GPU yet: the CPU's slow
+    expm1, the reason for ``_elu``, is not the GPU's). ``_elu`` is for eager CPU steps.
     """
     if name == "elu":  # from the output: grad * (out + 1) below zero, no exp (2.5x faster)
-        return act if compiled else _elu, lambda grad, pre, out: torch.ops.aten.elu_backward(
+        return act if one_kernel else _elu, lambda grad, pre, out: torch.ops.aten.elu_backward(
             grad, 1.0, 1, 1.0, True, out
         )
     if name == "selu":
@@ -157,7 +159,7 @@ def manual_step(
     hidden = list(model.encoder)[:-1]
     coding = model.encoder[-1]
     decoder = list(model.decoder)
-    act, backward = _activation(config.activation, model.act, compiled)
+    act, backward = _activation(config.activation, model.act, compiled or not on_cpu)
     bce = config.loss == Loss.bce.value
     vae = isinstance(model, VariationalAutoencoder)
 

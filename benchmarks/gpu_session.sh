@@ -9,7 +9,8 @@
 # or torchrun). SPECS and COMPILED narrow the shell paths (a |-separated list of
 # --kind specs; the specs also trained with --compile).
 # Assumes torch with CUDA and aecli's dependencies are installed; installs aecli
-# itself (editable, no dependencies) when `aecli` is not on PATH. Offline machines:
+# itself (editable, no dependencies) when `aecli` is not on PATH. All of it takes over
+# 10 minutes on an H100 (the --compile runs of the shell paths most). Offline machines:
 # put wheels of hatchling, trove-classifiers and tomlkit in .whl/.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything aecli checks on a CUDA machine, in one run: the test suite (CUDA tests
-# included), every training path from the shell with --device cuda, one-rank torchrun
-# over NCCL, and the GPU speed table. Logs go to $OUT (default gpu-session/).
+# included), every training path from the shell with --device cuda, torchrun (one rank
+# trains; two on a one-GPU node get the usage error; NCCL itself needs 2+ GPUs), and the
+# GPU speed and precision tables. Logs go to $OUT (default gpu-session/).
 #
 #   bash benchmarks/gpu_session.sh [tests|gputests] [cli] [speed] [precision] [compile]
 #
@@ -11,7 +12,7 @@
 # Assumes torch with CUDA and aecli's dependencies are installed; installs aecli
 # itself (editable, no dependencies) when `aecli` is not on PATH. All of it takes over
 # 10 minutes on an H100 (the --compile runs of the shell paths most). Offline machines:
-# put wheels of hatchling, trove-classifiers and tomlkit in .whl/.
+# put wheels of hatchling, trove-classifiers, tomlkit and editables in .whl/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-session}

@@ -15,24 +15,24 @@ SGR = re.compile(rb"\x1b\[[0-9;]*m")
 def _run_with_tty_stderr(args: list[object], env: dict[str, str]) -> tuple[int, bytes, bytes]:
     """Run aecli with stdout a pipe and stderr a pseudo-terminal; return (rc, stdout, stderr)."""
     master, slave = pty.openpty()
-    process = subprocess.Popen(
+    with subprocess.Popen(  # closes the stdout pipe on the way out
         [sys.executable, "-m", "aecli", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=slave,
         env={**os.environ, **env},
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the terminal closes when the process ends
-            break
-        if not data:
-            break
-        chunks.append(data)
-    stdout = process.stdout.read()  # type: ignore[union-attr]
-    process.wait()
+    ) as process:
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the terminal closes when the process ends
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout = process.stdout.read()  # type: ignore[union-attr]
+        process.wait()
     os.close(master)
     return process.returncode, stdout, b"".join(chunks)
 

@@ -75,9 +75,8 @@ def test_usage_error_does_not_import_torch() -> None:
 
 def test_example_train_encode_pipeline(tmp_path: Path) -> None:
     model = tmp_path / "m.safetensors"
-    example = subprocess.Popen([*AECLI, "example", "digits"], stdout=subprocess.PIPE)
-    train = run(["train", "-", "-o", model, "--epochs", "2"], stdin=example.stdout)
-    example.wait()
+    with subprocess.Popen([*AECLI, "example", "digits"], stdout=subprocess.PIPE) as example:
+        train = run(["train", "-", "-o", model, "--epochs", "2"], stdin=example.stdout)
     assert train.returncode == 0, train.stderr
     assert train.stdout == b"" and b"trained basic" in train.stderr
     encoded = run(["encode", model, "-"], input=run(["example"]).stdout)

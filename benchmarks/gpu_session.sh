@@ -7,8 +7,8 @@
 #   bash benchmarks/gpu_session.sh [tests|gputests] [cli] [speed] [precision] [compile]
 #
 # (default: tests cli speed precision compile; gputests: only the tests that use CUDA
-# or torchrun). SPECS and COMPILED narrow the shell paths (a |-separated list of
-# --kind specs; the specs also trained with --compile).
+# or torchrun). SPECS and COMPILED choose the shell paths (|-separated --kind specs: those
+# trained, by default all; those also trained with --compile, by default basic, vae, conv).
 # Assumes torch with CUDA and aecli's dependencies are installed; installs aecli
 # itself (editable, no dependencies) when `aecli` is not on PATH. All of it takes over
 # 10 minutes on an H100 (the --compile runs of the shell paths most). Offline machines:
@@ -56,7 +56,7 @@ if [[ $parts == *cli* ]]; then
   IFS='|' read -ra specs <<<"${SPECS:-$all}"
   for spec in "${specs[@]}"; do
     runs=("fp32" "bf16")
-    if [[ "|${COMPILED:-$all}|" == *"|$spec|"* ]]; then runs+=("fp32 --compile" "bf16 --compile"); fi
+    if [[ "|${COMPILED:-basic|vae|basic --arch conv --image-shape 8x8}|" == *"|$spec|"* ]]; then runs+=("fp32 --compile" "bf16 --compile"); fi
     for run in "${runs[@]}"; do
       set -- $run
       model="$work/m.safetensors"

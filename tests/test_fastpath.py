@@ -25,14 +25,24 @@ def test_elu_by_exp_is_elu() -> None:
     assert torch.equal(fast[values > 0], values[values > 0])  # exact above zero
 
 
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.gpu,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    ],
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])  # CPU: the exp-based ELU; CUDA: F.elu
 @pytest.mark.parametrize("vae", [False, True])
-def test_wide_layers_match_autograd(vae: bool) -> None:
+def test_wide_layers_match_autograd(vae: bool, device: str) -> None:
     """A batch wide enough for the exp-based ELU: gradients still autograd's (F.elu)."""
     torch.manual_seed(0)
     config = ModelConfig(kind="vae" if vae else "basic", n_inputs=40, hidden=(160,), latent=4)
-    model = build_model(config)
+    model = build_model(config).to(device)
     twin = copy.deepcopy(model)
-    batch = torch.rand(256, 40)
+    batch = torch.rand(256, 40, device=device)
     assert batch.shape[0] * 160 >= ELU_BY_EXP
     torch.manual_seed(1)
     manual_loss, _ = manual_step(model, "fp32", model)(batch)  # type: ignore[misc]

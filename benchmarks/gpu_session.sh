@@ -10,8 +10,9 @@
 # or torchrun). SPECS and COMPILED choose the shell paths (|-separated --kind specs: those
 # trained, by default all; those also trained with --compile, by default basic, vae, conv).
 # Assumes torch with CUDA and aecli's dependencies are installed; installs aecli
-# itself (editable, no dependencies) when `aecli` is not on PATH. All of it takes over
-# 10 minutes on an H100 (the --compile runs of the shell paths most). Offline machines:
+# itself (editable, no dependencies) when `aecli` is not on PATH. All of it takes about
+# 15 minutes on an H100 (suite 4, shell paths 6, tables 5); where one command may run 10,
+# run `tests speed`, then `cli precision compile`. Offline machines:
 # put wheels of hatchling, trove-classifiers, tomlkit and editables in .whl/.
 set -uo pipefail
 cd "$(dirname "$0")/.."

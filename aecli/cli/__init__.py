@@ -20,6 +20,7 @@ import typer
 from aecli.cli import reports, rows, signals, training
 from aecli.cli.app import Command, _one_line, _say, app
 from aecli.errors import AecliError
+from aecli.openmp import wait_briefly
 
 __all__ = ["app", "main"]
 
@@ -79,20 +80,6 @@ def _click_classes() -> tuple[type[BaseException], type[BaseException]]:
     return by_name["ClickException"], by_name["UsageError"]
 
 
-# OpenMP threads that wait by spinning collapse when another program holds a
-# core (measured 4x, up to 9x with long spins: benchmarks/threads_load.py). A
-# short spin before sleeping keeps most of the idle-machine speed and bounds the
-# slowdown. Set before torch loads its OpenMP runtime; a user's own choice wins.
-OPENMP_DEFAULTS = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
-
-
-def _openmp_defaults() -> None:
-    if "OMP_WAIT_POLICY" in os.environ:
-        return
-    for name, value in OPENMP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-
-
 class _Closed(io.RawIOBase):
     """Stands in for a standard stream whose descriptor was closed (``>&-``).
 
@@ -139,7 +126,7 @@ def _closed_streams() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; expected failures become one line on stderr and an exit code."""
-    _openmp_defaults()
+    wait_briefly()  # before any command loads torch (aecli/openmp.py)
     _closed_streams()
     if not os.environ.get("AECLI_DEBUG"):
         # Libraries' warnings (file, line, source) are noise on a user's terminal;

@@ -1,0 +1,32 @@
+"""How long idle OpenMP threads spin before they sleep, chosen before torch loads its runtime.
+
+OpenMP threads that wait by spinning collapse when another program holds a core:
+next to one busy process the 784-wide model trained 3.1-4.2x (fp32) and 3.6-4.6x
+(bf16) slower with the runtime's default spin, up to 9x with longer spins
+(``benchmarks/threads_load.py``, 2 cores). A short spin before sleeping bounds that
+at 1.5-2.0x. Its price is on a quiet machine, where a thread that slept must be
+woken (about 50 us on a 2-core VM) when the next parallel region starts: over ten
+runs each, that model trained 5% slower in fp32 (the default) and 16% slower in
+bf16, whose short products leave the threads waiting between them more often
+(single runs: 2% faster to 38% slower). A wait policy the user chose wins:
+``OMP_WAIT_POLICY=ACTIVE`` on a machine that runs nothing else.
+
+The runtime reads these once, when torch loads it, so they go into the process
+environment before the first ``import torch``; torch-free on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+# GNU OpenMP (torch's Linux wheels) counts spins; Intel's OpenMP counts milliseconds.
+SHORT_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
+
+
+def wait_briefly(env: MutableMapping[str, str] = os.environ) -> None:
+    """Ask for short OpenMP spins in ``env``, unless it names a wait policy or a spin already."""
+    if "OMP_WAIT_POLICY" in env:
+        return
+    for name, value in SHORT_WAIT.items():
+        env.setdefault(name, value)

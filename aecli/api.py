@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from aecli.config import Loss, ModelConfig, Scale, TrainConfig
-from aecli.device import check_runtime, choose_threads, resolve_device
+from aecli.device import check_runtime, choose_threads, matmul_precision, resolve_device
 from aecli.distributed import World, rank_device
 from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
@@ -145,34 +145,35 @@ def train(
         def on_checkpoint(stats: EpochStats, state: OptimizerState) -> None:
             checkpoint(fitted_now(stats, "checkpoint", state))
 
-    fit_config, fit_on_epoch = train_config, on_epoch
-    if train_config.layerwise:  # one shallow autoencoder at a time, then the whole stack
-        from aecli import layerwise
+    with matmul_precision(train_config.precision):  # tf32: for this training only
+        fit_config, fit_on_epoch = train_config, on_epoch
+        if train_config.layerwise:  # one shallow autoencoder at a time, then the whole stack
+            from aecli import layerwise
 
-        layerwise.check(model, train_config, streamed, resume is not None)
-        assert isinstance(train_x, torch.Tensor)
-        stages = layerwise.pretrain(model, train_x, val_x, train_config, fit, on_epoch)
-        stacked = evaluate_loss(model, val_x if val_x is not None else train_x, 256)
-        base["layerwise"] = {"stages": stages, "stacked_loss": stacked}
-        fit_config = layerwise.finetune_config(train_config)
-        if on_epoch is not None:
-            report = on_epoch
+            layerwise.check(model, train_config, streamed, resume is not None)
+            assert isinstance(train_x, torch.Tensor)
+            stages = layerwise.pretrain(model, train_x, val_x, train_config, fit, on_epoch)
+            stacked = evaluate_loss(model, val_x if val_x is not None else train_x, 256)
+            base["layerwise"] = {"stages": stages, "stacked_loss": stacked}
+            fit_config = layerwise.finetune_config(train_config)
+            if on_epoch is not None:
+                report = on_epoch
 
-            def fit_on_epoch(stats: EpochStats) -> None:
-                report(replace(stats, stage=layerwise.FINETUNE))
+                def fit_on_epoch(stats: EpochStats) -> None:
+                    report(replace(stats, stage=layerwise.FINETUNE))
 
-    history = fit(
-        model,
-        train_x,
-        val_x,
-        fit_config,
-        fit_on_epoch,
-        start_epoch=start_epoch,
-        resume_state=resume.optimizer_state if resume is not None else None,
-        on_checkpoint=on_checkpoint,
-        world=world,
-        stop_requested=stop_requested,
-    )
+        history = fit(
+            model,
+            train_x,
+            val_x,
+            fit_config,
+            fit_on_epoch,
+            start_epoch=start_epoch,
+            resume_state=resume.optimizer_state if resume is not None else None,
+            on_checkpoint=on_checkpoint,
+            world=world,
+            stop_requested=stop_requested,
+        )
     model.cpu().eval()
     if not history.epochs:
         if history.stop == "interrupted":

@@ -63,6 +63,7 @@ class Precision(str, Enum):
 
     fp32 = "fp32"
     bf16 = "bf16"
+    tf32 = "tf32"  # fp32 whose products run on a CUDA GPU's TF32 units (10-bit mantissa)
 
 
 class Arch(str, Enum):
@@ -275,7 +276,7 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs; 0 = off
     scale: str = Scale.auto.value  # measured: see docs/anomaly.md and benchmarks/quality.py
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
-    precision: str = Precision.fp32.value  # bf16: bf16 products, fp32 master weights
+    precision: str = Precision.fp32.value  # bf16/tf32: faster products, fp32 master weights
     chunk_rows: int = 0  # > 0: stream a .npy in shuffled chunks of this many rows
     compile: bool = False  # torch.compile the training forward pass
     beta_warmup: int = 0  # VAE: the latent loss weight rises from 0 to beta over N epochs
@@ -307,7 +308,7 @@ class TrainConfig:
         _check(
             self.precision in {p.value for p in Precision},
             "--precision",
-            f"must be fp32 or bf16, got {self.precision!r}",
+            f"must be fp32, bf16 or tf32, got {self.precision!r}",
         )
         _check(self.beta_warmup >= 0, "--beta-warmup", f"must be >= 0, got {self.beta_warmup}")
         _check(

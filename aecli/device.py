@@ -10,6 +10,8 @@ import ctypes
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -101,6 +103,8 @@ def check_runtime(precision: str, device: torch.device, compile_model: bool = Fa
         )
     if precision == "bf16":
         _check_bf16(device)
+    if precision == "tf32":
+        _check_tf32(device)
 
 
 def missing_compiler() -> str | None:
@@ -117,6 +121,44 @@ def missing_compiler() -> str | None:
     if name.strip() and shutil.which(name):
         return None
     return name or "$CXX (empty)"
+
+
+def _check_tf32(device: torch.device) -> None:
+    """TF32 units are a CUDA GPU's (compute capability 8.0, Ampere, or newer).
+
+    Elsewhere torch would quietly run full fp32: refused, so the flag never means nothing.
+    """
+    if device.type != "cuda":
+        raise UsageError(
+            "needs a CUDA GPU (Ampere or newer); on a CPU use fp32 or bf16",
+            flag="--precision tf32",
+        )
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        raise UsageError(
+            "this CUDA device has no TF32 units (Ampere or newer); use fp32",
+            flag="--precision tf32",
+        )
+
+
+@contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """While training in tf32, float32 products on CUDA run on TF32 units; as before after.
+
+    torch's switch is process-wide: it is set for the training that asked for it and
+    restored when it ends, so a notebook's other work keeps the precision it had. The
+    ``allow_tf32`` setter (not ``fp32_precision``) keeps torch's two precision APIs
+    consistent: after setting only the new one, ``torch.get_float32_matmul_precision``
+    raises, and inductor asks it (``--compile``).
+    """
+    if precision != "tf32":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _check_bf16(device: torch.device) -> None:

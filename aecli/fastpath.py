@@ -133,6 +133,8 @@ def manual_step(
 
     bf16: products in bfloat16, loss and gradients handed to Adam in float32, as
     autocast does, with less around them (one weight cast a step, no autograd graph).
+    tf32 is the fp32 step: the products' TF32 mode is torch's switch, set around
+    training (``aecli.device.matmul_precision``).
     ``compiled`` (--compile): the step goes through torch.compile, which fuses the
     elementwise work between the matrix products (activations, their gradients, the
     casts, the loss) into a few kernels.
@@ -142,7 +144,7 @@ def manual_step(
     config = model.config
     if (
         config.tied
-        or precision not in ("fp32", "bf16")
+        or precision not in ("fp32", "bf16", "tf32")  # tf32: fp32 here, its products set apart
         or forward is not model
         or config.activation not in ("elu", "selu", "relu", "tanh")
     ):

@@ -11,7 +11,7 @@
 # trained, by default all; those also trained with --compile, by default basic, vae, conv).
 # Assumes torch with CUDA and aecli's dependencies are installed; installs aecli
 # itself (editable, no dependencies) when `aecli` is not on PATH. All of it takes about
-# 15 minutes on an H100 (suite 4, shell paths 6, tables 5); where one command may run 10,
+# 16 minutes on an H100 (suite 4, shell paths 7 with tf32, tables 5); where one command may run 10,
 # run `tests speed`, then `cli precision compile`. Offline machines:
 # put wheels of hatchling, trove-classifiers, tomlkit and editables in .whl/.
 set -uo pipefail
@@ -56,7 +56,7 @@ if [[ $parts == *cli* ]]; then
   all+="|vae --arch conv --image-shape 8x8"
   IFS='|' read -ra specs <<<"${SPECS:-$all}"
   for spec in "${specs[@]}"; do
-    runs=("fp32" "bf16")
+    runs=("fp32" "bf16" "tf32")
     if [[ "|${COMPILED:-basic|vae|basic --arch conv --image-shape 8x8}|" == *"|$spec|"* ]]; then runs+=("fp32 --compile" "bf16 --compile"); fi
     for run in "${runs[@]}"; do
       set -- $run
@@ -69,7 +69,7 @@ if [[ $parts == *cli* ]]; then
       aecli evaluate $model $work/d.csv > /dev/null"
   done
   check "sample" aecli sample "$work/m.safetensors" -n 5
-  for flags in "" "--precision bf16" "--compile"; do
+  for flags in "" "--precision bf16" "--precision tf32" "--compile"; do
     aecli train "$work/d.csv" --kind vae --device cuda --epochs 2 -q -o "$work/a.safetensors" $flags
     aecli train "$work/d.csv" --kind vae --device cuda --epochs 2 -q -o "$work/b.safetensors" $flags
     check "same seed, same file on cuda ($flags)" cmp "$work/a.safetensors" "$work/b.safetensors"

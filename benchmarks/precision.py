@@ -3,7 +3,7 @@
 Run: ``python benchmarks/precision.py [--epochs 30] [--compile] [--device cuda]
 [--against tf32]`` (``--compile``: the bf16 column trains with --compile, fp32 stays
 eager; ``--against tf32``, CUDA only: the second column is fp32 training whose
-products run on TF32 units, a 10-bit mantissa, as ``allow_tf32`` gives). Two datasets with real
+products run on TF32 units, a 10-bit mantissa: ``--precision tf32``). Two datasets with real
 structure: the shipped digits (64 pixels) and the same digits enlarged to 28 x 28
 (784 pixels, nearest-neighbour), 20% held out; default sizes and batch, then the wide
 784-512-256 model at batch 256. On a CPU, products too small for bf16 to pay stay fp32
@@ -78,17 +78,15 @@ def main() -> None:
                         epochs=args.epochs,
                         batch_size=batch,
                         seed=seed,
-                        precision="bf16" if precision == "bf16" else "fp32",
+                        precision=precision,
                         device=args.device,
                         compile=args.compile and precision == "bf16",
                     )
-                    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
                     start = time.perf_counter()
                     fitted, _ = api.train(
                         Table(train, None, (values.shape[1],)), config, train_config
                     )
                     seconds = time.perf_counter() - start
-                    torch.backends.cuda.matmul.allow_tf32 = False
                     mse = float(np.mean((fitted.reconstruct(test) - test) ** 2))
                     row[precision] = (mse, seconds)
                 (a, ta), (b, tb) = row["fp32"], row[low]

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from aecli.config import ModelConfig, TrainConfig
-from aecli.device import choose_threads, keep_freed_memory
+from aecli.device import choose_threads, keep_freed_memory, matmul_precision
 from aecli.fastpath import bf16_product
 from aecli.graphs import graphed_step
 from aecli.models import build_model
@@ -94,16 +94,13 @@ def tutorial_epoch(
 
 
 def tf32(run: Callable[[], None], on: bool) -> Callable[[], None]:
-    """``run`` with float32 products on a GPU's TF32 units (10-bit mantissa) when ``on``."""
+    """``run`` with float32 products on a GPU's TF32 units when ``on``, as ``--precision tf32``."""
     if not on:
         return run
 
     def wrapped() -> None:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
+        with matmul_precision("tf32"):
             run()
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = False
 
     return wrapped
 
@@ -126,13 +123,13 @@ def aecli_epoch(
     model = build_model(config).to(device)
     data = data.to(device)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
-    step = "fp32" if precision == "tf32" else precision
-    forward, manual = compiled_step(model, step, compiled)  # as aecli.train.fit does
-    graph = graphed_step(model, optimizer, batch, step, manual) if graphs else None
-    return tf32(
-        lambda: _train_epoch(model, optimizer, data, batch, step, forward, None, manual, graph),
-        precision == "tf32",
-    )
+    forward, manual = compiled_step(model, precision, compiled)  # as aecli.train.fit does
+    graph = graphed_step(model, optimizer, batch, precision, manual) if graphs else None
+
+    def run() -> None:
+        _train_epoch(model, optimizer, data, batch, precision, forward, None, manual, graph)
+
+    return tf32(run, precision == "tf32")
 
 
 def matmul_ceiling(

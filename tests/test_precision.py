@@ -1,17 +1,24 @@
-"""--precision bf16: products in bfloat16, float32 weights, only where bf16 is native."""
+"""--precision bf16 and tf32: faster products, float32 weights, only where the hardware has them.
+
+bf16: products in bfloat16 where bf16 is native. tf32: the fp32 step, with torch's TF32
+switch on for the training only (CUDA GPUs of compute capability 8.0 or newer).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from aecli import modelfile
+from aecli import api, modelfile
 from aecli.config import ModelConfig, TrainConfig
+from aecli.device import matmul_precision
 from aecli.fastpath import BF16_FROM, bf16_pays
+from aecli.io.table import Table
 from aecli.models import build_model
 from aecli.train import _train_epoch, make_optimizer
 from tests.conftest import invoke
@@ -100,3 +107,63 @@ def test_bf16_without_native_support_is_a_usage_error(
     out = tmp_path / "m.safetensors"
     result = invoke(["train", digits_csv, "-o", out, "--precision", "bf16", "--device", "cpu"])
     assert result.code == 2 and "--precision bf16" in result.stderr
+
+
+def test_tf32_switch_is_on_only_inside_and_restored_after_an_error() -> None:
+    assert torch.backends.cuda.matmul.allow_tf32 is False  # torch's default
+    with matmul_precision("fp32"):
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    with pytest.raises(KeyError), matmul_precision("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+        assert torch.get_float32_matmul_precision() == "high"  # inductor asks this; no raise
+        raise KeyError("a failed epoch")
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_tf32_trains_the_fp32_step_with_the_switch_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plumbing, on a CPU: tf32 takes fp32's hand-written step, the switch is on while
+    every epoch runs and off afterwards. A CPU has no TF32 units, so the weights are fp32's
+    bit for bit (the autograd step, or any other, would round differently).
+    """
+    monkeypatch.setattr(api, "check_runtime", lambda *args: None)  # tf32 is refused on a CPU
+    values = np.random.default_rng(0).random((200, 12), dtype=np.float32)
+    config = ModelConfig(n_inputs=12, hidden=(8,), latent=3)
+    weights, switch = {}, []
+    for precision in ("fp32", "tf32"):
+        train = TrainConfig(epochs=3, device="cpu", precision=precision)
+        on_epoch = lambda stats: switch.append(torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
+        fitted, _ = api.train(Table(values, None, (12,)), config, train, on_epoch)
+        weights[precision] = fitted.model.state_dict()
+    assert switch == [False] * 3 + [True] * 3
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    for name, value in weights["fp32"].items():
+        assert torch.equal(value, weights["tf32"][name]), name
+
+
+def test_tf32_on_a_cpu_is_a_usage_error(tmp_path: Path, digits_csv: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", digits_csv, "-o", out, "--precision", "tf32", "--device", "cpu"])
+    assert result.code == 2 and "--precision tf32" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
+    reason="needs a CUDA device with TF32 units",
+)
+def test_tf32_on_cuda_is_close_to_fp32_and_deterministic(tmp_path: Path, digits_csv: Path) -> None:
+    losses, files = {}, []
+    for name, precision in [("fp32", "fp32"), ("tf32", "tf32"), ("again", "tf32")]:
+        out = tmp_path / f"{name}.safetensors"
+        args = ["train", digits_csv, "-o", out, "--precision", precision, "--device", "cuda"]
+        assert invoke([*args, "--epochs", "10", "-q"]).code == 0
+        assert modelfile.load(str(out)).train_config.precision == precision
+        report = json.loads(invoke(["evaluate", out, digits_csv, "--json"]).text)
+        losses[name] = report["mse"]
+        files.append(out.read_bytes())
+    assert losses["tf32"] == pytest.approx(losses["fp32"], rel=0.1)
+    assert files[1] == files[2]  # same seed, same device: the same file
+    assert torch.backends.cuda.matmul.allow_tf32 is False

@@ -138,8 +138,8 @@ def train(
     precision: Annotated[
         Precision,
         typer.Option(
-            help="bf16: big matrix products in bfloat16, float32 weights; on CPUs with "
-            "AVX512-BF16/AMX and CUDA GPUs; see benchmarks/precision.py."
+            help="Weights stay float32. bf16: big products in bfloat16 (AVX512-BF16/AMX CPUs, "
+            "CUDA GPUs); tf32: fp32 on TF32 units (CUDA, Ampere+); see benchmarks/precision.py."
         ),
     ] = Precision(_T.precision),
     threads: Annotated[

@@ -144,21 +144,25 @@ def _check_tf32(device: torch.device) -> None:
 def matmul_precision(precision: str) -> Iterator[None]:
     """While training in tf32, float32 products on CUDA run on TF32 units; as before after.
 
-    torch's switch is process-wide: it is set for the training that asked for it and
-    restored when it ends, so a notebook's other work keeps the precision it had. The
-    ``allow_tf32`` setter (not ``fp32_precision``) keeps torch's two precision APIs
-    consistent: after setting only the new one, ``torch.get_float32_matmul_precision``
-    raises, and inductor asks it (``--compile``).
+    torch's switch is process-wide: it is set for the training that asked for it and put
+    back when it ends, so a notebook's other work keeps the precision it had. torch has
+    two APIs for it that must agree: after setting only the new ``fp32_precision``,
+    reading the legacy one raises (``torch.get_float32_matmul_precision``, which
+    inductor's autotuning asks). So the legacy setter, which sets both, turns it on; on
+    the way out it turns both off and the new one gets back the user's own value. Where
+    the user already has TF32 on, nothing is touched.
     """
-    if precision != "tf32":
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision  # the new API: readable whatever the state
+    if precision != "tf32" or before == "tf32":
         yield
         return
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
+    matmul.allow_tf32 = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        matmul.allow_tf32 = False
+        matmul.fp32_precision = before
 
 
 def _check_bf16(device: torch.device) -> None:

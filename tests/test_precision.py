@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,16 +110,43 @@ def test_bf16_without_native_support_is_a_usage_error(
     assert result.code == 2 and "--precision bf16" in result.stderr
 
 
-def test_tf32_switch_is_on_only_inside_and_restored_after_an_error() -> None:
-    assert torch.backends.cuda.matmul.allow_tf32 is False  # torch's default
-    with matmul_precision("fp32"):
-        assert torch.backends.cuda.matmul.allow_tf32 is False
-    with pytest.raises(KeyError), matmul_precision("tf32"):
-        assert torch.backends.cuda.matmul.allow_tf32 is True
-        assert torch.get_float32_matmul_precision() == "high"  # inductor asks this; no raise
-        raise KeyError("a failed epoch")
-    assert torch.backends.cuda.matmul.allow_tf32 is False
-    assert torch.get_float32_matmul_precision() == "highest"
+def _matmul_state() -> tuple[str, str]:
+    """torch's TF32 switch as its new API and its legacy one read it ("raises": they disagree)."""
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        legacy = "raises"
+    return torch.backends.cuda.matmul.fp32_precision, legacy
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        lambda: None,  # torch's default: fp32 products, "none" in the new API
+        lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "ieee"),
+        lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32"),
+        lambda: torch.set_float32_matmul_precision("high"),
+    ],
+    ids=["default", "new-api-ieee", "new-api-tf32", "legacy-high"],
+)
+def test_tf32_switch_is_on_inside_and_as_the_user_left_it_after(setup: Any) -> None:
+    """On while training (both APIs agree, or inductor's reading of the legacy one
+    raises), then back to what it was, whichever API the user set it with."""
+    saved = torch.backends.cuda.matmul.fp32_precision, torch.get_float32_matmul_precision()
+    try:
+        setup()
+        before = _matmul_state()
+        with matmul_precision("fp32"):
+            assert _matmul_state() == before
+        with pytest.raises(KeyError), matmul_precision("tf32"):
+            assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+            if before[1] != "raises":  # the user's own disagreement stays theirs
+                assert torch.get_float32_matmul_precision() == "high"
+            raise KeyError("a failed epoch")
+        assert _matmul_state() == before
+    finally:
+        torch.set_float32_matmul_precision(saved[1])
+        torch.backends.cuda.matmul.fp32_precision = saved[0]
 
 
 def test_tf32_trains_the_fp32_step_with_the_switch_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,7 +164,7 @@ def test_tf32_trains_the_fp32_step_with_the_switch_on(monkeypatch: pytest.Monkey
         fitted, _ = api.train(Table(values, None, (12,)), config, train, on_epoch)
         weights[precision] = fitted.model.state_dict()
     assert switch == [False] * 3 + [True] * 3
-    assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert _matmul_state() == ("none", "highest")  # torch's default again
     for name, value in weights["fp32"].items():
         assert torch.equal(value, weights["tf32"][name]), name
 
@@ -166,4 +194,4 @@ def test_tf32_on_cuda_is_close_to_fp32_and_deterministic(tmp_path: Path, digits_
         files.append(out.read_bytes())
     assert losses["tf32"] == pytest.approx(losses["fp32"], rel=0.1)
     assert files[1] == files[2]  # same seed, same device: the same file
-    assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert _matmul_state() == ("none", "highest")

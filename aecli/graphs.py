@@ -39,6 +39,18 @@ def wanted(device: torch.device) -> bool:
     return device.type == "cuda" and os.environ.get("AECLI_CUDA_GRAPHS", "1") != "0"
 
 
+def on_side_stream(run: Callable[[], None], device: torch.device) -> None:
+    """``run`` on a side stream that waits for the current one and is waited for after.
+
+    How torch.cuda.graph asks for the eager warm-up calls before a capture.
+    """
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
 class GraphedStep:
     """Full batches of ``rows`` rows: the step, Adam and the running loss sums, replayed.
 
@@ -83,11 +95,7 @@ class GraphedStep:
             self.graph.replay()
             return
         if self.warm < WARMUP_STEPS:
-            side = torch.cuda.Stream(batch.device)
-            side.wait_stream(torch.cuda.current_stream(batch.device))
-            with torch.cuda.stream(side):
-                self._body(batch)
-            torch.cuda.current_stream(batch.device).wait_stream(side)
+            on_side_stream(lambda: self._body(batch), batch.device)
             self.warm += 1
             return
         self.static.copy_(batch)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory, matmul_precision
 from aecli.fastpath import bf16_product
-from aecli.graphs import graphed_step
+from aecli.graphs import WARMUP_STEPS, graphed_step, on_side_stream
 from aecli.models import build_model
 from aecli.openmp import SHORT_WAIT, wait_briefly
 from aecli.train import _train_epoch, compiled_step, make_optimizer
@@ -195,12 +195,8 @@ def graph_of(step: Callable[[], None], times: int, device: torch.device) -> Call
 
     def run() -> None:
         if not graph:
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    step()
-            torch.cuda.current_stream(device).wait_stream(side)
+            for _ in range(WARMUP_STEPS):
+                on_side_stream(step, device)
             graph.append(torch.cuda.CUDAGraph())
             with torch.cuda.graph(graph[0]):
                 step()

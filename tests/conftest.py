@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,18 @@ import pytest
 from typer.testing import CliRunner
 
 from aecli import cli
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each xdist worker and each ATEN_CPU_CAPABILITY compiles into its own inductor cache.
+
+    Two workers building torch.compile's precompiled header in one shared directory, or
+    one built under another CPU capability, failed with "'at::vec' has not been declared".
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", "native")
+    cache = Path(tempfile.gettempdir()) / "aecli-tests-inductor" / capability / worker
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
 
 
 @dataclass
@@ -32,6 +46,40 @@ def invoke(args: list[str], input: bytes | str | None = None) -> Outcome:
         sys.stdout.flush()
         sys.stderr.flush()
         return Outcome(code, out.getvalue(), err.getvalue().decode())
+
+
+def assert_same_table(actual: str, golden: str, rtol: float = 1e-5) -> None:
+    """A CSV output equal to a golden one: the same text where text is exactly determined
+    (header, ids, shape), and numbers within float32 rounding of a few ulps.
+
+    Numbers are not compared as text: each CPU kernel (ATEN_CPU_CAPABILITY default, avx2,
+    avx512, ARM) sums float32 in its own order, so the last digit differs between machines.
+    ``atol`` is scaled to the table's largest value, for values that are sums near zero.
+    """
+    got, want = actual.splitlines(), golden.splitlines()
+    assert len(got) == len(want), f"{len(got)} lines, golden has {len(want)}"
+    assert got[0] == want[0], "header"
+    scale = max(
+        (abs(float(c)) for line in want[1:] for c in line.split(",") if _number(c)), default=1
+    )
+    for number, (line, expected) in enumerate(zip(got[1:], want[1:]), start=2):
+        cells, golden_cells = line.split(","), expected.split(",")
+        assert len(cells) == len(golden_cells), f"line {number}: {len(cells)} cells"
+        for column, (cell, gold) in enumerate(zip(cells, golden_cells), start=1):
+            if not _number(gold):
+                assert cell == gold, f"line {number}, column {column}"
+                continue
+            assert _number(cell), f"line {number}, column {column}: {cell!r}"
+            close = np.isclose(float(cell), float(gold), rtol=rtol, atol=scale * 1e-6)
+            assert close, f"line {number}, column {column}: {cell} != {gold}"
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")

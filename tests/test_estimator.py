@@ -25,6 +25,7 @@ def _csv_rows(text: str):
     return np.loadtxt(text.splitlines()[1:], delimiter=",", ndmin=2)
 
 
+@pytest.mark.determinism
 def test_the_same_model_file_as_the_cli(tmp_path, digits, digits_csv) -> None:
     """Same data, flags and seed: fit + save writes the bytes 'aecli train' writes."""
     import pandas as pd

@@ -95,6 +95,7 @@ def test_warm_up_weighs_the_latent_loss_in_training_only(digits: np.ndarray, tie
     assert loss.item() == pytest.approx(terms["reconstruction"].item())
 
 
+@pytest.mark.determinism
 def test_warm_up_resumes_to_the_uninterrupted_run(tmp_path: Path, digits_csv: Path) -> None:
     whole, part = tmp_path / "whole.safetensors", tmp_path / "part.safetensors"
     args = ["--kind", "vae", "--beta-warmup", "3", "--seed", "1", "-q"]

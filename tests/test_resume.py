@@ -24,6 +24,7 @@ def _train(data: Path, out: Path, *extra: object) -> None:
     assert result.code == 0, result.stderr
 
 
+@pytest.mark.determinism
 @pytest.mark.parametrize("kind", ["basic", "vae", "denoise", "sparse"])
 def test_resume_repeats_an_uninterrupted_run(tmp_path: Path, table_csv: Path, kind: str) -> None:
     whole, part = tmp_path / "whole.safetensors", tmp_path / "part.safetensors"
@@ -104,6 +105,7 @@ STOPS = {
 }
 
 
+@pytest.mark.determinism
 @pytest.mark.parametrize("how", [*STOPS, "kill-9"])
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(
     tmp_path: Path, digits_csv: Path, how: str

@@ -42,6 +42,7 @@ def test_streamed_training_learns_like_in_memory(tmp_path: Path, digits_npy: Pat
     assert fitted.summary["rows"] + fitted.summary["val_rows"] == 600
 
 
+@pytest.mark.determinism
 def test_streamed_training_is_deterministic_and_resumable(tmp_path: Path, digits_npy: Path) -> None:
     a, b, part = (tmp_path / f"{n}.safetensors" for n in ("a", "b", "part"))
     _train(digits_npy, a, "--chunk-rows", "100")

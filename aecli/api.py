@@ -6,19 +6,21 @@ devices and torch stay inside.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from aecli.config import Loss, ModelConfig, Scale, TrainConfig
+from aecli.config import Loss, ModelConfig, TrainConfig
 from aecli.device import check_runtime, choose_threads, matmul_precision, resolve_device
 from aecli.distributed import World, rank_device
 from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
 from aecli.io import NpyRows, Table
 from aecli.models import build_model
+from aecli.order import SAMPLE_ROWS, Order, Source, TrainingRows, source_of
+from aecli.order import fit_scaler as order_fit_scaler
 from aecli.pca import PCA
 from aecli.scaler import Scaler
 from aecli.train import (
@@ -26,7 +28,6 @@ from aecli.train import (
     EpochStats,
     History,
     OptimizerState,
-    Sharded,
     evaluate_loss,
     fit,
 )
@@ -66,6 +67,7 @@ def train(
     check_runtime(train_config.precision, device, train_config.compile)
     start_epoch = 1
     streamed = isinstance(table, NpyRows)
+    source = source_of(table)
     if resume is None:
         if scaler is None:
             scaler = fit_scaler(table, train_config, model_config.loss == Loss.bce.value)
@@ -83,22 +85,11 @@ def train(
                 f"ask for more (--epochs N with N > {start_epoch - 1})",
                 flag="--epochs",
             )
-    if streamed:
-        if model_config.loss == Loss.bce.value and scaler.bounds is not None:  # F07
-            low, high = scaler.bounds
-            edges = scaler.transform(np.stack([low, high]).astype(np.float32))
-            _check_unit_range(edges, train_config.scale)
-        train_data, val_rows, n_train = _stream_split(table, scaler, train_config, world)
-    else:
-        # Split the raw rows once: the baselines below need them unscaled (a clipped
-        # row does not scale back), the model needs them scaled.
-        train_values, val_values = split_rows(
-            table.values, train_config.val_fraction, train_config.seed
-        )
-        train_rows, val_rows = scaler.transform(train_values), scaler.transform(val_values)
-        if model_config.loss == Loss.bce.value:
-            _check_unit_range(np.concatenate([train_rows, val_rows]), train_config.scale)
-        n_train = int(train_rows.shape[0])
+    order = Order.of(source.rows, train_config, source.n_features)
+    if model_config.loss == Loss.bce.value:
+        _check_unit_range(scaler, source, train_config.scale)
+    val_rows = scaler.transform(source.at(order.held_out))
+    n_train = order.n_train
 
     torch.manual_seed(train_config.seed)
     model = build_model(model_config) if resume is None else resume.model
@@ -110,10 +101,7 @@ def train(
         )
         torch.set_num_threads(threads)
     model.to(device)
-    if streamed:
-        train_x: torch.Tensor | StreamedRows = train_data.to(device)
-    else:
-        train_x = torch.from_numpy(train_rows).to(device)
+    train_x = TrainingRows(source, order, scaler, train_config, device, world, not streamed)
     val_x = torch.from_numpy(val_rows).to(device) if len(val_rows) else None
     base = {
         "rows": n_train,
@@ -151,9 +139,10 @@ def train(
             from aecli import layerwise
 
             layerwise.check(model, train_config, streamed, resume is not None)
-            assert isinstance(train_x, torch.Tensor)
-            stages = layerwise.pretrain(model, train_x, val_x, train_config, fit, on_epoch)
-            stacked = evaluate_loss(model, val_x if val_x is not None else train_x, 256)
+            assert train_x.tensor is not None
+            rows = train_x.tensor
+            stages = layerwise.pretrain(model, rows, val_x, train_config, fit, on_epoch)
+            stacked = evaluate_loss(model, val_x if val_x is not None else rows, 256)
             base["layerwise"] = {"stages": stages, "stacked_loss": stacked}
             fit_config = layerwise.finetune_config(train_config)
             if on_epoch is not None:
@@ -184,10 +173,7 @@ def train(
     if not world.main:  # the other ranks write nothing, so need no baselines
         return fitted, history
     try:
-        if streamed:
-            _add_streamed_baselines(fitted, table, train_config)
-        else:
-            _add_baselines(fitted, train_values)
+        _add_baselines(fitted, source, order, train_config.seed)
     except KeyboardInterrupt:
         # F05: an interrupt while the baselines are computed keeps the trained
         # model; it goes without them (score falls back to the error; a --resume
@@ -202,150 +188,39 @@ def fit_scaler(table: Table | NpyRows, config: TrainConfig, unit_range: bool) ->
     """The scaling ``config.scale`` asks for, fitted on every row of ``table``.
 
     ``unit_range``: the loss needs values in [0, 1] (cross-entropy), which
-    ``auto`` then provides. A streamed ``.npy`` is fitted in one pass over its
-    chunks (robust quantiles from a seeded sample of rows).
+    ``auto`` then provides. One pass over the rows in blocks, whether they are in
+    memory or on disk (aecli.order.fit_scaler), so both give the same scaler.
     """
-    if not isinstance(table, NpyRows):
-        return Scaler.fit(
-            table.values, config.scale, row_shape=table.row_shape, unit_range=unit_range
-        )
-    from aecli.scaler import QUANTILE_SAMPLE_ROWS
-
-    sample = None
-    if config.scale in (Scale.auto.value, Scale.robust.value):
-        n = min(table.rows, QUANTILE_SAMPLE_ROWS)
-        picked = np.random.default_rng(config.seed + 2).choice(table.rows, n, replace=False)
-        sample = table.take(np.sort(picked))
-    chunks = table.chunks(_chunk_size(config), count_dropped=True)
-    return Scaler.fit_chunks(
-        chunks, config.scale, row_shape=table.row_shape, unit_range=unit_range, sample=sample
-    )
+    return order_fit_scaler(source_of(table), config, unit_range)
 
 
 PCA_MAX_INPUTS = 4096  # above this the d x d covariance is not worth storing
 
 
-def _add_baselines(fitted: FittedModel, train_values: np.ndarray) -> None:
-    """What later commands compare against: PCA of the same code size, training scores."""
-    from aecli.diagnostics import code_stats, score_quantiles
+def _add_baselines(fitted: FittedModel, source: Source, order: Order, seed: int) -> None:
+    """What later commands compare against: PCA of the same code size, training scores.
 
-    if fitted.config.n_inputs <= PCA_MAX_INPUTS:
-        fitted.pca = PCA.fit(train_values, min(fitted.config.latent, fitted.config.n_inputs))
-    fitted.code_stats = code_stats(fitted, train_values)
-    fitted.score_quantiles = score_quantiles(fitted, train_values)
-
-
-STREAM_CHUNK_ROWS = 65536  # default chunk when a .npy is streamed
-STREAM_VAL_ROWS = 50_000  # held-out rows kept in memory when streaming
-STREAM_SAMPLE_ROWS = 100_000  # training rows whose scores give the stored percentiles
-
-
-def _chunk_size(config: TrainConfig) -> int:
-    return config.chunk_rows or STREAM_CHUNK_ROWS
-
-
-class StreamedRows:
-    """Training rows of a memory-mapped .npy, served in shuffled chunks each epoch.
-
-    The chunk order is drawn from (seed, epoch) and rows are shuffled within
-    each chunk by the trainer, so memory holds one chunk however large the
-    file; held-out rows are skipped.
+    PCA over every training row, in the order's chunks; code statistics and score
+    percentiles from a seeded sample of them (every one of a smaller table).
     """
-
-    def __init__(
-        self,
-        source: NpyRows,
-        scaler: Scaler,
-        held_out: np.ndarray,
-        config: TrainConfig,
-        world: World | None = None,
-    ) -> None:
-        self.source = source
-        self.scaler = scaler
-        self.held_out = held_out
-        self.size = _chunk_size(config)
-        self.seed = config.seed
-        self.batch_size = config.batch_size
-        self.world = world or World()
-        self.device = torch.device("cpu")
-
-    def to(self, device: torch.device) -> StreamedRows:
-        self.device = device
-        return self
-
-    def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
-        from aecli.train import epoch_seed
-
-        n_chunks = -(-self.source.rows // self.size)
-        order = np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(n_chunks)
-        for index in order.tolist():
-            start = index * self.size
-            if self.world.many:
-                yield self._share(start)
-                continue
-            values = self.source.chunk(start, start + self.size, exclude=self.held_out)
-            yield torch.from_numpy(self.scaler.transform(values)).to(self.device)
-
-    def _share(self, start: int) -> Sharded:
-        """This rank's rows of one chunk, read by position: its share of every batch.
-
-        The chunk's permutation is drawn here, as the trainer would draw it for the
-        whole chunk, so the steps are those of one process reading every row.
-        """
-        stop = min(start + self.size, self.source.rows)
-        skip = np.union1d(self.held_out, self.source.stats.dropped_rows)
-        rows = np.setdiff1d(np.arange(start, stop), skip, assume_unique=True)
-        n = len(rows)
-        order = torch.randperm(n, device=self.device).cpu().numpy()
-        mine = []
-        for first in range(0, n, self.batch_size):
-            lo, hi = self.world.share(min(self.batch_size, n - first))
-            mine.append(order[first + lo : first + hi])
-        wanted = rows[np.concatenate(mine)] if mine else rows[:0]
-        values = self.scaler.transform(self.source.rows_at(wanted))
-        return Sharded(torch.from_numpy(values).to(self.device), n)
-
-
-def _stream_split(
-    source: NpyRows, scaler: Scaler, config: TrainConfig, world: World | None = None
-) -> tuple[StreamedRows, np.ndarray, int]:
-    """A seeded held-out sample (at most STREAM_VAL_ROWS rows) and the streamed rest."""
-    n = source.rows
-    n_val = min(round(n * config.val_fraction), n - 1, STREAM_VAL_ROWS)
-    rng = np.random.default_rng(config.seed)
-    held_out = np.sort(rng.choice(n, n_val, replace=False)) if n_val > 0 else np.zeros(0, int)
-    val_rows = scaler.transform(source.take(held_out)) if n_val > 0 else np.zeros((0, 1))
-    n_train = n - n_val - source.stats.dropped
-    return StreamedRows(source, scaler, held_out, config, world), val_rows, n_train
-
-
-def _add_streamed_baselines(fitted: FittedModel, source: NpyRows, config: TrainConfig) -> None:
-    """PCA over all rows in chunks; code statistics and score percentiles from a seeded sample."""
     from aecli.diagnostics import code_stats, score_quantiles
 
-    size = _chunk_size(config)
     if fitted.config.n_inputs <= PCA_MAX_INPUTS:
         k = min(fitted.config.latent, fitted.config.n_inputs)
-        fitted.pca = PCA.fit_chunks(lambda: source.chunks(size), k)
-    n = min(source.rows, STREAM_SAMPLE_ROWS)
-    sample = np.sort(np.random.default_rng(config.seed + 1).choice(source.rows, n, replace=False))
-    rows = source.take(sample)
+        fitted.pca = PCA.fit_chunks(order.train_blocks(source), k)
+    rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
     fitted.code_stats = code_stats(fitted, rows)
     fitted.score_quantiles = score_quantiles(fitted, rows)
 
 
-def split_rows(values: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random hold-out; at least one training row is always kept."""
-    n = values.shape[0]
-    n_val = min(round(n * val_fraction), n - 1)
-    if n_val <= 0:
-        return values, values[:0]
-    order = np.random.default_rng(seed).permutation(n)
-    return values[order[n_val:]], values[order[:n_val]]
-
-
-def _check_unit_range(scaled: np.ndarray, scale: str) -> None:
-    low, high = float(scaled.min()), float(scaled.max())
+def _check_unit_range(scaler: Scaler, source: Source, scale: str) -> None:
+    """Cross-entropy needs every scaled value in [0, 1]: the scaled column ranges must be."""
+    if scaler.bounds is None:  # a resumed model: its rows, scaled
+        scaled = np.concatenate([scaler.transform(b) for b in source.scan(65536)])
+        low, high = float(scaled.min()), float(scaled.max())
+    else:
+        edges = scaler.transform(np.stack(scaler.bounds).astype(np.float32))
+        low, high = float(edges.min()), float(edges.max())
     if low < -_BCE_TOLERANCE or high > 1 + _BCE_TOLERANCE:
         raise UsageError(
             f"cross-entropy needs inputs in [0, 1], but with --scale {scale} the data spans "

@@ -277,7 +277,7 @@ class TrainConfig:
     scale: str = Scale.auto.value  # measured: see docs/anomaly.md and benchmarks/quality.py
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
     precision: str = Precision.fp32.value  # bf16/tf32: faster products, fp32 master weights
-    chunk_rows: int = 0  # > 0: stream a .npy in shuffled chunks of this many rows
+    chunk_rows: int = 0  # rows train in shuffled chunks of this many (0: aecli/order.py's rule)
     compile: bool = False  # torch.compile the training forward pass
     beta_warmup: int = 0  # VAE: the latent loss weight rises from 0 to beta over N epochs
     layerwise: bool = False  # train one shallow autoencoder a layer, then fine-tune the stack

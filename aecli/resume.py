@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 # Every model field shapes the weights: all are fixed.
 FIXED_MODEL = tuple(f.name for f in dataclasses.fields(ModelConfig))
-# The scaler, the held-out split and the shuffles come from these.
-FIXED_TRAIN = ("scale", "val_fraction", "seed", "layerwise", "finetune_epochs")
+# The scaler, the held-out split and the shuffles come from these (chunk_rows: the chunks
+# the rows are shuffled in, aecli/order.py).
+FIXED_TRAIN = ("scale", "val_fraction", "seed", "layerwise", "finetune_epochs", "chunk_rows")
 # How the remaining epochs run.
 RESUMABLE_TRAIN = (
     "epochs",
@@ -33,7 +34,6 @@ RESUMABLE_TRAIN = (
     "early_stopping",
     "checkpoint_every",
     "precision",
-    "chunk_rows",
     "compile",
     "beta_warmup",
 )

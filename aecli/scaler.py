@@ -13,7 +13,7 @@ neither squash every other value nor dominate the loss.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,6 @@ IQR_SIGMA = 1.349
 # touched, while a value 1000 spreads out counts as 5: a few such rows no longer set
 # the loss, and their error still ranks them at the top of the anomaly scores.
 ROBUST_CLIP = 5.0
-QUANTILE_SAMPLE_ROWS = 100_000  # rows (seeded sample) that streamed training takes quantiles of
 
 
 @dataclass
@@ -80,11 +79,12 @@ class Scaler:
         *,
         row_shape: tuple[int, ...] = (),
         unit_range: bool = False,
-        sample: np.ndarray | None = None,
+        sample: np.ndarray | Callable[[], np.ndarray] | None = None,
     ) -> Scaler:
         """``fit`` over row chunks (one pass, float64 sums): for data that does not fit memory.
 
-        Robust scaling takes its quantiles from ``sample``, a seeded sample of the rows.
+        Robust scaling takes its quantiles from ``sample``, a seeded sample of the rows
+        (or a function giving it, called after the pass, once the rows are counted).
         """
         low = high = total = squares = None
         count = 0
@@ -107,6 +107,8 @@ class Scaler:
         if method == Scale.robust.value:
             if sample is None:
                 raise ValueError("robust scaling of streamed rows needs a sample of them")
+            if callable(sample):
+                sample = sample()
             q1, mid, q3 = np.quantile(np.asarray(sample, np.float64), [0.25, 0.5, 0.75], axis=0)
             std = np.sqrt(np.maximum(squares / count - (total / count) ** 2, 0.0))
             scaler = cls._robust(mid, (q3 - q1) / IQR_SIGMA, std, reason)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from aecli import modelfile
 from aecli.distributed import BatchShare, World, from_env, rank_device
 from aecli.errors import UsageError
+from aecli.train import Sharded
 from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,24 +110,31 @@ def test_a_share_gets_its_rows_of_the_whole_batchs_noise() -> None:
 
 def test_each_rank_reads_its_share_of_a_streamed_npy(tmp_path: Path, digits: np.ndarray) -> None:
     """Under torchrun a .npy is read by rank: the ranks' rows, batch by batch, are the chunk."""
-    from aecli import api
+    from aecli import order
     from aecli.config import TrainConfig
     from aecli.io import NpyRows
 
     path = tmp_path / "d.npy"
     np.save(path, digits)
     config = TrainConfig(chunk_rows=500, batch_size=25)
-    source = NpyRows(str(path))
-    scaler = api.fit_scaler(source, config, False)
-    single, _, _ = api._stream_split(source, scaler, config)
+    source = order.OnDisk(NpyRows(str(path)))
+    scaler = order.fit_scaler(source, config, False)
+    plan = order.Order.of(source.rows, config, source.n_features)
+    cpu = torch.device("cpu")
+
+    def rows(world: World) -> order.TrainingRows:
+        return order.TrainingRows(source, plan, scaler, config, cpu, world, in_memory=False)
+
     torch.manual_seed(5)
-    chunk = next(iter(single.epoch(1)))
+    chunk = next(iter(rows(World()).epoch(1)))
+    assert isinstance(chunk, torch.Tensor)
     whole = chunk[torch.randperm(chunk.shape[0])]  # what one process trains on, in order
     shares = []
     for rank in range(3):
-        sharded, _, _ = api._stream_split(source, scaler, config, World(rank, 3))
         torch.manual_seed(5)
-        shares.append(next(iter(sharded.epoch(1))))
+        share = next(iter(rows(World(rank, 3)).epoch(1)))
+        assert isinstance(share, Sharded)
+        shares.append(share)
     assert all(s.n == whole.shape[0] for s in shares)
     assert sum(s.rows.shape[0] for s in shares) == whole.shape[0]  # each row read once
     rebuilt, offsets = [], [0, 0, 0]
@@ -140,23 +148,36 @@ def test_each_rank_reads_its_share_of_a_streamed_npy(tmp_path: Path, digits: np.
 
 # -- real torchrun jobs --------------------------------------------------------------
 @needs_torchrun
-@pytest.mark.parametrize("name", list(KINDS))
+@pytest.mark.parametrize("name", [*KINDS, "basic-csv"])
 def test_two_processes_train_the_model_one_process_trains(
-    tmp_path: Path, digits_csv: Path, name: str
+    tmp_path: Path, digits_csv: Path, digits: np.ndarray, name: str
 ) -> None:
-    flags = KINDS[name]
+    """A .npy: two ranks each stream their share, one process holds every row in memory.
+
+    A CSV: every rank reads it whole and trains on its share of each batch.
+    """
+    flags = KINDS[name.removesuffix("-csv")]
+    data = digits_csv
+    if not name.endswith("-csv"):
+        data = tmp_path / "d.npy"
+        np.save(data, digits[:400])
     two = tmp_path / f"{name}-2.safetensors"
-    args = ["-m", "aecli", "train", digits_csv, "-o", two, *ARGS, *flags]
+    args = ["-m", "aecli", "train", data, "-o", two, *ARGS, *flags]
     done = subprocess.run(_torchrun(*args), env=_env(), capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     one = tmp_path / f"{name}-1.safetensors"
-    result = invoke(["train", digits_csv, "-o", one, *ARGS, *flags])
+    result = invoke(["train", data, "-o", one, *ARGS, *flags])
     assert result.code == 0, result.stderr
     _assert_same_model(one, two)
+    codes = [invoke(["encode", model, data, "-o", tmp_path / f"{n}.npy"]) for n, model in
+             (("one", one), ("two", two))]  # fmt: skip
+    assert all(c.code == 0 for c in codes)
+    one_codes, two_codes = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
+    np.testing.assert_allclose(two_codes, one_codes, rtol=1e-4, atol=1e-4)
     summary = modelfile.load(str(two)).summary
     assert (summary["world_size"], summary["backend"]) == (2, "gloo")
     assert modelfile.load(str(one)).summary["backend"] is None
-    if name != "basic":
+    if name != "basic-csv":
         return
     # The file is like any other: info, encode and score use it.
     info = invoke(["info", two])

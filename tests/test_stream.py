@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from aecli import api, io, modelfile
+from aecli import io, modelfile, order
 from aecli.config import ModelConfig, TrainConfig
+from aecli.distributed import World
 from aecli.io import NpyRows, stream
 from tests.conftest import invoke
 
@@ -42,6 +46,49 @@ def test_streamed_training_learns_like_in_memory(tmp_path: Path, digits_npy: Pat
     assert fitted.summary["rows"] + fitted.summary["val_rows"] == 600
 
 
+KINDS = {
+    "basic": [],  # the hand-written step
+    "tied": ["--tied"],  # autograd
+    "sparse": ["--kind", "sparse"],
+    "vae": ["--kind", "vae"],
+    "denoise": ["--kind", "denoise", "--noise", "dropout"],
+}
+
+
+@pytest.mark.determinism
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_loaded_or_streamed_the_same_file(
+    tmp_path: Path, digits_npy: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Whether a .npy is streamed is a memory decision: it must not change one byte."""
+    loaded, streamed = tmp_path / "loaded.safetensors", tmp_path / "streamed.safetensors"
+    flags = ["--batch-size", "32", "--epochs", "3", *KINDS[kind]]
+    _train(digits_npy, loaded, *flags)
+    monkeypatch.setattr(stream, "_available_memory", lambda: 1000)  # now it streams
+    assert stream.should_stream(str(digits_npy), 0)
+    _train(digits_npy, streamed, *flags)
+    assert streamed.read_bytes() == loaded.read_bytes()
+
+
+@pytest.mark.determinism
+def test_several_chunks_in_memory_take_the_steps_streaming_takes(
+    tmp_path: Path, digits: np.ndarray
+) -> None:
+    """--chunk-rows 100 on a CSV (read whole) and on a .npy (streamed): the same weights."""
+    csv, npy = tmp_path / "d.csv", tmp_path / "d.npy"
+    np.savetxt(csv, digits[:450], delimiter=",", fmt="%g")
+    np.save(npy, digits[:450])
+    flags = ["--chunk-rows", "100", "--batch-size", "32", "--epochs", "3", "--kind", "vae"]
+    weights = []
+    for data in (csv, npy):
+        out = tmp_path / f"{data.suffix}.safetensors"
+        _train(data, out, *flags)
+        weights.append(load_file(str(out)))
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+
+
 @pytest.mark.determinism
 def test_streamed_training_is_deterministic_and_resumable(tmp_path: Path, digits_npy: Path) -> None:
     a, b, part = (tmp_path / f"{n}.safetensors" for n in ("a", "b", "part"))
@@ -54,24 +101,28 @@ def test_streamed_training_is_deterministic_and_resumable(tmp_path: Path, digits
     assert part.read_bytes() == a.read_bytes()
 
 
-def test_chunks_skip_held_out_rows_and_cover_the_rest() -> None:
-    class Source(NpyRows):
-        def __init__(self, values: np.ndarray) -> None:
-            self.flat, self.features, self.stats = values, None, io.ReadStats()
-            self.name, self.opts = "mem", io.ReadOptions()
-
+def test_chunks_skip_held_out_rows_and_cover_the_rest(tmp_path: Path) -> None:
     values = np.arange(50, dtype=np.float32).reshape(25, 2)
-    source = Source(values)
-    table = api._stream_split(source, api.Scaler.fit(values, "none"), TrainConfig(
-        val_fraction=0.2, chunk_rows=4, seed=1))  # fmt: skip
-    streamed, val_rows, n_train = table
+    np.save(tmp_path / "v.npy", values)
+    config = TrainConfig(val_fraction=0.2, chunk_rows=4, seed=1)
+    source = order.OnDisk(NpyRows(str(tmp_path / "v.npy")))
+    plan = order.Order.of(source.rows, config, 2)
+    scaler = order.fit_scaler(source, replace(config, scale="none"), False)
+    cpu = torch.device("cpu")
+    streamed = order.TrainingRows(source, plan, scaler, config, cpu, World(), in_memory=False)
     seen = np.concatenate([c.numpy() for c in streamed.epoch(1)])
-    assert n_train == 20 and len(seen) == 20 and len(val_rows) == 5
+    val_rows = source.at(plan.held_out)
+    assert plan.n_train == 20 and len(seen) == 20 and len(val_rows) == 5
     together = np.concatenate([seen, val_rows])
     assert sorted(together[:, 0].tolist()) == values[:, 0].tolist()
     first = [c.numpy()[0, 0] for c in streamed.epoch(1)]
     assert first == [c.numpy()[0, 0] for c in streamed.epoch(1)]  # order fixed by (seed, epoch)
     assert first != [c.numpy()[0, 0] for c in streamed.epoch(2)]
+    # The same rows, held in memory, come in the same chunks, in the same order.
+    memory = order.InMemory(io.Table(values, None, (2,)))
+    loaded = order.TrainingRows(memory, plan, scaler, config, cpu, World(), in_memory=True)
+    for a, b in zip(loaded.epoch(3), streamed.epoch(3), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_large_npy_streams_automatically(

@@ -194,8 +194,9 @@ def train(
     chunk_rows: Annotated[
         int,
         typer.Option(
-            help="Stream a .npy DATA in shuffled chunks of N rows instead of loading it. "
-            "0 = automatic: a .npy larger than a quarter of the free memory streams.",
+            help="Rows train in shuffled chunks of N consecutive rows; 0 = 2^24 values a "
+            "chunk, at least 65536 rows. N > 0 also streams a .npy DATA from disk, as a .npy "
+            "larger than a quarter of the free memory does: the same model either way.",
             min=0,
         ),
     ] = _T.chunk_rows,
@@ -347,10 +348,11 @@ def train(
             keep_old = False
 
     from aecli.cli.progress import EpochBar, training_summary
+    from aecli.layerwise import epochs_in_all
     from aecli.trainlog import EpochLog
 
     with (
-        EpochBar(_epochs_in_all(train_config, model_config), quiet) as progress,
+        EpochBar(epochs_in_all(train_config, model_config), quiet) as progress,
         EpochLog(log, [data, output, resume]) as logger,
     ):
 
@@ -403,14 +405,6 @@ def train(
         if history.stop == "early-stopping":
             _say(f"aecli: {history.message}; kept epoch {kept}")
         _say(training_summary(fitted, history.seconds, output))
-
-
-def _epochs_in_all(config: TrainConfig, model: ModelConfig) -> int:
-    """What the progress bar counts: --layerwise trains each layer pair, then the stack."""
-    if not config.layerwise:
-        return config.epochs
-    depth = len(model.hidden) + 1
-    return depth * config.epochs + (config.finetune_epochs or config.epochs)
 
 
 # Flags that shape the model or the data split: on --resume they come from the file.

@@ -240,6 +240,7 @@ class NpyRows:
         self.stats = ReadStats()
         self.flat, self.row_shape, self.features = _open_npy(Path(path), self.name, self.opts)
         self.columns: list[str] | None = None
+        self.scanned = False  # a whole pass has counted the dropped rows into stats
 
     @property
     def rows(self) -> int:

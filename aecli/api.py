@@ -22,6 +22,7 @@ from aecli.models import build_model
 from aecli.order import SAMPLE_ROWS, Order, Source, TrainingRows, source_of
 from aecli.order import fit_scaler as order_fit_scaler
 from aecli.pca import PCA
+from aecli.restart import STOPPED
 from aecli.scaler import Scaler
 from aecli.train import (
     EpochCallback,
@@ -46,6 +47,7 @@ def train(
     scaler: Scaler | None = None,
     world: World | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    run: str | None = None,
 ) -> tuple[FittedModel, History]:
     """Fit the scaler and the model; the result lives on the CPU.
 
@@ -57,6 +59,8 @@ def train(
     ``world``: this process's place under torchrun, its group already joined
     (``aecli.distributed.start``); every rank passes the same table and
     configs, and only rank 0's result carries the baselines (the one it writes).
+    ``run``: the fingerprint of the command (aecli/restart.py), kept in the summary of a
+    checkpoint or a stopped run, so that a restart of the same command continues it.
     """
     model_config.validate()
     train_config.validate()
@@ -122,6 +126,8 @@ def train(
             "final": kept.terms,
             "val_loss": kept.val_loss,
         }
+        if run is not None and stop in STOPPED:  # a restart of the command continues it
+            summary["run"] = run
         return FittedModel(
             model, scaler, model_config, train_config, table.columns, table.row_shape,
             summary, state,
@@ -180,6 +186,8 @@ def train(
         # computes them again at its end).
         fitted.pca, fitted.code_stats, fitted.score_quantiles = None, None, {}
         history.stop = fitted.summary["stop"] = "interrupted"
+        if run is not None:
+            fitted.summary["run"] = run
         history.message = f"interrupted after epoch {history.last.epoch}, before its statistics"
     return fitted, history
 

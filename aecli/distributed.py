@@ -92,13 +92,33 @@ def start(world: World, device: torch.device) -> World:
     else:
         backend = "gloo"
     if not dist.is_initialized():
+        timeout = timedelta(seconds=TIMEOUT_S)
         dist.init_process_group(
             backend,
             rank=world.rank,
             world_size=world.size,
-            timeout=timedelta(seconds=TIMEOUT_S),
+            timeout=timeout,
+            store=_attempt_store(world, timeout),
         )
     return World(world.rank, world.size, world.local_rank, world.local_size, backend)
+
+
+def _attempt_store(world: World, timeout: timedelta) -> Any:
+    """Under torchrun's agent, a store of this attempt's own keys; None: torch's default.
+
+    The agent's store outlives a restart (--max-restarts), and with it the first attempt's
+    group keys: the restarted ranks read the dead ranks' addresses and fail to connect
+    ("Gloo connectFullMesh failed ... Connection refused"). A prefix per attempt keeps
+    each attempt's keys apart.
+    """
+    import torch.distributed as dist
+
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    store = dist.TCPStore(host, port, world.size, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"aecli/attempt-{attempt}", store)
 
 
 def stop() -> None:

@@ -205,6 +205,26 @@ def test_two_processes_stream_a_npy_as_one_process_does(tmp_path: Path, digits: 
 
 
 @needs_torchrun
+def test_a_killed_worker_is_restarted_and_picks_up_the_checkpoint(
+    tmp_path: Path, digits_csv: Path
+) -> None:
+    """torchrun --max-restarts 1: rank 1 dies by SIGKILL in epoch 3 of 5 (15 steps an epoch,
+    checkpoints after each); the restarted job continues from epoch 2 to the uninterrupted model.
+    """
+    out, one = tmp_path / "m.safetensors", tmp_path / "one.safetensors"
+    flags = [*ARGS[:-3], "--epochs", "5", "--checkpoint-every", "1", "--device", "cpu"]
+    runner = _torchrun("--max-restarts", "1", JOB, "train", digits_csv, "-o", out, *flags)
+    env = _env(AECLI_TEST_KILL_RANK="1", AECLI_TEST_KILL_AFTER="31")
+    done = subprocess.run(runner, env=env, capture_output=True, timeout=300)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr[-3000:]
+    assert f"aecli: continuing {out} after epoch 2" in stderr, stderr[-3000:]
+    assert invoke(["train", digits_csv, "-o", one, *flags]).code == 0
+    _assert_same_model(one, out)
+    assert modelfile.load(str(out)).summary["kept_epoch"] == 5
+
+
+@needs_torchrun
 def test_a_rank_that_fails_takes_the_job_down(tmp_path: Path, digits_csv: Path) -> None:
     out = tmp_path / "m.safetensors"
     start = time.monotonic()

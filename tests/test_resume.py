@@ -17,6 +17,7 @@ from aecli.io import read_table
 from tests.conftest import invoke
 
 ARGS = ["--batch-size", "32", "--seed", "3", "--quiet"]
+LOUD = ARGS[:-1]  # what a run says on stderr is part of the test
 
 
 def _train(data: Path, out: Path, *extra: object) -> None:
@@ -137,6 +138,66 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(
     # kill -9 may land between naming the temporary and the rename (F27): the next
     # write into the folder removes what a dead process left.
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "whole.safetensors"]
+
+
+def _stop_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Ctrl-C arrives as epoch ``epoch`` starts (in-process, so exactly there)."""
+    import aecli.train
+
+    original, calls = aecli.train._train_epoch, [0]
+
+    def interrupted(*args: object, **kwargs: object) -> dict[str, float]:
+        calls[0] += 1
+        if calls[0] == epoch:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aecli.train, "_train_epoch", interrupted)
+
+
+@pytest.mark.determinism
+def test_the_same_command_again_continues_its_stopped_run(
+    tmp_path: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A requeued job (Slurm --requeue, a Kubernetes Job) runs the same command again."""
+    out, whole = tmp_path / "m.safetensors", tmp_path / "whole.safetensors"
+    flags = [*LOUD, "--epochs", "6", "--checkpoint-every", "2"]
+    _train(digits_csv, whole, *flags)  # uninterrupted
+    with monkeypatch.context() as patch:
+        _stop_in_epoch(patch, 4)
+        stopped = invoke(["train", digits_csv, "-o", out, *flags])
+    assert stopped.code == 130 and modelfile.load(str(out)).summary["kept_epoch"] == 3
+    again = invoke(["train", digits_csv, "-o", out, *flags])
+    assert again.code == 0, again.stderr
+    assert again.stderr.startswith(f"aecli: continuing {out} after epoch 3"), again.stderr
+    assert out.read_bytes() == whole.read_bytes()
+    # Finished, it is not picked up again: the same command trains afresh, to the same file.
+    assert "continuing" not in invoke(["train", digits_csv, "-o", out, *flags]).stderr
+    assert out.read_bytes() == whole.read_bytes()
+
+
+def test_a_stopped_run_of_another_command_is_not_picked_up(
+    tmp_path: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, fresh = tmp_path / "m.safetensors", tmp_path / "fresh.safetensors"
+    flags = [*LOUD, "--epochs", "4", "--checkpoint-every", "1"]
+    with monkeypatch.context() as patch:
+        _stop_in_epoch(patch, 3)
+        assert invoke(["train", digits_csv, "-o", out, *flags]).code == 130
+    other = invoke(["train", digits_csv, "-o", out, *flags, "--lr", "0.01"])
+    assert other.code == 0, other.stderr
+    assert other.stderr.startswith(
+        f"aecli: {out} is a stopped run (epoch 2) of other flags or data; training afresh\n"
+    )
+    _train(digits_csv, fresh, *flags, "--lr", "0.01")
+    assert out.read_bytes() == fresh.read_bytes()
+    # Without --checkpoint-every a run never looks at what -o holds.
+    with monkeypatch.context() as patch:
+        _stop_in_epoch(patch, 3)
+        assert invoke(["train", digits_csv, "-o", out, *flags]).code == 130
+    plain = invoke(["train", digits_csv, "-o", out, *LOUD, "--epochs", "4"])
+    assert plain.code == 0 and "stopped run" not in plain.stderr
+    assert modelfile.load(str(out)).summary["kept_epoch"] == 4
 
 
 def test_the_api_refuses_a_config_that_is_not_the_resumed_models(

@@ -1,7 +1,10 @@
-"""``train --resume``: which flags were given, and whether the model file lets them change."""
+"""``train --resume``: which flags were given, whether the model file lets them change, and
+picking a stopped run of the same command up (``--checkpoint-every``, aecli/restart.py)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -42,3 +45,35 @@ def check_flags(resumed: FittedModel, params: dict[str, Any], given: set[str]) -
             value = parse_channels(value)
         asked[_FIELD.get(name, name)] = value
     resume.check_unchanged(resumed, asked)
+
+
+def pick_up(
+    params: dict[str, Any], data: str, output: str, resume: str | None, say: Callable[[str], None]
+) -> tuple[str | None, str | None]:
+    """This run's fingerprint (with --checkpoint-every), and the model file to resume, if any.
+
+    A stopped run of the same flags and data at ``-o`` is continued, as if ``--resume``
+    named it: what a restarted torchrun worker or a requeued job needs.
+    """
+    if not params.get("checkpoint_every") or output == "-" or not os.path.isfile(data):
+        return None, resume
+    from aecli import restart
+
+    run = restart.fingerprint(params, data)
+    if resume is None:
+        again, note = restart.stopped_run(output, run)
+        if note is not None:
+            say(f"aecli: {note}")
+        resume = output if again else None
+    return run, resume
+
+
+def start(ctx: typer.Context, resume: str, asked: TrainConfig) -> tuple[FittedModel, TrainConfig]:
+    """The model to continue and the training config the run takes from it and the flags."""
+    from aecli import modelfile
+
+    resumed = modelfile.load(resume)
+    given_names = {name for name in ctx.params if given(ctx, name)}
+    config = train_config(resumed, asked, given_names)
+    check_flags(resumed, ctx.params, given_names)
+    return resumed, config

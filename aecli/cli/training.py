@@ -275,12 +275,11 @@ def train(
     world = processes.join(device, compile_model)
     if not world.main:  # under torchrun rank 0 alone writes and speaks
         quiet, log, checkpoint_every = True, None, 0
+    say = _say if world.main and not quiet else lambda _: None
+    run, resume = resuming.pick_up(ctx.params, data, output, resume, say)
     resumed = None
     if resume is not None:
-        resumed = modelfile.load(resume)
-        given = {name for name in ctx.params if resuming.given(ctx, name)}
-        train_config = resuming.train_config(resumed, train_config, given)
-        resuming.check_flags(resumed, ctx.params, given)
+        resumed, train_config = resuming.start(ctx, resume, train_config)
     stats = ReadStats()
     options = _read_options(
         header,
@@ -372,6 +371,7 @@ def train(
                 scaler=scaler,
                 world=world,
                 stop_requested=signals.requested,
+                run=run,
             )
     if isinstance(table, NpyRows):
         _report_dropped(stats.dropped, describe(data), quiet)

@@ -223,6 +223,8 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     # -- the rest of the CLI --------------------------------------------------
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """n new rows from a VAE's prior, as ``aecli sample -n N --seed S``."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n: the number of rows must be a whole number >= 1, got {n!r}")
         with _as_value_errors():
             return self._fitted().sample(n, seed)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aecli import __version__
+from aecli import modelchecks as checks
 from aecli.config import FORMAT_VERSION, ModelConfig, TrainConfig
 from aecli.errors import AecliError, ModelFileError
 
@@ -297,6 +298,7 @@ def load(path: str) -> FittedModel:
         detail = " ".join(str(exc).split())[:300]
         raise ModelFileError(f"{path}: damaged tensors ({detail})") from None
     try:
+        checks.check_values(tensors)
         config = ModelConfig.from_dict(meta["aecli.model"])
         train_config = TrainConfig.from_dict(meta["aecli.train"])
         train_config.validate()
@@ -308,15 +310,15 @@ def load(path: str) -> FittedModel:
         state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(state, strict=True, assign=True)
         scaler = Scaler(
-            _scale_method(data["scale"]),
+            checks.scale_method(data["scale"]),
             tensors["scaler.offset"].numpy(),
             tensors["scaler.scale"].numpy(),
-            _scale_clip(data.get("scale_clip")),
+            checks.scale_clip(data.get("scale_clip")),
             str(data.get("scale_reason", "")),
         )
         if scaler.offset.shape != (config.n_inputs,) or scaler.scale.shape != (config.n_inputs,):
             raise ValueError("scaler does not match the input width")
-        columns, row_shape = _data_layout(data, config.n_inputs)
+        columns, row_shape = checks.data_layout(data, config.n_inputs)
         pca = None
         if "pca.mean" in tensors:
             mean = tensors["pca.mean"].double().numpy()
@@ -329,7 +331,7 @@ def load(path: str) -> FittedModel:
             for k, v in tensors.items()
             if k.startswith("scores.")
         }
-        stats = _code_stats(tensors, config.latent, config.n_inputs)
+        stats = checks.code_stats(tensors, config.latent, config.n_inputs)
         optimizer_state = None
         if "aecli.optim" in meta:
             moments = {
@@ -361,80 +363,6 @@ def load(path: str) -> FittedModel:
         score_quantiles=quantiles,
         code_stats=stats,
     )
-
-
-def _data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tuple[int, ...]]:
-    """Column names and row shape from the metadata, checked against the model's width."""
-    import math
-
-    columns = data.get("columns")
-    if columns is not None and (
-        not isinstance(columns, list)
-        or len(columns) != width
-        or not all(isinstance(c, str) for c in columns)
-    ):
-        raise ValueError(f"columns do not match the {width} inputs")
-    shape = data.get("row_shape") or [width]
-    if (
-        not isinstance(shape, list)
-        or not all(isinstance(s, int) and s > 0 for s in shape)
-        or math.prod(shape) != width
-    ):
-        raise ValueError(f"row shape {shape!r} does not match the {width} inputs")
-    return columns, tuple(shape)
-
-
-def _code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
-    """The anomaly score's statistics, or None in files written before them.
-
-    Files written before the residual terms have ``codes.*`` only; they keep
-    the score they were written with.
-    """
-    import numpy as np
-
-    from aecli.fitted import CodeStats
-
-    if "codes.mean" not in tensors:
-        return None
-    mean = tensors["codes.mean"].numpy()
-    precision = tensors["codes.precision"].numpy()
-    norms = tensors["codes.norms"].double().numpy()
-    if mean.shape != (latent,) or precision.shape != (latent, latent) or norms.shape != (2,):
-        raise ValueError("code statistics do not match the code size")
-    stats = CodeStats(mean, precision, float(norms[0]), float(norms[1]))
-    if "residual.mean" in tensors or "residual.precision" in tensors:
-        stats.residual_mean = tensors["residual.mean"].numpy()
-        stats.residual_precision = tensors["residual.precision"].numpy()
-        if stats.residual_mean.shape != (width,) or stats.residual_precision.shape not in (
-            (width,),
-            (width, width),
-        ):
-            raise ValueError("residual statistics do not match the number of inputs")
-    arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
-    finite = all(a is None or np.isfinite(a).all() for a in arrays)
-    if not (finite and (norms > 0).all()):
-        raise ValueError("code statistics are not finite and positive")
-    return stats
-
-
-def _scale_method(method: Any) -> str:
-    from aecli.config import Scale
-
-    fitted_methods = {s.value for s in Scale} - {Scale.auto.value}
-    if method not in fitted_methods:
-        raise ValueError(f"unknown scaling {method!r}")
-    return method
-
-
-def _scale_clip(clip: Any) -> float | None:
-    """None (files before clipping existed, and unclipped methods) or a positive number."""
-    import math
-
-    if clip is None:
-        return None
-    if type(clip) not in (int, float) or not math.isfinite(clip) or clip <= 0:
-        raise ValueError(f"bad scale_clip {clip!r}")
-    return float(clip)
 
 
 def _json(value: Any) -> str:

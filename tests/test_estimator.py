@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 sklearn = pytest.importorskip("sklearn")
@@ -147,3 +148,13 @@ def test_without_scikit_learn_the_import_says_how_to_get_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'aecli[sklearn]'" in out.stdout
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5])
+def test_sample_needs_one_row_or_more(n: object) -> None:
+    """F3-12: sample(0) and sample(-1) returned empty arrays; the CLI refuses -n 0."""
+    rows = np.random.default_rng(1).normal(size=(80, 6)).astype(np.float32)
+    vae = Autoencoder(kind="vae", epochs=1, seed=0).fit(rows)
+    with pytest.raises(ValueError, match=r"^n: "):
+        vae.sample(n)  # type: ignore[arg-type]
+    assert vae.sample(2).shape == (2, 6)

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -311,3 +312,37 @@ def test_reading_the_metadata_reads_the_header_only(tmp_path: Path, basic_model:
     truncated.write_bytes(data[:-10])
     with pytest.raises(ModelFileError, match="truncated model file"):
         modelfile.read_metadata(str(truncated))
+
+
+def _with_tensor(model: Path, name: str, change: Any, out: Path) -> Path:
+    """A copy of ``model`` whose tensor ``name`` is ``change(values)``, header untouched."""
+    raw = model.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    start, end = header[name]["data_offsets"]
+    body = bytearray(raw[8 + size :])
+    values = np.frombuffer(bytes(body[start:end]), dtype=np.float32)
+    body[start:end] = change(values).astype(np.float32).tobytes()
+    out.write_bytes(raw[: 8 + size] + bytes(body))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "says"),
+    [
+        ("model.encoder.0.weight", lambda v: v * np.nan, "model.encoder.0.weight holds values"),
+        ("scores.score", lambda v: v * np.nan, "scores.score holds values that are not finite"),
+        ("scores.score", lambda v: v[::-1], "scores.score: score percentiles that decrease"),
+        ("scaler.scale", lambda v: v + np.inf, "scaler.scale holds values that are not finite"),
+    ],
+)
+def test_a_file_with_values_no_model_has_is_damaged(
+    tmp_path: Path, basic_model: Path, digits_csv: Path, name: str, change: Any, says: str
+) -> None:
+    """F3-6: NaN weights or percentiles were used with exit 0 (nan codes, nothing flagged)."""
+    damaged = _with_tensor(basic_model, name, change, tmp_path / "d.safetensors")
+    for command in (["encode", damaged, digits_csv], ["score", damaged, digits_csv]):
+        result = invoke(command)
+        assert result.code == 1 and result.stdout == b"", command
+        assert result.stderr.startswith(f"aecli: error: {damaged}: inconsistent"), result.stderr
+        assert says in result.stderr and len(result.stderr.splitlines()) == 1

@@ -1,0 +1,89 @@
+"""What a model file's values must satisfy beyond their types: shapes that agree, finite
+numbers, percentiles in order (aecli/modelfile.py calls these while it loads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def check_values(tensors: dict[str, Any]) -> None:
+    """Finite weights, scaling and statistics, and score percentiles that never decrease."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise ValueError(f"{name} holds values that are not finite")
+        if name.startswith("scores.") and bool((tensor.diff() < 0).any()):
+            raise ValueError(f"{name}: score percentiles that decrease")
+
+
+def data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tuple[int, ...]]:
+    """Column names and row shape from the metadata, checked against the model's width."""
+    import math
+
+    columns = data.get("columns")
+    if columns is not None and (
+        not isinstance(columns, list)
+        or len(columns) != width
+        or not all(isinstance(c, str) for c in columns)
+    ):
+        raise ValueError(f"columns do not match the {width} inputs")
+    shape = data.get("row_shape") or [width]
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(s, int) and s > 0 for s in shape)
+        or math.prod(shape) != width
+    ):
+        raise ValueError(f"row shape {shape!r} does not match the {width} inputs")
+    return columns, tuple(shape)
+
+
+def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
+    """The anomaly score's statistics, or None in files written before them.
+
+    Files written before the residual terms have ``codes.*`` only; they keep
+    the score they were written with.
+    """
+    import numpy as np
+
+    from aecli.fitted import CodeStats
+
+    if "codes.mean" not in tensors:
+        return None
+    mean = tensors["codes.mean"].numpy()
+    precision = tensors["codes.precision"].numpy()
+    norms = tensors["codes.norms"].double().numpy()
+    if mean.shape != (latent,) or precision.shape != (latent, latent) or norms.shape != (2,):
+        raise ValueError("code statistics do not match the code size")
+    stats = CodeStats(mean, precision, float(norms[0]), float(norms[1]))
+    if "residual.mean" in tensors or "residual.precision" in tensors:
+        stats.residual_mean = tensors["residual.mean"].numpy()
+        stats.residual_precision = tensors["residual.precision"].numpy()
+        if stats.residual_mean.shape != (width,) or stats.residual_precision.shape not in (
+            (width,),
+            (width, width),
+        ):
+            raise ValueError("residual statistics do not match the number of inputs")
+    arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
+    finite = all(a is None or np.isfinite(a).all() for a in arrays)
+    if not (finite and (norms > 0).all()):
+        raise ValueError("code statistics are not finite and positive")
+    return stats
+
+
+def scale_method(method: Any) -> str:
+    from aecli.config import Scale
+
+    fitted_methods = {s.value for s in Scale} - {Scale.auto.value}
+    if method not in fitted_methods:
+        raise ValueError(f"unknown scaling {method!r}")
+    return method
+
+
+def scale_clip(clip: Any) -> float | None:
+    """None (files before clipping existed, and unclipped methods) or a positive number."""
+    import math
+
+    if clip is None:
+        return None
+    if type(clip) not in (int, float) or not math.isfinite(clip) or clip <= 0:
+        raise ValueError(f"bad scale_clip {clip!r}")
+    return float(clip)

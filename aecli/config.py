@@ -327,6 +327,11 @@ class TrainConfig:
             "--early-stopping",
             "needs held-out rows to watch; set --val-fraction above 0",
         )
+        _check(
+            not self.finetune_epochs or self.layerwise,
+            "--finetune-epochs",
+            "is for --layerwise (the epochs of the whole stack after its stages)",
+        )
 
     def kl_weight(self, epoch: int) -> float:
         """The share of beta in epoch ``epoch`` (1-based): (epoch - 1) / N, then 1.

@@ -82,6 +82,10 @@ def check(model: Autoencoder, config: TrainConfig, streamed: bool, resumed: bool
         raise UsageError(
             "is for --arch mlp without --tied, kinds basic, denoise and sparse", flag="--layerwise"
         )
+    if not mc.hidden:
+        raise UsageError(
+            "needs hidden layers to stack; give --hidden, not none", flag="--layerwise"
+        )
     if streamed or resumed or config.compile:
         what = "a streamed .npy" if streamed else "--resume" if resumed else "--compile"
         raise UsageError(f"does not work with {what}", flag="--layerwise")

@@ -118,3 +118,21 @@ def test_active_units_count_latents_whose_mean_varies(digits: np.ndarray) -> Non
     mu = fitted.encode(digits[:300])
     assert report["latent_units"] == 4
     assert report["active_units"] == int(np.sum(mu.var(0) > 0.01)) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--finetune-epochs", "3"], "--finetune-epochs: is for --layerwise"),
+        (["--channels", "8"], "--channels: is for --arch conv"),
+        (["--layerwise", "--hidden", "none"], "--layerwise: needs hidden layers to stack"),
+    ],
+)
+def test_a_flag_another_flag_makes_meaningless_is_refused(
+    tmp_path: Path, digits_csv: Path, flags: list[str], line: str
+) -> None:
+    """F3-15: these three ran with exit 0 and no word, the flag ignored."""
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", digits_csv, "-o", out, "--epochs", "1", "-q", *flags])
+    assert result.code == 2 and result.stderr.startswith(f"aecli: error: {line}"), result.stderr
+    assert not out.exists()

@@ -236,6 +236,8 @@ def train(
     from aecli.sizes import image_of, parse_channels, parse_hidden
 
     hidden_sizes, channel_sizes = parse_hidden(hidden), parse_channels(channels)
+    if resume is None and arch != Arch.conv and resuming.given(ctx, "channels"):
+        raise UsageError("is for --arch conv (the convolutions' channels)", flag="--channels")
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,

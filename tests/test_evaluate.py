@@ -189,6 +189,19 @@ def _png_shape(path: Path) -> tuple[int, ...]:
     return image.imread(path).shape
 
 
+def test_a_csv_is_drawn_in_the_models_image_shape(tmp_path: Path, digits_csv: Path) -> None:
+    """Issue 30: the quick start's model (--image-shape 8x8) drew no grid from its own CSV."""
+    pytest.importorskip("matplotlib")
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", digits_csv, "--image-shape", "8x8", "-o", model, *FAST]).code == 0
+    for command in (["reconstruct", model, digits_csv], ["interpolate", model, digits_csv,
+                                                         "--rows", "0,5"]):  # fmt: skip
+        picture = tmp_path / f"{command[0]}.png"
+        result = invoke([*command, "--grid", picture])
+        assert result.code == 0, result.stderr
+        assert _png_shape(picture)[2] in (3, 4)
+
+
 def test_pictures_from_the_shell(tmp_path: Path, digits: np.ndarray) -> None:
     pytest.importorskip("matplotlib")
     np.save(tmp_path / "d.npy", digits[:300].reshape(-1, 8, 8))

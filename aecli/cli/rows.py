@@ -70,7 +70,8 @@ def reconstruct(
     pictures.check_target(grid, "--grid")
 
     def draw(fitted: FittedModel, first: Any) -> None:
-        height, width = pictures.image_shape(first.row_shape, fitted.config.n_inputs, image_shape)
+        shape = _drawn_shape(fitted, first.row_shape)
+        height, width = pictures.image_shape(shape, fitted.config.n_inputs, image_shape)
         rows = first.values[:show]
         shape = (-1, height, width)
         recon = fitted.reconstruct(rows).reshape(shape)
@@ -144,6 +145,11 @@ class _model_input:
 
         if exc is None:
             _report_dropped(self.stats.dropped, describe(self.data))
+
+
+def _drawn_shape(fitted: FittedModel, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Images are drawn in the input's image shape, else in the one the model keeps."""
+    return input_shape if len(input_shape) in (2, 3) else fitted.row_shape
 
 
 def _row_shape(fitted: FittedModel, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -263,7 +269,8 @@ def interpolate(
         ) as writer:
             writer.write(path)
     if grid is not None:
-        height, width = pictures.image_shape(shape, fitted.config.n_inputs, image_shape)
+        drawn = _drawn_shape(fitted, shape)
+        height, width = pictures.image_shape(drawn, fitted.config.n_inputs, image_shape)
         pictures.save_grid(grid, path.reshape(-1, height, width), steps, protect=[data, model])
 
 

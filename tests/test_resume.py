@@ -122,6 +122,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == code, stderr
         assert stderr.startswith(line) and b"saved to" in stderr, stderr
+        assert stderr.endswith(f"(continue: --resume {out} -o {out})\n".encode()), stderr
         assert len(stderr.splitlines()) == 1 and b"Traceback" not in stderr
     else:
         process.send_signal(signal.SIGKILL)

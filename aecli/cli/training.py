@@ -401,7 +401,8 @@ def train(
     if history.stop == "interrupted":
         message = history.message.replace("interrupted", signals.word(), 1)
         if world.main:
-            _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}")
+            again = "" if target == "-" else f" (continue: --resume {target} -o {target})"
+            _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}{again}")
         raise typer.Exit(signals.exit_code())
     if not quiet:
         if history.stop == "early-stopping":

@@ -227,7 +227,8 @@ class TrainingRows:
         self.device, self.world = device, world
         self.tensor: torch.Tensor | None = None
         if in_memory:
-            raw = np.concatenate([order.train_block(source, c) for c in range(order.n_chunks)])
+            blocks = [order.train_block(source, c) for c in range(order.n_chunks)]
+            raw = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)  # one copy, not two
             self.tensor = torch.from_numpy(scaler.transform(raw)).to(device)
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor | Sharded]:

@@ -19,7 +19,7 @@ from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
 from aecli.io import NpyRows, Table
 from aecli.models import build_model
-from aecli.order import SAMPLE_ROWS, Order, Source, TrainingRows, source_of
+from aecli.order import MIN_CHUNK_ROWS, SAMPLE_ROWS, Order, Source, TrainingRows, source_of
 from aecli.order import fit_scaler as order_fit_scaler
 from aecli.pca import PCA
 from aecli.restart import STOPPED
@@ -74,7 +74,7 @@ def train(
     source = source_of(table)
     if resume is None:
         if scaler is None:
-            scaler = fit_scaler(table, train_config, model_config.loss == Loss.bce.value)
+            scaler = order_fit_scaler(source, train_config, model_config.loss == Loss.bce.value)
     else:
         if model_config != resume.config:  # the file's config must describe its weights
             raise UsageError(
@@ -224,7 +224,7 @@ def _add_baselines(fitted: FittedModel, source: Source, order: Order, seed: int)
 def _check_unit_range(scaler: Scaler, source: Source, scale: str) -> None:
     """Cross-entropy needs every scaled value in [0, 1]: the scaled column ranges must be."""
     if scaler.bounds is None:  # a resumed model: its rows, scaled
-        scaled = np.concatenate([scaler.transform(b) for b in source.scan(65536)])
+        scaled = np.concatenate([scaler.transform(b) for b in source.scan(MIN_CHUNK_ROWS)])
         low, high = float(scaled.min()), float(scaled.max())
     else:
         edges = scaler.transform(np.stack(scaler.bounds).astype(np.float32))

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from aecli import distributed
 from aecli.config import Loss, ModelConfig, TrainConfig
 from aecli.device import check_runtime, choose_threads, matmul_precision, resolve_device
 from aecli.distributed import World, rank_device
@@ -89,6 +90,9 @@ def train(
                 f"ask for more (--epochs N with N > {start_epoch - 1})",
                 flag="--epochs",
             )
+    if world.many:  # the same data on every rank, or the collectives would not match
+        shape = {"DATA": f"{source.rows} rows of {source.n_features} values"}
+        distributed.agree(world, shape, what="data")
     order = Order.of(source.rows, train_config, source.n_features)
     if model_config.loss == Loss.bce.value:
         _check_unit_range(scaler, source, train_config.scale)

@@ -121,6 +121,32 @@ def _attempt_store(world: World, timeout: timedelta) -> Any:
     return dist.PrefixStore(f"aecli/attempt-{attempt}", store)
 
 
+def agree(world: World, values: dict[str, str], what: str = "flag") -> None:
+    """Every rank holds the same ``values``, or each raises the same usage error naming one.
+
+    Ranks started with different flags (an edited job script on one node) would run
+    different collectives: gloo aborts in C++ (exit 134) or a rank waits out the timeout.
+    One small exchange right after joining turns that into a line naming the difference.
+    """
+    import torch.distributed as dist
+
+    if not world.many:
+        return
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, values)
+    first = gathered[0]
+    for rank, theirs in enumerate(gathered[1:], start=1):
+        for name in sorted(set(first) | set(theirs)):
+            if theirs.get(name) != first.get(name):
+                flag = "--" + name.replace("_", "-") if what == "flag" else None
+                label = "" if flag else f"{name}: "
+                raise UsageError(
+                    f"{label}rank {rank} has {theirs.get(name)}, rank 0 has {first.get(name)}; "
+                    "every process must run the same command on the same data",
+                    flag=flag,
+                )
+
+
 def stop() -> None:
     """Leave the process group (a no-op when none was joined)."""
     import torch.distributed as dist

@@ -224,6 +224,45 @@ def test_a_killed_worker_is_restarted_and_picks_up_the_checkpoint(
     assert modelfile.load(str(out)).summary["kept_epoch"] == 5
 
 
+@pytest.mark.parametrize(
+    ("flag", "values"), [("--batch-size", ("64", "32")), ("--epochs", ("2", "3"))]
+)
+def test_ranks_started_with_different_flags_say_which(
+    tmp_path: Path, digits_csv: Path, flag: str, values: tuple[str, str]
+) -> None:
+    """F3-3, F3-8: rank 0 died in C++ (exit 134), or both waited out the timeout and failed
+    while a whole model was written. Now each rank exits 2 naming the flag, nothing written."""
+    out = tmp_path / "m.safetensors"
+    env = {**_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())), "WORLD_SIZE": "2"}
+    processes = []
+    for rank, value in enumerate(values):
+        args = [
+            "train",
+            digits_csv,
+            "-o",
+            out,
+            "--epochs",
+            "2",
+            "-q",
+            "--device",
+            "cpu",
+            flag,
+            value,
+        ]
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "aecli", *map(str, args)],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ))  # fmt: skip
+    results = [(p.wait(timeout=120), p.communicate()[1].decode()) for p in processes]
+    expected = f"aecli: error: {flag}: rank 1 has {values[1]}, rank 0 has {values[0]}; every"
+    for rank, (code, stderr) in enumerate(results):
+        assert code == 2, stderr
+        tag = f"[rank {rank}] " if rank else ""
+        assert stderr.startswith(tag + expected) and len(stderr.splitlines()) == 1, stderr
+    assert not out.exists()
+
+
 @needs_torchrun
 def test_a_rank_that_fails_takes_the_job_down(tmp_path: Path, digits_csv: Path) -> None:
     out = tmp_path / "m.safetensors"

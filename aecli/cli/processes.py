@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aecli.errors import UsageError
 
@@ -25,6 +25,16 @@ def join(device: str, compile_model: bool) -> World:
     from aecli.device import resolve_device
 
     return distributed.start(world, resolve_device(device))
+
+
+def agree(world: World, params: dict[str, Any]) -> None:
+    """Every rank was started with the same flags: else exit 2 naming the one that differs."""
+    if not world.many:
+        return
+    from aecli import distributed
+
+    flags = {k: str(getattr(v, "value", v)) for k, v in params.items() if k != "ctx"}
+    distributed.agree(world, flags)
 
 
 def shards(world: World, data: str) -> bool:

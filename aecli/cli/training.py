@@ -275,6 +275,7 @@ def train(
     check_runtime(precision.value, resolve_device(device), compile_model)
     keep_freed_memory()
     world = processes.join(device, compile_model)
+    processes.agree(world, ctx.params)
     if not world.main:  # under torchrun rank 0 alone writes and speaks
         quiet, log, checkpoint_every = True, None, 0
     say = _say if world.main and not quiet else lambda _: None

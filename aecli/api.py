@@ -6,6 +6,7 @@ devices and torch stay inside.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -143,6 +144,7 @@ def train(
         def on_checkpoint(stats: EpochStats, state: OptimizerState) -> None:
             checkpoint(fitted_now(stats, "checkpoint", state))
 
+    started = time.perf_counter()
     with matmul_precision(train_config.precision):  # tf32: for this training only
         fit_config, fit_on_epoch = train_config, on_epoch
         if train_config.layerwise:  # one shallow autoencoder at a time, then the whole stack
@@ -151,9 +153,24 @@ def train(
             layerwise.check(model, train_config, streamed, resume is not None)
             assert train_x.tensor is not None
             rows = train_x.tensor
-            stages = layerwise.pretrain(model, rows, val_x, train_config, fit, on_epoch)
+            stage_checkpoint = None
+            if checkpoint is not None:
+
+                def stage_checkpoint(stats: EpochStats) -> None:
+                    checkpoint(fitted_now(stats, "checkpoint", None))
+
+            pretrained = layerwise.pretrain(
+                model, rows, val_x, train_config, fit, on_epoch, stage_checkpoint
+            )
+            base["layerwise"] = {"stages": pretrained.stages}
+            if pretrained.stopped is not None:  # a signal in a stage: the stack as it stands
+                model.cpu().eval()
+                base["layerwise"]["stopped_in"] = pretrained.stopped.last.stage
+                fitted = fitted_now(pretrained.stopped.last, "interrupted", None)
+                fitted.summary["epochs"] = pretrained.stopped.last.epoch
+                return fitted, pretrained.stopped
             stacked = evaluate_loss(model, val_x if val_x is not None else rows, 256)
-            base["layerwise"] = {"stages": stages, "stacked_loss": stacked}
+            base["layerwise"]["stacked_loss"] = stacked
             fit_config = layerwise.finetune_config(train_config)
             if on_epoch is not None:
                 report = on_epoch
@@ -173,6 +190,7 @@ def train(
             world=world,
             stop_requested=stop_requested,
         )
+    history.seconds = time.perf_counter() - started  # --layerwise: its stages too
     model.cpu().eval()
     if not history.epochs:
         if history.stop == "interrupted":

@@ -91,6 +91,18 @@ def check(model: Autoencoder, config: TrainConfig, streamed: bool, resumed: bool
         raise UsageError(f"does not work with {what}", flag="--layerwise")
 
 
+@dataclasses.dataclass
+class Pretrained:
+    """What the stages reached, and the History of the stage a signal stopped (else None).
+
+    A stopped stage leaves the stack as it stood, its last finished epoch in place: a
+    usable model, saved like any stopped run, though the stages cannot be resumed.
+    """
+
+    stages: list[dict[str, Any]]
+    stopped: Any = None
+
+
 def pretrain(
     model: Autoencoder,
     train: torch.Tensor,
@@ -98,10 +110,16 @@ def pretrain(
     config: TrainConfig,
     fit: Callable[..., Any],
     on_epoch: Callable[[Any], None] | None,
-) -> list[dict[str, Any]]:
-    """Train each layer pair in turn on the codes below it; return what each stage reached."""
-    stages = []
+    on_checkpoint: Callable[[Any], None] | None = None,
+) -> Pretrained:
+    """Train each layer pair in turn on the codes below it; return what each stage reached.
+
+    ``on_checkpoint`` receives a stage's epoch every ``checkpoint_every`` epochs (the
+    stack as it stands then is the checkpoint).
+    """
+    stages: list[dict[str, Any]] = []
     inputs, held_out = train, val
+    last = None  # the last finished epoch of any stage
     for index in range(len(model.encoder)):
         stage = Stage(model, index).to(train.device)
 
@@ -109,20 +127,31 @@ def pretrain(
             if on_epoch is not None:
                 on_epoch(dataclasses.replace(stats, stage=label))
 
-        history = fit(stage, inputs, held_out, config, tagged)
-        if history.stop is not None and history.stop != "early-stopping":
-            raise (
-                KeyboardInterrupt
-                if history.stop == "interrupted"
-                else UsageError(f"{stage.label}: {history.message}", flag="--layerwise")
+        def checkpoint(stats: Any, _state: Any, label: str = stage.label) -> None:
+            if on_checkpoint is not None:  # the stage's own Adam state is not the model's
+                on_checkpoint(dataclasses.replace(stats, stage=label))
+
+        history = fit(stage, inputs, held_out, config, tagged, on_checkpoint=checkpoint)
+        if history.stop == "interrupted":
+            kept = dataclasses.replace(history.kept, stage=stage.label) if history.epochs else last
+            if kept is None:  # not one epoch finished: nothing to save
+                raise KeyboardInterrupt
+            history.epochs, history.best_epoch = [kept], None
+            history.message = (
+                f"interrupted during {stage.label}, before the fine-tune (layer-wise stages "
+                "cannot be resumed)"
             )
+            return Pretrained(stages, history)
+        if history.stop is not None and history.stop != "early-stopping":
+            raise UsageError(f"{stage.label}: {history.message}", flag="--layerwise")
         kept = history.kept
+        last = dataclasses.replace(kept, stage=stage.label)
         stages.append({"stage": stage.label, "epochs": kept.epoch, "loss": kept.terms["loss"]})
         stage.eval()
         with torch.no_grad():  # the next stage learns to reconstruct these codes
             inputs = stage.encode(inputs)
             held_out = stage.encode(held_out) if held_out is not None else None
-    return stages
+    return Pretrained(stages)
 
 
 def finetune_config(config: TrainConfig) -> TrainConfig:

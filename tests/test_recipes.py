@@ -136,3 +136,53 @@ def test_a_flag_another_flag_makes_meaningless_is_refused(
     result = invoke(["train", digits_csv, "-o", out, "--epochs", "1", "-q", *flags])
     assert result.code == 2 and result.stderr.startswith(f"aecli: error: {line}"), result.stderr
     assert not out.exists()
+
+
+def test_a_signal_in_a_layerwise_stage_saves_the_stack_and_checkpoints_are_written(
+    tmp_path: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F3-1: Ctrl-C, SIGTERM or SIGHUP during the stages saved nothing, and --checkpoint-every
+    wrote nothing there. Stage 1 is epochs 1-3, stage 2 epochs 4-6: Ctrl-C in epoch 5."""
+    import aecli.train
+
+    original, calls, saved = aecli.train._train_epoch, [0], []
+    real_save = modelfile.save
+
+    def interrupted(*args: object, **kwargs: object) -> dict[str, float]:
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    def save(fitted: object, path: str, **kwargs: object) -> None:
+        saved.append(dict(fitted.summary))  # type: ignore[attr-defined]
+        real_save(fitted, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aecli.train, "_train_epoch", interrupted)
+    monkeypatch.setattr(modelfile, "save", save)
+    out = tmp_path / "m.safetensors"
+    args = ["train", digits_csv, "-o", out, "--layerwise", "--hidden", "32,16", "--latent", "4",
+            "--epochs", "3", "--checkpoint-every", "1"]  # fmt: skip
+    result = invoke(args)
+    assert result.code == 130, result.stderr
+    assert result.stderr == (
+        "aecli: interrupted during layer 2 of 3: 32-16-32, before the fine-tune (layer-wise "
+        f"stages cannot be resumed); the model of epoch 1 was saved to {out}\n"
+    )
+    assert [s["stop"] for s in saved] == ["checkpoint"] * 4 + ["interrupted"]  # 3 + 1 epochs
+    fitted = modelfile.load(str(out))
+    assert fitted.summary["layerwise"]["stopped_in"] == "layer 2 of 3: 32-16-32"
+    assert [s["stage"] for s in fitted.summary["layerwise"]["stages"]] == ["layer 1 of 3: 64-32-64"]
+    assert invoke(["encode", out, digits_csv]).code == 0  # the stack as it stood, usable
+
+
+def test_layerwise_counts_its_stages_epochs(tmp_path: Path, digits_csv: Path) -> None:
+    """F3-18: the summary and info said "3 epochs" for 3 stages of 3 epochs and 3 more."""
+    out = tmp_path / "m.safetensors"
+    args = ["train", digits_csv, "-o", out, "--layerwise", "--hidden", "32,16", "--latent", "4",
+            "--epochs", "3"]  # fmt: skip
+    result = invoke(args)
+    assert result.code == 0, result.stderr
+    counted = "9 epochs in 3 layer-wise stages, then 3 epochs of the whole stack"
+    assert f"for {counted} in " in result.stderr
+    assert counted in invoke(["info", out]).text

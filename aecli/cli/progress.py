@@ -57,6 +57,16 @@ class EpochBar:
             self._bar.stop()
 
 
+def epochs_text(summary: dict[str, Any]) -> str:
+    """How many epochs a model trained: --layerwise counts its stages' epochs too."""
+    epochs = f"{summary.get('epochs', '?')} epochs"
+    stages = (summary.get("layerwise") or {}).get("stages") or []
+    if not stages or "stopped_in" in summary["layerwise"]:
+        return epochs
+    done = sum(int(stage["epochs"]) for stage in stages)
+    return f"{done} epochs in {len(stages)} layer-wise stages, then {epochs} of the whole stack"
+
+
 def training_summary(fitted: FittedModel, seconds: float, output: str) -> str:
     """The line ``train`` ends with: what was trained, on what, how fast, how well, where."""
     s = fitted.summary
@@ -68,7 +78,7 @@ def training_summary(fitted: FittedModel, seconds: float, output: str) -> str:
         ran_on += f", {s['world_size']} processes, {s['backend']}"
     return (
         f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
-        f"for {s['epochs']} epochs in {seconds:.1f} s ({ran_on}): {terms}{val} -> {where}"
+        f"for {epochs_text(s)} in {seconds:.1f} s ({ran_on}): {terms}{val} -> {where}"
     )
 
 

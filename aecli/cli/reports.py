@@ -251,6 +251,8 @@ def _processes(summary: dict[str, Any]) -> str:
 
 
 def _info_text(report: dict[str, Any], config: Any) -> str:
+    from aecli.cli.progress import epochs_text
+
     summary, data, train = report["summary"], report["data"], report["training"]
     final = summary.get("final", {})
     lines = [
@@ -262,7 +264,7 @@ def _info_text(report: dict[str, Any], config: Any) -> str:
         f"scaling       {data.get('scale')}"
         + (f" (auto: {data['scale_reason']})" if data.get("scale_reason") else ""),
         f"trained on    {summary.get('rows', '?')} rows, {summary.get('val_rows', 0)} held out, "
-        f"{summary.get('epochs', '?')} epochs, batch {train['batch_size']}, lr {train['lr']:g}, "
+        f"{epochs_text(summary)}, batch {train['batch_size']}, lr {train['lr']:g}, "
         f"seed {train['seed']}, {summary.get('device', '?')}" + _processes(summary),
         "final loss    " + ", ".join(f"{k} {v:.5g}" for k, v in final.items()),
     ]

@@ -57,6 +57,8 @@ def pick_up(
     """
     if not params.get("checkpoint_every") or output == "-" or not os.path.isfile(data):
         return None, resume
+    if params.get("layerwise"):  # its stages cannot be resumed: a restart trains afresh
+        return None, resume
     from aecli import restart
 
     run = restart.fingerprint(params, data)

@@ -402,7 +402,9 @@ def train(
     if history.stop == "interrupted":
         message = history.message.replace("interrupted", signals.word(), 1)
         if world.main:
-            again = "" if target == "-" else f" (continue: --resume {target} -o {target})"
+            again = f" (continue: --resume {target} -o {target})"
+            if target == "-" or train_config.layerwise:  # --layerwise cannot be resumed
+                again = ""
             _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}{again}")
         raise typer.Exit(signals.exit_code())
     if not quiet:

@@ -50,19 +50,37 @@ class EpochLog:
             record["stage"] = stats.stage
         self.lines.append(json.dumps(record))
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        """Training failed: keep what it logged if that can be done, and say nothing of it.
+
+        Otherwise the caller saves the log after the model (``save``), so a log that
+        cannot be written never costs the model (findings3 #2).
+        """
+        if exc_type is not None:
+            self.save()
+
+    def save(self) -> str | None:
+        """Write the log; what went wrong, in words, if it could not be written."""
         if self.path is None or not self.lines:
-            return
+            return None
+        from aecli.errors import AecliError
         from aecli.io import STDIO, write_bytes_atomic
         from aecli.io.write import naming_stdout
 
         text = "\n".join(self.lines) + "\n"
-        if self.path == STDIO:  # F29: - is stdout here as everywhere in aecli
-            with naming_stdout():
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            return
-        write_bytes_atomic(self.path, text.encode(), protect=self.protect, flag="--log")
+        try:
+            if self.path == STDIO:  # F29: - is stdout here as everywhere in aecli
+                with naming_stdout():
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+            else:
+                write_bytes_atomic(self.path, text.encode(), protect=self.protect, flag="--log")
+        except OSError as exc:
+            return str(exc.strerror or exc)
+        except AecliError as exc:
+            return str(exc)
+        self.lines = []
+        return None
 
 
 def read_log(path: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
-    from aecli.train import EpochStats
+    from aecli.train import EpochStats, History
 
 
 class EpochBar:
@@ -83,3 +83,45 @@ def training_summary(fitted: FittedModel, seconds: float, output: str) -> str:
 
 
 # -- encode / reconstruct / sample -------------------------------------------------
+
+
+def say_ending(
+    fitted: FittedModel,
+    history: History,
+    output: str,
+    target: str,
+    main: bool,
+    quiet: bool,
+    resumable: bool,
+) -> None:
+    """How ``train`` ends, once the model is saved to ``target``: what it says and its exit.
+
+    A diverged run exits 1 naming where its last finite epoch went, a signal 128+N with
+    the way to continue, a finished run 0 with its summary line. Under torchrun only
+    rank 0 (``main``) speaks.
+    """
+    import typer
+
+    from aecli.cli import signals
+    from aecli.cli.app import _say
+    from aecli.errors import TrainingError
+
+    where = "stdout" if target == "-" else target
+    kept = fitted.summary["kept_epoch"]
+    if history.stop == "non-finite":
+        if not main:
+            raise typer.Exit(TrainingError.exit_code)
+        left = f"; {output} was left as it was" if target != output else ""
+        raise TrainingError(
+            f"{history.message} (the model of epoch {kept} was saved to {where}{left})"
+        )
+    if history.stop == "interrupted":
+        message = history.message.replace("interrupted", signals.word(), 1)
+        if main:
+            again = f" (continue: --resume {target} -o {target})" if resumable else ""
+            _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}{again}")
+        raise typer.Exit(signals.exit_code())
+    if not quiet:
+        if history.stop == "early-stopping":
+            _say(f"aecli: {history.message}; kept epoch {kept}")
+        _say(training_summary(fitted, history.seconds, output))

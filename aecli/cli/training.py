@@ -34,7 +34,7 @@ from aecli.config import (
     Scale,
     TrainConfig,
 )
-from aecli.errors import TrainingError, UsageError
+from aecli.errors import UsageError
 from aecli.sizes import DEFAULT_CHANNELS
 
 if TYPE_CHECKING:
@@ -349,7 +349,7 @@ def train(
                 modelfile.save(fitted, output, protect=[data])
             keep_old = False
 
-    from aecli.cli.progress import EpochBar, training_summary
+    from aecli.cli.progress import EpochBar, say_ending
     from aecli.layerwise import epochs_in_all
     from aecli.trainlog import EpochLog
 
@@ -389,28 +389,11 @@ def train(
                     sys.stdout.buffer.flush()
             else:
                 modelfile.save(fitted, target, protect=[data])
+        if (problem := logger.save()) is not None:  # the model first, the log a warning
+            _say(f"aecli: warning: --log {log}: not written ({problem}); the model was saved")
     processes.finish(world)
-    where = "stdout" if target == "-" else target
-    kept = fitted.summary["kept_epoch"]
-    if history.stop == "non-finite":
-        if not world.main:
-            raise typer.Exit(TrainingError.exit_code)
-        left = f"; {output} was left as it was" if target != output else ""
-        raise TrainingError(
-            f"{history.message} (the model of epoch {kept} was saved to {where}{left})"
-        )
-    if history.stop == "interrupted":
-        message = history.message.replace("interrupted", signals.word(), 1)
-        if world.main:
-            again = f" (continue: --resume {target} -o {target})"
-            if target == "-" or train_config.layerwise:  # --layerwise cannot be resumed
-                again = ""
-            _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}{again}")
-        raise typer.Exit(signals.exit_code())
-    if not quiet:
-        if history.stop == "early-stopping":
-            _say(f"aecli: {history.message}; kept epoch {kept}")
-        _say(training_summary(fitted, history.seconds, output))
+    resumable = target != "-" and not train_config.layerwise  # --layerwise cannot resume
+    say_ending(fitted, history, output, target, world.main, quiet, resumable)
 
 
 # Flags that shape the model or the data split: on --resume they come from the file.

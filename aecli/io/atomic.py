@@ -9,7 +9,7 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO
 
 from aecli.errors import UsageError
@@ -174,6 +174,20 @@ def refuse_overwrite(dest: str, protect: Sequence[str | None], flag: str) -> Non
             )
 
 
+@contextlib.contextmanager
+def naming_file(path: str) -> Iterator[None]:
+    """A write error (a full disk, a quota) names the file it was for (findings3 #14).
+
+    The data goes to an unnamed temporary inode, so the OS error carries no name.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and not isinstance(exc, BrokenPipeError):
+            exc.filename = path
+        raise
+
+
 def write_bytes_atomic(
     dest: str, data: bytes, *, protect: Sequence[str] = (), flag: str = "-o"
 ) -> None:
@@ -181,8 +195,9 @@ def write_bytes_atomic(
     refuse_overwrite(dest, protect, flag)
     target = AtomicFile(dest, flag)
     try:
-        target.file.write(data)
-        target.commit()
+        with naming_file(dest):
+            target.file.write(data)
+            target.commit()
     except BaseException:
         target.discard()
         raise

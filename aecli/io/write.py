@@ -15,7 +15,7 @@ from typing import IO, Any
 import numpy as np
 
 from aecli.errors import UsageError
-from aecli.io.atomic import AtomicFile, refuse_overwrite
+from aecli.io.atomic import AtomicFile, naming_file, refuse_overwrite
 from aecli.io.table import _DELIMITERS, _NPY_MAGIC, STDIO
 
 
@@ -128,9 +128,10 @@ class TableWriter:
     def write(self, values: np.ndarray, ids: Sequence[str] | None = None) -> None:
         """Append rows (float32 2-D, one column per name), with their ids if any."""
         if self._npy is not None:
-            self._npy.write(values)
+            with naming_file(self.dest or "stdout"):
+                self._npy.write(values)
             return
-        with naming_stdout(self.dest is None):
+        with naming_stdout(self.dest is None), naming_file(self.dest or "stdout"):
             self._text.write(format_rows(values, self._delimiter, ids))
 
     def commit(self) -> None:
@@ -139,14 +140,15 @@ class TableWriter:
             with naming_stdout():
                 self._text.flush()
             return
-        if self._npy is not None:
-            self._npy.finish()
-        else:
-            self._text.flush()
-            self._text.detach()
-            if self._gz is not None:
-                self._gz.close()
-        self._file.commit()
+        with naming_file(self.dest or "stdout"):
+            if self._npy is not None:
+                self._npy.finish()
+            else:
+                self._text.flush()
+                self._text.detach()
+                if self._gz is not None:
+                    self._gz.close()
+            self._file.commit()
         self._file = None
 
     def abort(self) -> None:

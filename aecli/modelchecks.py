@@ -20,12 +20,11 @@ def data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tup
     import math
 
     columns = data.get("columns")
-    if columns is not None and (
-        not isinstance(columns, list)
-        or len(columns) != width
-        or not all(isinstance(c, str) for c in columns)
-    ):
-        raise ValueError(f"columns do not match the {width} inputs")
+    if columns is not None:
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise ValueError("columns are not a list of names (text)")
+        if len(columns) != width:
+            raise ValueError(f"{len(columns)} column names for the {width} inputs")
     shape = data.get("row_shape") or [width]
     if (
         not isinstance(shape, list)

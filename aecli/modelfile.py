@@ -72,6 +72,22 @@ def read_metadata(path: str) -> dict[str, Any]:
     return _decode_metadata(metadata, path)
 
 
+def read_described(path: str) -> tuple[dict[str, Any], ModelConfig]:
+    """The metadata and model config of a file, checked as ``load`` checks them (no tensors).
+
+    For ``aecli info``, which must refuse what every other command refuses (F3-9).
+    """
+    meta = read_metadata(path)
+    try:
+        config = ModelConfig.from_dict(meta["aecli.model"])
+        TrainConfig.from_dict(meta["aecli.train"]).validate()
+        checks.data_layout(meta["aecli.data"], config.n_inputs)
+    except (AecliError, KeyError, TypeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelFileError(f"{path}: inconsistent aecli model file ({detail})") from None
+    return meta, config
+
+
 def _read(path: str) -> bytes:
     with _reading(path):
         return Path(path).read_bytes()

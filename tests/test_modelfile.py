@@ -346,3 +346,23 @@ def test_a_file_with_values_no_model_has_is_damaged(
         assert result.code == 1 and result.stdout == b"", command
         assert result.stderr.startswith(f"aecli: error: {damaged}: inconsistent"), result.stderr
         assert says in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("columns", "says"),
+    [(list(range(64)), "columns are not a list of names"), (["a", "b"], "2 column names for")],
+)
+def test_info_refuses_the_column_names_every_other_command_refuses(
+    tmp_path: Path, basic_model: Path, digits_csv: Path, columns: list[object], says: str
+) -> None:
+    """F3-9: number-typed column names made info exit 70 (an internal error)."""
+    metadata, _, _ = modelfile.read_header(str(basic_model))
+    data = json.loads(metadata["aecli.data"])
+    metadata = {**metadata, "aecli.data": json.dumps({**data, "columns": columns})}
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(modelfile.serialize(load_file(str(basic_model)), metadata))
+    for args in (["info", path], ["info", path, "--json"], ["encode", path, digits_csv]):
+        result = invoke(args)
+        assert result.code == 1, (args, result.stderr)
+        assert result.stderr.startswith(f"aecli: error: {path}: inconsistent aecli model file")
+        assert says in result.stderr and len(result.stderr.splitlines()) == 1

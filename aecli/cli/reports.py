@@ -21,9 +21,6 @@ from aecli.cli.options import (
 )
 from aecli.cli.rows import _model_input
 from aecli.cli.training import _check_model_output
-from aecli.config import (
-    ModelConfig,
-)
 from aecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -175,10 +172,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a model file's kind, architecture, training summary and columns."""
-    from aecli.modelfile import read_metadata
+    from aecli.modelfile import read_described
 
-    meta = read_metadata(model)
-    config = ModelConfig.from_dict(meta["aecli.model"])
+    meta, config = read_described(model)
     report = {
         "file": model,
         "format": meta["format"],

@@ -463,3 +463,20 @@ def test_a_full_stdout_is_named(basic_model: Path, digits_csv: Path) -> None:
             )
         assert done.returncode == 1
         assert done.stderr.decode().strip() == "aecli: error: stdout: No space left on device"
+
+
+@pytest.mark.determinism
+def test_a_fortran_order_npy_encodes_to_the_bytes_c_order_gives(tmp_path: Path) -> None:
+    """F3-7: the same rows in Fortran order gave other codes (its blocks reached torch strided)."""
+    from tests.conftest import invoke
+
+    rows = np.random.default_rng(0).normal(size=(20_000, 8)).astype(np.float32)
+    np.save(tmp_path / "c.npy", rows)
+    np.save(tmp_path / "f.npy", np.asfortranarray(rows))
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", tmp_path / "c.npy", "-o", model, "--epochs", "1", "-q"]).code == 0
+    for order in ("c", "f"):
+        out = tmp_path / f"{order}-codes.npy"
+        result = invoke(["encode", model, tmp_path / f"{order}.npy", "-o", out])
+        assert result.code == 0, result.stderr
+    assert (tmp_path / "c-codes.npy").read_bytes() == (tmp_path / "f-codes.npy").read_bytes()

@@ -85,11 +85,15 @@ def _open_npy(
 
 
 def _float32_rows(block: np.ndarray, features: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """The selected columns of some rows, as read and as float32 (overflow becomes inf)."""
+    """The selected columns of some rows, as read and as float32 (overflow becomes inf).
+
+    C-ordered whatever the file's order: a Fortran-order block would reach the matrix
+    products strided, and their sums would round otherwise (findings3 #7).
+    """
     if features is not None:
         block = block[:, features]
     with np.errstate(over="ignore"):
-        return block, np.asarray(block, dtype=np.float32)
+        return block, np.ascontiguousarray(block, dtype=np.float32)
 
 
 def _npy_chunk(

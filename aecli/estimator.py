@@ -14,6 +14,7 @@ drift. Needs scikit-learn (``pip install 'aecli[sklearn]'``); the CLI does not.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         from aecli.io import Table
         from aecli.sizes import image_of, parse_hidden
 
+        self._check_types()
         values = self._check_X(X, reset=True)
         if not 0.0 < self.contamination <= 0.5:
             raise ValueError(f"contamination must be in (0, 0.5], got {self.contamination}")
@@ -150,6 +152,8 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
             hidden = self.hidden
             if hidden is None or isinstance(hidden, str):
                 hidden = parse_hidden(hidden)
+            elif isinstance(hidden, (int, np.integer)):  # hidden=5: one layer of 5
+                hidden = (hidden,)
             scaler = api.fit_scaler(table, train_config, self.loss == "bce")
             model_config = resolve_config(
                 self.kind,
@@ -243,14 +247,16 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         """Write the model file the CLI reads (``aecli encode PATH DATA`` and the rest)."""
         from aecli import modelfile
 
-        modelfile.save(self._fitted(), str(path))
+        with _as_os_errors(str(path)):
+            modelfile.save(self._fitted(), str(path))
 
     @classmethod
     def load(cls, path: str) -> Autoencoder:
         """A fitted estimator from a model file written by ``aecli train`` or ``save``."""
         from aecli import modelfile
 
-        fitted = modelfile.load(str(path))
+        with _as_os_errors(str(path)):
+            fitted = modelfile.load(str(path))
         # The file's configs give every argument they name (the names are the same).
         stored = {**fitted.train_config.to_dict(), **fitted.config.to_dict()}
         arguments = {k: stored[k] for k in cls().get_params() if k in stored}
@@ -269,6 +275,41 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         return estimator
 
     # -- helpers --------------------------------------------------------------
+    _WHOLE = ("epochs", "batch_size", "early_stopping", "seed", "threads", "beta_warmup",
+              "finetune_epochs")  # fmt: skip
+    _REAL = ("noise_std", "dropout", "sparsity_target", "sparsity_weight", "beta", "lr",
+             "weight_decay", "val_fraction", "contamination")  # fmt: skip
+
+    def _check_types(self) -> None:
+        """A ValueError naming the argument, before any work, for a value of the wrong type.
+
+        (``epochs=2.5`` failed deep inside with a TypeError naming nothing, F3-10.)
+        """
+        for name in (*self._WHOLE, "latent"):
+            value = getattr(self, name)
+            if name == "latent" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                hint = " (the seed decides the model: give a number)" if name == "seed" else ""
+                raise ValueError(f"{name}: must be a whole number, got {value!r}{hint}")
+        for name in self._REAL:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ValueError(f"{name}: must be a number, got {value!r}")
+        hidden = self.hidden
+        sizes = (hidden,) if isinstance(hidden, (int, np.integer)) else hidden
+        ok = (
+            hidden is None
+            or isinstance(hidden, str)
+            or (
+                not isinstance(hidden, bool)
+                and isinstance(sizes, (tuple, list))
+                and all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) for h in sizes)
+            )
+        )
+        if not ok:
+            raise ValueError(f"hidden: must be 'auto', 'none' or layer sizes, got {hidden!r}")
+
     def _fitted(self) -> FittedModel:
         check_is_fitted(self, "fitted_")
         return self.fitted_
@@ -297,3 +338,27 @@ def _as_value_errors() -> Iterator[None]:
         raise ValueError(f"{name}: {message}") from None
     except AecliError as exc:
         raise ValueError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _as_os_errors(path: str) -> Iterator[None]:
+    """save/load failures as Python's own: OSError subclasses naming the path, else ValueError.
+
+    The CLI's wording names its -o flag, which the Python API does not have (F3-11).
+    """
+    try:
+        yield
+    except AecliError as exc:
+        text = str(exc)
+        if isinstance(exc, UsageError) and exc.flag:
+            text = text.removeprefix(f"{exc.flag}: ")
+        text = text.removeprefix(f"{path}: ")
+        for words, error, number in (
+            ("no such model file", FileNotFoundError, errno.ENOENT),
+            ("does not exist", FileNotFoundError, errno.ENOENT),
+            ("is a directory", IsADirectoryError, errno.EISDIR),
+            ("not writable", PermissionError, errno.EACCES),
+        ):
+            if words in text:
+                raise error(number, text, path) from None
+        raise ValueError(f"{path}: {text}") from None

@@ -158,3 +158,39 @@ def test_sample_needs_one_row_or_more(n: object) -> None:
     with pytest.raises(ValueError, match=r"^n: "):
         vae.sample(n)  # type: ignore[arg-type]
     assert vae.sample(2).shape == (2, 6)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [({"epochs": 2.5}, "epochs"), ({"seed": None}, "seed"), ({"contamination": "auto"},
+     "contamination"), ({"hidden": [True]}, "hidden"), ({"latent": "8"}, "latent")],
+)  # fmt: skip
+def test_an_argument_of_the_wrong_type_is_a_value_error_naming_it(
+    arguments: dict[str, object], named: str
+) -> None:
+    """F3-10: these were TypeErrors naming nothing, some after scaling had started."""
+    rows = np.random.default_rng(1).normal(size=(60, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match=rf"^{named}: "):
+        Autoencoder(**arguments).fit(rows)  # type: ignore[arg-type]
+
+
+def test_hidden_may_be_one_number() -> None:
+    rows = np.random.default_rng(1).normal(size=(60, 6)).astype(np.float32)
+    assert Autoencoder(hidden=5, epochs=1).fit(rows).fitted_.config.hidden == (5,)
+
+
+def test_save_and_load_fail_with_pythons_own_errors(tmp_path) -> None:
+    """F3-11: UsageError '-o: ... is a directory' (a flag the API does not have), ModelFileError."""
+    rows = np.random.default_rng(1).normal(size=(60, 6)).astype(np.float32)
+    ae = Autoencoder(epochs=1).fit(rows)
+    with pytest.raises(IsADirectoryError) as directory:
+        ae.save(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist") as no_folder:
+        ae.save(tmp_path / "none" / "m.safetensors")
+    assert "-o:" not in str(directory.value) + str(no_folder.value)
+    with pytest.raises(FileNotFoundError, match="no such model file") as missing:
+        Autoencoder.load(tmp_path / "m.safetensors")
+    assert missing.value.filename == str(tmp_path / "m.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a safetensors model file"):
+        Autoencoder.load(tmp_path / "junk.safetensors")

@@ -198,7 +198,7 @@ class ModelConfig:
         )
         _check(
             self.parameters() <= MAX_PARAMETERS,
-            "--hidden" if self.hidden and max(self.hidden) > self.latent else "--latent",
+            self._largest_size_flag(),
             f"a model of {self.parameters():,} parameters is beyond what aecli trains "
             f"(at most {MAX_PARAMETERS:,})",
         )  # F15: found here, not as an allocation failure
@@ -237,6 +237,15 @@ class ModelConfig:
             f"needs one or more positive channel counts such as 32,64, got {list(self.channels)}",
         )
         _check(not self.hidden, "--hidden", "is for --arch mlp; conv models use --channels")
+
+    def _largest_size_flag(self) -> str:
+        """The flag of the largest layer size: what to blame for a model too big (F3-13)."""
+        sizes = {"--latent": self.latent}
+        if self.arch == Arch.conv.value and self.channels:
+            sizes["--channels"] = max(self.channels)
+        elif self.hidden:
+            sizes["--hidden"] = max(self.hidden)
+        return max(sizes, key=lambda flag: sizes[flag])
 
     def parameters(self) -> int:
         """Weights and biases of encoder and decoder (an upper bound for tied weights)."""

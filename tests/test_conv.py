@@ -198,3 +198,20 @@ def test_the_python_api_trains_and_reloads_a_conv_model(tmp_path: Path) -> None:
     again = Autoencoder.load(str(tmp_path / "m.safetensors"))
     assert (again.arch, again.channels, again.image_shape) == ("conv", (3,), (7, 9))
     assert np.array_equal(again.transform(values), ae.transform(values))
+
+
+@pytest.mark.parametrize(
+    ("flags", "blamed"),
+    [
+        (["--arch", "conv", "--image-shape", "8x8", "--channels", "100000000"], "--channels"),
+        (["--hidden", "100000000"], "--hidden"),
+        (["--kind", "sparse", "--latent", "100000000"], "--latent"),
+    ],
+)
+def test_a_model_too_big_blames_the_flag_that_made_it_so(
+    tmp_path: Path, digits_csv: Path, flags: list[str], blamed: str
+) -> None:
+    """F3-13: --channels 100000000 was blamed on --latent, which was not given."""
+    result = invoke(["train", digits_csv, "-o", tmp_path / "m.safetensors", "-q", *flags])
+    assert result.code == 2
+    assert result.stderr.startswith(f"aecli: error: {blamed}: a model of "), result.stderr

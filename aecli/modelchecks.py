@@ -35,6 +35,15 @@ def data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tup
     return columns, tuple(shape)
 
 
+def conv_image(image: Any, arch: str, row_shape: tuple[int, ...]) -> None:
+    """A conv model's image is its rows' shape (an edit of one alone changed outputs, F3-16)."""
+    from aecli.sizes import image_of
+
+    if arch == "conv" and tuple(image) != image_of(row_shape):
+        shape = "x".join(map(str, row_shape))
+        raise ValueError(f"the convolutions' image {list(image)} is not the row shape {shape}")
+
+
 def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
     """The anomaly score's statistics, or None in files written before them.
 

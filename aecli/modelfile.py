@@ -81,7 +81,8 @@ def read_described(path: str) -> tuple[dict[str, Any], ModelConfig]:
     try:
         config = ModelConfig.from_dict(meta["aecli.model"])
         TrainConfig.from_dict(meta["aecli.train"]).validate()
-        checks.data_layout(meta["aecli.data"], config.n_inputs)
+        _, row_shape = checks.data_layout(meta["aecli.data"], config.n_inputs)
+        checks.conv_image(config.image, config.arch, row_shape)
     except (AecliError, KeyError, TypeError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ModelFileError(f"{path}: inconsistent aecli model file ({detail})") from None
@@ -335,6 +336,7 @@ def load(path: str) -> FittedModel:
         if scaler.offset.shape != (config.n_inputs,) or scaler.scale.shape != (config.n_inputs,):
             raise ValueError("scaler does not match the input width")
         columns, row_shape = checks.data_layout(data, config.n_inputs)
+        checks.conv_image(config.image, config.arch, row_shape)
         pca = None
         if "pca.mean" in tensors:
             mean = tensors["pca.mean"].double().numpy()

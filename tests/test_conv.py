@@ -215,3 +215,24 @@ def test_a_model_too_big_blames_the_flag_that_made_it_so(
     result = invoke(["train", digits_csv, "-o", tmp_path / "m.safetensors", "-q", *flags])
     assert result.code == 2
     assert result.stderr.startswith(f"aecli: error: {blamed}: a model of "), result.stderr
+
+
+def test_a_conv_image_edited_away_from_the_row_shape_is_a_damaged_file(
+    tmp_path: Path, digits: np.ndarray
+) -> None:
+    """F3-16: [1,8,8] edited to [1,4,16] (the same pixels) was used, its outputs changed."""
+    from safetensors.numpy import load_file
+
+    np.save(tmp_path / "img.npy", digits[:200].reshape(-1, 8, 8))
+    model = tmp_path / "m.safetensors"
+    args = ["train", tmp_path / "img.npy", "-o", model, "--arch", "conv", "--epochs", "1", "-q"]
+    assert invoke(args).code == 0
+    metadata, _, _ = modelfile.read_header(str(model))
+    config = {**json.loads(metadata["aecli.model"]), "image": [1, 4, 16]}
+    edited = tmp_path / "edited.safetensors"
+    edited.write_bytes(modelfile.serialize(load_file(str(model)), {
+        **metadata, "aecli.model": json.dumps(config)}))  # fmt: skip
+    for command in (["info", edited], ["encode", edited, tmp_path / "img.npy"]):
+        result = invoke(command)
+        assert result.code == 1, result.stderr
+        assert "the convolutions' image [1, 4, 16] is not the row shape 8x8" in result.stderr

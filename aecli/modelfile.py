@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import struct
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,12 +49,16 @@ def read_header(path: str) -> tuple[dict[str, str], dict[str, Any], int]:
     Reads the length and the JSON header only, not the tensors (F30: ``info`` on a
     large model read every byte); the tensors' extent is checked against the file size.
     """
-    with _reading(path), open(path, "rb") as handle:
-        total = os.fstat(handle.fileno()).st_size
-        head = handle.read(8)
-        if len(head) == 8:
-            (size,) = struct.unpack("<Q", head)
-            head += handle.read(min(size, _MAX_HEADER))
+    if path == _STDIO:
+        head = _read(path)
+        total = len(head)
+    else:
+        with _reading(path), open(path, "rb") as handle:
+            total = os.fstat(handle.fileno()).st_size
+            head = handle.read(8)
+            if len(head) == 8:
+                (size,) = struct.unpack("<Q", head)
+                head += handle.read(min(size, _MAX_HEADER))
     header, size = _parse_header(head, path, total)
     return header.pop("__metadata__", None) or {}, header, size
 
@@ -89,7 +94,19 @@ def read_described(path: str) -> tuple[dict[str, Any], ModelConfig]:
     return meta, config
 
 
+_STDIO = "-"
+_STDIN: dict[int, tuple[Any, bytes]] = {}  # a model read from stdin, kept: it is read once
+
+
 def _read(path: str) -> bytes:
+    """A model file's bytes; ``-`` is stdin (``aecli train -o - | aecli encode - DATA``)."""
+    if path == _STDIO:
+        stream = sys.stdin.buffer
+        kept = _STDIN.get(0)
+        if kept is None or kept[0] is not stream:  # another stdin (a test's) is read anew
+            with _reading("<stdin>"):
+                _STDIN[0] = (stream, stream.read())
+        return _STDIN[0][1]
     with _reading(path):
         return Path(path).read_bytes()
 

@@ -245,3 +245,15 @@ def test_a_closed_stderr_does_not_fail_a_good_run(tmp_path: Path, digits_csv: Pa
     assert subprocess.run(["bash", "-c", good]).returncode == 0 and out.exists()
     bad = f"{sys.executable} -m aecli train {digits_csv} -o {out} --epochs 0 2>&-"
     assert subprocess.run(["bash", "-c", bad]).returncode == 2
+
+
+def test_a_model_arrives_on_stdin(basic_model: Path, digits_csv: Path) -> None:
+    """F3-17: 'train -o - | encode - DATA' said '-: no such model file'."""
+    from tests.conftest import invoke
+
+    piped = invoke(["encode", "-", digits_csv], input=basic_model.read_bytes())
+    assert piped.code == 0, piped.stderr
+    assert piped.stdout == invoke(["encode", basic_model, digits_csv]).stdout
+    assert invoke(["info", "-"], input=basic_model.read_bytes()).code == 0
+    both = invoke(["encode", "-", "-"], input=basic_model.read_bytes())
+    assert both.code == 2 and "MODEL is read from stdin already" in both.stderr

@@ -15,14 +15,27 @@ if TYPE_CHECKING:
 
 
 # -- shared options ------------------------------------------------------------
+def _one_stdin(ctx: typer.Context, value: str) -> str:
+    """MODEL and DATA cannot both be stdin."""
+    if value == "-" and ctx.params.get("model") == "-":
+        raise typer.BadParameter("MODEL is read from stdin already; give DATA as a file")
+    return value
+
+
 DataArg = Annotated[
     str,
     typer.Argument(
-        help="A .csv, .tsv (optionally .gz) or .npy file, or - for stdin.", metavar="DATA"
+        help="A .csv, .tsv (optionally .gz) or .npy file, or - for stdin.",
+        metavar="DATA",
+        callback=_one_stdin,
     ),
 ]
 ModelArg = Annotated[
-    str, typer.Argument(help="A model file written by 'aecli train'.", metavar="MODEL")
+    str,
+    typer.Argument(
+        help="A model file written by 'aecli train', or - for stdin ('train -o -' writes one).",
+        metavar="MODEL",
+    ),
 ]
 OutputOpt = Annotated[
     str,

@@ -296,6 +296,12 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                 raise ValueError(f"{name}: must be a number, got {value!r}")
+        for name in ("kind", "activation", "loss", "noise", "scale", "precision", "arch", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: must be text, got {getattr(self, name)!r}")
+        for name in ("tied", "layerwise"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name}: must be True or False, got {getattr(self, name)!r}")
         hidden = self.hidden
         sizes = (hidden,) if isinstance(hidden, (int, np.integer)) else hidden
         ok = (

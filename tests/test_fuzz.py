@@ -303,3 +303,53 @@ def test_any_flag_value_is_a_result_or_one_line(
     if result.code:
         assert result.stderr.count("\n") == 1, (args, result.stderr)
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr, args
+
+
+@FUZZ
+@given(data=st.data())
+def test_model_tensors_with_hand_edited_values(model_bytes: bytes, data: st.DataObject) -> None:
+    """Tensors edited in place (NaN, inf, huge, reversed, zero): a result or a damaged file."""
+    _, tensors, size = modelfile.read_header_bytes(model_bytes)
+    name = data.draw(st.sampled_from(sorted(k for k, v in tensors.items() if v["dtype"] == "F32")))
+    start, end = tensors[name]["data_offsets"]
+    body = bytearray(model_bytes[8 + size :])
+    values = np.frombuffer(bytes(body[start:end]), dtype=np.float32).copy()
+    edit = data.draw(st.sampled_from(["one", "reverse", "zero", "scale"]))
+    if edit == "one":
+        at = data.draw(st.integers(0, len(values) - 1))
+        values[at] = data.draw(st.floats(width=32) | st.sampled_from([np.nan, np.inf, -np.inf]))
+    elif edit == "reverse":
+        values = values[::-1].copy()
+    elif edit == "zero":
+        values[:] = 0
+    else:
+        values *= data.draw(st.sampled_from([-1.0, 1e30, 1e-30]))
+    body[start:end] = values.tobytes()
+    _load(model_bytes[: 8 + size] + bytes(body))
+
+
+ESTIMATOR_ARGUMENTS = sorted(
+    ["kind", "hidden", "latent", "tied", "activation", "loss", "noise", "noise_std", "dropout",
+     "sparsity_target", "sparsity_weight", "beta", "scale", "epochs", "batch_size", "lr",
+     "weight_decay", "val_fraction", "early_stopping", "seed", "precision", "threads",
+     "beta_warmup", "finetune_epochs", "contamination"]
+)  # fmt: skip
+
+
+@settings(max_examples=80, deadline=4000, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(ESTIMATOR_ARGUMENTS), JSONISH)
+def test_estimator_arguments_are_a_result_or_a_value_error(name: str, value: object) -> None:
+    """Any value of any argument: a fitted model, or a ValueError naming the argument."""
+    pytest.importorskip("sklearn")
+    from aecli import Autoencoder
+
+    rows = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    arguments = {"epochs": 1, "batch_size": 16, name: value}
+    if name == "epochs" and isinstance(value, int) and not isinstance(value, bool):
+        arguments["epochs"] = min(max(value, -1), 2)  # a huge count is valid, and slow
+    if name == "batch_size" and isinstance(value, int) and not isinstance(value, bool):
+        arguments["batch_size"] = min(max(value, -1), 64)
+    try:
+        Autoencoder(**arguments).fit(rows)
+    except ValueError as exc:
+        assert "\n" not in str(exc), exc

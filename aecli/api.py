@@ -230,14 +230,18 @@ PCA_MAX_INPUTS = 4096  # above this the d x d covariance is not worth storing
 def _add_baselines(fitted: FittedModel, source: Source, order: Order, seed: int) -> None:
     """What later commands compare against: PCA of the same code size, training scores.
 
-    PCA over every training row, in the order's chunks; code statistics and score
+    PCA over every training row in the model's scaled units, in the order's chunks (so that
+    no column outweighs the others by its units); code statistics and score
     percentiles from a seeded sample of them (every one of a smaller table).
     """
     from aecli.diagnostics import code_stats, score_quantiles
 
     if fitted.config.n_inputs <= PCA_MAX_INPUTS:
         k = min(fitted.config.latent, fitted.config.n_inputs)
-        fitted.pca = PCA.fit_chunks(order.train_blocks(source), k)
+        blocks = order.train_blocks(source)
+        scaled = fitted.scaler.transform
+        fitted.pca = PCA.fit_chunks(lambda: (scaled(block) for block in blocks()), k)
+        fitted.pca.scaled = True
     rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
     fitted.code_stats = code_stats(fitted, rows)
     fitted.score_quantiles = score_quantiles(fitted, rows)

@@ -226,9 +226,22 @@ class Evaluator:
                 self.activation_sum += total
                 self.code_square_sum += squares
         if self.baseline_pca and self.fitted.pca is not None:
-            recon = self.fitted.pca.reconstruct(values)
-            error = np.square(recon - values.astype(np.float64)).mean(1)
-            self.sums["pca_mse"] = self.sums.get("pca_mse", 0.0) + float(error.sum())
+            self._add_pca(values)
+
+    def _add_pca(self, values: np.ndarray) -> None:
+        """PCA's errors: in the scaled units it was fitted in, and in the original units."""
+        pca, raw = self.fitted.pca, values.astype(np.float64)
+        assert pca is not None
+        if pca.scaled:
+            scaled = self.fitted.scaler.transform(values).astype(np.float64)
+            recon = pca.reconstruct(scaled)
+            error = np.square(recon - scaled).mean(1)
+            self.sums["pca_mse_scaled"] = self.sums.get("pca_mse_scaled", 0.0) + float(error.sum())
+            recon = self.fitted.scaler.inverse(recon.astype(np.float32)).astype(np.float64)
+        else:  # a file from before: PCA in the original units
+            recon = pca.reconstruct(raw)
+        error = np.square(recon - raw).mean(1)
+        self.sums["pca_mse"] = self.sums.get("pca_mse", 0.0) + float(error.sum())
 
     def result(self) -> dict[str, Any]:
         """The documented keys (see docs/evaluate.md)."""
@@ -266,7 +279,11 @@ class Evaluator:
             report["mean_activation"] = float(mean_units.mean())
             report["sparsity_target"] = target
             report["units_near_target"] = float(np.mean(np.abs(mean_units - target) <= NEAR_TARGET))
-        if "pca_mse" in self.sums:
+        if "pca_mse_scaled" in self.sums:  # compared where neither model favours a column
+            report["pca_mse"] = self.sums["pca_mse"] / n
+            report["pca_mse_scaled"] = self.sums["pca_mse_scaled"] / n
+            report["mse_vs_pca"] = report["mse_scaled"] / report["pca_mse_scaled"]
+        elif "pca_mse" in self.sums:
             report["pca_mse"] = self.sums["pca_mse"] / n
             report["mse_vs_pca"] = report["mse"] / report["pca_mse"]
         return report

@@ -265,6 +265,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
         data["scale_clip"] = fitted.scaler.clip
     if fitted.scaler.reason:
         data["scale_reason"] = fitted.scaler.reason
+    if fitted.pca is not None and fitted.pca.scaled:
+        data["pca_scaled"] = True
     metadata = {
         "aecli.format": str(FORMAT_VERSION),
         "aecli.version": json.dumps(__version__),
@@ -360,7 +362,7 @@ def load(path: str) -> FittedModel:
             components = tensors["pca.components"].double().numpy()
             if mean.shape != (config.n_inputs,) or components.shape[1:] != (config.n_inputs,):
                 raise ValueError("PCA baseline does not match the input width")
-            pca = PCA(mean, components)
+            pca = PCA(mean, components, scaled=data.get("pca_scaled") is True)
         quantiles = {
             k.removeprefix("scores."): v.numpy()
             for k, v in tensors.items()

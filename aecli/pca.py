@@ -16,6 +16,9 @@ import numpy as np
 class PCA:
     mean: np.ndarray  # [features]
     components: np.ndarray  # [k, features], orthonormal rows
+    # Fitted on the model's scaled rows (so a column of incomes does not outweigh the rest);
+    # files written before this fitted it in the original units (False).
+    scaled: bool = False
 
     @classmethod
     def fit(cls, values: np.ndarray, k: int) -> PCA:

@@ -27,10 +27,42 @@ def test_evaluate_mse_and_pca_match_their_definitions(basic_model: Path, digits_
     expected = np.mean((fitted.reconstruct(data).astype(np.float64) - data) ** 2)
     assert report["mse"] == pytest.approx(expected, rel=1e-5)
     assert report["row_mse"]["max"] >= report["row_mse"]["p99"] >= report["row_mse"]["median"]
-    # The stored PCA is the one of the training rows (the 90% not held out), same code size.
-    assert fitted.pca is not None and fitted.pca.components.shape == (8, 64)
-    pca_error = np.mean((fitted.pca.reconstruct(data) - data) ** 2)
-    assert report["pca_mse"] == pytest.approx(pca_error, rel=1e-5)
+    # The stored PCA is the one of the training rows (the 90% not held out), same code size,
+    # fitted in the model's scaled units and compared there (issue 30).
+    assert fitted.pca is not None and fitted.pca.components.shape == (8, 64) and fitted.pca.scaled
+    scaled = fitted.scaler.transform(data).astype(np.float64)
+    recon = fitted.pca.reconstruct(scaled)
+    assert report["pca_mse_scaled"] == pytest.approx(np.mean((recon - scaled) ** 2), rel=1e-5)
+    original = fitted.scaler.inverse(recon.astype(np.float32)).astype(np.float64)
+    assert report["pca_mse"] == pytest.approx(np.mean((original - data) ** 2), rel=1e-5)
+    assert report["mse_vs_pca"] == pytest.approx(report["mse_scaled"] / report["pca_mse_scaled"])
+
+
+def test_pca_on_a_mixed_scale_table_is_compared_where_no_column_dominates(
+    tmp_path: Path,
+) -> None:
+    """Issue 30: incomes next to ratios gave 'model/PCA 130076705' (PCA in original units)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 3)) @ rng.normal(size=(3, 7)) + 0.1 * rng.normal(size=(2000, 7))
+    x = x * np.array([1e5, 1, 0.01, 30, 1, 1e3, 5]) + np.array([5e5, 0, 0, 40, 0, 0, 0])
+    data = tmp_path / "mixed.csv"
+    np.savetxt(data, x, delimiter=",", header="income,a,b,age,c,d,e", comments="", fmt="%.6g")
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", data, "-o", model, "--latent", "3", "-q"]).code == 0
+    report = json.loads(invoke(["evaluate", model, data, "--json", "--baseline", "pca"]).text)
+    assert 0.5 < report["mse_vs_pca"] < 2, report  # a model near PCA's quality: near 1
+
+
+def test_a_file_whose_pca_is_in_original_units_compares_there() -> None:
+    """Files from before keep their meaning: mse / pca_mse, both in the original units."""
+    golden = Path(__file__).parent / "data"
+    model, rows = golden / "format1-basic.safetensors", golden / "format1-rows.csv"
+    fitted = modelfile.load(str(model))
+    assert fitted.pca is not None and not fitted.pca.scaled
+    report = json.loads(invoke(["evaluate", model, rows, "--json", "--baseline", "pca"]).text)
+    data = read_table(str(rows)).values.astype(np.float64)
+    assert report["pca_mse"] == pytest.approx(np.mean((fitted.pca.reconstruct(data) - data) ** 2))
+    assert "pca_mse_scaled" not in report
     assert report["mse_vs_pca"] == pytest.approx(report["mse"] / report["pca_mse"])
 
 

@@ -97,7 +97,13 @@ def _evaluate_text(report: dict[str, Any]) -> str:
             f"mean activation    {report['mean_activation']:.4g}  (target "
             f"{report['sparsity_target']:g}; {report['units_near_target']:.0%} of units near it)"
         )
-    if "pca_mse" in report:
+    if "pca_mse_scaled" in report:  # the ratio is taken in the scaled units
+        lines.append(f"PCA mse            {report['pca_mse']:.6g}  (original units)")
+        lines.append(
+            f"PCA mse (scaled)   {report['pca_mse_scaled']:.6g}  "
+            f"(model/PCA {report['mse_vs_pca']:.3f}, in the scaled units)"
+        )
+    elif "pca_mse" in report:
         lines.append(
             f"PCA mse            {report['pca_mse']:.6g}  (model/PCA {report['mse_vs_pca']:.3f})"
         )

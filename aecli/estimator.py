@@ -74,6 +74,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         finetune_epochs: int = _T.finetune_epochs,
         image_shape: tuple[int, ...] | None = None,
         contamination: float = 0.1,
+        verbose: bool = False,
     ) -> None:
         self.kind = kind
         self.hidden = hidden
@@ -105,6 +106,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         self.finetune_epochs = finetune_epochs
         self.image_shape = image_shape
         self.contamination = contamination
+        self.verbose = verbose
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -174,17 +176,50 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
                 channels=tuple(int(c) for c in self.channels) if self.arch == "conv" else (),
                 image=image_of(row_shape) if self.arch == "conv" else (),
             )
-            fitted, history = api.train(table, model_config, train_config, scaler=scaler)
+            fitted, history, epochs = self._train(table, model_config, train_config, scaler)
         if history.stop == "non-finite":
             raise ValueError(f"training diverged: {history.message}")
         self._set_fitted(fitted)
-        self.offset_ = float(np.quantile(self.score_samples(X), self.contamination))
+        self.history_ = epochs
+        normal = self.score_samples(X)
+        self.offset_ = float(np.quantile(normal, self.contamination))
+        # PyOD's names for the training rows: higher is more abnormal, 1 is an outlier.
+        self.decision_scores_ = -normal
+        self.threshold_ = -self.offset_
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Minus the mean squared reconstruction error in the model's scaled units.
+
+        Higher is better, as GridSearchCV's default scoring wants; y is ignored.
+        """
+        return -float(self.evaluate(X)["mse_scaled"])
+
+    def _train(self, table: Any, model_config: Any, train_config: Any, scaler: Any) -> Any:
+        """api.train with a row of ``history_`` per epoch, and a progress bar if ``verbose``."""
+        from aecli import api
+        from aecli.layerwise import epochs_in_all
+        from aecli.progressbar import EpochBar
+        from aecli.trainlog import record_of
+
+        epochs: list[dict[str, Any]] = []
+        total = epochs_in_all(train_config, model_config)
+        with EpochBar(total, quiet=not self.verbose, forced=True) as bar:
+
+            def on_epoch(stats: Any) -> None:
+                epochs.append(record_of(stats))
+                if bar is not None:
+                    bar(stats)
+
+            fitted, history = api.train(table, model_config, train_config, on_epoch, scaler=scaler)
+        return fitted, history, epochs
 
     def _set_fitted(self, fitted: FittedModel) -> None:
         self.fitted_ = fitted
         self.n_features_in_ = fitted.config.n_inputs
-        self.history_ = fitted.summary
+        self.summary_ = fitted.summary
+        self.history_: list[dict[str, Any]] = []  # fit fills it; a file keeps no epochs
 
     # -- the transformer ----------------------------------------------------
     def transform(self, X: Any) -> np.ndarray:
@@ -229,8 +264,12 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         """n new rows from a VAE's prior, as ``aecli sample -n N --seed S``."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n: the number of rows must be a whole number >= 1, got {n!r}")
+        fitted = self._fitted()
+        if fitted.config.kind != "vae":
+            kind = fitted.config.kind
+            raise ValueError(f"sample: sampling needs a vae (kind='vae'); this model is {kind}")
         with _as_value_errors():
-            return self._fitted().sample(n, seed)
+            return fitted.sample(n, seed)
 
     def evaluate(self, X: Any, baseline: str | None = None) -> dict[str, Any]:
         """The report of ``aecli evaluate --json`` (docs/evaluate.md); baseline="pca" adds PCA's."""

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from aecli.train import EpochStats
 
 
+def record_of(stats: EpochStats) -> dict[str, Any]:
+    """One epoch as a log line holds it (and ``Autoencoder.history_`` a row)."""
+    record = {
+        "epoch": stats.epoch,
+        **stats.terms,
+        "val_loss": stats.val_loss,
+        "seconds": round(stats.seconds, 6),
+    }
+    if stats.stage is not None:  # --layerwise
+        record["stage"] = stats.stage
+    return record
+
+
 class EpochLog:
     """Collects the epochs and writes the log atomically when training ends.
 
@@ -40,15 +53,7 @@ class EpochLog:
         return self
 
     def write(self, stats: EpochStats) -> None:
-        record = {
-            "epoch": stats.epoch,
-            **stats.terms,
-            "val_loss": stats.val_loss,
-            "seconds": round(stats.seconds, 6),
-        }
-        if stats.stage is not None:  # --layerwise
-            record["stage"] = stats.stage
-        self.lines.append(json.dumps(record))
+        self.lines.append(json.dumps(record_of(stats)))
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         """Training failed: keep what it logged if that can be done, and say nothing of it.

@@ -194,3 +194,31 @@ def test_save_and_load_fail_with_pythons_own_errors(tmp_path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a safetensors model file"):
         Autoencoder.load(tmp_path / "junk.safetensors")
+
+
+def test_history_has_a_row_per_epoch_and_verbose_shows_progress(capsys) -> None:
+    """Issue 30 item 3: a notebook got no feedback, and history_ held only a summary."""
+    rows = np.random.default_rng(1).normal(size=(120, 6)).astype(np.float32)
+    ae = Autoencoder(epochs=4, verbose=True, seed=0).fit(rows)
+    assert [row["epoch"] for row in ae.history_] == [1, 2, 3, 4]
+    assert {"loss", "reconstruction", "val_loss", "seconds"} <= ae.history_[0].keys()
+    assert "epoch 4/4" in capsys.readouterr().err  # the bar's last frame stays
+    Autoencoder(epochs=2, seed=0).fit(rows)
+    assert capsys.readouterr().err == ""  # quiet by default
+    assert ae.summary_["kept_epoch"] == 4
+
+
+def test_pyod_attributes_and_a_score_gridsearch_can_use() -> None:
+    """Issue 30 item 8: no score method (GridSearchCV's default failed), no decision_scores_."""
+    from sklearn.model_selection import GridSearchCV
+
+    rows = np.random.default_rng(1).normal(size=(150, 6)).astype(np.float32)
+    ae = Autoencoder(epochs=2, seed=0).fit(rows)
+    np.testing.assert_allclose(ae.decision_scores_, -ae.score_samples(rows))
+    assert ae.threshold_ == -ae.offset_
+    np.testing.assert_array_equal(ae.labels_, (ae.predict(rows) == -1).astype(int))
+    assert ae.score(rows) == -ae.evaluate(rows)["mse_scaled"]
+    search = GridSearchCV(Autoencoder(epochs=2, seed=0), {"latent": [1, 3]}, cv=2).fit(rows)
+    assert search.best_params_["latent"] in (1, 3)
+    with pytest.raises(ValueError, match=r"^sample: sampling needs a vae \(kind='vae'\)"):
+        ae.sample(3)

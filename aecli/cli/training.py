@@ -349,8 +349,9 @@ def train(
                 modelfile.save(fitted, output, protect=[data])
             keep_old = False
 
-    from aecli.cli.progress import EpochBar, say_ending
+    from aecli.cli.progress import say_ending
     from aecli.layerwise import epochs_in_all
+    from aecli.progressbar import EpochBar
     from aecli.trainlog import EpochLog
 
     with (

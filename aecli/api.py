@@ -135,7 +135,7 @@ def train(
             summary["run"] = run
         return FittedModel(
             model, scaler, model_config, train_config, table.columns, table.row_shape,
-            summary, state,
+            summary, state, id_column=getattr(table, "id_name", None),
         )  # fmt: skip
 
     on_checkpoint = None

@@ -104,6 +104,7 @@ class FittedModel:
     pca: PCA | None = None  # same code size, fitted on the training rows (original units)
     score_quantiles: dict[str, np.ndarray] = field(default_factory=dict)
     code_stats: CodeStats | None = None  # the training rows' codes, for the anomaly score
+    id_column: str | None = None  # --id-column at training: carried again when a file has it
 
     @property
     def column_names(self) -> list[str]:

@@ -13,6 +13,8 @@ def check_values(tensors: dict[str, Any]) -> None:
             raise ValueError(f"{name} holds values that are not finite")
         if name.startswith("scores.") and bool((tensor.diff() < 0).any()):
             raise ValueError(f"{name}: score percentiles that decrease")
+        if name == "scaler.scale" and bool((tensor <= 0).any()):  # found by the fuzzer
+            raise ValueError(f"{name}: a column scale that is not positive")
 
 
 def data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tuple[int, ...]]:

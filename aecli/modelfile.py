@@ -267,6 +267,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
         data["scale_reason"] = fitted.scaler.reason
     if fitted.pca is not None and fitted.pca.scaled:
         data["pca_scaled"] = True
+    if fitted.id_column is not None:
+        data["id_column"] = fitted.id_column
     metadata = {
         "aecli.format": str(FORMAT_VERSION),
         "aecli.version": json.dumps(__version__),
@@ -399,6 +401,7 @@ def load(path: str) -> FittedModel:
         pca=pca,
         score_quantiles=quantiles,
         code_stats=stats,
+        id_column=id_column if isinstance(id_column := data.get("id_column"), str) else None,
     )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from aecli import io as aio
+from aecli import modelfile
 from aecli.errors import DataError, UsageError
 from aecli.io import ReadStats, read_table
 from tests.conftest import FAST, invoke
@@ -198,3 +199,30 @@ def test_repeated_or_empty_names_are_refused(tmp_path: Path, header: str, messag
         assert result.code == 1 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_id_column_is_remembered_by_the_model(tmp_path: Path) -> None:
+    """Issue 30 item 7: --id-column had to be given again to every command, and the error
+    for a text column did not suggest it."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "ids.csv"
+    lines = ["id,a,b,c"] + [f"c{i:05d}," + ",".join(f"{v:.5f}" for v in row)
+                            for i, row in enumerate(rng.normal(size=(80, 3)))]  # fmt: skip
+    data.write_text("\n".join(lines) + "\n")
+    model = tmp_path / "m.safetensors"
+    plain = invoke(["train", data, "-o", model, "-q", "--epochs", "2"])
+    assert plain.code == 1 and "carry it with --id-column NAME" in plain.stderr
+    assert (
+        invoke(["train", data, "-o", model, "-q", "--epochs", "2", "--id-column", "id"]).code == 0
+    )
+    assert modelfile.load(str(model)).id_column == "id"
+    for command in ("encode", "score", "reconstruct"):
+        result = invoke([command, model, data])
+        assert result.code == 0, result.stderr
+        rows = result.text.splitlines()
+        assert rows[0].startswith("id,") and rows[1].startswith("c00000,"), command
+    as_npy = invoke(["encode", model, data, "-o", tmp_path / "codes.npy"])
+    assert as_npy.code == 0 and np.load(tmp_path / "codes.npy").shape[0] == 80
+    # A file without that column is read as before: every column a feature.
+    (tmp_path / "no-id.csv").write_text("\n".join(line.split(",", 1)[1] for line in lines) + "\n")
+    assert invoke(["encode", model, tmp_path / "no-id.csv"]).code == 0

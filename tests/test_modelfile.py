@@ -334,6 +334,7 @@ def _with_tensor(model: Path, name: str, change: Any, out: Path) -> Path:
         ("scores.score", lambda v: v * np.nan, "scores.score holds values that are not finite"),
         ("scores.score", lambda v: v[::-1], "scores.score: score percentiles that decrease"),
         ("scaler.scale", lambda v: v + np.inf, "scaler.scale holds values that are not finite"),
+        ("scaler.scale", lambda v: v * 0, "scaler.scale: a column scale that is not positive"),
     ],
 )
 def test_a_file_with_values_no_model_has_is_damaged(

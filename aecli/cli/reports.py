@@ -19,7 +19,7 @@ from aecli.cli.options import (
     ModelArg,
     OutputOpt,
 )
-from aecli.cli.rows import _model_input
+from aecli.cli.rows import _model_input, carried_id
 from aecli.cli.training import _check_model_output
 from aecli.errors import UsageError
 
@@ -165,11 +165,12 @@ def score(
     with (
         _model_input(fitted, data, options) as (first, chunks),
         TableWriter(
-            output, table.names, (len(table.names),), protect=[data, model], id_name=first.id_name
+            output, table.names, (len(table.names),), protect=[data, model],
+            id_name=(id_name := carried_id(first, options, output)),
         ) as writer,
-    ):
+    ):  # fmt: skip
         for chunk in chunks:
-            writer.write(table.rows(chunk.values), chunk.ids)
+            writer.write(table.rows(chunk.values), chunk.ids if id_name else None)
 
 
 # -- info / example -----------------------------------------------------------------

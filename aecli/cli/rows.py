@@ -111,11 +111,10 @@ def _transform(
             columns, row_shape = fitted.column_names, _row_shape(fitted, first.row_shape)
         apply = fitted.encode if codes else fitted.reconstruct
         protect = [data, model_path]
-        with TableWriter(
-            output, columns, row_shape, protect=protect, id_name=first.id_name
-        ) as writer:
+        id_name = carried_id(first, options, output)
+        with TableWriter(output, columns, row_shape, protect=protect, id_name=id_name) as writer:
             for chunk in chunks:
-                writer.write(apply(chunk.values), chunk.ids)
+                writer.write(apply(chunk.values), chunk.ids if id_name else None)
 
 
 class _model_input:
@@ -135,6 +134,7 @@ class _model_input:
 
         self.stats = ReadStats()
         reading = _read_options(*self.options, model_columns=self.fitted.columns)
+        reading["model_id_column"] = self.fitted.id_column
         chunks = iter_table(self.data, stats=self.stats, **reading)
         first = next(chunks)
         self.fitted.check_input(first, describe(self.data))
@@ -145,6 +145,17 @@ class _model_input:
 
         if exc is None:
             _report_dropped(self.stats.dropped, describe(self.data))
+
+
+def carried_id(first: Any, options: tuple[Any, ...], output: str | None) -> str | None:
+    """The id column outputs lead with: the one asked for, or the model's own where it fits.
+
+    A remembered id column is left out of a .npy output (no text there), not an error.
+    """
+    asked = options[3]
+    if asked is None and output is not None and output.lower().endswith(".npy"):
+        return None
+    return first.id_name
 
 
 def _drawn_shape(fitted: FittedModel, input_shape: tuple[int, ...]) -> tuple[int, ...]:

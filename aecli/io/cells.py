@@ -59,8 +59,9 @@ def _to_floats(
             problem = _cell_problem(cell, allow_nan)
             if problem:
                 label = f" ({columns[c]!r})" if columns else ""
+                hint = _TEXT_HINT if _is_text(cell) else ""
                 raise DataError(
-                    f"{problem}{label}", source=name, line=lines[r], column=features[c] + 1
+                    f"{problem}{label}{hint}", source=name, line=lines[r], column=features[c] + 1
                 )
     raise AssertionError("unreachable: a bad cell was expected")  # pragma: no cover
 
@@ -75,6 +76,19 @@ def _parse(rows: list[list[str]]) -> np.ndarray | None:
 
 def _missing(cell: str) -> bool:
     return cell.strip().lower() in _MISSING
+
+
+# A word where a number should be: most often a column of names or ids among the features.
+_TEXT_HINT = "; a column of text, such as ids? carry it with --id-column NAME"
+
+
+def _is_text(cell: str) -> bool:
+    """A word, not a malformed number or a gap: what an id or a name column holds."""
+    return (
+        any(ch.isalpha() for ch in cell)
+        and not _missing(cell)
+        and cell.strip().lower() not in ("inf", "-inf", "+inf", "infinity", "-infinity", "nan")
+    )
 
 
 def _cell_problem(cell: str, allow_nan: bool = False) -> str | None:

@@ -27,6 +27,8 @@ def _select_columns(
     id_index = None
     if opts.id_column is not None:
         id_index = _resolve_column(opts.id_column, names, width, source, "--id-column")
+    elif opts.model_id_column is not None and names is not None and opts.model_id_column in names:
+        id_index = names.index(opts.model_id_column)  # the model's own, remembered
     if opts.columns:
         features = [_resolve_column(c, names, width, source, "--columns") for c in opts.columns]
         check_distinct(list(opts.columns), features)

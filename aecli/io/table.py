@@ -60,6 +60,7 @@ class ReadOptions:
     id_column: str | None = None
     allow_nan: bool = False
     model_columns: tuple[str, ...] | None = None
+    model_id_column: str | None = None  # the id column a model was trained with, if the file has it
 
 
 @dataclass

@@ -16,7 +16,8 @@ def run() -> int:
     print a KeyboardInterrupt traceback.
     """
     try:
-        if sys.argv[1:] in ROOT_HELP_ARGS and _eighty_columns() and sys.stdout is not None:
+        completing = "_AECLI_COMPLETE" in os.environ  # a shell asking: the real app answers
+        if sys.argv[1:] in ROOT_HELP_ARGS and not completing and _eighty_columns() and sys.stdout:
             from aecli.helptext import ROOT
 
             return _say(ROOT)

@@ -10,8 +10,11 @@ Usage: aecli [OPTIONS] COMMAND [ARGS]...
   Train autoencoders on tables of numbers and use them from the shell.
 
 Options:
-  --version   Print the version.
-  -h, --help  Show this message and exit.
+  --version             Print the version.
+  --install-completion  Install completion for the current shell.
+  --show-completion     Show completion for the current shell, to copy it or
+                        customize the installation.
+  -h, --help            Show this message and exit.
 
 Commands:
   train        Train an autoencoder on DATA and write it to a model file.

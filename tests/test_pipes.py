@@ -257,3 +257,35 @@ def test_a_model_arrives_on_stdin(basic_model: Path, digits_csv: Path) -> None:
     assert invoke(["info", "-"], input=basic_model.read_bytes()).code == 0
     both = invoke(["encode", "-", "-"], input=basic_model.read_bytes())
     assert both.code == 2 and "MODEL is read from stdin already" in both.stderr
+
+
+def test_shell_completion_names_commands_flags_and_choices() -> None:
+    """Issue 30 item 9: Typer's --install-completion was switched off."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "aecli", "--show-completion", "bash"], capture_output=True
+    )
+    assert shown.returncode == 0 and b"_AECLI_COMPLETE=complete_bash" in shown.stdout
+    for words, cword, expected in (("aecli tr", "1", "train"), ("aecli train --ki", "2", "--kind"),
+                                   ("aecli train --kind ", "3", "sparse")):  # fmt: skip
+        env = {**os.environ, "_AECLI_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": cword}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "aecli"], env=env, capture_output=True)
+        assert done.returncode == 0 and expected in done.stdout.decode().split(), done
+
+
+def test_a_device_takes_csv(basic_model: Path, digits_csv: Path) -> None:
+    """Issue 30 item 9: -o /dev/null was 'cannot tell the output format'."""
+    from tests.conftest import invoke
+
+    result = invoke(["encode", basic_model, digits_csv, "-o", os.devnull])
+    assert result.code == 0 and result.stderr == ""
+
+
+def test_the_onnx_extra_brings_what_serving_imports() -> None:
+    """Issue 30 item 9: docs/serving.md imports onnxruntime, which [onnx] did not install."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extra = project["project"]["optional-dependencies"]["onnx"]
+    assert any(requirement.startswith("onnxruntime") for requirement in extra)
+    assert "import onnxruntime" in (Path(__file__).parents[1] / "docs" / "serving.md").read_text()

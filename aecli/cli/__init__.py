@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore")
     click_exception, click_usage_error = _click_classes()
     args = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("_AECLI_COMPLETE"):  # a shell asking for completions: click answers
+        return _complete(args)
     command = _command_for(args)
     try:
         # Click's context directly, not command.main: typer's main turns a broken
@@ -205,6 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _leave_process_group()
     return result if isinstance(result, int) else 0
+
+
+def _complete(args: list[str]) -> int:
+    """Shell completion (``aecli --install-completion``), through click's own main.
+
+    The full app, every command's flags included, is built only here.
+    """
+    try:
+        typer.main.get_command(app).main(args, prog_name="aecli")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 0
+    return 0
 
 
 def _peer_failure(exc: Exception) -> bool:

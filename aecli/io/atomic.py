@@ -29,7 +29,7 @@ class AtomicFile:
     def __init__(self, dest: str, flag: str = "-o") -> None:
         check_output(dest, flag)
         self._named: str | None = None
-        self._direct = _is_special(dest)
+        self._direct = is_special(dest)
         if self._direct:  # a FIFO or a device (through any links): stream into it (F02)
             self.dest = dest
             self.file: IO[bytes] = open(dest, "wb")  # noqa: SIM115
@@ -138,7 +138,7 @@ def check_output(
             raise UsageError("refusing to write binary data to a terminal", flag=flag)
         return
     refuse_overwrite(dest, inputs, flag)
-    if _is_special(dest):
+    if is_special(dest):
         return
     real = os.path.realpath(dest)
     if os.path.isdir(real):
@@ -150,7 +150,7 @@ def check_output(
         raise UsageError(f"directory {os.path.dirname(dest) or '.'!r} is not writable", flag=flag)
 
 
-def _is_special(path: str) -> bool:
+def is_special(path: str) -> bool:
     """A FIFO, character or block device: something to stream into, not a file to replace."""
     try:
         mode = os.stat(path).st_mode

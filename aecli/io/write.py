@@ -15,7 +15,7 @@ from typing import IO, Any
 import numpy as np
 
 from aecli.errors import UsageError
-from aecli.io.atomic import AtomicFile, naming_file, refuse_overwrite
+from aecli.io.atomic import AtomicFile, is_special, naming_file, refuse_overwrite
 from aecli.io.table import _DELIMITERS, _NPY_MAGIC, STDIO
 
 
@@ -190,6 +190,8 @@ def _output_format(dest: str, flag: str) -> tuple[str, bool, str]:
         return "npy", False, ""
     gz = bool(suffixes) and suffixes[-1] == ".gz"
     ext = suffixes[-2] if gz and len(suffixes) == 2 else (suffixes[-1] if suffixes else "")
+    if ext not in _DELIMITERS and is_special(dest):  # /dev/null, /dev/stdout, a FIFO: CSV
+        return "csv", False, ","
     if ext not in _DELIMITERS:
         raise UsageError(
             f"cannot tell the output format of {dest!r}; use .csv, .tsv, .csv.gz, .tsv.gz or .npy",

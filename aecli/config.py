@@ -100,8 +100,12 @@ def default_noise(kind: str) -> str:
 
 
 def default_latent(n_inputs: int) -> int:
-    """A quarter of the width, between 1 and 32: 2 for a 10-column table, 32 for 784 pixels."""
-    return max(1, min(32, n_inputs // 4))
+    """A quarter of the width, between 2 and 32: 2 for a 10-column table, 32 for 784 pixels.
+
+    At least 2 (where the width allows it): a 7-column table got a 1-unit code, one number
+    a row, which encode users cannot plot and which held out less on narrow tables.
+    """
+    return max(1, min(2, n_inputs - 1), min(32, n_inputs // 4))
 
 
 def default_hidden(n_inputs: int, latent: int) -> tuple[int, ...]:

@@ -259,3 +259,18 @@ def test_kept_memory_spares_the_page_faults_of_every_step() -> None:
     assert _faults(FAULTS_PER_STEP) < 10
     default, kept = _faults(FAULTS_PER_ROUND, "default"), _faults(FAULTS_PER_ROUND, "kept")
     assert default > 5000 and kept < 100, (default, kept)
+
+
+def test_a_narrow_table_gets_a_two_unit_code_and_is_told(tmp_path: Path) -> None:
+    """Issue 30 item 5: 7 columns gave 7-4-1-4-7 in silence."""
+    from aecli.config import default_latent
+
+    assert [default_latent(n) for n in (1, 2, 3, 7, 8, 12, 64, 784)] == [1, 1, 2, 2, 2, 3, 16, 32]
+    data = tmp_path / "narrow.csv"
+    rows = np.random.default_rng(0).normal(size=(100, 7))
+    np.savetxt(data, rows, delimiter=",", header=",".join("abcdefg"), comments="")
+    result = invoke(["train", data, "-o", tmp_path / "m.safetensors", "--epochs", "1"])
+    assert "trained basic 7-8-2-8-7 (auto --latent 2) on " in result.stderr
+    given = invoke(["train", data, "-o", tmp_path / "m.safetensors", "--epochs", "1",
+                    "--latent", "3"])  # fmt: skip
+    assert "auto --latent" not in given.stderr

@@ -19,7 +19,9 @@ def epochs_text(summary: dict[str, Any]) -> str:
     return f"{done} epochs in {len(stages)} layer-wise stages, then {epochs} of the whole stack"
 
 
-def training_summary(fitted: FittedModel, seconds: float, output: str) -> str:
+def training_summary(
+    fitted: FittedModel, seconds: float, output: str, auto_latent: bool = False
+) -> str:
     """The line ``train`` ends with: what was trained, on what, how fast, how well, where."""
     s = fitted.summary
     terms = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
@@ -29,7 +31,9 @@ def training_summary(fitted: FittedModel, seconds: float, output: str) -> str:
     if s.get("world_size", 1) > 1:
         ran_on += f", {s['world_size']} processes, {s['backend']}"
     return (
-        f"trained {fitted.config.kind} {fitted.config.architecture()} on {s['rows']} rows "
+        f"trained {fitted.config.kind} {fitted.config.architecture()}"
+        + (f" (auto --latent {fitted.config.latent})" if auto_latent else "")
+        + f" on {s['rows']} rows "
         f"for {epochs_text(s)} in {seconds:.1f} s ({ran_on}): {terms}{val} -> {where}"
     )
 
@@ -45,6 +49,7 @@ def say_ending(
     main: bool,
     quiet: bool,
     resumable: bool,
+    auto_latent: bool = False,
 ) -> None:
     """How ``train`` ends, once the model is saved to ``target``: what it says and its exit.
 
@@ -76,4 +81,4 @@ def say_ending(
     if not quiet:
         if history.stop == "early-stopping":
             _say(f"aecli: {history.message}; kept epoch {kept}")
-        _say(training_summary(fitted, history.seconds, output))
+        _say(training_summary(fitted, history.seconds, output, auto_latent))

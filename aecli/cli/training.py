@@ -78,7 +78,7 @@ def train(
     latent: Annotated[
         int | None,
         typer.Option(
-            help="Coding size. Default: inputs/4, between 1 and 32.", show_default=False, min=1
+            help="Coding size. Default: inputs/4, between 2 and 32.", show_default=False, min=1
         ),
     ] = None,
     tied: Annotated[
@@ -394,7 +394,8 @@ def train(
             _say(f"aecli: warning: --log {log}: not written ({problem}); the model was saved")
     processes.finish(world)
     resumable = target != "-" and not train_config.layerwise  # --layerwise cannot resume
-    say_ending(fitted, history, output, target, world.main, quiet, resumable)
+    auto = latent is None and resumed is None  # the summary says the code size was chosen
+    say_ending(fitted, history, output, target, world.main, quiet, resumable, auto)
 
 
 # Flags that shape the model or the data split: on --resume they come from the file.

@@ -363,6 +363,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         """Rows as finite float32, with scikit-learn's checks of width and feature names."""
         if not reset:
             check_is_fitted(self, "fitted_")
+        X = _tabular(X)
         values = validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_samples=1)
         return np.ascontiguousarray(values, dtype=np.float32)
 
@@ -407,3 +408,21 @@ def _as_os_errors(path: str) -> Iterator[None]:
             if words in text:
                 raise error(number, text, path) from None
         raise ValueError(f"{path}: {text}") from None
+
+
+def _tabular(X: Any) -> Any:
+    """A path (any format aecli reads) or a pyarrow Table as a DataFrame; else X itself."""
+    import os
+
+    if isinstance(X, (str, os.PathLike)):
+        import pandas as pd
+
+        from aecli.io import read_table
+
+        with _as_value_errors():
+            table = read_table(os.fspath(X))
+        columns = table.columns or [f"x{i}" for i in range(table.n_features)]
+        return pd.DataFrame(table.values, columns=columns)
+    if type(X).__module__.startswith("pyarrow") and hasattr(X, "to_pandas"):
+        return X.to_pandas()
+    return X

@@ -12,9 +12,9 @@ selection), ``npy``, ``stream`` (stream or load), ``write``, ``atomic``.
 
 from aecli.io.atomic import AtomicFile, check_output, refuse_overwrite, write_bytes_atomic
 from aecli.io.npy import NpyRows
-from aecli.io.read import iter_table, pick_rows, read_table
+from aecli.io.read import iter_table, read_table
 from aecli.io.stream import should_stream
-from aecli.io.table import CHUNK_ROWS, STDIO, ReadOptions, ReadStats, Table, describe
+from aecli.io.table import CHUNK_ROWS, STDIO, ReadOptions, ReadStats, Table, describe, pick_rows
 from aecli.io.write import TableWriter, format_rows, naming_stdout
 
 __all__ = [

@@ -13,7 +13,7 @@ import itertools
 import sys
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +21,9 @@ from typing import IO, Any
 import numpy as np
 
 from aecli.errors import DataError
+from aecli.io.arrow import MAGIC as ARROW_MAGIC
+from aecli.io.arrow import SUFFIXES as ARROW_SUFFIXES
+from aecli.io.arrow import iter_arrow
 from aecli.io.cells import _is_number, _pandas, _to_floats
 from aecli.io.columns import _picker, _select_columns
 from aecli.io.npy import _iter_npy
@@ -88,13 +91,18 @@ class _Reader:
         if suffixes and suffixes[-1] == ".npy":
             yield from self.npy(path)
             return
+        if suffixes and suffixes[-1] in ARROW_SUFFIXES:
+            kind = ARROW_SUFFIXES[suffixes[-1]]
+            yield from iter_arrow(path, kind, name, self.opts, self.stats, self.chunk_rows)
+            return
         gz = bool(suffixes) and suffixes[-1] == ".gz"
         ext = suffixes[-2] if gz and len(suffixes) == 2 else (suffixes[-1] if suffixes else "")
         delimiter = self.opts.delimiter
         if delimiter is None:
             if ext not in _DELIMITERS:
                 raise DataError(
-                    "unknown data format; use .csv, .tsv (optionally .gz) or .npy, "
+                    "unknown data format; use .csv, .tsv (optionally .gz), .npy, .parquet "
+                    "or .arrow, "
                     "or name the delimiter with --delimiter",
                     source=name,
                 )
@@ -116,6 +124,11 @@ class _Reader:
             if head.startswith(_NPY_MAGIC):
                 yield from self.npy(buffered)  # streamed a chunk at a time (F10)
                 return
+            for magic, kind in ARROW_MAGIC:
+                if head.startswith(magic):
+                    yield from iter_arrow(buffered, kind, self.name, self.opts, self.stats,
+                                          self.chunk_rows)  # fmt: skip
+                    return
             yield from self.csv(buffered, self.opts.delimiter or ",")
 
     def csv(self, raw: IO[bytes], delimiter: str) -> Iterator[Table]:
@@ -430,21 +443,3 @@ class _guard_read:
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
             raise DataError(exc.strerror or str(exc), source=self.name)
         return False
-
-
-def pick_rows(chunks: Iterable[Table], wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    """Rows by 0-based number from a stream of chunks, reading no further than needed.
-
-    Returns the rows found and how many rows were read (all of them when one
-    is missing, so a message can say how many there are).
-    """
-    found: dict[int, np.ndarray] = {}
-    seen = 0
-    for chunk in chunks:
-        for index in wanted:
-            if seen <= index < seen + len(chunk.values):
-                found[index] = chunk.values[index - seen]
-        seen += len(chunk.values)
-        if len(found) == len(wanted):
-            break
-    return found, seen

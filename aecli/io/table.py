@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,3 +75,21 @@ class ReadStats:
 def describe(source: str) -> str:
     """The name a message uses for a source."""
     return "<stdin>" if source == STDIO else source
+
+
+def pick_rows(chunks: Iterable[Table], wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Rows by 0-based number from a stream of chunks, reading no further than needed.
+
+    Returns the rows found and how many rows were read (all of them when one
+    is missing, so a message can say how many there are).
+    """
+    found: dict[int, np.ndarray] = {}
+    seen = 0
+    for chunk in chunks:
+        for index in wanted:
+            if seen <= index < seen + len(chunk.values):
+                found[index] = chunk.values[index - seen]
+        seen += len(chunk.values)
+        if len(found) == len(wanted):
+            break
+    return found, seen

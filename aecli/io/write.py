@@ -15,6 +15,7 @@ from typing import IO, Any
 import numpy as np
 
 from aecli.errors import UsageError
+from aecli.io.arrow import SUFFIXES as ARROW_SUFFIXES
 from aecli.io.atomic import AtomicFile, is_special, naming_file, refuse_overwrite
 from aecli.io.table import _DELIMITERS, _NPY_MAGIC, STDIO
 
@@ -93,7 +94,7 @@ class TableWriter:
         self.columns = list(columns)
         self.row_shape = row_shape
         self.id_name = id_name
-        self._npy: _NpyStream | None = None
+        self._binary: Any = None  # a _NpyStream, or an ArrowSink (Parquet, Arrow)
         self._file: AtomicFile | None = None
         self._gz: gzip.GzipFile | None = None
         self._text: IO[str]
@@ -111,7 +112,12 @@ class TableWriter:
             )
         self._file = AtomicFile(self.dest, flag)
         if kind == "npy":
-            self._npy = _NpyStream(self._file.file, row_shape)
+            self._binary = _NpyStream(self._file.file, row_shape)
+            return
+        if kind in ("parquet", "arrow"):  # typed columns, the id column first as it was
+            from aecli.io.arrow import ArrowSink
+
+            self._binary = ArrowSink(self._file.file, kind, self.columns, id_name)
             return
         sink: IO[bytes] = self._file.file
         if gz:
@@ -127,9 +133,12 @@ class TableWriter:
 
     def write(self, values: np.ndarray, ids: Sequence[str] | None = None) -> None:
         """Append rows (float32 2-D, one column per name), with their ids if any."""
-        if self._npy is not None:
+        if self._binary is not None:
             with naming_file(self.dest or "stdout"):
-                self._npy.write(values)
+                if isinstance(self._binary, _NpyStream):
+                    self._binary.write(values)
+                else:  # a Parquet or Arrow table takes its ids as they were read
+                    self._binary.write(values, list(ids) if ids is not None else None)
             return
         with naming_stdout(self.dest is None), naming_file(self.dest or "stdout"):
             self._text.write(format_rows(values, self._delimiter, ids))
@@ -141,8 +150,8 @@ class TableWriter:
                 self._text.flush()
             return
         with naming_file(self.dest or "stdout"):
-            if self._npy is not None:
-                self._npy.finish()
+            if self._binary is not None:
+                self._binary.finish()
             else:
                 self._text.flush()
                 self._text.detach()
@@ -172,10 +181,11 @@ def format_rows(values: np.ndarray, delimiter: str = ",", ids: Sequence[str] | N
     rows = np.asarray(values, dtype=np.float32)
     if ids is None:
         return "".join(delimiter.join(map(str, row)) + "\n" for row in rows)
-    return "".join(
-        _quote(i, delimiter) + delimiter + delimiter.join(map(str, row)) + "\n"
+    return "".join(  # ids read from Parquet or Arrow may be numbers, or null
+        _quote("" if i is None else str(i), delimiter) + delimiter + delimiter.join(map(str, row))
+        + "\n"
         for i, row in zip(ids, rows)
-    )
+    )  # fmt: skip
 
 
 def _quote(name: str, delimiter: str) -> str:
@@ -188,13 +198,16 @@ def _output_format(dest: str, flag: str) -> tuple[str, bool, str]:
     suffixes = [s.lower() for s in Path(dest).suffixes[-2:]]
     if suffixes and suffixes[-1] == ".npy":
         return "npy", False, ""
+    if suffixes and suffixes[-1] in ARROW_SUFFIXES:
+        return ARROW_SUFFIXES[suffixes[-1]], False, ""
     gz = bool(suffixes) and suffixes[-1] == ".gz"
     ext = suffixes[-2] if gz and len(suffixes) == 2 else (suffixes[-1] if suffixes else "")
     if ext not in _DELIMITERS and is_special(dest):  # /dev/null, /dev/stdout, a FIFO: CSV
         return "csv", False, ","
     if ext not in _DELIMITERS:
         raise UsageError(
-            f"cannot tell the output format of {dest!r}; use .csv, .tsv, .csv.gz, .tsv.gz or .npy",
+            f"cannot tell the output format of {dest!r}; use .csv, .tsv, .csv.gz, .tsv.gz, "
+            ".npy, .parquet or .arrow",
             flag=flag,
         )
     return "csv", gz, _DELIMITERS[ext]

@@ -1,14 +1,17 @@
-"""Data in and out: parse speed against numpy.loadtxt, and memory that stays flat.
+"""Data in and out: read speed of each format, and memory that stays flat.
 
-Run: ``python benchmarks/io_speed.py [--rows 100000]``. Writes a 32-column CSV and
-.npy of ROWS rows and of 10 x ROWS rows into a temporary folder, then:
+Run: ``python benchmarks/io_speed.py [--rows 100000]``. Writes a 32-column table as
+CSV, .npy, Parquet and Arrow, of ROWS rows and of 10 x ROWS rows, into a temporary
+folder, then:
 
-1. parsing: rows/s of aecli's reader, numpy.loadtxt and pandas.read_csv on the
-   small CSV, in this process;
+1. reading the small table, in this process: rows/s and MB/s of numpy.loadtxt,
+   pandas.read_csv, pyarrow's CSV reader (multi-threaded) and aecli's reader on the
+   CSV; pyarrow and aecli on the Parquet and Arrow files; numpy.load on the .npy;
+   with each against numpy.loadtxt;
 2. commands: each run as a fresh process, with its wall time and peak RSS (from
-   wait4): reading (``evaluate``), ``encode`` to CSV, ``reconstruct`` to .npy,
-   and ``train`` on the .npy; for the small and the 10x input. The issue's bound:
-   the 10x input's peak RSS within 100 MB of the small one's.
+   wait4): reading (``evaluate``), ``encode`` of each format to the same format,
+   ``reconstruct`` to .npy, and ``train`` on the .npy; for the small and the 10x
+   input. The bound: the 10x input's peak RSS within 100 MB of the small one's.
 """
 
 from __future__ import annotations
@@ -43,6 +46,20 @@ def make_inputs(folder: Path, rows: int, tag: str) -> tuple[Path, Path]:
             array[start : start + n] = block
             writer.write(block)
     array.flush()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([pa.field(name, pa.float32()) for name in names])
+    with (
+        pq.ParquetWriter(folder / f"{tag}.parquet", schema) as parquet,
+        pa.OSFile(str(folder / f"{tag}.arrow"), "wb") as sink,
+        pa.ipc.new_file(sink, schema) as arrow,
+    ):
+        for start in range(0, rows, 50_000):
+            block = np.asarray(array[start : start + 50_000])
+            batch = pa.record_batch([pa.array(block[:, j]) for j in range(WIDTH)], schema=schema)
+            parquet.write_batch(batch)
+            arrow.write_batch(batch)
     del array
     return csv_path, npy_path
 
@@ -77,15 +94,36 @@ def main() -> None:
     large = make_inputs(folder, 10 * args.rows, "large")
 
     import pandas
+    import pyarrow.csv
+    import pyarrow.feather
+    import pyarrow.parquet
 
     n = args.rows
-    ours = best(2, lambda: read_table(str(small[0])))
-    loadtxt = best(2, lambda: np.loadtxt(small[0], delimiter=",", skiprows=1, dtype=np.float32))
-    frame = best(2, lambda: pandas.read_csv(small[0], dtype=np.float32).to_numpy())
-    print(f"1. parsing {n} rows x {WIDTH} (CSV, {small[0].stat().st_size / 1e6:.0f} MB)")
-    print(f"   {'reader':<22}{'rows/s':>12}{'vs loadtxt':>12}")
-    for name, seconds in (("numpy.loadtxt", loadtxt), ("aecli", ours), ("pandas.read_csv", frame)):
-        print(f"   {name:<22}{n / seconds:>12,.0f}{loadtxt / seconds:>12.2f}")
+    csv_file, npy_file = small
+    parquet_file, arrow_file = csv_file.with_suffix(".parquet"), csv_file.with_suffix(".arrow")
+    readers = {
+        "CSV  numpy.loadtxt": (csv_file, lambda: np.loadtxt(
+            csv_file, delimiter=",", skiprows=1, dtype=np.float32)),
+        "CSV  pandas.read_csv": (csv_file, lambda: pandas.read_csv(
+            csv_file, dtype=np.float32).to_numpy()),
+        "CSV  pyarrow.csv": (csv_file, lambda: pyarrow.csv.read_csv(csv_file)),
+        "CSV  aecli": (csv_file, lambda: read_table(str(csv_file))),
+        "Parquet  pyarrow": (parquet_file, lambda: pyarrow.parquet.read_table(parquet_file)),
+        "Parquet  aecli": (parquet_file, lambda: read_table(str(parquet_file))),
+        "Arrow  pyarrow": (arrow_file, lambda: pyarrow.feather.read_table(arrow_file)),
+        "Arrow  aecli": (arrow_file, lambda: read_table(str(arrow_file))),
+        "npy  numpy.load": (npy_file, lambda: np.load(npy_file)),
+        "npy  aecli": (npy_file, lambda: read_table(str(npy_file))),
+    }  # fmt: skip
+    times = {name: best(2, fn) for name, (_, fn) in readers.items()}
+    baseline = times["CSV  numpy.loadtxt"]
+    print(f"1. reading {n} rows x {WIDTH}, best of 2 (this machine: {os.cpu_count()} cores)")
+    print(f"   {'format  reader':<24}{'MB':>6}{'MB/s':>9}{'rows/s':>13}{'vs loadtxt':>12}")
+    for name, (path, _) in readers.items():
+        size = path.stat().st_size / 1e6
+        seconds = times[name]
+        print(f"   {name:<24}{size:>6.0f}{size / seconds:>9.0f}{n / seconds:>13,.0f}"
+              f"{baseline / seconds:>12.2f}")  # fmt: skip
 
     aecli = [sys.executable, "-m", "aecli"]
     model = folder / "m.safetensors"
@@ -98,6 +136,11 @@ def main() -> None:
     commands = {
         "read (evaluate CSV)": lambda d: ["evaluate", str(model), str(d[0])],
         "encode CSV -> CSV": lambda d: ["encode", str(model), str(d[0]), "-o", out["z"]],
+        "encode Parquet -> Parquet": lambda d: [
+            "encode", str(model), str(d[0].with_suffix(".parquet")), "-o", out["z"] + ".parquet"],
+        "encode Arrow -> Arrow": lambda d: [
+            "encode", str(model), str(d[0].with_suffix(".arrow")), "-o", out["z"] + ".arrow"],
+        "encode npy -> npy": lambda d: ["encode", str(model), str(d[1]), "-o", out["z"] + ".npy"],
         "reconstruct npy -> npy": lambda d: ["reconstruct", str(model), str(d[1]), "-o", out["r"]],
         "train npy, 1 epoch (streamed)": lambda d: [
             "train", str(d[1]), "-o", out["t"] + ".safetensors", "--epochs", "1",

@@ -103,13 +103,17 @@ class OnDisk:
     def __init__(self, npy: NpyRows) -> None:
         self.npy = npy
         self.columns, self.row_shape = npy.columns, npy.row_shape
+        self._dropped: np.ndarray | None = None
 
     @property
     def dropped(self) -> np.ndarray:
+        """The file's row numbers that --allow-nan dropped (sorted), counted once."""
         if not self.npy.scanned:  # no scan yet (a resumed run fits no scaler): count now
             for _ in self.scan(MIN_CHUNK_ROWS):
                 pass
-        return np.asarray(self.npy.stats.dropped_rows, dtype=np.int64)
+        if self._dropped is None:  # read at every block: converted once, not each time
+            self._dropped = np.asarray(self.npy.stats.dropped_rows, dtype=np.int64)
+        return self._dropped
 
     @property
     def rows(self) -> int:
@@ -121,6 +125,7 @@ class OnDisk:
 
     def scan(self, size: int) -> Iterator[np.ndarray]:
         self.npy.stats.dropped, self.npy.stats.dropped_rows = 0, []
+        self._dropped = None
         yield from self.npy.chunks(size, count_dropped=True)
         self.npy.scanned = True
 

@@ -162,3 +162,24 @@ def test_streamed_training_refuses_bce_outside_the_unit_range(
         assert result.code == 2, (chunk, result.stderr)
         assert "cross-entropy needs inputs in [0, 1]" in result.stderr
         assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.determinism
+def test_rows_dropped_by_allow_nan_are_skipped_alike_loaded_or_streamed(
+    tmp_path: Path, digits: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows are numbered after --allow-nan drops: the streamed reader skips them by number."""
+    values = digits[:500].astype(np.float32).copy()
+    values[[3, 4, 150, 499], 5] = np.nan
+    np.save(tmp_path / "gaps.npy", values)
+    loaded, streamed = tmp_path / "loaded.safetensors", tmp_path / "streamed.safetensors"
+    flags = ["--allow-nan", "--chunk-rows", "100", "--epochs", "2"]
+    csv = tmp_path / "gaps.csv"
+    np.savetxt(csv, values, delimiter=",", fmt="%g")  # read whole: the rows in memory
+    _train(csv, loaded, *flags)
+    _train(tmp_path / "gaps.npy", streamed, *flags)  # --chunk-rows streams a .npy
+    a, b = load_file(str(loaded)), load_file(str(streamed))
+    assert modelfile.load(str(streamed)).summary["rows"] + 50 == 496
+    for key in a:
+        if key.startswith(("model.", "optim.")):
+            assert torch.equal(a[key], b[key]), key

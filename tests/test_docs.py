@@ -43,3 +43,13 @@ def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
     for moved in ("resuming", "torchrun", "modelfile", "speed", "training", "formats"):
         assert f"(docs/{moved}.md)" in readme, moved
     assert len(readme.splitlines()) <= 180  # a page a newcomer scans (issue 27)
+
+
+def test_the_tutorials_tables_are_what_its_commands_print() -> None:
+    """Issue 30 item 6: copied as written, the tutorial's commands printed other numbers."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "gen_tutorial.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr

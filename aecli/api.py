@@ -19,7 +19,7 @@ from aecli.device import check_runtime, choose_threads, matmul_precision, resolv
 from aecli.distributed import World, rank_device
 from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
-from aecli.io import NpyRows, Table
+from aecli.io import ON_DISK, NpyRows, ParquetRows, Table
 from aecli.models import build_model
 from aecli.order import MIN_CHUNK_ROWS, SAMPLE_ROWS, Order, Source, TrainingRows, source_of
 from aecli.order import fit_scaler as order_fit_scaler
@@ -39,7 +39,7 @@ _BCE_TOLERANCE = 1e-6
 
 
 def train(
-    table: Table | NpyRows,
+    table: Table | NpyRows | ParquetRows,
     model_config: ModelConfig,
     train_config: TrainConfig,
     on_epoch: EpochCallback | None = None,
@@ -72,7 +72,7 @@ def train(
     device = rank_device(world, resolve_device(train_config.device))
     check_runtime(train_config.precision, device, train_config.compile)
     start_epoch = 1
-    streamed = isinstance(table, NpyRows)
+    streamed = isinstance(table, ON_DISK)
     source = source_of(table)
     if resume is None:
         if scaler is None:
@@ -214,7 +214,9 @@ def train(
     return fitted, history
 
 
-def fit_scaler(table: Table | NpyRows, config: TrainConfig, unit_range: bool) -> Scaler:
+def fit_scaler(
+    table: Table | NpyRows | ParquetRows, config: TrainConfig, unit_range: bool
+) -> Scaler:
     """The scaling ``config.scale`` asks for, fitted on every row of ``table``.
 
     ``unit_range``: the loss needs values in [0, 1] (cross-entropy), which

@@ -20,7 +20,7 @@ import torch
 
 from aecli.config import TrainConfig
 from aecli.distributed import World
-from aecli.io import NpyRows, Table
+from aecli.io import ON_DISK, NpyRows, ParquetRows, Table
 from aecli.scaler import Scaler
 from aecli.train import Sharded, epoch_seed
 
@@ -98,9 +98,10 @@ class InMemory:
 
 
 class OnDisk:
-    """A .npy read in blocks from disk; rows dropped by ``--allow-nan`` are skipped by number."""
+    """A .npy or Parquet file read in blocks from disk; rows ``--allow-nan`` dropped are skipped
+    by number."""
 
-    def __init__(self, npy: NpyRows) -> None:
+    def __init__(self, npy: NpyRows | ParquetRows) -> None:
         self.npy = npy
         self.columns, self.row_shape = npy.columns, npy.row_shape
         self._dropped: np.ndarray | None = None
@@ -139,8 +140,8 @@ class OnDisk:
         return self.npy.rows_at(skip(self.dropped, np.asarray(indices, dtype=np.int64)))
 
 
-def source_of(table: Table | NpyRows) -> Source:
-    return OnDisk(table) if isinstance(table, NpyRows) else InMemory(table)
+def source_of(table: Table | NpyRows | ParquetRows) -> Source:
+    return OnDisk(table) if isinstance(table, ON_DISK) else InMemory(table)
 
 
 def fit_scaler(source: Source, config: TrainConfig, unit_range: bool) -> Scaler:

@@ -196,3 +196,28 @@ def test_the_estimator_fits_a_parquet_path_or_an_arrow_table(
     from_table = Autoencoder(epochs=1, seed=0).fit(table)
     assert list(from_path.feature_names_in_) == [f"f{i}" for i in range(rows.shape[1])]
     np.testing.assert_array_equal(from_path.transform(table), from_table.transform(table))
+
+
+def test_a_parquet_file_streams_to_the_model_a_loaded_table_trains(
+    tmp_path: Path, rows: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training reads a large Parquet file by row range, as a .npy: the same steps as loaded."""
+    from safetensors.numpy import load_file
+
+    from aecli.io import stream
+
+    table = _table(rows)
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=100)
+    flags = ["--epochs", "2", "-q", "--chunk-rows", "150", "--id-column", "key", "--allow-nan"]
+    csv = tmp_path / "t.csv"
+    csv.write_text(table.to_pandas().to_csv(index=False))  # read whole, held in memory
+    loaded, streamed = tmp_path / "loaded.safetensors", tmp_path / "streamed.safetensors"
+    assert invoke(["train", csv, "-o", loaded, *flags]).code == 0
+    result = invoke(["train", tmp_path / "t.parquet", "-o", streamed, *flags])  # streams
+    assert result.code == 0, result.stderr
+    a, b = load_file(str(loaded)), load_file(str(streamed))
+    for key in a:
+        if key.startswith(("model.", "optim.")):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    monkeypatch.setattr(stream, "_available_memory", lambda: 1000)
+    assert stream.should_stream(str(tmp_path / "t.parquet"), 0)  # too big: streamed unasked

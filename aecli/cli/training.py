@@ -195,8 +195,8 @@ def train(
         int,
         typer.Option(
             help="Rows train in shuffled chunks of N consecutive rows; 0 = 2^24 values a "
-            "chunk, at least 65536 rows. N > 0 also streams a .npy DATA from disk, as a .npy "
-            "larger than a quarter of the free memory does: the same model either way.",
+            "chunk, at least 65536 rows. N > 0 also streams a .npy or Parquet DATA from disk, "
+            "as one larger than a quarter of the free memory does: the same model either way.",
             min=0,
         ),
     ] = _T.chunk_rows,
@@ -270,7 +270,15 @@ def train(
 
     from aecli import api, modelfile
     from aecli.device import check_runtime, keep_freed_memory, resolve_device
-    from aecli.io import NpyRows, ReadStats, describe, naming_stdout, read_table, should_stream
+    from aecli.io import (
+        ON_DISK,
+        ReadStats,
+        describe,
+        disk_rows,
+        naming_stdout,
+        read_table,
+        should_stream,
+    )
 
     check_runtime(precision.value, resolve_device(device), compile_model)
     keep_freed_memory()
@@ -293,8 +301,10 @@ def train(
         resumed.columns if resumed is not None else None,
     )
     if should_stream(data, train_config.chunk_rows) or processes.shards(world, data):
-        npy_options = {k: options[k] for k in ("columns", "id_column", "allow_nan")}
-        table: Any = NpyRows(data, **npy_options)
+        disk_options = {
+            k: options[k] for k in ("columns", "id_column", "allow_nan", "model_columns")
+        }
+        table: Any = disk_rows(data, **disk_options)
         stats = table.stats  # rows dropped are counted while the scaler is fitted
     else:
         table = read_table(data, stats=stats, **options)
@@ -377,7 +387,7 @@ def train(
                 stop_requested=signals.requested,
                 run=run,
             )
-    if isinstance(table, NpyRows):
+    if isinstance(table, ON_DISK):
         _report_dropped(stats.dropped, describe(data), quiet)
     target = output
     if history.stop == "non-finite" and keep_old:

@@ -214,3 +214,103 @@ class ArrowSink:
                 fields.insert(0, pa.field(self.id_name, pa.string()))
             self.writer = self._open(pa.schema(fields))
         self.writer.close()
+
+
+class ParquetRows:
+    """A Parquet file used in row ranges read from disk, never loaded whole (NpyRows' twin).
+
+    For training on a table larger than memory: the trainer asks for ranges of rows in
+    shuffled order each epoch, and for a few scattered rows; only the row groups that
+    hold them are read, one at a time.
+    """
+
+    def __init__(self, path: str, **options: Any) -> None:
+        import pyarrow.parquet as pq
+
+        from aecli.io.table import describe
+
+        self.name = describe(path)
+        self.opts = ReadOptions(**options)
+        self.stats = ReadStats()
+        self.scanned = False  # a whole pass has counted the dropped rows into stats
+        try:
+            self.file = pq.ParquetFile(path, pre_buffer=False)
+        except Exception as exc:  # pyarrow's own errors, and OSError
+            raise DataError(
+                f"not a readable Parquet file ({_short(exc)})", source=self.name
+            ) from None
+        schema = self.file.schema_arrow
+        names = [str(n) for n in schema.names]
+        self.features, id_index = _select_columns(self.opts, names, len(names), self.name)
+        self.id_name = names[id_index] if id_index is not None else None  # kept by the model
+        for index in self.features:
+            _check_numbers(schema.field(index), self.name)
+        self.columns: list[str] | None = [names[i] for i in self.features]
+        self.row_shape = (len(self.features),)
+        metadata = self.file.metadata
+        sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if self.rows == 0:
+            raise DataError("no rows", source=self.name)
+
+    @property
+    def rows(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def _group(self, group: int) -> np.ndarray:
+        """One row group's feature values as float32, non-finite values still in."""
+        import pyarrow as pa
+
+        table = self.file.read_row_group(group, columns=self.columns)
+        values = np.empty((table.num_rows, len(self.features)), dtype=np.float32)
+        for j, column in enumerate(table.columns):
+            floats = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            with np.errstate(over="ignore"):
+                values[:, j] = floats
+        return values
+
+    def _range(self, start: int, stop: int) -> np.ndarray:
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        parts = []
+        for group in range(first, len(self.starts) - 1):
+            lo, hi = int(self.starts[group]), int(self.starts[group + 1])
+            if lo >= stop:
+                break
+            parts.append(self._group(group)[max(start, lo) - lo : min(stop, hi) - lo])
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_features), np.float32)
+
+    def chunk(self, start: int, stop: int, *, count_dropped: bool = False) -> np.ndarray:
+        """Rows start..stop as float32; a non-finite value fails, or drops its row."""
+        values = self._range(start, stop)
+        bad = ~np.isfinite(values).all(axis=1)
+        if not bad.any():
+            return values
+        if not self.opts.allow_nan:
+            row, col = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
+            raise DataError(
+                f"a null or {values[row, col]} at row {start + row}, column "
+                f"{self.columns[col]!r} (--allow-nan drops such rows)",  # type: ignore[index]
+                source=self.name,
+            )
+        if count_dropped:
+            self.stats.dropped += int(bad.sum())
+            self.stats.dropped_rows.extend((start + np.flatnonzero(bad)).tolist())
+        return values[~bad]
+
+    def chunks(self, size: int, *, count_dropped: bool = False) -> Iterator[np.ndarray]:
+        for start in range(0, self.rows, size):
+            yield self.chunk(start, start + size, count_dropped=count_dropped)
+
+    def rows_at(self, indices: np.ndarray) -> np.ndarray:
+        """Rows by number, in the order given: each row group that holds some is read once."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.n_features), dtype=np.float32)
+        groups = np.searchsorted(self.starts, indices, side="right") - 1
+        for group in np.unique(groups):
+            picked = np.flatnonzero(groups == group)
+            out[picked] = self._group(int(group))[indices[picked] - self.starts[group]]
+        return out

@@ -21,7 +21,15 @@ from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel
 from aecli.io import ON_DISK, NpyRows, ParquetRows, Table
 from aecli.models import build_model
-from aecli.order import MIN_CHUNK_ROWS, SAMPLE_ROWS, Order, Source, TrainingRows, source_of
+from aecli.order import (
+    MIN_CHUNK_ROWS,
+    SAMPLE_ROWS,
+    Order,
+    Source,
+    TrainingRows,
+    seeded_sample,
+    source_of,
+)
 from aecli.order import fit_scaler as order_fit_scaler
 from aecli.pca import PCA
 from aecli.restart import STOPPED
@@ -233,8 +241,11 @@ def _add_baselines(fitted: FittedModel, source: Source, order: Order, seed: int)
     """What later commands compare against: PCA of the same code size, training scores.
 
     PCA over every training row in the model's scaled units, in the order's chunks (so that
-    no column outweighs the others by its units); code statistics and score
-    percentiles from a seeded sample of them (every one of a smaller table).
+    no column outweighs the others by its units); code statistics from a seeded sample of
+    the training rows. The score percentiles are those of every row given (a seeded sample
+    of a large table), held-out ones included: the share ``--contamination`` flags is then
+    the share of the table trained on, as scikit-learn's ``contamination`` means, and the
+    estimator's ``offset_`` after ``fit`` is the one ``load`` reads back.
     """
     from aecli.diagnostics import code_stats, score_quantiles
 
@@ -244,9 +255,9 @@ def _add_baselines(fitted: FittedModel, source: Source, order: Order, seed: int)
         scaled = fitted.scaler.transform
         fitted.pca = PCA.fit_chunks(lambda: (scaled(block) for block in blocks()), k)
         fitted.pca.scaled = True
-    rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
-    fitted.code_stats = code_stats(fitted, rows)
-    fitted.score_quantiles = score_quantiles(fitted, rows)
+    fitted.code_stats = code_stats(fitted, order.train_sample(source, SAMPLE_ROWS, seed + 1))
+    every = source.at(seeded_sample(source.rows, SAMPLE_ROWS, seed + 3))
+    fitted.score_quantiles = score_quantiles(fitted, every)
 
 
 def _check_unit_range(scaler: Scaler, source: Source, scale: str) -> None:

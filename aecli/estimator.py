@@ -181,8 +181,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
             raise ValueError(f"training diverged: {history.message}")
         self._set_fitted(fitted)
         self.history_ = epochs
-        normal = self.score_samples(X)
-        self.offset_ = float(np.quantile(normal, self.contamination))
+        normal = self.score_samples(X)  # _set_fitted took offset_ from the stored percentiles
         # PyOD's names for the training rows: higher is more abnormal, 1 is an outlier.
         self.decision_scores_ = -normal
         self.threshold_ = -self.offset_
@@ -220,6 +219,11 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         self.n_features_in_ = fitted.config.n_inputs
         self.summary_ = fitted.summary
         self.history_: list[dict[str, Any]] = []  # fit fills it; a file keeps no epochs
+        quantiles = fitted.score_quantiles.get("score", fitted.score_quantiles.get("error"))
+        if quantiles is not None:  # the rows' score percentiles, as the CLI keeps them
+            from aecli.diagnostics import threshold_for
+
+            self.offset_ = -threshold_for(quantiles, self.contamination)
 
     # -- the transformer ----------------------------------------------------
     def transform(self, X: Any) -> np.ndarray:
@@ -306,11 +310,6 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         estimator._set_fitted(fitted)
         if fitted.columns is not None:
             estimator.feature_names_in_ = np.asarray(fitted.columns, dtype=object)
-        quantiles = fitted.score_quantiles.get("score", fitted.score_quantiles.get("error"))
-        if quantiles is not None:  # the training rows' score percentiles, as the CLI keeps them
-            from aecli.diagnostics import threshold_for
-
-            estimator.offset_ = -threshold_for(quantiles, estimator.contamination)
         return estimator
 
     # -- helpers --------------------------------------------------------------

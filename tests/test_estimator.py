@@ -222,3 +222,21 @@ def test_pyod_attributes_and_a_score_gridsearch_can_use() -> None:
     assert search.best_params_["latent"] in (1, 3)
     with pytest.raises(ValueError, match=r"^sample: sampling needs a vae \(kind='vae'\)"):
         ae.sample(3)
+
+
+def test_predict_survives_save_and_load_and_agrees_with_the_cli(tmp_path) -> None:
+    """F3-5: 3 of 300 rows flipped after save + load, and the CLI flagged 27, not 30."""
+    from tests.conftest import invoke
+
+    rows = np.random.default_rng(1).normal(size=(300, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", rows)
+    ae = Autoencoder(epochs=2, seed=0).fit(rows)
+    ae.save(tmp_path / "m.safetensors")
+    loaded = Autoencoder.load(tmp_path / "m.safetensors")
+    assert loaded.offset_ == ae.offset_
+    np.testing.assert_array_equal(loaded.predict(rows), ae.predict(rows))
+    result = invoke(["score", tmp_path / "m.safetensors", tmp_path / "x.npy",
+                     "--contamination", "0.1"])  # fmt: skip
+    flags = [float(line.split(",")[1]) for line in result.text.splitlines()[1:]]
+    np.testing.assert_array_equal(np.array(flags) == 1, ae.predict(rows) == -1)
+    assert int(sum(flags)) == 30  # the contamination share of the rows given to fit

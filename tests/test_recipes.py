@@ -126,6 +126,14 @@ def test_active_units_count_latents_whose_mean_varies(digits: np.ndarray) -> Non
         (["--finetune-epochs", "3"], "--finetune-epochs: is for --layerwise"),
         (["--channels", "8"], "--channels: is for --arch conv"),
         (["--layerwise", "--hidden", "none"], "--layerwise: needs hidden layers to stack"),
+        (["--sparsity-weight", "0.3"], "--sparsity-weight: is for --kind sparse"),
+        (["--sparsity-target", "0.2"], "--sparsity-target: is for --kind sparse"),
+        (["--beta", "0.5"], "--beta: is for --kind vae"),
+        (
+            ["--kind", "denoise", "--noise", "gaussian", "--dropout", "0.2"],
+            "--dropout: is for --noise dropout",
+        ),
+        (["--noise", "dropout", "--noise-std", "0.3"], "--noise-std: is for --noise gaussian"),
     ],
 )
 def test_a_flag_another_flag_makes_meaningless_is_refused(

@@ -236,8 +236,6 @@ def train(
     from aecli.sizes import image_of, parse_channels, parse_hidden
 
     hidden_sizes, channel_sizes = parse_hidden(hidden), parse_channels(channels)
-    if resume is None and arch != Arch.conv and resuming.given(ctx, "channels"):
-        raise UsageError("is for --arch conv (the convolutions' channels)", flag="--channels")
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -348,6 +346,9 @@ def train(
             image=image_of(table.row_shape) if arch == Arch.conv else (),
         )
         model_config.validate()
+        from aecli import meaningful
+
+        meaningful.check(model_config, (n for n in ctx.params if resuming.given(ctx, n)))
     # A run that fails must not replace a model that was there before it.
     keep_old = output != "-" and os.path.exists(output)
     checkpoint = None

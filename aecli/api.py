@@ -58,6 +58,7 @@ def train(
     world: World | None = None,
     stop_requested: Callable[[], bool] | None = None,
     run: str | None = None,
+    device: torch.device | None = None,
 ) -> tuple[FittedModel, History]:
     """Fit the scaler and the model; the result lives on the CPU.
 
@@ -71,14 +72,18 @@ def train(
     configs, and only rank 0's result carries the baselines (the one it writes).
     ``run``: the fingerprint of the command (aecli/restart.py), kept in the summary of a
     checkpoint or a stopped run, so that a restart of the same command continues it.
+    ``device``: the one aecli.pipeline.prepare resolved, with the configs it checked; a
+    direct call (device None) has them checked and the device resolved here.
     """
-    model_config.validate()
-    train_config.validate()
+    if device is None:
+        model_config.validate()
+        train_config.validate()
+        device = resolve_device(train_config.device)
+        check_runtime(train_config.precision, device, train_config.compile)
     if train_config.beta_warmup and model_config.kind != "vae":
         raise UsageError("is for --kind vae (it weighs the latent loss)", flag="--beta-warmup")
     world = world or World()
-    device = rank_device(world, resolve_device(train_config.device))
-    check_runtime(train_config.precision, device, train_config.compile)
+    device = rank_device(world, device)
     start_epoch = 1
     streamed = isinstance(table, ON_DISK)
     source = source_of(table)

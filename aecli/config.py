@@ -14,10 +14,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from aecli.errors import UsageError
 
+E = TypeVar("E", bound=Enum)
 MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
 
 
@@ -171,7 +172,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise UsageError naming the flag for any value the models cannot use."""
-        _check(self.kind in {k.value for k in Kind}, "--kind", f"unknown kind {self.kind!r}")
+        choice(Kind, self.kind, "--kind")
         # Resolved values only: a model file holding "auto" or "salt" is damaged, not a
         # request (a damaged "noise": "salt" used to train as dropout on --resume).
         _one_of(self.loss, (Loss.mse, Loss.bce), "--loss")
@@ -381,9 +382,6 @@ def resolve_config(
 
     ``unit_range``: whether the scaled data lies in [0, 1] (see ``default_loss``).
     """
-    if kind not in {k.value for k in Kind}:
-        valid = ", ".join(k.value for k in Kind)
-        raise UsageError(f"unknown kind {kind!r}; valid kinds: {valid}", flag="--kind")
     latent = latent if latent is not None else default_latent(n_inputs)
     if hidden is not None:
         hidden_sizes = tuple(hidden)
@@ -427,6 +425,16 @@ def _typed_fields(cls: type, data: Any) -> dict[str, Any]:
             raise ValueError(f"field {f.name!r} should be {kind}, not {value!r}")
         values[f.name] = value
     return values
+
+
+def choice(enum: type[E], value: Any, flag: str) -> E:
+    """``value`` as a member of ``enum``: the one place an unknown kind, loss... is refused."""
+    try:
+        return enum(getattr(value, "value", value))
+    except ValueError:
+        valid = ", ".join(str(m.value) for m in enum)
+        what = flag.lstrip("-").replace("-", " ").replace("_", " ")
+        raise UsageError(f"unknown {what} {value!r}; valid {what}s: {valid}", flag=flag) from None
 
 
 def _one_of(value: Any, choices: Sequence[Enum], flag: str) -> None:

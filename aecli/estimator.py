@@ -117,23 +117,40 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     # -- fitting -----------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> Autoencoder:
         """Train on the rows of X (an array or a DataFrame; y is ignored)."""
-        from aecli import api
-        from aecli.config import resolve_config
         from aecli.io import Table
-        from aecli.sizes import image_of, parse_hidden
+        from aecli.pipeline import ModelRequest, prepare
+        from aecli.sizes import parse_hidden
 
         self._check_types()
         values = self._check_X(X, reset=True)
         if not 0.0 < self.contamination <= 0.5:
             raise ValueError(f"contamination must be in (0, 0.5], got {self.contamination}")
         names = getattr(self, "feature_names_in_", None)
-        row_shape = (values.shape[1],) if self.image_shape is None else tuple(self.image_shape)
-        table = Table(values, None if names is None else [str(n) for n in names], row_shape)
+        columns = None if names is None else [str(n) for n in names]
+        table = Table(values, columns, (values.shape[1],))
         with _as_value_errors():
-            if int(np.prod(row_shape)) != values.shape[1]:
-                raise UsageError(
-                    f"{row_shape} is not the {values.shape[1]} features", flag="image_shape"
-                )
+            hidden = self.hidden
+            if hidden is None or isinstance(hidden, str):
+                hidden = parse_hidden(hidden)
+            elif isinstance(hidden, (int, np.integer)):  # hidden=5: one layer of 5
+                hidden = (hidden,)
+            request = ModelRequest(
+                kind=self.kind,
+                hidden=None if hidden is None else tuple(int(h) for h in hidden),
+                latent=self.latent,
+                loss=self.loss,
+                noise=self.noise,
+                arch=self.arch,
+                channels=tuple(int(c) for c in self.channels),
+                image_shape=None if self.image_shape is None else tuple(self.image_shape),
+                tied=self.tied,
+                activation=self.activation,
+                noise_std=self.noise_std,
+                dropout=self.dropout,
+                sparsity_target=self.sparsity_target,
+                sparsity_weight=self.sparsity_weight,
+                beta=self.beta,
+            )
             train_config = TrainConfig(
                 epochs=self.epochs,
                 batch_size=self.batch_size,
@@ -150,33 +167,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
                 layerwise=self.layerwise,
                 finetune_epochs=self.finetune_epochs,
             )
-            train_config.validate()
-            hidden = self.hidden
-            if hidden is None or isinstance(hidden, str):
-                hidden = parse_hidden(hidden)
-            elif isinstance(hidden, (int, np.integer)):  # hidden=5: one layer of 5
-                hidden = (hidden,)
-            scaler = api.fit_scaler(table, train_config, self.loss == "bce")
-            model_config = resolve_config(
-                self.kind,
-                values.shape[1],
-                hidden=None if hidden is None else tuple(int(h) for h in hidden),
-                latent=self.latent,
-                loss=self.loss,
-                noise=self.noise,
-                unit_range=scaler.vae_bce,
-                tied=self.tied,
-                activation=self.activation,
-                noise_std=self.noise_std,
-                dropout=self.dropout,
-                sparsity_target=self.sparsity_target,
-                sparsity_weight=self.sparsity_weight,
-                beta=self.beta,
-                arch=self.arch,
-                channels=tuple(int(c) for c in self.channels) if self.arch == "conv" else (),
-                image=image_of(row_shape) if self.arch == "conv" else (),
-            )
-            fitted, history, epochs = self._train(table, model_config, train_config, scaler)
+            fitted, history, epochs = self._train(prepare(table, request, train_config))
         if history.stop == "non-finite":
             raise ValueError(f"training diverged: {history.message}")
         self._set_fitted(fitted)
@@ -195,24 +186,21 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         """
         return -float(self.evaluate(X)["mse_scaled"])
 
-    def _train(self, table: Any, model_config: Any, train_config: Any, scaler: Any) -> Any:
-        """api.train with a row of ``history_`` per epoch, and a progress bar if ``verbose``."""
-        from aecli import api
-        from aecli.layerwise import epochs_in_all
+    def _train(self, run: Any) -> Any:
+        """The run, with a row of ``history_`` per epoch, and a progress bar if ``verbose``."""
         from aecli.progressbar import EpochBar
         from aecli.trainlog import record_of
 
         epochs: list[dict[str, Any]] = []
-        total = epochs_in_all(train_config, model_config)
-        with EpochBar(total, quiet=not self.verbose, forced=True) as bar:
+        with EpochBar(run.epochs_in_all(), quiet=not self.verbose, forced=True) as bar:
 
             def on_epoch(stats: Any) -> None:
                 epochs.append(record_of(stats))
                 if bar is not None:
                     bar(stats)
 
-            fitted, history = api.train(table, model_config, train_config, on_epoch, scaler=scaler)
-        return fitted, history, epochs
+            result = run.execute(on_epoch)
+        return result.fitted, result.history, epochs
 
     def _set_fitted(self, fitted: FittedModel) -> None:
         self.fitted_ = fitted

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecli import losses
-from aecli.config import Kind, Loss, ModelConfig, TrainConfig
+from aecli.config import Kind, Loss, TrainConfig
 from aecli.errors import UsageError
 from aecli.models import Autoencoder, SparseAutoencoder
 
@@ -157,11 +157,3 @@ def pretrain(
 def finetune_config(config: TrainConfig) -> TrainConfig:
     """The whole stack trains for --finetune-epochs (default: --epochs)."""
     return dataclasses.replace(config, epochs=config.finetune_epochs or config.epochs)
-
-
-def epochs_in_all(config: TrainConfig, model: ModelConfig) -> int:
-    """What a progress bar counts: --layerwise trains each layer pair, then the stack."""
-    if not config.layerwise:
-        return config.epochs
-    depth = len(model.hidden) + 1
-    return depth * config.epochs + (config.finetune_epochs or config.epochs)

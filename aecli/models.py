@@ -17,7 +17,6 @@ from torch import nn
 from aecli import losses
 from aecli.config import Arch, Kind, Loss, ModelConfig, Noise
 from aecli.conv import ConvLayers
-from aecli.errors import UsageError
 
 if TYPE_CHECKING:
     from aecli.distributed import BatchShare
@@ -239,14 +238,8 @@ MODELS: dict[str, type[Autoencoder]] = {
 
 def build_model(config: ModelConfig) -> Autoencoder:
     """Instantiate the class registered for ``config.kind`` (and ``config.arch``)."""
-    try:
-        cls = MODELS[config.kind]
-    except KeyError:
-        valid = ", ".join(MODELS)
-        raise UsageError(
-            f"unknown kind {config.kind!r}; valid kinds: {valid}", flag="--kind"
-        ) from None
-    config.validate()
+    config.validate()  # an unknown kind is refused there, naming --kind
+    cls = MODELS[config.kind]
     if config.arch == Arch.conv.value:
         cls = CONV_MODELS[cls]
     return cls(config)

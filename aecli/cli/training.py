@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -39,6 +37,7 @@ from aecli.sizes import DEFAULT_CHANNELS
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
+    from aecli.io import ReadStats
     from aecli.train import EpochStats
 
 # Defaults are written once, in the config dataclasses; flags and aecli.Autoencoder read them.
@@ -232,10 +231,27 @@ def train(
     ctx: typer.Context,
 ) -> None:
     """Train an autoencoder on DATA and write it to a model file."""
-    from aecli.config import resolve_config
-    from aecli.sizes import image_of, parse_channels, parse_hidden
+    from aecli.pictures import parse_image_shape
+    from aecli.pipeline import ModelRequest, prepare
+    from aecli.sizes import parse_channels, parse_hidden
 
-    hidden_sizes, channel_sizes = parse_hidden(hidden), parse_channels(channels)
+    request = ModelRequest(
+        kind=kind,
+        hidden=parse_hidden(hidden),
+        latent=latent,
+        loss=loss,
+        noise=noise,
+        arch=arch,
+        channels=parse_channels(channels),
+        image_shape=None if image_shape is None else parse_image_shape(image_shape),
+        tied=tied,
+        activation=activation,
+        noise_std=noise_std,
+        dropout=dropout,
+        sparsity_target=sparsity_target,
+        sparsity_weight=sparsity_weight,
+        beta=beta,
+    )
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -255,118 +271,41 @@ def train(
         layerwise=layerwise,
         finetune_epochs=finetune_epochs,
     )
-    train_config.validate()
-    _check_model_output(output, data)
-    if log == "-" and output == "-":
-        raise UsageError("the model already goes to stdout; give the log a file", flag="--log")
-    if log is not None:  # found now, not after the last epoch (F03)
-        from aecli.io import check_output
-
-        check_output(log, "--log", inputs=[data, output, resume])
-    if checkpoint_every and output == "-":
-        raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
-
-    from aecli import api, modelfile
-    from aecli.device import check_runtime, keep_freed_memory, resolve_device
-    from aecli.io import (
-        ON_DISK,
-        ReadStats,
-        describe,
-        disk_rows,
-        naming_stdout,
-        read_table,
-        should_stream,
+    _check_outputs(output, log, data, resume, checkpoint_every)
+    run = prepare(
+        data,
+        request,
+        train_config,
+        output=output,
+        read_options=_read_options(header, delimiter, columns, id_column, allow_nan, None),
+        given=(n for n in ctx.params if resuming.given(ctx, n)),
+        join=True,
     )
-
-    check_runtime(precision.value, resolve_device(device), compile_model)
-    keep_freed_memory()
-    world = processes.join(device, compile_model)
+    world = run.world
     processes.agree(world, ctx.params)
     if not world.main:  # under torchrun rank 0 alone writes and speaks
         quiet, log, checkpoint_every = True, None, 0
     say = _say if world.main and not quiet else lambda _: None
-    run, resume = resuming.pick_up(ctx.params, data, output, resume, say)
-    resumed = None
+    run.fingerprint, resume = resuming.pick_up(ctx.params, data, output, resume, say)
     if resume is not None:
-        resumed, train_config = resuming.start(ctx, resume, train_config)
-    stats = ReadStats()
-    options = _read_options(
-        header,
-        delimiter,
-        columns,
-        id_column,
-        allow_nan,
-        resumed.columns if resumed is not None else None,
-    )
-    if should_stream(data, train_config.chunk_rows) or processes.shards(world, data):
-        disk_options = {
-            k: options[k] for k in ("columns", "id_column", "allow_nan", "model_columns")
-        }
-        table: Any = disk_rows(data, **disk_options)
-        stats = table.stats  # rows dropped are counted while the scaler is fitted
-    else:
-        table = read_table(data, stats=stats, **options)
-        _report_dropped(stats.dropped, describe(data), quiet)
-    if image_shape is not None:
-        from aecli.pictures import parse_image_shape
+        run.resuming(*resuming.start(ctx, resume, run.train_config))
 
-        shape = parse_image_shape(image_shape)
-        values = math.prod(shape)
-        if values != table.n_features:
-            raise UsageError(
-                f"{image_shape} is {values} values, but rows have {table.n_features}",
-                flag="--image-shape",
-            )
-        table.row_shape = shape
-    scaler = None
-    if resumed is not None:
-        resumed.check_input(table, describe(data))
-        model_config = resumed.config
-    else:
-        # Scaling is fitted first: on a table that auto scales robustly, a vae's
-        # decoder is Gaussian (mse), as cross-entropy needs values in [0, 1].
-        scaler = api.fit_scaler(table, train_config, loss == Loss.bce)
-        model_config = resolve_config(
-            kind.value,
-            table.n_features,
-            hidden=hidden_sizes,
-            latent=latent,
-            loss=loss.value,
-            noise=noise.value,
-            unit_range=scaler.vae_bce,
-            tied=tied,
-            activation=activation.value,
-            noise_std=noise_std,
-            dropout=dropout,
-            sparsity_target=sparsity_target,
-            sparsity_weight=sparsity_weight,
-            beta=beta,
-            arch=arch.value,
-            channels=channel_sizes if arch == Arch.conv else (),
-            image=image_of(table.row_shape) if arch == Arch.conv else (),
-        )
-        model_config.validate()
-        from aecli import meaningful
+    from aecli import modelfile
 
-        meaningful.check(model_config, (n for n in ctx.params if resuming.given(ctx, n)))
-    # A run that fails must not replace a model that was there before it.
-    keep_old = output != "-" and os.path.exists(output)
     checkpoint = None
     if checkpoint_every:
 
         def checkpoint(fitted: FittedModel) -> None:
-            nonlocal keep_old
             with signals.deferred():  # a signal waits until the checkpoint is whole
                 modelfile.save(fitted, output, protect=[data])
-            keep_old = False
 
     from aecli.cli.progress import say_ending
-    from aecli.layerwise import epochs_in_all
+    from aecli.io import describe
     from aecli.progressbar import EpochBar
     from aecli.trainlog import EpochLog
 
     with (
-        EpochBar(epochs_in_all(train_config, model_config), quiet) as progress,
+        EpochBar(run.epochs_in_all(), quiet) as progress,
         EpochLog(log, [data, output, resume]) as logger,
     ):
 
@@ -375,37 +314,20 @@ def train(
             if progress is not None:
                 progress(stats)
 
+        def on_read(stats: ReadStats) -> None:
+            _report_dropped(stats.dropped, describe(data), quiet)
+
         with signals.polled() if world.many else nullcontext():
-            fitted, history = api.train(
-                table,
-                model_config,
-                train_config,
-                on_epoch,
-                resume=resumed,
-                checkpoint=checkpoint,
-                scaler=scaler,
-                world=world,
-                stop_requested=signals.requested,
-                run=run,
-            )
-    if isinstance(table, ON_DISK):
-        _report_dropped(stats.dropped, describe(data), quiet)
-    target = output
-    if history.stop == "non-finite" and keep_old:
-        target = _beside(output, "last-finite")
+            result = run.execute(on_epoch, signals.requested, checkpoint, on_read)
+    fitted, history, target = result.fitted, result.history, result.target
     if world.main:
         with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
-            if target == "-":
-                with naming_stdout():
-                    sys.stdout.buffer.write(modelfile.to_bytes(fitted))
-                    sys.stdout.buffer.flush()
-            else:
-                modelfile.save(fitted, target, protect=[data])
+            _write_model(fitted, target, data)
         if (problem := logger.save()) is not None:  # the model first, the log a warning
             _say(f"aecli: warning: --log {log}: not written ({problem}); the model was saved")
     processes.finish(world)
-    resumable = target != "-" and not train_config.layerwise  # --layerwise cannot resume
-    auto = latent is None and resumed is None  # the summary says the code size was chosen
+    resumable = target != "-" and not run.train_config.layerwise  # --layerwise cannot resume
+    auto = latent is None and run.resumed is None  # the summary says the code size was chosen
     say_ending(fitted, history, output, target, world.main, quiet, resumable, auto)
 
 
@@ -431,12 +353,33 @@ train.sections = [  # type: ignore[attr-defined]
 ]  # fmt: skip
 
 
-def _beside(path: str, tag: str) -> str:
-    """``dir/name.TAG.ext`` for ``dir/name.ext``."""
-    from pathlib import Path
+def _check_outputs(
+    output: str, log: str | None, data: str, resume: str | None, checkpoint_every: int
+) -> None:
+    """Fail before training, not after, when the model or its log could not be written."""
+    _check_model_output(output, data)
+    if log == "-" and output == "-":
+        raise UsageError("the model already goes to stdout; give the log a file", flag="--log")
+    if log is not None:  # found now, not after the last epoch (F03)
+        from aecli.io import check_output
 
-    target = Path(path)
-    return str(target.with_name(f"{target.stem}.{tag}{target.suffix}"))
+        check_output(log, "--log", inputs=[data, output, resume])
+    if checkpoint_every and output == "-":
+        raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
+
+
+def _write_model(fitted: FittedModel, target: str, data: str) -> None:
+    """The model to its file (atomically, never over DATA) or to stdout."""
+    from aecli import modelfile
+
+    if target == "-":
+        from aecli.io import naming_stdout
+
+        with naming_stdout():
+            sys.stdout.buffer.write(modelfile.to_bytes(fitted))
+            sys.stdout.buffer.flush()
+    else:
+        modelfile.save(fitted, target, protect=[data])
 
 
 def _check_model_output(output: str, data: str) -> None:

@@ -33,7 +33,7 @@ from aecli.order import (
 from aecli.order import fit_scaler as order_fit_scaler
 from aecli.pca import PCA
 from aecli.restart import STOPPED
-from aecli.scaler import Scaler
+from aecli.scaler import UNIT_TOLERANCE, Scaler
 from aecli.train import (
     EpochCallback,
     EpochStats,
@@ -42,8 +42,6 @@ from aecli.train import (
     evaluate_loss,
     fit,
 )
-
-_BCE_TOLERANCE = 1e-6
 
 
 def train(
@@ -267,13 +265,12 @@ def _add_baselines(fitted: FittedModel, source: Source, order: Order, seed: int)
 
 def _check_unit_range(scaler: Scaler, source: Source, scale: str) -> None:
     """Cross-entropy needs every scaled value in [0, 1]: the scaled column ranges must be."""
-    if scaler.bounds is None:  # a resumed model: its rows, scaled
+    span = scaler.span()
+    if span is None:  # a resumed model: its rows, scaled
         scaled = np.concatenate([scaler.transform(b) for b in source.scan(MIN_CHUNK_ROWS)])
-        low, high = float(scaled.min()), float(scaled.max())
-    else:
-        edges = scaler.transform(np.stack(scaler.bounds).astype(np.float32))
-        low, high = float(edges.min()), float(edges.max())
-    if low < -_BCE_TOLERANCE or high > 1 + _BCE_TOLERANCE:
+        span = float(scaled.min()), float(scaled.max())
+    low, high = span
+    if low < -UNIT_TOLERANCE or high > 1 + UNIT_TOLERANCE:
         raise UsageError(
             f"cross-entropy needs inputs in [0, 1], but with --scale {scale} the data spans "
             f"[{low:.4g}, {high:.4g}]; use --scale minmax or --loss mse",

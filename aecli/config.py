@@ -14,73 +14,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
+from aecli.choices import (
+    Activation,
+    Arch,
+    Kind,
+    Loss,
+    Noise,
+    Precision,
+    Scale,
+    choice,
+)
 from aecli.errors import UsageError
 
-E = TypeVar("E", bound=Enum)
 MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
-
-
-class Kind(str, Enum):
-    """The autoencoder variants of Géron's chapter."""
-
-    basic = "basic"
-    denoise = "denoise"
-    sparse = "sparse"
-    vae = "vae"
-
-
-class Loss(str, Enum):
-    """Reconstruction loss; ``auto`` resolves per kind (see ``default_loss``)."""
-
-    auto = "auto"
-    mse = "mse"
-    bce = "bce"
-
-
-class Noise(str, Enum):
-    """Input corruption while training; ``auto`` is gaussian for denoise, none otherwise."""
-
-    auto = "auto"
-    none = "none"
-    gaussian = "gaussian"
-    dropout = "dropout"
-
-
-class Scale(str, Enum):
-    """Scaling fitted on the training data and inverted on output (see aecli.scaler)."""
-
-    auto = "auto"  # chosen from the data: none, global or robust
-    minmax = "minmax"  # each column to [0, 1]
-    standard = "standard"  # each column to mean 0, standard deviation 1
-    robust = "robust"  # median 0, interquartile spread 1.349, clipped at 5
-    global_ = "global"  # one range for every column (images)
-    none = "none"
-
-
-class Precision(str, Enum):
-    """Arithmetic of the forward pass; weights and optimizer state stay float32."""
-
-    fp32 = "fp32"
-    bf16 = "bf16"
-    tf32 = "tf32"  # fp32 whose products run on a CUDA GPU's TF32 units (10-bit mantissa)
-
-
-class Arch(str, Enum):
-    """How the encoder and decoder are built."""
-
-    mlp = "mlp"  # fully connected layers (--hidden)
-    conv = "conv"  # strided convolutions over images (--channels), then a linear code
-
-
-class Activation(str, Enum):
-    """Activation of the hidden (non-coding, non-output) layers."""
-
-    relu = "relu"
-    elu = "elu"
-    selu = "selu"
-    tanh = "tanh"
 
 
 FORMAT_VERSION = 1
@@ -425,16 +373,6 @@ def _typed_fields(cls: type, data: Any) -> dict[str, Any]:
             raise ValueError(f"field {f.name!r} should be {kind}, not {value!r}")
         values[f.name] = value
     return values
-
-
-def choice(enum: type[E], value: Any, flag: str) -> E:
-    """``value`` as a member of ``enum``: the one place an unknown kind, loss... is refused."""
-    try:
-        return enum(getattr(value, "value", value))
-    except ValueError:
-        valid = ", ".join(str(m.value) for m in enum)
-        what = flag.lstrip("-").replace("-", " ").replace("_", " ")
-        raise UsageError(f"unknown {what} {value!r}; valid {what}s: {valid}", flag=flag) from None
 
 
 def _one_of(value: Any, choices: Sequence[Enum], flag: str) -> None:

@@ -11,6 +11,7 @@ never imports ``torch.distributed``: ``World()`` is a world of one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -205,3 +206,50 @@ class BatchShare:
     def batch_mean(self, values: torch.Tensor) -> torch.Tensor:
         """The mean over the global batch of ``values`` (rows on dim 0), with gradients."""
         return GlobalSum.apply(values.sum(0)) / self.total
+
+
+class Sync:
+    """What several processes do together at each step: split the batch, sum the gradients.
+
+    Each rank's loss is its share's mean; weighted by the share's rows over the
+    batch's and summed over ranks, the gradients are the global batch's mean
+    (exact for shares of unequal size). They travel in one flat buffer with
+    one more value: whether any rank was asked to stop.
+    """
+
+    def __init__(
+        self, world: World, model: torch.nn.Module, stop_requested: Callable[[], bool] | None
+    ) -> None:
+        self.world = world
+        self.model = model
+        self.params = list(model.parameters())
+        self.stop_requested = stop_requested or (lambda: False)
+        self.weight = 1.0
+
+    def begin(self, rows: int) -> tuple[int, int]:
+        """This rank's rows of a global batch of ``rows``; the model is told its share."""
+        lo, hi = self.world.share(rows)
+        self.model.share = BatchShare(lo, hi, rows)  # an aecli Autoencoder's
+        self.weight = (hi - lo) / rows
+        return lo, hi
+
+    def reduce(self, scaled: bool) -> bool:
+        """Sum the weighted gradients over ranks; True when a rank asks everyone to stop.
+
+        ``scaled``: the gradients already carry the share's weight (the loss was scaled).
+        """
+        grads = [p.grad for p in self.params]
+        flag = torch.full((1,), float(self.stop_requested()), device=self.params[0].device)
+        flat = torch.cat([*(g.reshape(-1) for g in grads), flag])  # type: ignore[union-attr]
+        if not scaled:
+            flat[:-1].mul_(self.weight)
+        all_sum_(flat)
+        offset = 0
+        for g in grads:
+            assert g is not None
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return bool(flat[-1] > 0)
+
+    def end(self) -> None:
+        self.model.share = None

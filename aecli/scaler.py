@@ -163,12 +163,26 @@ class Scaler:
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         return cls(method, offset.astype(np.float32), scale.astype(np.float32), clip, reason)
 
+    def span(self) -> tuple[float, float] | None:
+        """The least and greatest scaled training value, from the fitted column ranges.
+
+        None for a scaler read from a model file, which keeps no ranges.
+        """
+        if self.bounds is None:
+            return None
+        edges = self.transform(np.stack(self.bounds).astype(np.float32))
+        return float(edges.min()), float(edges.max())
+
     @property
     def unit_range(self) -> bool:
-        """Whether scaled training values lie in [0, 1], as cross-entropy needs."""
-        return self.method in (Scale.minmax.value, Scale.global_.value) or (
-            self.method == Scale.none.value and self.reason.startswith(UNIT_REASON)
-        )
+        """Whether scaled training values lie in [0, 1], as cross-entropy needs.
+
+        Read from the numbers (the fitted ranges), not from the words of ``reason``.
+        """
+        span = self.span()
+        if span is None:
+            return self.method in (Scale.minmax.value, Scale.global_.value)
+        return span[0] >= -UNIT_TOLERANCE and span[1] <= 1 + UNIT_TOLERANCE
 
     @property
     def vae_bce(self) -> bool:
@@ -193,6 +207,7 @@ class Scaler:
 
 
 UNIT_REASON = "values already in [0, 1]"
+UNIT_TOLERANCE = 1e-6  # float32 rounding of a min-max range's ends
 
 
 def choose(

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aecli"
-MAX_LINES = 450
+MAX_LINES = 400  # STYLE.md: about 400 lines a module
 
 
 def _modules() -> dict[str, Path]:

@@ -1,0 +1,59 @@
+"""A CSV file's lines: read lazily with their numbers, decoded as UTF-8 or named as not."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import IO
+
+from aecli.errors import DataError
+
+
+class _Lines:
+    """Binary lines with their 1-based numbers, read lazily from a stream."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.number = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.raw:
+            self.number += 1
+            yield line
+
+    def next_nonblank(self) -> tuple[int, bytes] | None:
+        for line in self:
+            if line.strip():
+                return self.number, line
+        return None
+
+    def take(self, count: int) -> list[bytes]:
+        """Up to ``count`` lines; the first has number ``self.number + 1`` before the call."""
+        batch = list(itertools.islice(self.raw, count))
+        self.number += len(batch)
+        return batch
+
+
+def _decoded(head: list[bytes], first: int, rest: _Lines, name: str) -> Iterator[str]:
+    """Text lines for the csv module (line ends kept, as newline='' would).
+
+    ``head`` are lines already read, the first of them line ``first``.
+    """
+    for number, line in enumerate(head, first):
+        yield _text(line, number, name)
+    for line in rest:
+        yield _text(line, rest.number, name)
+
+
+def _text(line: bytes, number: int, name: str) -> str:
+    """A line as UTF-8 text, or an error naming its line and column (F21)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not UTF-8 text (byte 0x{line[exc.start]:02x} after "
+            f"{line[: exc.start][-20:].decode('utf-8', 'replace')!r}; convert the file, "
+            "e.g. iconv -f cp1252 -t utf-8)",
+            source=name,
+            line=number,
+        ) from None

@@ -1,0 +1,76 @@
+"""aecli/pipeline.py: one request checked once, before any row; one run however it is called."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from aecli.choices import Activation, Arch, Kind, Loss, Noise
+from aecli.config import ModelConfig, TrainConfig
+from aecli.errors import UsageError
+from aecli.io import Table
+from aecli.pipeline import ModelRequest, prepare
+from aecli.scaler import Scaler
+
+
+def test_request_defaults_are_the_model_configs() -> None:
+    request, config = ModelRequest(), ModelConfig()
+    for name in ("kind", "arch", "tied", "activation", "noise_std", "dropout", "beta",
+                 "sparsity_target", "sparsity_weight"):  # fmt: skip
+        assert getattr(request, name) == getattr(config, name), name
+
+
+def test_request_takes_strings_as_its_enums_and_refuses_unknown_ones_once() -> None:
+    request = ModelRequest(kind="vae", loss="bce", noise="dropout", arch="conv", activation="relu")
+    assert (request.kind, request.loss, request.noise) == (Kind.vae, Loss.bce, Noise.dropout)
+    assert (request.arch, request.activation) == (Arch.conv, Activation.relu)
+    with pytest.raises(UsageError, match="unknown kind 'deep'; valid kinds: basic, denoise"):
+        ModelRequest(kind="deep")
+    with pytest.raises(UsageError, match="--noise"):
+        ModelRequest(noise="salt")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_prepare_refuses_a_bad_run_before_reading_a_row(tmp_path) -> None:
+    missing = str(tmp_path / "not-there.csv")  # reading it would be a different error
+    with pytest.raises(UsageError, match="--device"):
+        prepare(missing, ModelRequest(), TrainConfig(device="cuda"))
+    with pytest.raises(UsageError, match="--lr"):
+        prepare(missing, ModelRequest(), TrainConfig(lr=-1.0))
+
+
+def _table(rows: int = 120, width: int = 6) -> Table:
+    values = np.random.default_rng(0).normal(size=(rows, width)).astype(np.float32)
+    return Table(values, None, (width,))
+
+
+@pytest.mark.parametrize("hidden", [None, (5, 4)])
+def test_the_epochs_a_bar_counts_are_the_epochs_run(hidden) -> None:
+    config = TrainConfig(epochs=2, finetune_epochs=1, layerwise=True, batch_size=32)
+    run = prepare(_table(), ModelRequest(hidden=hidden, latent=2), config)
+    seen = []
+    run.execute(on_epoch=seen.append)
+    assert len(seen) == run.epochs_in_all() == (len(hidden or (1,)) + 1) * 2 + 1
+
+
+def test_image_shape_is_checked_against_the_rows() -> None:
+    run = prepare(_table(width=6), ModelRequest(image_shape=(2, 4)), TrainConfig(epochs=1))
+    with pytest.raises(UsageError, match="2x4 is 8 values, but rows have 6"):
+        run.execute()
+
+
+def test_a_vaes_auto_loss_follows_the_scaled_numbers_not_the_reasons_words() -> None:
+    unit = np.random.default_rng(1).uniform(size=(200, 4)).astype(np.float32)
+    scaler = Scaler.fit_chunks([unit], "auto")
+    assert scaler.method == "none" and scaler.unit_range
+    assert dataclasses.replace(scaler, reason="reworded", bounds=scaler.bounds).unit_range
+    wide = Scaler.fit_chunks([unit * 3.0], "none")
+    assert not wide.unit_range  # a hand-chosen none on [0, 3]
+    request = ModelRequest(kind="vae")
+    config, _ = request.resolve(Table(unit, None, (4,)), TrainConfig())
+    assert config.loss == "bce"
+    config, _ = request.resolve(Table(unit * 3.0 - 1.0, None, (4,)), TrainConfig())
+    assert config.loss == "mse"  # robustly scaled: a Gaussian decoder

@@ -84,6 +84,21 @@ def test_bad_csv_is_located(tmp_path: Path, text: str, message: str) -> None:
         read_table(write(tmp_path / "a.csv", text))
 
 
+@pytest.mark.parametrize(("line", "found"), [("7,8,9", 3), ("7", 1), ("7,8,", 3)])
+def test_a_ragged_line_deep_in_a_clean_chunk_is_found_by_its_number(
+    tmp_path: Path, line: str, found: int
+) -> None:
+    """The fast path counts each line's fields from the chunk's bytes: one off line is seen."""
+    rows = [f"{i},{i + 1}" for i in range(2000)]
+    rows[1234] = line
+    path = write(tmp_path / "a.csv", "a,b\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"a.csv:1236: expected 2 fields, found {found}"):
+        read_table(path)
+    rows[1234] = "7,8"
+    table = read_table(write(tmp_path / "b.csv", "a,b\n" + "\n".join(rows) + "\n"))
+    assert table.values.shape == (2000, 2) and table.values[1234].tolist() == [7.0, 8.0]
+
+
 @pytest.mark.parametrize(
     ("array", "message"),
     [

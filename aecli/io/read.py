@@ -171,7 +171,8 @@ class _Reader:
                 break
             numbers = range(start, start + len(batch))
             start += len(batch)
-            if any(b'"' in line for line in batch):
+            blob = b"".join(batch)
+            if b'"' in blob:  # one search of the chunk's bytes, not one a line
                 reader = csv.reader(
                     _decoded(batch, numbers[0], lines, name), delimiter=delimiter, strict=True
                 )
@@ -179,7 +180,7 @@ class _Reader:
                     emitted = True
                     yield table
                 break
-            table = self._fast(batch, layout, delimiter)
+            table = self._fast(blob, len(batch), layout, delimiter)
             if table is None:
                 kept = [(n, line) for n, line in zip(numbers, batch) if line.strip()]
                 rows = [_text(line, n, name).rstrip("\r\n").split(delimiter) for n, line in kept]
@@ -282,14 +283,13 @@ class _Reader:
             values, kept_numbers, ids, layout.columns, layout.features, layout.id_name
         )
 
-    def _fast(self, batch: list[bytes], layout: _Layout, delimiter: str) -> Table | None:
-        """pandas' C parser for a clean chunk; None sends the chunk to the exact path.
+    def _fast(self, blob: bytes, count: int, layout: _Layout, delimiter: str) -> Table | None:
+        """pandas' C parser for a clean chunk of ``count`` lines; None sends it to the exact path.
 
         Clean means: no blank line and every line has the header's field count,
         checked with numpy over the chunk's bytes rather than line by line.
         """
         pandas = _pandas()
-        blob = b"".join(batch)
         if not blob.endswith(b"\n"):
             blob += b"\n"
         data = np.frombuffer(blob, dtype=np.uint8)
@@ -297,15 +297,17 @@ class _Reader:
         starts = np.concatenate(([0], ends[:-1] + 1))
         length = ends - starts
         blank = (length == 0) | ((length == 1) & (data[starts] == ord("\r")))
-        if len(ends) != len(batch) or blank.any():
+        if len(ends) != count or blank.any():
             return None  # a blank line: the exact path skips it
         returns = np.flatnonzero(data == ord("\r"))
         if len(returns) and not np.isin(returns, ends - 1).all():
             return None  # F08: a bare CR, which pandas would take for a line end
-        fields = np.add.reduceat((data == ord(delimiter)).astype(np.int32), starts)
+        # Delimiters before each line end, differenced: each line's count (a tenth of the
+        # time of summing a 32-bit copy of the whole chunk by line).
+        before_end = np.searchsorted(np.flatnonzero(data == ord(delimiter)), ends)
+        fields = np.diff(before_end, prepend=0)
         if (fields != layout.width - 1).any():
             return None
-        lines = batch
         features, id_index = layout.features, layout.id_index
         usecols = features if id_index is None else [*features, id_index]
         dtype: dict[int, Any] = {i: np.float32 for i in features}
@@ -327,7 +329,7 @@ class _Reader:
                 values = frame[features].to_numpy(np.float32)
         except Exception:  # any doubt: the exact path will say precisely what is wrong
             return None
-        if values.shape != (len(lines), len(features)) or not np.isfinite(values).all():
+        if values.shape != (count, len(features)) or not np.isfinite(values).all():
             return None
         ids = frame[id_index].tolist() if id_index is not None else None
         return Table(values, layout.columns, (len(features),), ids, layout.id_name)

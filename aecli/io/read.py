@@ -299,7 +299,7 @@ class _Reader:
         blank = (length == 0) | ((length == 1) & (data[starts] == ord("\r")))
         if len(ends) != count or blank.any():
             return None  # a blank line: the exact path skips it
-        returns = np.flatnonzero(data == ord("\r"))
+        returns = np.flatnonzero(data == ord("\r")) if b"\r" in blob else ends[:0]
         if len(returns) and not np.isin(returns, ends - 1).all():
             return None  # F08: a bare CR, which pandas would take for a line end
         # Delimiters before each line end, differenced: each line's count (a tenth of the

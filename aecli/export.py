@@ -134,17 +134,19 @@ def _traced(
     buffer = io.BytesIO()
     batch = {name: {0: "batch"} for name in (input_name, *output_names)}
     try:
-        torch.onnx.export(
-            graph,
-            (example,),
-            buffer,
-            dynamo=False,
-            input_names=[input_name],
-            output_names=list(output_names),
-            opset_version=OPSET,
-            dynamic_axes=batch,
-        )
-    except (TypeError, NotImplementedError, RuntimeError):  # removed, or not traceable
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notice
+            torch.onnx.export(
+                graph,
+                (example,),
+                buffer,
+                dynamo=False,
+                input_names=[input_name],
+                output_names=list(output_names),
+                opset_version=OPSET,
+                dynamic_axes=batch,
+            )
+    except Exception:  # removed from this torch, or not traceable: the dynamo path decides
         return None
     return onnx.load_from_string(buffer.getvalue())
 

@@ -19,10 +19,10 @@ import torch
 
 from aecli.config import TrainConfig
 from aecli.distributed import BatchShare, Sync, World, all_sum_
-from aecli.fastpath import COMPILE_OPTIONS, Step, bf16_pays, manual_step
-from aecli.graphs import GraphedStep, graphed_step
+from aecli.fastpath import bf16_pays
 from aecli.models import Autoencoder
 from aecli.optim import FusedAdam
+from aecli.steps import TrainingStep
 
 
 @dataclass
@@ -145,13 +145,11 @@ def _run_epoch(
     train: torch.Tensor | ChunkedRows,
     config: TrainConfig,
     epoch: int,
-    forward: Callable[[torch.Tensor], Any] | None = None,
+    step: TrainingStep,
     sync: Sync | None = None,
-    manual: Step | None = None,
-    graph: GraphedStep | None = None,
 ) -> dict[str, float]:
     """One pass over the rows: at once, or chunk by chunk (terms weighted by rows)."""
-    args = (config.batch_size, config.precision, forward, sync, manual, graph)
+    args = (config.batch_size, config.precision, step, sync)
     if isinstance(train, torch.Tensor):
         return _train_epoch(model, optimizer, train, *args)
     totals: dict[str, float] = {}
@@ -165,24 +163,6 @@ def _run_epoch(
             totals[key] = totals.get(key, 0.0) + value * count
         rows += count
     return {key: value / rows for key, value in totals.items()}
-
-
-def compiled_step(
-    model: Autoencoder, precision: str, compile_model: bool
-) -> tuple[Callable[[torch.Tensor], Any], Step | None]:
-    """The forward and the hand-written step an epoch runs, compiled where --compile asks.
-
-    torch.compile fuses the work between the matrix products (pays off on GPUs and long
-    runs). A model with a hand-written step compiles that step, bf16 included; the others
-    compile forward and loss, autograd behind. Weights, snapshots and the optimizer stay
-    on ``model`` itself. Without --compile: the model, and the step chosen each epoch.
-    """
-    if not compile_model:
-        return model, None
-    manual = manual_step(model, precision, model, compiled=True)
-    if manual is not None:
-        return model, manual
-    return torch.compile(model, options=COMPILE_OPTIONS), None
 
 
 def fit(
@@ -212,8 +192,7 @@ def fit(
     and, when any rank says yes, all stop together as at Ctrl-C.
     """
     optimizer = make_optimizer(model, config)
-    forward, manual = compiled_step(model, config.precision, config.compile)
-    graph = graphed_step(model, optimizer, config.batch_size, config.precision, manual, world)
+    step = TrainingStep.choose(model, optimizer, config, world)
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
     sync = Sync(world, model, stop_requested) if world is not None and world.many else None
@@ -229,7 +208,7 @@ def fit(
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(config.seed, epoch))
             model.kl_weight = config.kl_weight(epoch)
-            terms = _run_epoch(model, optimizer, train, config, epoch, forward, sync, manual, graph)
+            terms = _run_epoch(model, optimizer, train, config, epoch, step, sync)
             if not all(math.isfinite(v) for v in terms.values()):
                 model.load_state_dict(good[0])
                 history.stop = "non-finite"
@@ -282,15 +261,13 @@ def _train_epoch(
     data: torch.Tensor | Sharded,
     batch_size: int,
     precision: str = "fp32",
-    forward: Callable[[torch.Tensor], Any] | None = None,
+    chosen: TrainingStep | None = None,
     sync: Sync | None = None,
-    manual: Step | None = None,
-    graph: GraphedStep | None = None,
 ) -> dict[str, float]:
+    """One pass over ``data`` in batches; ``chosen``: the fit's step (eager when None)."""
     model.train()
-    step = forward if forward is not None else model  # F12: bool() of a compiled module raises
-    if manual is None:  # --compile passes its compiled step (built once, reused every epoch)
-        manual = manual_step(model, precision, step)
+    chosen = chosen or TrainingStep.eager(model, precision)
+    step, manual, graph = chosen.forward, chosen.manual, chosen.graph
     local = data.rows if isinstance(data, Sharded) else None
     device = data.rows.device if isinstance(data, Sharded) else data.device
     bf16 = precision == "bf16" and (device.type != "cpu" or bf16_pays(model, batch_size))

@@ -20,6 +20,7 @@ fp32 1.05x).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -32,10 +33,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from aecli.config import ModelConfig, TrainConfig
 from aecli.device import choose_threads, keep_freed_memory, matmul_precision
 from aecli.fastpath import bf16_product
-from aecli.graphs import WARMUP_STEPS, graphed_step, on_side_stream
+from aecli.graphs import WARMUP_STEPS, on_side_stream
 from aecli.models import build_model
 from aecli.openmp import SHORT_WAIT, wait_briefly
-from aecli.train import _train_epoch, compiled_step, make_optimizer
+from aecli.train import TrainingStep, _train_epoch, make_optimizer
 
 CPU = torch.device("cpu")
 WORKLOADS = {
@@ -123,11 +124,13 @@ def aecli_epoch(
     model = build_model(config).to(device)
     data = data.to(device)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch))
-    forward, manual = compiled_step(model, precision, compiled)  # as aecli.train.fit does
-    graph = graphed_step(model, optimizer, batch, precision, manual) if graphs else None
+    config = TrainConfig(batch_size=batch, precision=precision, compile=compiled)
+    step = TrainingStep.choose(model, optimizer, config)  # as aecli.train.fit does
+    if not graphs:
+        step = dataclasses.replace(step, graph=None)
 
     def run() -> None:
-        _train_epoch(model, optimizer, data, batch, precision, forward, None, manual, graph)
+        _train_epoch(model, optimizer, data, batch, precision, step)
 
     return tf32(run, precision == "tf32")
 

@@ -74,3 +74,22 @@ def test_a_vaes_auto_loss_follows_the_scaled_numbers_not_the_reasons_words() -> 
     assert config.loss == "bce"
     config, _ = request.resolve(Table(unit * 3.0 - 1.0, None, (4,)), TrainConfig())
     assert config.loss == "mse"  # robustly scaled: a Gaussian decoder
+
+
+def test_a_fit_chooses_its_step_once_and_the_default_vae_writes_its_own_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One choice for every epoch; test_fastpath pins the VAE's hand-written step to losses.py."""
+    from aecli.steps import TrainingStep
+
+    chosen: list[TrainingStep] = []
+    choose = TrainingStep.choose.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type, *args: object, **kwargs: object) -> TrainingStep:
+        chosen.append(choose(cls, *args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(TrainingStep, "choose", classmethod(spy))
+    run = prepare(_table(), ModelRequest(kind="vae"), TrainConfig(epochs=3, batch_size=32))
+    assert len(run.execute().history.epochs) == 3
+    assert len(chosen) == 1 and chosen[0].manual is not None

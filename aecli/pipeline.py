@@ -116,7 +116,7 @@ class ModelRequest:
 
 @dataclass
 class Result:
-    """What a run made: the model, its history, the rows' read statistics, where it goes.
+    """What a run made: the model, its history, and where it goes.
 
     ``target`` is ``output``, or ``NAME.last-finite.EXT`` beside it when training diverged
     and a model that was there before the run must not be replaced by a worse one.
@@ -125,7 +125,6 @@ class Result:
     fitted: FittedModel
     history: History
     target: str
-    stats: ReadStats | None
 
 
 @dataclass
@@ -218,7 +217,7 @@ class Run:
         target = self.output
         if history.stop == "non-finite" and keep_old:
             target = beside(self.output, "last-finite")
-        return Result(fitted, history, target, stats)
+        return Result(fitted, history, target)
 
     def _rows(self) -> tuple[Any, ReadStats | None, bool]:
         """The rows as a table in memory or on disk: the one stream-or-load choice."""
@@ -266,12 +265,11 @@ def prepare(
     ``given``: the flags the user gave, checked against the resolved model
     (aecli/meaningful.py). ``join``: take this process's place in torchrun's group.
     """
-    from aecli.device import check_runtime, keep_freed_memory, resolve_device
+    from aecli.device import check_runtime, resolve_device
 
     train_config.validate()
     device = resolve_device(train_config.device)
     check_runtime(train_config.precision, device, train_config.compile)
-    keep_freed_memory()
     world = _join(device, train_config.compile) if join else _alone()
     return Run(
         source,

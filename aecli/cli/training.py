@@ -272,6 +272,9 @@ def train(
         finetune_epochs=finetune_epochs,
     )
     _check_outputs(output, log, data, resume, checkpoint_every)
+    from aecli.device import keep_freed_memory
+
+    keep_freed_memory()  # process-wide: the command's choice, not the Python API's
     run = prepare(
         data,
         request,

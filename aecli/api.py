@@ -96,7 +96,7 @@ def train(
             )
         scaler = resume.scaler
         start_epoch = int(resume.summary.get("kept_epoch", 0)) + 1
-        if start_epoch > train_config.epochs:
+        if start_epoch > train_config.epochs and not _unfinished(resume):
             raise UsageError(
                 f"the model has already trained {start_epoch - 1} epochs; "
                 f"ask for more (--epochs N with N > {start_epoch - 1})",
@@ -189,18 +189,21 @@ def train(
                 def fit_on_epoch(stats: EpochStats) -> None:
                     report(replace(stats, stage=layerwise.FINETUNE))
 
-        history = fit(
-            model,
-            train_x,
-            val_x,
-            fit_config,
-            fit_on_epoch,
-            start_epoch=start_epoch,
-            resume_state=resume.optimizer_state if resume is not None else None,
-            on_checkpoint=on_checkpoint,
-            world=world,
-            stop_requested=stop_requested,
-        )
+        if resume is not None and start_epoch > train_config.epochs:  # only the statistics
+            history = _trained(resume)
+        else:
+            history = fit(
+                model,
+                train_x,
+                val_x,
+                fit_config,
+                fit_on_epoch,
+                start_epoch=start_epoch,
+                resume_state=resume.optimizer_state if resume is not None else None,
+                on_checkpoint=on_checkpoint,
+                world=world,
+                stop_requested=stop_requested,
+            )
     history.seconds = time.perf_counter() - started  # --layerwise: its stages too
     model.cpu().eval()
     if not history.epochs:
@@ -223,6 +226,24 @@ def train(
             fitted.summary["run"] = run
         history.message = f"interrupted after epoch {history.last.epoch}, before its statistics"
     return fitted, history
+
+
+def _unfinished(resumed: FittedModel) -> bool:
+    """A stopped run whose epochs all ran, but not the statistics that finish a model.
+
+    A signal during the statistics (or a kill after the last checkpoint) leaves such a file;
+    continuing it computes them and writes the model an uninterrupted run writes
+    (findings4 #4), where asking for more epochs would be wrong.
+    """
+    return resumed.summary.get("stop") in STOPPED and not resumed.score_quantiles
+
+
+def _trained(resumed: FittedModel) -> History:
+    """The history of a run whose every epoch is already in ``resumed``."""
+    summary = resumed.summary
+    epoch = int(summary.get("kept_epoch", 0))
+    last = EpochStats(epoch, epoch, dict(summary.get("final") or {}), summary.get("val_loss"), 0.0)
+    return History([last], optimizer_state=resumed.optimizer_state)
 
 
 def fit_scaler(

@@ -4,9 +4,12 @@ Used by ``evaluate`` (a summary over all rows), ``score`` (one anomaly score
 per row) and by ``train``, which stores the percentiles of the training rows'
 scores so that ``score --contamination q`` can turn a share into a threshold.
 
-Units: ``error`` (the anomaly score) is the mean squared error per value in
-the model's scaled units, so every column counts alike whatever its range;
-``mse`` in ``evaluate`` is in the original units, to compare with PCA.
+Units: ``error`` (the anomaly score's first term) is the mean squared error
+per value in the model's scaled units against the unclipped row, so an
+extreme value counts as far off; ``fit_error`` is the same against the
+clipped row the model trains on, the number ``evaluate``'s ``mse_scaled``,
+``Autoencoder.score`` and the training loss all measure; ``mse`` is in the
+original units.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def row_terms(
 
     Always: ``error`` (scaled mse per value, against the unclipped scaled row:
     the model sees a clipped row, but an extreme value must still count as far
-    off), ``mse`` (original units) and ``score`` (the anomaly score; see
+    off), ``fit_error`` (the same against the clipped row: what training's
+    loss measures), ``mse`` (original units) and ``score`` (the anomaly score; see
     ``CodeStats``; the error alone for files written before it existed).
     ``bce`` per value for cross-entropy models. VAEs: ``kl`` and
     ``neg_elbo_at_mean`` (reconstruction at z = mu, plus KL; deterministic),
@@ -67,7 +71,12 @@ def row_terms(
         diff = out - target
         sq = diff.square()
         error = sq.mean(1)
-        result = {"error": error, "mse": (diff * scale).square().mean(1), "score": error}
+        result = {
+            "error": error,
+            "fit_error": (out - x).square().mean(1),
+            "mse": (diff * scale).square().mean(1),
+            "score": error,
+        }
         if stats is not None:
             distance = torch.from_numpy(stats.distance(codes.numpy()))
             residual = stats.residual_distance(diff.numpy())
@@ -177,14 +186,22 @@ def _gaussian(rows: np.ndarray, diagonal: bool) -> tuple[np.ndarray, np.ndarray]
 def score_quantiles(fitted: FittedModel, values: np.ndarray) -> dict[str, np.ndarray]:
     """Percentiles (0, 0.1, ..., 100) of the anomaly scores of rows (the training rows)."""
     terms = row_terms(fitted, values)
-    result = {
-        "error": np.quantile(terms["error"], QUANTILE_GRID).astype(np.float32),
-        "score": np.quantile(terms["score"], QUANTILE_GRID).astype(np.float32),
-    }
-    if "neg_elbo_at_mean" in terms:
-        elbo = np.quantile(terms["neg_elbo_at_mean"], QUANTILE_GRID)
-        result["neg_elbo"] = elbo.astype(np.float32)
-    return result
+    keys = {"error": "error", "score": "score", "neg_elbo": "neg_elbo_at_mean"}
+    return {name: percentiles(terms[key]) for name, key in keys.items() if key in terms}
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def percentiles(scores: np.ndarray) -> np.ndarray:
+    """The QUANTILE_GRID percentiles of scores, finite in float32 whatever the scores.
+
+    A training row far beyond float32 (a value of 1e20 among unit values) scores inf; it
+    stands at the top of the scale as float32's largest number, so the percentiles stay
+    ordered and finite and such a row is still flagged (findings4 #1).
+    """
+    finite = np.nan_to_num(scores.astype(np.float64), nan=FLOAT32_MAX, posinf=FLOAT32_MAX)
+    return np.minimum(np.quantile(finite, QUANTILE_GRID), FLOAT32_MAX).astype(np.float32)
 
 
 def threshold_for(quantiles: np.ndarray, contamination: float) -> float:
@@ -212,7 +229,7 @@ class Evaluator:
         )
         self.rows += len(values)
         self.row_mse.append(terms["mse"])
-        for key in ("mse", "error", "bce", "kl", "neg_elbo"):
+        for key in ("mse", "fit_error", "bce", "kl", "neg_elbo"):
             if key in terms:
                 self.sums[key] = self.sums.get(key, 0.0) + float(
                     terms[key].astype(np.float64).sum()
@@ -229,7 +246,11 @@ class Evaluator:
             self._add_pca(values)
 
     def _add_pca(self, values: np.ndarray) -> None:
-        """PCA's errors: in the scaled units it was fitted in, and in the original units."""
+        """PCA's errors: in the scaled units it was fitted in, and in the original units.
+
+        In the scaled units both are measured against the clipped rows PCA and
+        the model were fitted on, as ``mse_scaled`` is.
+        """
         pca, raw = self.fitted.pca, values.astype(np.float64)
         assert pca is not None
         if pca.scaled:
@@ -251,7 +272,7 @@ class Evaluator:
             "rows": n,
             "kind": self.fitted.config.kind,
             "mse": self.sums["mse"] / n,
-            "mse_scaled": self.sums["error"] / n,
+            "mse_scaled": self.sums["fit_error"] / n,
             "row_mse": {
                 "mean": float(per_row.mean()),
                 "median": float(np.median(per_row)),

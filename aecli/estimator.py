@@ -179,7 +179,9 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     def score(self, X: Any, y: Any = None) -> float:
         """Minus the mean squared reconstruction error in the model's scaled units.
 
-        Higher is better, as GridSearchCV's default scoring wants; y is ignored.
+        Measured as training's loss is, against the clipped scaled rows (``evaluate``'s
+        ``mse_scaled``), so that ``GridSearchCV`` ranks models by what ``history_``
+        shows. Higher is better, as GridSearchCV's default scoring wants; y is ignored.
         """
         return -float(self.evaluate(X)["mse_scaled"])
 

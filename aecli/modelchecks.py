@@ -5,6 +5,47 @@ from __future__ import annotations
 
 from typing import Any
 
+# Summary fields that commands read, and the types they must have.
+_SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "rows": (int,),
+    "val_rows": (int,),
+    "epochs": (int, type(None)),
+    "kept_epoch": (int,),
+    "threads": (int,),
+    "world_size": (int,),
+    "val_loss": (int, float, type(None)),
+    "final": (dict,),
+    "stop": (str, type(None)),
+    "device": (str,),
+    "backend": (str, type(None)),
+}
+
+
+def fields(decoded: dict[str, Any]) -> None:
+    """Every field a command reads has its type and a valid value (F17), header-only.
+
+    The configs are rebuilt and validated as training would; the summary's
+    fields are typed. ``info`` reads only this, so it reports a damaged file
+    as ``encode`` and ``--resume`` do.
+    """
+    from aecli.config import ModelConfig, TrainConfig
+
+    ModelConfig.from_dict(decoded["aecli.model"]).validate()
+    TrainConfig.from_dict(decoded["aecli.train"]).validate()
+    if not isinstance(decoded["aecli.data"], dict):
+        raise ValueError("aecli.data is not an object")
+    summary = decoded.get("aecli.summary", {})
+    if not isinstance(summary, dict):
+        raise ValueError(f"aecli.summary is {type(summary).__name__}, not an object")
+    for key, types in _SUMMARY_TYPES.items():
+        if key in summary and type(summary[key]) not in types:
+            raise ValueError(f"summary field {key!r} has a bad value {summary[key]!r}")
+    if summary.get("kept_epoch", 0) < 0 or (summary.get("epochs") or 0) < 0:
+        raise ValueError("summary epochs are negative")
+    final = summary.get("final", {})
+    if not all(type(v) in (int, float) for v in final.values()):
+        raise ValueError("summary field 'final' holds a value that is not a number")
+
 
 def check_values(tensors: dict[str, Any]) -> None:
     """Finite weights, scaling and statistics, and score percentiles that never decrease."""
@@ -15,6 +56,35 @@ def check_values(tensors: dict[str, Any]) -> None:
             raise ValueError(f"{name}: score percentiles that decrease")
         if name == "scaler.scale" and bool((tensor <= 0).any()):  # found by the fuzzer
             raise ValueError(f"{name}: a column scale that is not positive")
+
+
+def first_non_finite(fitted: Any) -> str | None:
+    """The name (as in the file) of the first tensor of a trained model that is not finite.
+
+    Read off the live model, Adam's moments and the statistics, before any byte is written.
+    """
+    import numpy as np
+
+    named: list[tuple[str, Any]] = [
+        (f"model.{k}", v.detach().cpu().numpy()) for k, v in fitted.model.state_dict().items()
+    ]
+    if fitted.optimizer_state is not None:
+        named += [
+            (f"optim.{k}", v.detach().cpu().numpy())
+            for k, v in fitted.optimizer_state.moments.items()
+        ]
+    named += [(f"scores.{k}", v) for k, v in fitted.score_quantiles.items()]
+    stats = fitted.code_stats
+    if stats is not None:
+        named += [("codes.mean", stats.mean), ("codes.precision", stats.precision)]
+        named += [("codes.norms", np.array([stats.error_norm, stats.distance_norm]))]
+        named += [("residual.mean", stats.residual_mean)]
+        named += [("residual.precision", stats.residual_precision)]
+    for name, values in named:
+        # float32 as the file holds them: a float64 statistic beyond 3.4e38 is inf there
+        if values is not None and not np.isfinite(np.asarray(values, np.float32)).all():
+            return name
+    return None
 
 
 def data_layout(data: dict[str, Any], width: int) -> tuple[list[str] | None, tuple[int, ...]]:

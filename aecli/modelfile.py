@@ -182,51 +182,11 @@ def _decode_metadata(metadata: dict[str, str], path: str) -> dict[str, Any]:
     if missing:
         raise ModelFileError(f"{path}: aecli metadata lacks {', '.join(missing)}")
     try:
-        _check_fields(decoded)
+        checks.fields(decoded)
     except (AecliError, ValueError, TypeError) as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ModelFileError(f"{path}: damaged model file: {detail}") from None
     return decoded
-
-
-# Summary fields that commands read, and the types they must have.
-_SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
-    "rows": (int,),
-    "val_rows": (int,),
-    "epochs": (int, type(None)),
-    "kept_epoch": (int,),
-    "threads": (int,),
-    "world_size": (int,),
-    "val_loss": (int, float, type(None)),
-    "final": (dict,),
-    "stop": (str, type(None)),
-    "device": (str,),
-    "backend": (str, type(None)),
-}
-
-
-def _check_fields(decoded: dict[str, Any]) -> None:
-    """Every field a command reads has its type and a valid value (F17), header-only.
-
-    The configs are rebuilt and validated as training would; the summary's
-    fields are typed. ``info`` reads only this, so it reports a damaged file
-    as ``encode`` and ``--resume`` do.
-    """
-    ModelConfig.from_dict(decoded["aecli.model"]).validate()
-    TrainConfig.from_dict(decoded["aecli.train"]).validate()
-    if not isinstance(decoded["aecli.data"], dict):
-        raise ValueError("aecli.data is not an object")
-    summary = decoded.get("aecli.summary", {})
-    if not isinstance(summary, dict):
-        raise ValueError(f"aecli.summary is {type(summary).__name__}, not an object")
-    for key, types in _SUMMARY_TYPES.items():
-        if key in summary and type(summary[key]) not in types:
-            raise ValueError(f"summary field {key!r} has a bad value {summary[key]!r}")
-    if summary.get("kept_epoch", 0) < 0 or (summary.get("epochs") or 0) < 0:
-        raise ValueError("summary epochs are negative")
-    final = summary.get("final", {})
-    if not all(type(v) in (int, float) for v in final.values()):
-        raise ValueError("summary field 'final' holds a value that is not a number")
 
 
 def to_bytes(fitted: FittedModel) -> bytes:
@@ -283,14 +243,38 @@ def to_bytes(fitted: FittedModel) -> bytes:
 
 
 def save(fitted: FittedModel, path: str, *, protect: Sequence[str] = ()) -> None:
-    """Write the model file atomically; inputs named in ``protect`` are never overwritten."""
+    """Write the model file atomically; inputs named in ``protect`` are never overwritten.
+
+    The bytes are read back with ``load``'s own checks before the rename: a model that
+    ``load`` would refuse (non-finite weights, Adam moments or statistics) is never
+    written, and whatever was at ``path`` stays (findings4 #1).
+    """
     from aecli.io import write_bytes_atomic
 
-    write_bytes_atomic(path, to_bytes(fitted), protect=protect, flag="-o")
+    data = verified_bytes(fitted, path)
+    write_bytes_atomic(path, data, protect=protect, flag="-o")
+
+
+def verified_bytes(fitted: FittedModel, path: str) -> bytes:
+    """``to_bytes``, refused with a ModelFileError when ``load`` would refuse the result."""
+    data = to_bytes(fitted)
+    try:
+        from_bytes(data, path)
+    except ModelFileError as exc:
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise ModelFileError(
+            f"{path}: not written, as no command could load it: {detail}"
+        ) from None
+    return data
 
 
 def load(path: str) -> FittedModel:
     """Rebuild a trained model on the CPU from its file alone."""
+    return from_bytes(_read(path), path)
+
+
+def from_bytes(raw: bytes, path: str) -> FittedModel:
+    """Rebuild a trained model on the CPU from a model file's bytes (``path`` names it)."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
@@ -301,7 +285,6 @@ def load(path: str) -> FittedModel:
     from aecli.scaler import Scaler
     from aecli.train import OptimizerState
 
-    raw = _read(path)
     header, _ = _parse_header(raw, path)
     meta = _decode_metadata(header.get("__metadata__") or {}, path)
     try:

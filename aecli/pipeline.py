@@ -214,6 +214,7 @@ class Run:
         )
         if on_read is not None and stats is not None and streamed:
             on_read(stats)
+        _check_finite(fitted)
         target = self.output
         if history.stop == "non-finite" and keep_old:
             target = beside(self.output, "last-finite")
@@ -281,6 +282,26 @@ def prepare(
         dict(read_options or {}),
         given=frozenset(given),
     )
+
+
+def _check_finite(fitted: FittedModel) -> None:
+    """A training whose weights, Adam moments or statistics overflowed has failed.
+
+    Whatever its loss says: the file would be one that every command refuses, and it must
+    not replace the model at ``-o`` (findings4 #1: data near 1e18 under ``--scale none``
+    kept a finite loss while Adam's second moments overflowed float32).
+    """
+    from aecli.modelchecks import first_non_finite
+
+    name = first_non_finite(fitted)
+    if name is not None:
+        from aecli.errors import TrainingError
+
+        scale = fitted.scaler.method
+        raise TrainingError(
+            f"training diverged: {name} overflowed float32 (the data, scaled by --scale "
+            f"{scale}, is too large; try --scale standard or a smaller --lr); nothing saved"
+        )
 
 
 def _join(device: torch.device, compile_model: bool) -> World:

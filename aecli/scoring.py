@@ -75,6 +75,11 @@ class ScoreTable:
         names = ["score"] + (list(self.fitted.column_names) if self.per_feature else [])
         return [*names, "anomaly"] if self.threshold is not None else names
 
+    @property
+    def integer_columns(self) -> tuple[int, ...]:
+        """The 0/1 ``anomaly`` flag is written as an integer, as the help says."""
+        return (len(self.names) - 1,) if self.threshold is not None else ()
+
     def rows(self, values: np.ndarray) -> np.ndarray:
         """The table's rows for raw rows: score, per-feature errors, flag."""
         terms = row_terms(self.fitted, values, per_feature=self.per_feature)

@@ -167,6 +167,7 @@ def score(
         TableWriter(
             output, table.names, (len(table.names),), protect=[data, model],
             id_name=(id_name := carried_id(first, options, output)),
+            integers=table.integer_columns,
         ) as writer,
     ):  # fmt: skip
         for chunk in chunks:

@@ -55,7 +55,8 @@ def pick_up(
     A stopped run of the same flags and data at ``-o`` is continued, as if ``--resume``
     named it: what a restarted torchrun worker or a requeued job needs.
     """
-    if not params.get("checkpoint_every") or output == "-" or not os.path.isfile(data):
+    stdin = data == "-"  # never a file named '-' in the working directory (findings4 #3)
+    if not params.get("checkpoint_every") or output == "-" or stdin or not os.path.isfile(data):
         return None, resume
     if params.get("layerwise"):  # its stages cannot be resumed: a restart trains afresh
         return None, resume

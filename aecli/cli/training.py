@@ -379,7 +379,7 @@ def _write_model(fitted: FittedModel, target: str, data: str) -> None:
         from aecli.io import naming_stdout
 
         with naming_stdout():
-            sys.stdout.buffer.write(modelfile.to_bytes(fitted))
+            sys.stdout.buffer.write(modelfile.verified_bytes(fitted, "-"))
             sys.stdout.buffer.flush()
     else:
         modelfile.save(fitted, target, protect=[data])

@@ -18,6 +18,7 @@ import numpy as np
 
 from aecli.errors import DataError
 from aecli.io.columns import _select_columns
+from aecli.io.ids import as_arrow, kept
 from aecli.io.table import ReadOptions, ReadStats, Table, chunk_rows_for
 
 PARQUET_MAGIC = b"PAR1"
@@ -142,7 +143,7 @@ def _chunk(
             values[:, j] = floats.to_numpy(zero_copy_only=False)
         missing[:, j] = array.is_null().to_numpy(zero_copy_only=False)
     bad = missing | ~np.isfinite(values)
-    ids = None if id_index is None else batch.column(id_index).to_pylist()
+    ids = None if id_index is None else batch.column(id_index)  # as read: its type kept
     if not bad.any():
         return Table(values, columns, (len(columns),), ids, id_name)
     if not opts.allow_nan:
@@ -156,7 +157,7 @@ def _chunk(
     stats.dropped += int((~keep).sum())
     if not keep.any():
         return None
-    kept_ids = None if ids is None else [i for i, k in zip(ids, keep.tolist()) if k]
+    kept_ids = None if ids is None else kept(ids, keep)
     return Table(values[keep], columns, (len(columns),), kept_ids, id_name)
 
 
@@ -175,26 +176,33 @@ class ArrowSink:
     file object is an AtomicFile, so the table appears whole or not at all.
     """
 
-    def __init__(self, file: IO[bytes], kind: str, columns: list[str], id_name: str | None):
+    def __init__(
+        self,
+        file: IO[bytes],
+        kind: str,
+        columns: list[str],
+        id_name: str | None,
+        integers: tuple[int, ...] = (),
+    ):
         self.file, self.kind, self.columns, self.id_name = file, kind, columns, id_name
+        self.integers = integers  # 0/1 flags: int8 columns
         self.writer: Any = None
 
-    def write(self, values: np.ndarray, ids: list[Any] | None) -> None:
+    def write(self, values: np.ndarray, ids: Any) -> None:
         import pyarrow as pa
 
         arrays = [
-            pa.array(np.asarray(values[:, j], dtype=np.float32)) for j in range(values.shape[1])
+            pa.array(np.asarray(values[:, j], np.int8 if j in self.integers else np.float32))
+            for j in range(values.shape[1])
         ]
         names = list(self.columns)
         if self.id_name is not None:
-            arrays.insert(0, pa.array(ids))
+            arrays.insert(0, as_arrow(ids))  # the reader's array: its type and values kept
             names.insert(0, self.id_name)
         batch = pa.record_batch(arrays, names=names)
         if self.writer is None:
             self.schema = batch.schema
             self.writer = self._open(batch.schema)
-        elif batch.schema != self.schema:  # ids typed otherwise in a later batch
-            batch = batch.cast(self.schema)
         self.writer.write_batch(batch)
 
     def _open(self, schema: Any) -> Any:
@@ -209,7 +217,10 @@ class ArrowSink:
         if self.writer is None:  # no rows: an empty table with the columns still
             import pyarrow as pa
 
-            fields = [pa.field(c, pa.float32()) for c in self.columns]
+            fields = [
+                pa.field(c, pa.int8() if j in self.integers else pa.float32())
+                for j, c in enumerate(self.columns)
+            ]
             if self.id_name is not None:
                 fields.insert(0, pa.field(self.id_name, pa.string()))
             self.writer = self._open(pa.schema(fields))

@@ -25,6 +25,7 @@ from aecli.io.arrow import SUFFIXES as ARROW_SUFFIXES
 from aecli.io.arrow import iter_arrow
 from aecli.io.cells import _is_number, _pandas, _to_floats
 from aecli.io.columns import _picker, _select_columns
+from aecli.io.ids import concat as concat_ids
 from aecli.io.lines import _decoded, _Lines, _text
 from aecli.io.npy import _iter_npy
 from aecli.io.table import (
@@ -46,7 +47,7 @@ def read_table(source: str, *, stats: ReadStats | None = None, **options: Any) -
     chunks = list(iter_table(source, stats=stats, **options))
     first = chunks[0]
     values = chunks[0].values if len(chunks) == 1 else np.concatenate([c.values for c in chunks])
-    ids = None if first.ids is None else [i for c in chunks for i in c.ids or ()]
+    ids = None if first.ids is None else concat_ids([c.ids for c in chunks])
     return Table(values, first.columns, first.row_shape, ids, first.id_name)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Table:
     values: np.ndarray
     columns: list[str] | None
     row_shape: tuple[int, ...]
-    ids: list[str] | None = None
+    ids: Any = None  # the --id-column's values: text, or Arrow's array (aecli/io/ids.py)
     id_name: str | None = None
 
     @property

@@ -17,6 +17,7 @@ import numpy as np
 from aecli.errors import UsageError
 from aecli.io.arrow import SUFFIXES as ARROW_SUFFIXES
 from aecli.io.atomic import AtomicFile, is_special, naming_file, refuse_overwrite
+from aecli.io.ids import as_text
 from aecli.io.table import _DELIMITERS, _NPY_MAGIC, STDIO
 
 
@@ -89,8 +90,10 @@ class TableWriter:
         protect: Sequence[str] = (),
         flag: str = "-o",
         id_name: str | None = None,
+        integers: Sequence[int] = (),
     ) -> None:
         self.dest = None if dest in (None, STDIO) else dest
+        self.integers = tuple(integers)  # columns of whole numbers (a 0/1 flag)
         self.columns = list(columns)
         self.row_shape = row_shape
         self.id_name = id_name
@@ -117,7 +120,7 @@ class TableWriter:
         if kind in ("parquet", "arrow"):  # typed columns, the id column first as it was
             from aecli.io.arrow import ArrowSink
 
-            self._binary = ArrowSink(self._file.file, kind, self.columns, id_name)
+            self._binary = ArrowSink(self._file.file, kind, self.columns, id_name, self.integers)
             return
         sink: IO[bytes] = self._file.file
         if gz:
@@ -131,17 +134,17 @@ class TableWriter:
         names = ([self.id_name] if self.id_name is not None else []) + self.columns
         self._text.write(delimiter.join(_quote(c, delimiter) for c in names) + "\n")
 
-    def write(self, values: np.ndarray, ids: Sequence[str] | None = None) -> None:
+    def write(self, values: np.ndarray, ids: Any = None) -> None:
         """Append rows (float32 2-D, one column per name), with their ids if any."""
         if self._binary is not None:
             with naming_file(self.dest or "stdout"):
                 if isinstance(self._binary, _NpyStream):
                     self._binary.write(values)
                 else:  # a Parquet or Arrow table takes its ids as they were read
-                    self._binary.write(values, list(ids) if ids is not None else None)
+                    self._binary.write(values, ids)
             return
         with naming_stdout(self.dest is None), naming_file(self.dest or "stdout"):
-            self._text.write(format_rows(values, self._delimiter, ids))
+            self._text.write(format_rows(values, self._delimiter, ids, self.integers))
 
     def commit(self) -> None:
         """Finish the output: flush stdout, or move the finished file into place."""
@@ -176,11 +179,23 @@ class TableWriter:
             self.abort()
 
 
-def format_rows(values: np.ndarray, delimiter: str = ",", ids: Sequence[str] | None = None) -> str:
-    """CSV text for float32 rows; ``str`` of a float32 is its shortest round-trip form."""
+def format_rows(
+    values: np.ndarray, delimiter: str = ",", ids: Any = None, integers: Sequence[int] = ()
+) -> str:
+    """CSV text for float32 rows; ``str`` of a float32 is its shortest round-trip form.
+
+    ``integers``: columns written as whole numbers (``1``, not ``1.0``).
+    """
     rows = np.asarray(values, dtype=np.float32)
+    if integers:  # cells as text: float32 scalars in their shortest form, flags as integers
+        whole = rows[:, list(integers)].astype(np.int64)
+        rows = [[str(v) for v in row] for row in rows]  # type: ignore[assignment]
+        for text, flags in zip(rows, whole):
+            for j, flag in zip(integers, flags):
+                text[j] = str(flag)
     if ids is None:
         return "".join(delimiter.join(map(str, row)) + "\n" for row in rows)
+    ids = as_text(ids)
     return "".join(  # ids read from Parquet or Arrow may be numbers, or null
         _quote("" if i is None else str(i), delimiter) + delimiter + delimiter.join(map(str, row))
         + "\n"

@@ -189,6 +189,7 @@ class Run:
             from aecli import meaningful
 
             meaningful.check(model_config, self.given)
+            _check_id_name(getattr(table, "id_name", None), model_config.latent)
         # A run that fails must not replace a model that was there before it.
         keep_old = self.output != "-" and os.path.exists(self.output)
         saved = checkpoint
@@ -282,6 +283,20 @@ def prepare(
         dict(read_options or {}),
         given=frozenset(given),
     )
+
+
+def _check_id_name(id_name: str | None, latent: int) -> None:
+    """An id column named as an output column of the model (``z0``) is refused before training.
+
+    ``encode`` would write two ``z0`` columns that no reader takes back (findings4 #9).
+    """
+    outputs = [f"z{i}" for i in range(latent)] + ["score", "anomaly"]
+    if id_name in outputs:
+        raise UsageError(
+            f"{id_name!r} is the name of a column the model's outputs have (encode writes "
+            f"z0..z{latent - 1}, score writes score and anomaly); rename it in the data",
+            flag="--id-column",
+        )
 
 
 def _check_finite(fitted: FittedModel) -> None:

@@ -204,3 +204,175 @@ def test_a_run_stopped_during_its_statistics_is_finished(
     assert modelfile.load(str(out)).code_stats is not None
     finished = invoke(["train", table_csv, "--resume", out, "-o", tmp_path / "x.safetensors"])
     assert finished.code == 2 and "already trained 2 epochs" in finished.stderr
+
+
+# 6 and 11. Numbers by CSV's rule in every format, and messages that say what is wrong -----
+
+
+def test_int64_beyond_2_53_reads_as_csv_reads_it(tmp_path: Path) -> None:
+    from aecli.io import ParquetRows, read_table
+
+    r = np.random.default_rng(0)
+    ns = np.datetime64("2024-03-01T12:00:00", "ns").astype(np.int64) + np.arange(N) * 1_000_003
+    big = np.array([2**64 - 1 - i for i in range(N)], dtype=np.uint64)
+    table = pa.table({"a": r.normal(size=N), "ns": pa.array(ns), "u": pa.array(big)})
+    pq.write_table(table, tmp_path / "e.parquet", row_group_size=64)
+    feather.write_feather(table, tmp_path / "e.arrow")
+    with open(tmp_path / "e.csv", "w") as out:
+        out.write("a,ns,u\n")
+        for row in zip(table["a"].to_pylist(), ns.tolist(), big.tolist()):
+            out.write(",".join(map(str, row)) + "\n")
+    csv = read_table(str(tmp_path / "e.csv")).values
+    for name in ("e.parquet", "e.arrow"):
+        np.testing.assert_array_equal(read_table(str(tmp_path / name)).values, csv)
+    streamed = np.concatenate(list(ParquetRows(str(tmp_path / "e.parquet")).chunks(100)))
+    np.testing.assert_array_equal(streamed, csv)
+    result = invoke(["train", tmp_path / "e.parquet", "-o", tmp_path / "m.safetensors", *QUIET])
+    assert result.code == 0, result.stderr
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_value_beyond_float32_is_named_as_csv_names_it(tmp_path: Path, streamed: bool) -> None:
+    data = tmp_path / "huge.parquet"
+    values = [0.0] * 150 + [1e300] + [0.0] * 149
+    pq.write_table(pa.table({"a": values, "b": np.arange(300.0)}), data, row_group_size=64)
+    extra = ["--chunk-rows", "100"] if streamed else []
+    result = invoke(["train", data, "-o", tmp_path / "m.safetensors", *QUIET, *extra])
+    assert result.code == 1
+    assert result.stderr == (
+        f"aecli: error: {data}: 1e+300 overflows float32 at row 150, column 'a' "
+        "(--allow-nan drops such rows)\n"
+    )
+
+
+def test_binary_files_named_as_text_say_what_they_are(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"a": [1.0, 2.0]}), tmp_path / "t.parquet")
+    (tmp_path / "t.csv").write_bytes((tmp_path / "t.parquet").read_bytes())
+    result = invoke(["train", tmp_path / "t.csv", "-o", tmp_path / "m.safetensors"])
+    assert result.code == 1
+    assert result.stderr.endswith("t.csv: this is a Parquet file, not text: name it .parquet\n")
+
+
+def test_schema_messages_name_no_header_line(tmp_path: Path) -> None:
+    r = np.random.default_rng(0)
+    pq.write_table(pa.table({"a": [1.0]}).drop(["a"]), tmp_path / "none.parquet")
+    columns = [pa.array(r.normal(size=N)), pa.array(r.normal(size=N))]
+    pq.write_table(pa.Table.from_arrays(columns, names=["a", "a"]), tmp_path / "dup.parquet")
+    out = tmp_path / "m.safetensors"
+    none = invoke(["train", tmp_path / "none.parquet", "-o", out])
+    assert none.stderr.endswith("none.parquet: no columns\n")
+    dup = invoke(["train", tmp_path / "dup.parquet", "-o", out])
+    assert dup.stderr.endswith(
+        "dup.parquet: column name 'a' is on 2 columns (1, 2); column names must be unique\n"
+    )
+
+
+def test_a_dictionary_of_numbers_in_an_arrow_file_is_numbers(tmp_path: Path) -> None:
+    from aecli.io import read_table
+
+    r = np.random.default_rng(0)
+    level = r.integers(0, 3, N).astype(float)
+    table = pa.table({"a": r.normal(size=N), "level": pa.array(level).dictionary_encode()})
+    feather.write_feather(table, tmp_path / "d.arrow")
+    np.testing.assert_array_equal(read_table(str(tmp_path / "d.arrow")).values[:, 1], level)
+
+
+def test_export_to_a_full_device_names_it(tmp_path: Path, table_csv: Path) -> None:
+    pytest.importorskip("onnx")
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, *QUIET]).code == 0
+    result = invoke(["export", model, "-o", "/dev/full"])
+    assert (result.code, result.stderr) == (1, "aecli: error: /dev/full: No space left on device\n")
+
+
+# 7, 8 and 12. Parquet and Arrow by position: spooled, never whole in memory ------------------
+
+
+@pytest.mark.parametrize("group_rows", [1, 37, 10_000])
+def test_streamed_parquet_serves_the_rows_of_any_layout(tmp_path: Path, group_rows: int) -> None:
+    from aecli.io import ParquetRows
+
+    x = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"c": x[:, 2], "a": x[:, 0], "b": x[:, 1]}), path, group_rows)
+    rows = ParquetRows(str(path), columns=("a", "b", "c"))
+    np.testing.assert_array_equal(rows.chunk(120, 377), x[120:377])
+    picked = np.array([499, 3, 250, 3])
+    np.testing.assert_array_equal(rows.rows_at(picked), x[picked])
+
+
+def test_a_dotted_name_beside_a_struct_is_the_column_streamed_too(tmp_path: Path) -> None:
+    from aecli.io import ParquetRows, read_table
+
+    r = np.random.default_rng(0)
+    table = pa.table(
+        {"x": pa.array([{"y": 5.0}] * 400), "x.y": r.normal(size=400), "b": r.normal(size=400)}
+    )
+    pq.write_table(table, tmp_path / "dot.parquet", row_group_size=128)
+    loaded = read_table(str(tmp_path / "dot.parquet"), columns=("x.y", "b")).values
+    streamed = ParquetRows(str(tmp_path / "dot.parquet"), columns=("x.y", "b"))
+    np.testing.assert_array_equal(np.concatenate(list(streamed.chunks(100))), loaded)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow"])
+def test_binary_files_on_stdin_are_spooled_not_read_whole(
+    tmp_path: Path, id_model: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same output as the path gives, with no read of stdin's whole bytes at once."""
+    import io
+
+    r = np.random.default_rng(2)
+    table = pa.table({"id": np.arange(N), "b": r.normal(size=N), "c": r.normal(size=N)})
+    path = tmp_path / f"t.{kind}"
+    pq.write_table(table, path, row_group_size=50) if kind == "parquet" else (
+        feather.write_feather(table, path, chunksize=50)
+    )
+    by_path = invoke(["encode", id_model, path])
+    reads: list[int] = []
+
+    class Pipe(io.BytesIO):  # a pipe that remembers how much each read asked for
+        def read(self, size: int | None = -1) -> bytes:
+            reads.append(-1 if size is None else size)
+            return super().read(size)
+
+    from aecli.io import arrow
+
+    original = arrow.spooled_stdin
+    monkeypatch.setattr(arrow, "spooled_stdin", lambda _: original(Pipe(path.read_bytes())))
+    on_stdin = invoke(["encode", id_model, "-"], input=path.read_bytes())
+    assert on_stdin.code == 0, on_stdin.stderr
+    assert on_stdin.stdout == by_path.stdout
+    assert reads and all(0 < size <= 4 * 2**20 for size in reads)  # in blocks
+
+
+# 9. Output columns never collide with the id ---------------------------------------------
+
+
+def test_an_id_named_like_an_output_column_is_refused_before_training(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).normal(size=(50, 3))
+    with open(tmp_path / "idz.csv", "w") as out:
+        out.write("z0,a,b,c\n")
+        out.writelines(f"id{i}," + ",".join(map(str, row)) + "\n" for i, row in enumerate(rows))
+    model = tmp_path / "m.safetensors"
+    result = invoke(["train", tmp_path / "idz.csv", "--id-column", "z0", "-o", model, *QUIET])
+    assert result.code == 2 and "--id-column: 'z0' is the name of a column" in result.stderr
+    assert not model.exists()
+    from aecli.errors import UsageError
+    from aecli.io import TableWriter
+
+    with pytest.raises(UsageError, match="has the name of an output column"):
+        TableWriter(str(tmp_path / "o.csv"), ["z0", "z1"], (2,), id_name="z0")
+
+
+# 13. A working directory deeper than PATH_MAX ---------------------------------------------
+
+
+def test_a_path_beyond_path_max_is_named_for_what_it_is(tmp_path: Path, monkeypatch) -> None:
+    from aecli.errors import UsageError
+    from aecli.io import atomic
+
+    monkeypatch.setattr(atomic, "_path_max", lambda: len(str(tmp_path)) + 5)
+    with pytest.raises(UsageError, match="as a full path, beyond this system's limit"):
+        atomic.check_output(str(tmp_path / "m.safetensors"), "-o")

@@ -8,13 +8,13 @@ failure never leaves a half-written output.
 One module a job: ``table`` (the value and options), ``read`` (the format
 dispatch and CSV), ``cells`` (text to numbers), ``columns`` (feature
 selection), ``npy``, ``arrow`` (Parquet and Arrow), ``stream`` (stream or load), ``write``,
-``atomic``; ``ids`` (an id column as it was read).
+``atomic``; ``ids`` (an id column as it was read); ``spool`` (streamed Parquet).
 """
 
-from aecli.io.arrow import ParquetRows
 from aecli.io.atomic import AtomicFile, check_output, refuse_overwrite, write_bytes_atomic
 from aecli.io.npy import NpyRows
 from aecli.io.read import iter_table, read_table
+from aecli.io.spool import ParquetRows
 from aecli.io.stream import disk_rows, should_stream
 from aecli.io.table import CHUNK_ROWS, STDIO, ReadOptions, ReadStats, Table, describe, pick_rows
 from aecli.io.write import TableWriter, format_rows, naming_stdout

@@ -10,6 +10,8 @@ stays flat however large the file.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +28,7 @@ ARROW_FILE_MAGIC = b"ARROW1"
 ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"  # an IPC stream's first message
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow"}
 # What stdin holds, by its first bytes.
+_COPY_BLOCK = 4 * 2**20  # stdin is spooled in blocks of this many bytes
 MAGIC = ((ARROW_STREAM_MAGIC, "stream"), (ARROW_FILE_MAGIC, "arrow"), (PARQUET_MAGIC, "parquet"))
 
 
@@ -35,7 +38,7 @@ def iter_arrow(
     """The table's rows in chunks of at most ``rows`` (and 2M values) rows."""
     schema, batches = _open(source, kind, name, rows)
     names = [str(n) for n in schema.names]
-    features, id_index = _select_columns(opts, names, len(names), name)
+    features, id_index = _select_columns(opts, names, len(names), name, False)
     for index in features:
         _check_numbers(schema.field(index), name)
     columns = [names[i] for i in features]
@@ -61,8 +64,8 @@ def _open(source: Path | IO[bytes], kind: str, name: str, rows: int) -> tuple[An
 
     try:
         if kind == "parquet":
-            if not isinstance(source, Path):  # stdin: Parquet's footer needs the whole file
-                source = pa.BufferReader(source.read())  # type: ignore[assignment]
+            if not isinstance(source, Path):  # stdin: the footer is at the end; spool it
+                source = spooled_stdin(source)  # type: ignore[assignment]
             # pre_buffer=False: pyarrow's read-ahead kept about a file's worth of memory
             # (+110 MB for a 77 MB file); without it 30x the rows cost +17 MB.
             handle = pq.ParquetFile(source, pre_buffer=False)
@@ -71,7 +74,7 @@ def _open(source: Path | IO[bytes], kind: str, name: str, rows: int) -> tuple[An
             # Read, not memory-mapped: every mapped page touched counts as resident memory
             # (+52 MB encoding 1M x 32 rows against 100k; read, a batch at a time).
             opened = pa.OSFile(str(source)) if isinstance(source, Path) else None
-            opened = opened or pa.BufferReader(source.read())  # type: ignore[union-attr]
+            opened = opened or pa.PythonFile(spooled_stdin(source), mode="r")  # type: ignore[arg-type]
             try:
                 reader = pa.ipc.open_file(opened)
                 count = reader.num_record_batches
@@ -88,6 +91,18 @@ def _open(source: Path | IO[bytes], kind: str, name: str, rows: int) -> tuple[An
         raise DataError(f"not a readable {_what(kind)} file ({_short(exc)})", source=name) from None
 
 
+def spooled_stdin(stream: IO[bytes]) -> IO[bytes]:
+    """stdin's bytes in an unnamed temporary file (gone when closed, or when the process is).
+
+    A Parquet or Arrow IPC *file* is found by its footer, at the end: read on stdin it was
+    held in memory whole (findings4 #7). Copied in blocks, then read a batch at a time.
+    """
+    spool = tempfile.TemporaryFile(prefix="aecli-stdin-")  # noqa: SIM115 - the caller's now
+    shutil.copyfileobj(stream, spool, _COPY_BLOCK)
+    spool.seek(0)
+    return spool
+
+
 def _guarded(batches: Iterator[Any], name: str) -> Iterator[Any]:
     """A file damaged past its header fails while its batches are read: say so, by name."""
     import pyarrow as pa
@@ -102,6 +117,8 @@ def _check_numbers(field: Any, name: str) -> None:
     import pyarrow as pa
 
     kind = field.type
+    if pa.types.is_dictionary(kind):  # pandas' Categorical of numbers, in an Arrow file
+        kind = kind.value_type
     numeric = (
         pa.types.is_integer(kind)
         or pa.types.is_floating(kind)
@@ -129,28 +146,17 @@ def _chunk(
     stats: ReadStats,
 ) -> Table | None:
     """One batch as float32 rows; a missing or non-finite value fails, or drops its row."""
-    import pyarrow as pa
 
-    arrays = [batch.column(i) for i in features]
-    values = np.empty((batch.num_rows, len(arrays)), dtype=np.float32)
-    missing = np.zeros(values.shape, dtype=bool)
-    for j, array in enumerate(arrays):
-        floats = array.cast(pa.float64()) if not pa.types.is_null(array.type) else None
-        if floats is None:
-            missing[:, j] = True
-            continue
-        with np.errstate(over="ignore"):
-            values[:, j] = floats.to_numpy(zero_copy_only=False)
-        missing[:, j] = array.is_null().to_numpy(zero_copy_only=False)
+    values, missing, wide = floats32([batch.column(i) for i in features])
     bad = missing | ~np.isfinite(values)
     ids = None if id_index is None else batch.column(id_index)  # as read: its type kept
     if not bad.any():
         return Table(values, columns, (len(columns),), ids, id_name)
     if not opts.allow_nan:
         row, col = (int(i) for i in np.argwhere(bad)[0])
-        what = "a null (missing) value" if missing[row, col] else f"{values[row, col]}"
         raise DataError(
-            f"{what} at row {start + row}, column {columns[col]!r} (--allow-nan drops such rows)",
+            f"{bad_value(missing, wide, values, row, col)} at row {start + row}, column "
+            f"{columns[col]!r} (--allow-nan drops such rows)",
             source=name,
         )
     keep = ~bad.any(axis=1)
@@ -159,6 +165,43 @@ def _chunk(
         return None
     kept_ids = None if ids is None else kept(ids, keep)
     return Table(values[keep], columns, (len(columns),), kept_ids, id_name)
+
+
+def floats32(arrays: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numeric Arrow columns as float32 rows, by CSV's rule for every type.
+
+    Returns the values, where a value is null, and the float64 values (before the cast
+    to float32, to name a value that overflows it as CSV does). Integers beyond 2^53
+    round to the nearest float64 as CSV's parser rounds them (a safe cast refused them:
+    findings4 #6); a dictionary of numbers is decoded first.
+    """
+    import pyarrow as pa
+
+    rows = len(arrays[0]) if arrays else 0
+    values = np.empty((rows, len(arrays)), dtype=np.float32)
+    missing = np.zeros(values.shape, dtype=bool)
+    wide = np.empty(values.shape, dtype=np.float64)
+    for j, array in enumerate(arrays):
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
+        if pa.types.is_null(array.type):
+            missing[:, j] = True
+            wide[:, j] = np.nan
+            continue
+        wide[:, j] = array.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+        with np.errstate(over="ignore"):
+            values[:, j] = wide[:, j]
+        missing[:, j] = array.is_null().to_numpy(zero_copy_only=False)
+    return values, missing, wide
+
+
+def bad_value(missing: Any, wide: Any, values: Any, row: int, col: int) -> str:
+    """The words for a value that cannot be used: CSV's, where CSV has them."""
+    if missing[row, col]:
+        return "a null (missing) value"
+    if np.isfinite(wide[row, col]):
+        return f"{wide[row, col]:g} overflows float32"
+    return f"{values[row, col]}"
 
 
 def _what(kind: str) -> str:
@@ -225,103 +268,3 @@ class ArrowSink:
                 fields.insert(0, pa.field(self.id_name, pa.string()))
             self.writer = self._open(pa.schema(fields))
         self.writer.close()
-
-
-class ParquetRows:
-    """A Parquet file used in row ranges read from disk, never loaded whole (NpyRows' twin).
-
-    For training on a table larger than memory: the trainer asks for ranges of rows in
-    shuffled order each epoch, and for a few scattered rows; only the row groups that
-    hold them are read, one at a time.
-    """
-
-    def __init__(self, path: str, **options: Any) -> None:
-        import pyarrow.parquet as pq
-
-        from aecli.io.table import describe
-
-        self.name = describe(path)
-        self.opts = ReadOptions(**options)
-        self.stats = ReadStats()
-        self.scanned = False  # a whole pass has counted the dropped rows into stats
-        try:
-            self.file = pq.ParquetFile(path, pre_buffer=False)
-        except Exception as exc:  # pyarrow's own errors, and OSError
-            raise DataError(
-                f"not a readable Parquet file ({_short(exc)})", source=self.name
-            ) from None
-        schema = self.file.schema_arrow
-        names = [str(n) for n in schema.names]
-        self.features, id_index = _select_columns(self.opts, names, len(names), self.name)
-        self.id_name = names[id_index] if id_index is not None else None  # kept by the model
-        for index in self.features:
-            _check_numbers(schema.field(index), self.name)
-        self.columns: list[str] | None = [names[i] for i in self.features]
-        self.row_shape = (len(self.features),)
-        metadata = self.file.metadata
-        sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        if self.rows == 0:
-            raise DataError("no rows", source=self.name)
-
-    @property
-    def rows(self) -> int:
-        return int(self.starts[-1])
-
-    @property
-    def n_features(self) -> int:
-        return len(self.features)
-
-    def _group(self, group: int) -> np.ndarray:
-        """One row group's feature values as float32, non-finite values still in."""
-        import pyarrow as pa
-
-        table = self.file.read_row_group(group, columns=self.columns)
-        values = np.empty((table.num_rows, len(self.features)), dtype=np.float32)
-        for j, column in enumerate(table.columns):
-            floats = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            with np.errstate(over="ignore"):
-                values[:, j] = floats
-        return values
-
-    def _range(self, start: int, stop: int) -> np.ndarray:
-        first = int(np.searchsorted(self.starts, start, side="right")) - 1
-        parts = []
-        for group in range(first, len(self.starts) - 1):
-            lo, hi = int(self.starts[group]), int(self.starts[group + 1])
-            if lo >= stop:
-                break
-            parts.append(self._group(group)[max(start, lo) - lo : min(stop, hi) - lo])
-        return np.concatenate(parts) if parts else np.zeros((0, self.n_features), np.float32)
-
-    def chunk(self, start: int, stop: int, *, count_dropped: bool = False) -> np.ndarray:
-        """Rows start..stop as float32; a non-finite value fails, or drops its row."""
-        values = self._range(start, stop)
-        bad = ~np.isfinite(values).all(axis=1)
-        if not bad.any():
-            return values
-        if not self.opts.allow_nan:
-            row, col = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
-            raise DataError(
-                f"a null or {values[row, col]} at row {start + row}, column "
-                f"{self.columns[col]!r} (--allow-nan drops such rows)",  # type: ignore[index]
-                source=self.name,
-            )
-        if count_dropped:
-            self.stats.dropped += int(bad.sum())
-            self.stats.dropped_rows.extend((start + np.flatnonzero(bad)).tolist())
-        return values[~bad]
-
-    def chunks(self, size: int, *, count_dropped: bool = False) -> Iterator[np.ndarray]:
-        for start in range(0, self.rows, size):
-            yield self.chunk(start, start + size, count_dropped=count_dropped)
-
-    def rows_at(self, indices: np.ndarray) -> np.ndarray:
-        """Rows by number, in the order given: each row group that holds some is read once."""
-        indices = np.asarray(indices, dtype=np.int64)
-        out = np.empty((len(indices), self.n_features), dtype=np.float32)
-        groups = np.searchsorted(self.starts, indices, side="right") - 1
-        for group in np.unique(groups):
-            picked = np.flatnonzero(groups == group)
-            out[picked] = self._group(int(group))[indices[picked] - self.starts[group]]
-        return out

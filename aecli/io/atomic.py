@@ -91,8 +91,13 @@ class AtomicFile:
                 os.close(dirfd)
 
     def discard(self) -> None:
-        """Forget the data; ``dest`` stays as it was."""
-        self.file.close()
+        """Forget the data; ``dest`` stays as it was.
+
+        Closing flushes what is buffered, which fails again on a full device: that second
+        error would replace the first, named one (``export -o /dev/full``, findings4 #11).
+        """
+        with contextlib.suppress(OSError):
+            self.file.close()
         if self._named is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._named)
@@ -141,6 +146,13 @@ def check_output(
     if is_special(dest):
         return
     real = os.path.realpath(dest)
+    limit = _path_max()
+    if len(os.fsencode(real)) >= limit:  # findings4 #13: not "directory '.' does not exist"
+        raise UsageError(
+            f"{dest!r} is {len(os.fsencode(real))} bytes as a full path, beyond this system's "
+            f"limit of {limit}; write it from a shorter working directory",
+            flag=flag,
+        )
     if os.path.isdir(real):
         raise UsageError(f"{dest!r} is a directory", flag=flag)
     parent = os.path.dirname(real)
@@ -157,6 +169,13 @@ def is_special(path: str) -> bool:
     except OSError:
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+def _path_max() -> int:
+    try:
+        return os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 4096
 
 
 def refuse_overwrite(dest: str, protect: Sequence[str | None], flag: str) -> None:

@@ -21,9 +21,13 @@ def _picker(features: list[int], width: int) -> Any:
 
 
 def _select_columns(
-    opts: ReadOptions, names: list[str] | None, width: int, source: str
+    opts: ReadOptions, names: list[str] | None, width: int, source: str, header: bool = True
 ) -> tuple[list[int], int | None]:
-    """Feature column indices and the id column index, from the options and the header."""
+    """Feature column indices and the id column index, from the options and the header.
+
+    ``header``: the names come from a header line (CSV), which errors locate; Parquet and
+    Arrow names come from a schema, which has no line.
+    """
     id_index = None
     if opts.id_column is not None:
         id_index = _resolve_column(opts.id_column, names, width, source, "--id-column")
@@ -44,13 +48,15 @@ def _select_columns(
             f"{opts.id_column!r} is also one of the feature columns", flag="--id-column"
         )
     if not features:
-        raise DataError("no feature columns left besides the --id-column", source=source)
+        what = "no columns" if width == 0 else "no feature columns left besides the --id-column"
+        raise DataError(what, source=source)
     if names is not None:
-        _check_names(names, [*features, *([] if id_index is None else [id_index])], source)
+        picked = [*features, *([] if id_index is None else [id_index])]
+        _check_names(names, picked, source, header)
     return features, id_index
 
 
-def _check_names(names: list[str], picked: list[int], source: str) -> None:
+def _check_names(names: list[str], picked: list[int], source: str, header: bool) -> None:
     """Columns read by name must have one (F01): an empty or repeated name is ambiguous.
 
     A model picks its columns by name from later files, so a second ``a``
@@ -60,20 +66,25 @@ def _check_names(names: list[str], picked: list[int], source: str) -> None:
         name = names[index]
         if not name:
             raise DataError(
-                f"column {index + 1} has no name in the header; column names must be non-empty",
+                f"column {index + 1} has no name{' in the header' if header else ''}; "
+                "column names must be non-empty",
                 source=source,
-                line=1,
-                column=index + 1,
+                line=1 if header else None,
+                column=index + 1 if header else None,
             )
         same = [i + 1 for i, other in enumerate(names) if other == name]
         if len(same) > 1:
             where = ", ".join(map(str, same))
+            place = (
+                f"in the header {len(same)} times (columns "
+                if header
+                else f"on {len(same)} columns ("
+            )
             raise DataError(
-                f"column name {name!r} is in the header {len(same)} times (columns {where}); "
-                "column names must be unique",
+                f"column name {name!r} is {place}{where}); column names must be unique",
                 source=source,
-                line=1,
-                column=same[1],
+                line=1 if header else None,
+                column=same[1] if header else None,
             )
 
 

@@ -50,6 +50,10 @@ def _text(line: bytes, number: int, name: str) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if number == 1 and (kind := binary_format(line)) is not None:
+            raise DataError(
+                f"this is a {kind[0]} file, not text: name it {kind[1]}", source=name
+            ) from None
         raise DataError(
             f"not UTF-8 text (byte 0x{line[exc.start]:02x} after "
             f"{line[: exc.start][-20:].decode('utf-8', 'replace')!r}; convert the file, "
@@ -57,3 +61,17 @@ def _text(line: bytes, number: int, name: str) -> str:
             source=name,
             line=number,
         ) from None
+
+
+# Binary formats aecli reads, by their first bytes, for a file whose name says text.
+_MAGIC = (
+    (b"PAR1", ("Parquet", ".parquet")),
+    (b"ARROW1", ("Arrow IPC", ".arrow")),
+    (b"\x93NUMPY", (".npy", ".npy")),
+    (b"\xff\xff\xff\xff", ("Arrow IPC stream", ".arrow")),
+)
+
+
+def binary_format(head: bytes) -> tuple[str, str] | None:
+    """(what, suffix) of a binary table format that ``head`` starts, or None."""
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)

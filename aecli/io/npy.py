@@ -132,8 +132,11 @@ class _FileRows:
 
     WINDOW = 65536  # rows read at a time when gathering scattered rows
 
-    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, int]) -> None:
-        self.file = open(path, "rb")  # noqa: SIM115 - lives as long as the reader
+    def __init__(
+        self, path: Path | IO[bytes], offset: int, dtype: np.dtype, shape: tuple[int, int]
+    ) -> None:
+        # a path is opened here; an open file (a spool, aecli/io/spool.py) is taken over
+        self.file = open(path, "rb") if isinstance(path, Path) else path  # noqa: SIM115
         self.offset = offset
         self.dtype = dtype
         self.shape = shape

@@ -43,7 +43,7 @@ def disk_rows(source: str, **options: object) -> object:
         from aecli.io.npy import NpyRows
 
         return NpyRows(source, **options)
-    from aecli.io.arrow import ParquetRows
+    from aecli.io.spool import ParquetRows
 
     return ParquetRows(source, **options)
 

@@ -94,6 +94,13 @@ class TableWriter:
     ) -> None:
         self.dest = None if dest in (None, STDIO) else dest
         self.integers = tuple(integers)  # columns of whole numbers (a 0/1 flag)
+        if id_name is not None and id_name in columns:  # findings4 #9: z0 beside z0
+            raise UsageError(
+                f"the id column {id_name!r} has the name of an output column "
+                f"({', '.join(list(columns)[:4])}{', ...' if len(columns) > 4 else ''}), "
+                "and a table cannot hold two; rename it in the data",
+                flag="--id-column",
+            )
         self.columns = list(columns)
         self.row_shape = row_shape
         self.id_name = id_name

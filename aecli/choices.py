@@ -77,8 +77,9 @@ class Activation(str, Enum):
 
 def choice(enum: type[E], value: Any, flag: str) -> E:
     """``value`` as a member of ``enum``: the one place an unknown kind, loss... is refused."""
+    value = getattr(value, "value", value)
     try:
-        return enum(getattr(value, "value", value))
+        return enum(value.lower() if isinstance(value, str) else value)  # VAE as vae
     except ValueError:
         valid = ", ".join(str(m.value) for m in enum)
         what = flag.lstrip("-").replace("-", " ").replace("_", " ")

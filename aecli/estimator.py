@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from aecli.config import ModelConfig, TrainConfig
-from aecli.pythonic import _as_os_errors, _as_value_errors, _tabular
+from aecli.pythonic import _as_os_errors, _as_value_errors, _tabular, text_columns
 from aecli.sizes import DEFAULT_CHANNELS
 
 if TYPE_CHECKING:
@@ -350,5 +350,6 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         if not reset:
             check_is_fitted(self, "fitted_")
         X = _tabular(X)
+        text_columns(X)
         values = validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_samples=1)
         return np.ascontiguousarray(values, dtype=np.float32)

@@ -25,12 +25,39 @@ def _as_value_errors() -> Iterator[None]:
         yield
     except UsageError as exc:
         if not exc.flag:
-            raise ValueError(str(exc)) from None
+            raise ValueError(_keywords(str(exc))) from None
         name = exc.flag.lstrip("-").replace("-", "_")
         message = str(exc).removeprefix(f"{exc.flag}: ")
-        raise ValueError(f"{name}: {message}") from None
+        raise ValueError(f"{name}: {_keywords(message)}") from None
     except AecliError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(_keywords(str(exc))) from None
+
+
+def _keywords(message: str) -> str:
+    """A flag's advice in the estimator's words: 'use --device cpu' as "use device='cpu'"."""
+    import re
+
+    def keyword(match: re.Match[str]) -> str:
+        return f"{match.group(1).replace('-', '_')}={match.group(2)!r}"
+
+    return re.sub(r"--([a-z][a-z-]*) ([\w.:]+)", keyword, message)
+
+
+def text_columns(X: Any) -> None:
+    """A DataFrame's columns that are not numbers, named (numpy's 'could not convert string
+    to float: 'cardio-00000'' names none)."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(X, "select_dtypes"):
+        return
+    text = [str(c) for c in X.select_dtypes(exclude=["number", "bool"]).columns]
+    if text:
+        named = ", ".join(repr(c) for c in text[:5])
+        shown = named + (", ..." if len(text) > 5 else "")
+        many = len(text) > 1
+        raise ValueError(
+            f"X: column{'s' if many else ''} {shown} {'hold' if many else 'holds'} text, not "
+            f"numbers; leave {'them' if many else 'it'} out, e.g. X.drop(columns=[{named}])"
+        )
 
 
 @contextlib.contextmanager

@@ -112,7 +112,7 @@ def test_bad_parquet_is_one_line_naming_the_place(tmp_path: Path, make: object, 
     assert result.code == 1 and not out.exists()
     assert result.stderr == f"aecli: error: {tmp_path / 'bad.parquet'}: {says}" + (
         " (--allow-nan drops such rows)\n" if "row" in says else
-        " (carry text with --id-column NAME, or leave it out with --columns)\n"
+        f" (carry text with --id-column {says[8]}, or leave it out with --exclude {says[8]})\n"
     )  # fmt: skip
 
 

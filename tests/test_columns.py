@@ -211,7 +211,10 @@ def test_the_id_column_is_remembered_by_the_model(tmp_path: Path) -> None:
     data.write_text("\n".join(lines) + "\n")
     model = tmp_path / "m.safetensors"
     plain = invoke(["train", data, "-o", model, "-q", "--epochs", "2"])
-    assert plain.code == 1 and "carry it with --id-column NAME" in plain.stderr
+    assert (
+        plain.code == 1
+        and "carry it with --id-column id, or leave it out with --exclude id" in plain.stderr
+    )
     assert (
         invoke(["train", data, "-o", model, "-q", "--epochs", "2", "--id-column", "id"]).code == 0
     )

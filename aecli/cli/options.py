@@ -66,8 +66,18 @@ ColumnsOpt = Annotated[
     str | None,
     typer.Option(
         metavar="COLS",
-        help="Feature columns, by header name or 0-based index: a,b,c or 0,3,4. Default: all "
-        "but the --id-column (for a trained model: its own columns, picked by name).",
+        help="Feature columns, by header name, 0-based index, range or glob: a,b,c or 0,3,4 "
+        "or 1-21 (inclusive) or 1:22 (a slice) or 'feat_*'. Default: all but the --id-column "
+        "and --exclude (for a trained model: its own columns, picked by name).",
+        show_default=False,
+    ),
+]
+ExcludeOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="COLS",
+        help="Columns to leave out (a label, a timestamp), as --columns names them: "
+        "label or 0,5 or 'meta_*'. The model records the columns it used.",
         show_default=False,
     ),
 ]
@@ -126,22 +136,28 @@ def _read_options(
     id_column: str | None,
     allow_nan: bool,
     model_columns: Sequence[str] | None = None,
+    exclude: str | None = None,
 ) -> dict[str, Any]:
     """The reader's keyword options from the shared flags."""
     delimiter = _delimiter(delimiter)
-    names = None
-    if columns is not None:
-        names = tuple(c.strip() for c in columns.split(","))
-        if not all(names):
-            raise UsageError(f"empty column name in {columns!r}", flag="--columns")
     return {
         "header": header,
         "delimiter": delimiter,
-        "columns": names,
+        "columns": _column_list(columns, "--columns"),
+        "exclude": _column_list(exclude, "--exclude"),
         "id_column": id_column,
         "allow_nan": allow_nan,
         "model_columns": tuple(model_columns) if model_columns else None,
     }
+
+
+def _column_list(text: str | None, flag: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(c.strip() for c in text.split(","))
+    if not all(names):
+        raise UsageError(f"empty column name in {text!r}", flag=flag)
+    return names
 
 
 _DELIMITER_ESCAPES = {"\\t": "\t", "tab": "\t"}

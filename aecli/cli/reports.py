@@ -19,8 +19,8 @@ from aecli.cli.options import (
     ModelArg,
     OutputOpt,
 )
+from aecli.cli.outputs import check_model_output
 from aecli.cli.rows import _model_input, carried_id
-from aecli.cli.training import _check_model_output
 from aecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def export(
         raise UsageError(
             f"must be one of {', '.join(onnx_export.PARTS)}, got {part!r}", flag="--part"
         )
-    _check_model_output(output, model)
+    check_model_output(output, model)
     fitted = modelfile.load(model)
     onnx_export.check_part(fitted, part)
     data = onnx_export.to_onnx(fitted, part)

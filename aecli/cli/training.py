@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,12 +14,14 @@ from aecli.cli.options import (
     ColumnsOpt,
     DataArg,
     DelimiterOpt,
+    ExcludeOpt,
     HeaderOpt,
     IdColumnOpt,
     QuietOpt,
     _read_options,
     _report_dropped,
 )
+from aecli.cli.outputs import check_outputs, write_model
 from aecli.config import (
     Activation,
     Arch,
@@ -32,7 +33,6 @@ from aecli.config import (
     Scale,
     TrainConfig,
 )
-from aecli.errors import UsageError
 from aecli.sizes import DEFAULT_CHANNELS
 
 if TYPE_CHECKING:
@@ -55,7 +55,9 @@ def train(
             help="Model file to write (.safetensors), or - for stdout.",
         ),
     ],
-    kind: Annotated[Kind, typer.Option(help="Autoencoder variant.")] = Kind.basic,
+    kind: Annotated[
+        Kind, typer.Option(case_sensitive=False, help="Autoencoder variant.")
+    ] = Kind.basic,
     hidden: Annotated[
         str,
         typer.Option(
@@ -66,8 +68,9 @@ def train(
     arch: Annotated[
         Arch,
         typer.Option(
+            case_sensitive=False,
             help="mlp: dense layers (--hidden); conv: strided convolutions over image rows "
-            "(--channels), for an N x H x W or N x C x H x W .npy or --image-shape."
+            "(--channels), for an N x H x W or N x C x H x W .npy or --image-shape.",
         ),
     ] = Arch(_M.arch),
     channels: Annotated[
@@ -83,15 +86,21 @@ def train(
     tied: Annotated[
         bool, typer.Option(help="Tie decoder weights to the encoder's, transposed.")
     ] = _M.tied,
-    activation: Annotated[Activation, typer.Option(help="Hidden-layer activation.")] = Activation(
-        _M.activation
-    ),
+    activation: Annotated[
+        Activation, typer.Option(case_sensitive=False, help="Hidden-layer activation.")
+    ] = Activation(_M.activation),
     loss: Annotated[
-        Loss, typer.Option(help="Reconstruction loss; auto = bce for vae, mse otherwise.")
+        Loss,
+        typer.Option(
+            case_sensitive=False, help="Reconstruction loss; auto = bce for vae, mse otherwise."
+        ),
     ] = Loss.auto,
     noise: Annotated[
         Noise,
-        typer.Option(help="Input noise while training; auto = gaussian for denoise, else none."),
+        typer.Option(
+            case_sensitive=False,
+            help="Input noise while training; auto = gaussian for denoise, else none.",
+        ),
     ] = Noise.auto,
     noise_std: Annotated[
         float, typer.Option(help="Gaussian noise sigma, in scaled units.")
@@ -117,8 +126,9 @@ def train(
     scale: Annotated[
         Scale,
         typer.Option(
+            case_sensitive=False,
             help="Scaling fitted on DATA; auto: [0, 1] data kept, images one range, "
-            "tables robust (median, IQR, clipped at 5); 'aecli info' says which."
+            "tables robust (median, IQR, clipped at 5); 'aecli info' says which.",
         ),
     ] = Scale(_T.scale),
     epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = _T.epochs,
@@ -137,8 +147,9 @@ def train(
     precision: Annotated[
         Precision,
         typer.Option(
+            case_sensitive=False,
             help="Weights stay float32. bf16: big products in bfloat16 (AVX512-BF16/AMX CPUs, "
-            "CUDA GPUs); tf32: fp32 on TF32 units (CUDA, Ampere+); see benchmarks/precision.py."
+            "CUDA GPUs); tf32: fp32 on TF32 units (CUDA, Ampere+); see benchmarks/precision.py.",
         ),
     ] = Precision(_T.precision),
     threads: Annotated[
@@ -222,6 +233,7 @@ def train(
         ),
     ] = None,
     columns: ColumnsOpt = None,
+    exclude: ExcludeOpt = None,
     id_column: IdColumnOpt = None,
     allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
@@ -271,7 +283,7 @@ def train(
         layerwise=layerwise,
         finetune_epochs=finetune_epochs,
     )
-    _check_outputs(output, log, data, resume, checkpoint_every)
+    check_outputs(output, log, data, resume, checkpoint_every)
     from aecli.device import keep_freed_memory
 
     keep_freed_memory()  # process-wide: the command's choice, not the Python API's
@@ -280,7 +292,7 @@ def train(
         request,
         train_config,
         output=output,
-        read_options=_read_options(header, delimiter, columns, id_column, allow_nan, None),
+        read_options=_read_options(header, delimiter, columns, id_column, allow_nan, None, exclude),
         given=(n for n in ctx.params if resuming.given(ctx, n)),
         join=True,
     )
@@ -325,7 +337,7 @@ def train(
     fitted, history, target = result.fitted, result.history, result.target
     if world.main:
         with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
-            _write_model(fitted, target, data)
+            write_model(fitted, target, data)
         if (problem := logger.save()) is not None:  # the model first, the log a warning
             _say(f"aecli: warning: --log {log}: not written ({problem}); the model was saved")
     processes.finish(world)
@@ -349,44 +361,8 @@ train.sections = [  # type: ignore[attr-defined]
     ),
     (
         "Data",
-        ["scale", "image_shape", "columns", "id_column", "allow_nan", "header", "delimiter",
-         "chunk_rows"],
+        ["scale", "image_shape", "columns", "exclude", "id_column", "allow_nan", "header",
+         "delimiter", "chunk_rows"],
     ),
     ("Runtime", ["device", "precision", "threads", "compile_model"]),
 ]  # fmt: skip
-
-
-def _check_outputs(
-    output: str, log: str | None, data: str, resume: str | None, checkpoint_every: int
-) -> None:
-    """Fail before training, not after, when the model or its log could not be written."""
-    _check_model_output(output, data)
-    if log == "-" and output == "-":
-        raise UsageError("the model already goes to stdout; give the log a file", flag="--log")
-    if log is not None:  # found now, not after the last epoch (F03)
-        from aecli.io import check_output
-
-        check_output(log, "--log", inputs=[data, output, resume])
-    if checkpoint_every and output == "-":
-        raise UsageError("checkpoints need a model file, not stdout", flag="--checkpoint-every")
-
-
-def _write_model(fitted: FittedModel, target: str, data: str) -> None:
-    """The model to its file (atomically, never over DATA) or to stdout."""
-    from aecli import modelfile
-
-    if target == "-":
-        from aecli.io import naming_stdout
-
-        with naming_stdout():
-            sys.stdout.buffer.write(modelfile.verified_bytes(fitted, "-"))
-            sys.stdout.buffer.flush()
-    else:
-        modelfile.save(fitted, target, protect=[data])
-
-
-def _check_model_output(output: str, data: str) -> None:
-    """Fail before training, not after, when the model could not be written."""
-    from aecli.io import check_output
-
-    check_output(output, "-o", inputs=[data], binary=True)

@@ -129,7 +129,8 @@ def _check_numbers(field: Any, name: str) -> None:
     if not numeric:
         raise DataError(
             f"column {field.name!r} holds {kind}, not numbers "
-            "(carry text with --id-column NAME, or leave it out with --columns)",
+            f"(carry text with --id-column {field.name}, or leave it out with --exclude "
+            f"{field.name})",
             source=name,
         )
 

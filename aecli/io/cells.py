@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,8 @@ def _to_floats(
             problem = _cell_problem(cell, allow_nan)
             if problem:
                 label = f" ({columns[c]!r})" if columns else ""
-                hint = _TEXT_HINT if _is_text(cell) else ""
+                named = columns[c] if columns else str(features[c])
+                hint = delimiter_hint(cell) or (text_hint(named) if _is_text(cell) else "")
                 raise DataError(
                     f"{problem}{label}{hint}", source=name, line=lines[r], column=features[c] + 1
                 )
@@ -78,8 +80,34 @@ def _missing(cell: str) -> bool:
     return cell.strip().lower() in _MISSING
 
 
-# A word where a number should be: most often a column of names or ids among the features.
-_TEXT_HINT = "; a column of text, such as ids? carry it with --id-column NAME"
+_OTHER_DELIMITERS = (";", "\t", "|")
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
+def delimiter_hint(text: str) -> str:
+    """What a cell or a name that holds a whole row suggests: another delimiter, or decimal commas.
+
+    The delimiter is never guessed (a one-column file is a file too); it is named.
+    """
+    if _DECIMAL_COMMA.fullmatch(text.strip()):
+        return (
+            "; a decimal comma? aecli reads 1.5, not 1,5: convert the file (for a ';'-separated "
+            "one, tr ',' '.' < in.csv > out.csv) and give --delimiter ';'"
+        )
+    found = [d for d in _OTHER_DELIMITERS if d in text]
+    if found and "," not in text:
+        if found[0] == "\t":
+            return "; looks tab-separated: try --delimiter '\\t' (or name the file .tsv)"
+        return f"; looks '{found[0]}'-separated: try --delimiter '{found[0]}'"
+    return ""
+
+
+def text_hint(column: str) -> str:
+    """A word where a number should be: most often a column of ids or labels among the features."""
+    return (
+        f"; a column of text, such as ids or labels? carry it with --id-column {column}, "
+        f"or leave it out with --exclude {column}"
+    )
 
 
 def _is_text(cell: str) -> bool:

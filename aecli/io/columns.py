@@ -34,8 +34,8 @@ def _select_columns(
     elif opts.model_id_column is not None and names is not None and opts.model_id_column in names:
         id_index = names.index(opts.model_id_column)  # the model's own, remembered
     if opts.columns:
-        features = [_resolve_column(c, names, width, source, "--columns") for c in opts.columns]
-        check_distinct(list(opts.columns), features)
+        items, features = _expand(opts.columns, names, width, source, "--columns")
+        check_distinct(items, features)
     elif opts.model_columns and names is not None and set(opts.model_columns) <= set(names):
         # A trained model picks its own columns by name, in its order; when the
         # header lacks some, all columns are passed on and the model's width
@@ -43,6 +43,9 @@ def _select_columns(
         features = [names.index(c) for c in opts.model_columns]
     else:
         features = [i for i in range(width) if i != id_index]
+    if opts.exclude:
+        _, left_out = _expand(opts.exclude, names, width, source, "--exclude")
+        features = [i for i in features if i not in set(left_out)]
     if id_index is not None and id_index in features:
         raise UsageError(
             f"{opts.id_column!r} is also one of the feature columns", flag="--id-column"
@@ -88,6 +91,51 @@ def _check_names(names: list[str], picked: list[int], source: str, header: bool)
             )
 
 
+def _expand(
+    items: tuple[str, ...], names: list[str] | None, width: int, source: str, what: str
+) -> tuple[list[str], list[int]]:
+    """Each item as the columns it means: a name or index, a range, or a glob over names.
+
+    ``3-7`` is columns 3 to 7 inclusive and ``3:8`` the same as a Python slice (0-based, as
+    indices are); ``feat_*`` (``*``, ``?``, ``[...]``) the names that match, in file order.
+    A header name is taken as itself first, so a column called ``a-b`` is still that column.
+    """
+    import fnmatch
+    import re
+
+    said, indices = [], []
+    for raw in items:
+        item = raw.strip()
+        span = re.fullmatch(r"(\d+)\s*([-:])\s*(\d+)", item)
+        if (names is not None and item in names) or (span is None and not _glob(item)):
+            said.append(item)
+            indices.append(_resolve_column(item, names, width, source, what))
+        elif span is not None:
+            low, high = int(span.group(1)), int(span.group(3)) + (span.group(2) == "-")
+            if not low < high <= width:
+                rule = "A-B is inclusive, A:B a slice" if low < high else "A comes before B"
+                raise DataError(
+                    f"column range {item!r} is not within 0..{width - 1} ({what}); the file "
+                    f"has {width} columns ({rule})",
+                    source=source,
+                )
+            said += [str(i) for i in range(low, high)]
+            indices += list(range(low, high))
+        else:
+            matched = [i for i, n in enumerate(names or []) if fnmatch.fnmatchcase(n, item)]
+            if not matched:
+                shown = ", ".join((names or [])[:12]) + (", ..." if len(names or []) > 12 else "")
+                have = f"its columns are {shown}" if names else "it has no header"
+                raise DataError(f"no column matches {item!r} ({what}); {have}", source=source)
+            said += [(names or [])[i] for i in matched]
+            indices += matched
+    return said, indices
+
+
+def _glob(item: str) -> bool:
+    return any(ch in item for ch in "*?[")
+
+
 def _resolve_column(item: str, names: list[str] | None, width: int, source: str, what: str) -> int:
     """A column by header name, else by 0-based index."""
     item = item.strip()
@@ -96,8 +144,10 @@ def _resolve_column(item: str, names: list[str] | None, width: int, source: str,
     if item.isdigit() and int(item) < width:
         return int(item)
     if names is not None:
+        from aecli.io.cells import delimiter_hint
+
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        have = f"its columns are {shown}"
+        have = f"its columns are {shown}" + (delimiter_hint(names[0]) if len(names) == 1 else "")
     else:
         have = f"it has {width} columns (0..{width - 1}) and no header"
     if item.isdigit():

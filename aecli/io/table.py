@@ -59,6 +59,7 @@ class ReadOptions:
     header: bool | None = None
     delimiter: str | None = None
     columns: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None  # columns left out (names, indices, ranges, globs)
     id_column: str | None = None
     allow_nan: bool = False
     model_columns: tuple[str, ...] | None = None

@@ -1,0 +1,124 @@
+"""A newcomer's second hour (issue 36): each friction a user met, with the fix they expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aecli import modelfile
+from tests.conftest import invoke
+
+QUIET = ["--epochs", "1", "-q"]
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Path:
+    """An id, five features and a 0/1 label, as a user's table has them."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cardio.csv"
+    with open(path, "w") as out:
+        out.write("record_id,f0,f1,f2,f3,f4,label\n")
+        for i, row in enumerate(rng.normal(size=(120, 5))):
+            out.write(f"c{i:05d}," + ",".join(f"{v:.5f}" for v in row) + f",{i % 2}\n")
+    return path
+
+
+# 1. Leaving a label out: --exclude, and ranges and globs in --columns ----------------------
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--id-column", "record_id", "--exclude", "label"],
+        ["--id-column", "record_id", "--exclude", "6"],
+        ["--columns", "1-5"],
+        ["--columns", "1:6"],
+        ["--columns", "f*"],
+        ["--columns", "f[0-4]"],
+        ["--exclude", "record_id,label"],
+        ["--columns", "1-5", "--exclude", "f2", "--id-column", "record_id"],
+    ],
+)
+def test_columns_by_range_glob_and_exclusion(tmp_path: Path, labelled: Path, flags) -> None:
+    model = tmp_path / "m.safetensors"
+    result = invoke(["train", labelled, "-o", model, *QUIET, *flags])
+    assert result.code == 0, result.stderr
+    expected = [f"f{i}" for i in range(5) if not ("f2" in flags and i == 2)]
+    assert modelfile.load(str(model)).columns == expected  # the model records what it used
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--columns", "1-9"], "column range '1-9' is not within 0..6 (--columns)"),
+        (["--columns", "5-2"], "(A comes before B)"),
+        (["--columns", "z*"], "no column matches 'z*' (--columns); its columns are record_id"),
+        (["--exclude", "nope", "--id-column", "record_id"], "no column named 'nope' (--exclude)"),
+    ],
+)
+def test_column_patterns_that_match_nothing_say_so(
+    tmp_path: Path, labelled: Path, flags: list[str], says: str
+) -> None:
+    result = invoke(["train", labelled, "-o", tmp_path / "m.safetensors", *QUIET, *flags])
+    assert result.code == 1 and says in result.stderr, result.stderr
+
+
+def test_a_text_label_points_at_exclude(tmp_path: Path, labelled: Path) -> None:
+    text = tmp_path / "text.csv"
+    text.write_text(labelled.read_text().replace(",0\n", ",no\n").replace(",1\n", ",yes\n"))
+    result = invoke(["train", text, "--id-column", "record_id", "-o", tmp_path / "m.st", *QUIET])
+    assert result.code == 1
+    assert result.stderr.endswith(
+        "'no' is not a number ('label'); a column of text, such as ids or labels? carry it "
+        "with --id-column label, or leave it out with --exclude label\n"
+    )
+
+
+# 2. Another delimiter, or decimal commas: named, never guessed ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "says"),
+    [
+        ("id;a;b\nr1;1.5;2\n", ["--id-column", "id"], "looks ';'-separated: try --delimiter ';'"),
+        ("a;b\n1.5;2\n2;3\n", [], "looks ';'-separated: try --delimiter ';'"),
+        ("a|b\n1.5|2\n2|3\n", [], "looks '|'-separated: try --delimiter '|'"),
+        ("a\tb\n1.5\t2\n", [], "looks tab-separated: try --delimiter '\\t'"),
+        ("a;b\n1,5;2\n", ["--delimiter", ";"], "a decimal comma? aecli reads 1.5, not 1,5"),
+    ],
+)
+def test_other_delimiters_are_named(tmp_path: Path, text: str, flags: list, says: str) -> None:
+    data = tmp_path / "semi.csv"
+    data.write_text(text)
+    result = invoke(["train", data, "-o", tmp_path / "m.safetensors", *QUIET, *flags])
+    assert result.code == 1 and says in result.stderr, result.stderr
+
+
+# 7. Python errors in Python's words --------------------------------------------------------
+
+
+def test_the_estimator_names_text_columns_and_its_own_arguments(labelled: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    from aecli import Autoencoder
+
+    frame = pd.read_csv(labelled).assign(label=lambda f: f["label"].map({0: "no", 1: "yes"}))
+    with pytest.raises(ValueError, match=r"columns 'record_id', 'label' hold text, not numbers"):
+        Autoencoder(epochs=1).fit(frame)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"use device='cpu'$"):
+            Autoencoder(epochs=1, device="cuda").fit(frame[["f0", "f1"]])
+
+
+# 8. Small ones ---------------------------------------------------------------------------
+
+
+def test_choices_are_case_insensitive(tmp_path: Path, labelled: Path) -> None:
+    model = tmp_path / "m.safetensors"
+    flags = ["--kind", "VAE", "--loss", "MSE", "--exclude", "record_id,label"]
+    result = invoke(["train", labelled, "-o", model, *QUIET, *flags])
+    assert result.code == 0, result.stderr
+    assert modelfile.load(str(model)).config.kind == "vae"

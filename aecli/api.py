@@ -214,6 +214,12 @@ def train(
     fitted.summary["epochs"] = history.last.epoch
     if not world.main:  # the other ranks write nothing, so need no baselines
         return fitted, history
+    sample = scaler.transform(order.train_sample(source, DIVERGENCE_ROWS, train_config.seed + 1))
+    baseline = mean_error(sample, model_config.loss == Loss.bce.value)
+    if model_config.kind == "vae":  # its reconstruction is summed over values (and halved)
+        baseline *= model_config.n_inputs * (1.0 if model_config.loss == Loss.bce.value else 0.5)
+    if diverged(history, baseline):
+        fitted.summary["diverged"] = True
     try:
         _add_baselines(fitted, source, order, train_config.seed)
     except KeyboardInterrupt:
@@ -226,6 +232,42 @@ def train(
             fitted.summary["run"] = run
         history.message = f"interrupted after epoch {history.last.epoch}, before its statistics"
     return fitted, history
+
+
+DIVERGENCE_ROWS = 10_000  # training rows that set the mean-prediction error
+DIVERGED_OVER_MEAN = 2.0  # a reconstruction this many times worse than the column means
+DIVERGED_OVER_FIRST = 10.0  # or a loss this many times the first epoch's
+
+
+def mean_error(rows: np.ndarray, bce: bool) -> float:
+    """The reconstruction error per value of predicting every row as the column means.
+
+    Per value, as the plain models' reconstruction term is; a vae's term is per row.
+
+    What any autoencoder must beat: the variance per value for mse, the entropy of the
+    mean per value for cross-entropy.
+    """
+    if not len(rows):
+        return float("nan")
+    values = rows.astype(np.float64)
+    if not bce:
+        return float(values.var(0).mean())
+    p = np.clip(values.mean(0), 1e-7, 1 - 1e-7)
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).mean())
+
+
+def diverged(history: History, baseline: float) -> bool:
+    """A run whose loss blew up, though it stayed finite (issue 36: --lr 100 ended at 7e6).
+
+    Its kept reconstruction is over twice the error of predicting the column means, or its
+    loss ten times the first epoch's: no learning rate that works ends either way.
+    """
+    final = history.kept.terms.get("reconstruction", history.kept.terms.get("loss", 0.0))
+    first = history.epochs[0].terms.get("loss", float("nan"))
+    return bool(
+        final > DIVERGED_OVER_MEAN * baseline
+        or history.kept.terms.get("loss", 0.0) > DIVERGED_OVER_FIRST * first
+    )
 
 
 def _unfinished(resumed: FittedModel) -> bool:

@@ -167,6 +167,15 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
             fitted, history, epochs = self._train(prepare(table, request, train_config))
         if history.stop == "non-finite":
             raise ValueError(f"training diverged: {history.message}")
+        if fitted.summary.get("diverged"):  # scikit-learn's way: a warning, and the model
+            import warnings
+
+            warnings.warn(
+                "training diverged: the reconstruction error is worse than predicting each "
+                f"column's mean; try a smaller lr (this fit: lr={self.lr!r})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self._set_fitted(fitted)
         self.history_ = epochs
         normal = self.score_samples(X)  # _set_fitted took offset_ from the stored percentiles

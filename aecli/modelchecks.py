@@ -18,6 +18,7 @@ _SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "stop": (str, type(None)),
     "device": (str,),
     "backend": (str, type(None)),
+    "diverged": (bool,),
 }
 
 

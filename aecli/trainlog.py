@@ -55,6 +55,12 @@ class EpochLog:
     def write(self, stats: EpochStats) -> None:
         self.lines.append(json.dumps(record_of(stats)))
 
+    def mark_diverged(self) -> None:
+        """The last line says the run diverged (``"diverged": true``), as ``info`` does."""
+        if self.lines:
+            record = json.loads(self.lines[-1])
+            self.lines[-1] = json.dumps({**record, "diverged": True})
+
     def __exit__(self, exc_type: object, *exc: object) -> None:
         """Training failed: keep what it logged if that can be done, and say nothing of it.
 
@@ -109,6 +115,8 @@ def read_log(path: str) -> list[dict[str, Any]]:
         if not ok:
             raise DataError("not a line of an aecli training log", source=path, line=number)
         for key, value in record.items():  # F18: a text where a number belongs
+            if key == "diverged" and isinstance(value, bool):
+                continue
             if value is not None and not _is_number(value):
                 raise DataError(f"{key!r} is {value!r}, not a number", source=path, line=number)
         records.append(record)

@@ -122,3 +122,35 @@ def test_choices_are_case_insensitive(tmp_path: Path, labelled: Path) -> None:
     result = invoke(["train", labelled, "-o", model, *QUIET, *flags])
     assert result.code == 0, result.stderr
     assert modelfile.load(str(model)).config.kind == "vae"
+
+
+# 4. A blown-up loss is a warning, in the summary, the log and info -------------------------
+
+
+def test_a_diverged_run_says_so_everywhere(tmp_path: Path, table_csv: Path) -> None:
+    import json
+
+    model, log = tmp_path / "m.safetensors", tmp_path / "log.jsonl"
+    result = invoke(["train", table_csv, "-o", model, "--lr", "100", "--log", log, "-q"])
+    assert result.code == 0  # a model all the same: the user decides
+    assert result.stderr.startswith("aecli: warning: training diverged: its reconstruction")
+    assert result.stderr.rstrip().endswith("try a smaller --lr (this run: 100)")
+    assert modelfile.load(str(model)).summary["diverged"] is True
+    assert json.loads(log.read_text().splitlines()[-1])["diverged"] is True
+    assert "diverged      yes" in invoke(["info", model]).text
+    assert invoke(["curves", log, "-o", tmp_path / "c.png"]).code == 0  # read back
+
+
+@pytest.mark.parametrize("kind", ["basic", "vae", "sparse", "denoise"])
+def test_a_run_that_learns_is_not_called_diverged(tmp_path: Path, table_csv: Path, kind: str):
+    model = tmp_path / "m.safetensors"
+    result = invoke(["train", table_csv, "-o", model, "--kind", kind, "--epochs", "20"])
+    assert result.code == 0 and "warning" not in result.stderr, result.stderr
+    assert "diverged" not in modelfile.load(str(model)).summary
+
+
+def test_the_estimator_warns_of_divergence(table: np.ndarray) -> None:
+    from aecli import Autoencoder
+
+    with pytest.warns(RuntimeWarning, match="training diverged"):
+        Autoencoder(epochs=10, lr=100.0).fit(table)

@@ -82,3 +82,15 @@ def say_ending(
         if history.stop == "early-stopping":
             _say(f"aecli: {history.message}; kept epoch {kept}")
         _say(training_summary(fitted, history.seconds, output, auto_latent))
+    if fitted.summary.get("diverged") and main:  # a warning: said even with --quiet
+        _say(f"aecli: warning: {divergence_text(fitted)}")
+
+
+def divergence_text(fitted: FittedModel) -> str:
+    """What a diverged run's warning and ``info`` say, with the flag to change."""
+    final = fitted.summary.get("final", {})
+    loss = final.get("reconstruction", final.get("loss", float("nan")))
+    return (
+        f"training diverged: its reconstruction error {loss:.4g} is worse than predicting "
+        f"each column's mean; try a smaller --lr (this run: {fitted.train_config.lr:g})"
+    )

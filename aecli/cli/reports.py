@@ -274,6 +274,11 @@ def _info_text(report: dict[str, Any], config: Any) -> str:
     ]
     if summary.get("val_loss") is not None:
         lines.append(f"val loss      {summary['val_loss']:.5g}")
+    if summary.get("diverged"):
+        lines.append(
+            f"diverged      yes: worse than predicting each column's mean (lr {train['lr']:g} "
+            "too large?)"
+        )
     columns = data.get("columns")
     shape = "x".join(str(s) for s in data.get("row_shape") or [])
     named = ", ".join(columns) if columns else "(no header: x0..)"

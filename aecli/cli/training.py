@@ -335,6 +335,8 @@ def train(
         with signals.polled() if world.many else nullcontext():
             result = run.execute(on_epoch, signals.requested, checkpoint, on_read)
     fitted, history, target = result.fitted, result.history, result.target
+    if fitted.summary.get("diverged"):
+        logger.mark_diverged()
     if world.main:
         with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
             write_model(fitted, target, data)

@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
             if exc.name is None or not exc.name.startswith("sklearn"):
                 raise
             raise ImportError(
-                "aecli.Autoencoder needs scikit-learn: pip install 'aecli[sklearn]'"
+                "aecli.Autoencoder needs scikit-learn: pip install '.[sklearn]' -c constraints.txt"
             ) from exc
         return Autoencoder
     raise AttributeError(f"module 'aecli' has no attribute {name!r}")

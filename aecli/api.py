@@ -214,6 +214,12 @@ def train(
     fitted.summary["epochs"] = history.last.epoch
     if not world.main:  # the other ranks write nothing, so need no baselines
         return fitted, history
+    if (
+        train_config.precision == "bf16"
+        and device.type == "cpu"
+        and not _any_bf16(model, fit_config)
+    ):
+        fitted.summary["bf16_in_fp32"] = True  # said by the summary line and info
     sample = scaler.transform(order.train_sample(source, DIVERGENCE_ROWS, train_config.seed + 1))
     baseline = mean_error(sample, model_config.loss == Loss.bce.value)
     if model_config.kind == "vae":  # its reconstruction is summed over values (and halved)
@@ -268,6 +274,14 @@ def diverged(history: History, baseline: float) -> bool:
         final > DIVERGED_OVER_MEAN * baseline
         or history.kept.terms.get("loss", 0.0) > DIVERGED_OVER_FIRST * first
     )
+
+
+def _any_bf16(model: torch.nn.Module, config: TrainConfig) -> bool:
+    """Whether a CPU run in bf16 ran any layer in bf16: on layers this small fp32 is faster
+    (aecli/fastpath.py), so the flag changed nothing, and the user should know it."""
+    from aecli.fastpath import bf16_pays
+
+    return bf16_pays(model, config.batch_size)
 
 
 def _unfinished(resumed: FittedModel) -> bool:

@@ -8,11 +8,12 @@ so a model trained here is used from the shell and the other way round.
 
 The keyword arguments are the CLI's flags with ``_`` for ``-``, and their
 defaults are the config dataclasses' (``aecli.config``), so the two cannot
-drift. Needs scikit-learn (``pip install 'aecli[sklearn]'``); the CLI does not.
+drift. Needs scikit-learn (``pip install '.[sklearn]' -c constraints.txt``); the CLI does not.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -208,6 +209,10 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
                     bar(stats)
 
             result = run.execute(on_epoch)
+        if bar is not None:  # the line aecli train ends with, but the file it writes
+            from aecli.progressbar import training_summary
+
+            sys.stderr.write(training_summary(result.fitted, result.history.seconds, "") + "\n")
         return result.fitted, result.history, epochs
 
     def _set_fitted(self, fitted: FittedModel) -> None:

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 OPSET = 18
 MIN_TORCH = (2, 6)  # torch.onnx.export(dynamo=True) with dynamic_shapes and external_data
 PARTS = ("encode", "reconstruct", "score", "sample")
-EXTRA_HINT = "pip install 'aecli[onnx]' (onnx and onnxscript, which torch's exporter needs)"
+EXTRA_HINT = (
+    "pip install '.[onnx]' -c constraints.txt (onnx and onnxscript, which torch's exporter needs)"
+)
 
 # Input and output names of each part's graph.
 SIGNATURES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -19,6 +19,7 @@ _SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "device": (str,),
     "backend": (str, type(None)),
     "diverged": (bool,),
+    "bf16_in_fp32": (bool,),
 }
 
 

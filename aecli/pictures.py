@@ -1,6 +1,6 @@
 """Pictures: image grids of rows and weights, and training curves, as PNG files.
 
-matplotlib is optional (``pip install 'aecli[plot]'``): it is imported only
+matplotlib is optional (``pip install '.[plot]' -c constraints.txt``): it is imported only
 here, only when a picture is asked for, with the non-interactive Agg backend.
 Every PNG is rendered in memory and written atomically like any output.
 """
@@ -25,7 +25,8 @@ def _matplotlib(flag: str) -> Any:
         import matplotlib
     except ImportError:
         raise UsageError(
-            "pictures need matplotlib, an optional extra: pip install 'aecli[plot]'", flag=flag
+            "pictures need matplotlib, an optional extra: pip install '.[plot]' -c constraints.txt",
+            flag=flag,
         ) from None
     matplotlib.use("Agg")
     return matplotlib

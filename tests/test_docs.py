@@ -53,3 +53,27 @@ def test_the_tutorials_tables_are_what_its_commands_print() -> None:
         text=True,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_commands_help_names_every_format_the_docs_list() -> None:
+    """Issue 36: DATA and -o helps listed csv/tsv/npy only, though Parquet and Arrow work."""
+    import re
+
+    from aecli.cli.options import INPUT_FORMATS, OUTPUT_FORMATS
+    from tests.conftest import invoke
+
+    formats = (ROOT / "docs" / "formats.md").read_text()
+    inputs = formats.split("- Input:")[1].split("\n- ")[0]
+    outputs = formats.split("- Output:")[1].split("\n- ")[0]
+    for listed, said in ((inputs, INPUT_FORMATS), (outputs, OUTPUT_FORMATS)):
+        documented = set(re.findall(r"`(\.[a-z.]+)`", listed))
+        assert documented and documented <= set(re.findall(r"\.[a-z]+(?:\.gz)?", said)) | {
+            ".gz",
+            ".feather",
+        }, (documented, said)
+    for command in ("train", "encode", "reconstruct", "score", "evaluate", "sample"):
+        help_text = " ".join(invoke([command, "--help"]).text.split())
+        if "DATA" in help_text:
+            assert "parquet or .arrow/.feather" in help_text, command
+        if "--output" in help_text and command != "train":
+            assert ".parquet, .arrow" in help_text, command

@@ -147,7 +147,7 @@ def test_without_scikit_learn_the_import_says_how_to_get_it() -> None:
         "except ImportError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'aecli[sklearn]'" in out.stdout
+    assert "pip install '.[sklearn]'" in out.stdout
 
 
 @pytest.mark.parametrize("n", [0, -1, 2.5])

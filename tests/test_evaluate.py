@@ -318,7 +318,7 @@ def test_picture_errors_are_one_line(
     assert not_png.code == 2 and ".png" in not_png.stderr
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     missing = invoke(["features", basic_model, "--grid", tmp_path / "f.png"])
-    assert missing.code == 2 and "pip install 'aecli[plot]'" in missing.stderr
+    assert missing.code == 2 and "pip install '.[plot]'" in missing.stderr
     (tmp_path / "bad.jsonl").write_text('{"epoch": 1}\nnot json\n')
     monkeypatch.delitem(sys.modules, "matplotlib")
     bad = invoke(["curves", tmp_path / "bad.jsonl", "-o", tmp_path / "c.png"])

@@ -165,7 +165,7 @@ def test_without_the_extra_export_says_how_to_get_it(
     out = tmp_path / "x.onnx"
     result = invoke(["export", models["basic"], "-o", out])
     assert result.code == 2
-    assert "pip install 'aecli[onnx]'" in result.stderr and "onnxscript" in result.stderr
+    assert "pip install '.[onnx]'" in result.stderr and "onnxscript" in result.stderr
     assert not out.exists()
 
 

@@ -154,3 +154,55 @@ def test_the_estimator_warns_of_divergence(table: np.ndarray) -> None:
 
     with pytest.warns(RuntimeWarning, match="training diverged"):
         Autoencoder(epochs=10, lr=100.0).fit(table)
+
+
+# 3. Notebooks: progress and the summary survive execution and static viewers --------------
+
+
+def test_an_executed_notebook_keeps_progress_lines_and_the_summary(tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    code = (
+        "import numpy as np\n"
+        "from aecli import Autoencoder\n"
+        "X = np.random.default_rng(0).normal(size=(200, 6)).astype('float32')\n"
+        "ae = Autoencoder(epochs=30, verbose=True).fit(X)"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    )
+    client.execute()
+    saved = tmp_path / "run.ipynb"
+    nbformat.write(notebook, saved)  # what nbconvert --execute leaves, and a viewer shows
+    outputs = nbformat.read(saved, as_version=4).cells[0].outputs
+    text = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    lines = text.splitlines()
+    assert lines[0].startswith("epoch  3/30 loss ") and lines[-2].startswith("epoch 30/30 ")
+    assert len(lines) == 11 and lines[-1].startswith("trained basic 6-")
+    assert "ipywidgets" not in text and "error" not in [o.get("output_type") for o in outputs]
+
+
+# 8. Small ones: a long read is announced; bf16 that ran in fp32 says so -----------------
+
+
+def test_a_large_file_is_announced_before_it_is_read(tmp_path: Path, table_csv: Path, monkeypatch):
+    from aecli.cli import training
+
+    monkeypatch.setattr(training, "READING_NOTE_BYTES", 1000)
+    result = invoke(["train", table_csv, "-o", tmp_path / "m.safetensors", "--epochs", "1"])
+    assert result.stderr.startswith(f"aecli: reading {table_csv} (0 MB)...\n"), result.stderr
+    quiet = invoke(["train", table_csv, "-o", tmp_path / "m.safetensors", *QUIET])
+    assert quiet.stderr == ""
+
+
+def test_bf16_on_layers_too_small_for_it_says_it_ran_in_fp32(tmp_path: Path, table_csv: Path):
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bf16")
+    model = tmp_path / "m.safetensors"
+    result = invoke(["train", table_csv, "-o", model, "--precision", "bf16", "--epochs", "1"])
+    assert result.code == 0 and "(cpu, bf16 asked: every layer ran in fp32)" in result.stderr
+    assert "bf16 asked; every layer ran in fp32" in invoke(["info", model]).text

@@ -22,10 +22,14 @@ def _one_stdin(ctx: typer.Context, value: str) -> str:
     return value
 
 
+# Every format each side takes: docs/formats.md lists the same (a test compares them).
+INPUT_FORMATS = ".csv, .tsv (optionally .gz), .npy, .parquet or .arrow/.feather"
+OUTPUT_FORMATS = ".csv, .tsv, .csv.gz, .npy, .parquet, .arrow"
+
 DataArg = Annotated[
     str,
     typer.Argument(
-        help="A .csv, .tsv (optionally .gz) or .npy file, or - for stdin.",
+        help=f"A {INPUT_FORMATS} file, or - for stdin (recognised by its first bytes).",
         metavar="DATA",
         callback=_one_stdin,
     ),
@@ -43,8 +47,8 @@ OutputOpt = Annotated[
         "--output",
         "-o",
         metavar="PATH",
-        help="Output file; the format follows the extension (.csv, .tsv, "
-        ".csv.gz, .npy). - or nothing writes CSV to stdout.",
+        help=f"Output file; the format follows the extension ({OUTPUT_FORMATS}). - or "
+        "nothing writes CSV to stdout.",
     ),
 ]
 HeaderOpt = Annotated[
@@ -106,7 +110,7 @@ GridOutputOpt = Annotated[
         "--output",
         "-o",
         metavar="PATH",
-        help="Output file (.csv, .tsv, .csv.gz, .npy) or - for stdout. Default: stdout, "
+        help=f"Output file ({OUTPUT_FORMATS}) or - for stdout. Default: stdout, "
         "or nothing with --grid.",
         show_default=False,
     ),
@@ -115,7 +119,8 @@ GridOpt = Annotated[
     str | None,
     typer.Option(
         metavar="PNG",
-        help="Also draw the rows as an image grid into this .png (needs aecli[plot]).",
+        help="Also draw the rows as an image grid into this .png (needs the plot extra: "
+        "pip install '.[plot]').",
         show_default=False,
     ),
 ]

@@ -1,41 +1,14 @@
-"""What ``train`` says: its summary line and how it ended (the bar: aecli/progressbar.py)."""
+"""How ``train`` ends: what it says, and its exit (the bar and summary: aecli/progressbar.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aecli.progressbar import training_summary
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
     from aecli.train import History
-
-
-def epochs_text(summary: dict[str, Any]) -> str:
-    """How many epochs a model trained: --layerwise counts its stages' epochs too."""
-    epochs = f"{summary.get('epochs', '?')} epochs"
-    stages = (summary.get("layerwise") or {}).get("stages") or []
-    if not stages or "stopped_in" in summary["layerwise"]:
-        return epochs
-    done = sum(int(stage["epochs"]) for stage in stages)
-    return f"{done} epochs in {len(stages)} layer-wise stages, then {epochs} of the whole stack"
-
-
-def training_summary(
-    fitted: FittedModel, seconds: float, output: str, auto_latent: bool = False
-) -> str:
-    """The line ``train`` ends with: what was trained, on what, how fast, how well, where."""
-    s = fitted.summary
-    terms = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
-    val = f", val loss {s['val_loss']:.4g}" if s["val_loss"] is not None else ""
-    where = "stdout" if output == "-" else output
-    ran_on = s["device"]
-    if s.get("world_size", 1) > 1:
-        ran_on += f", {s['world_size']} processes, {s['backend']}"
-    return (
-        f"trained {fitted.config.kind} {fitted.config.architecture()}"
-        + (f" (auto --latent {fitted.config.latent})" if auto_latent else "")
-        + f" on {s['rows']} rows "
-        f"for {epochs_text(s)} in {seconds:.1f} s ({ran_on}): {terms}{val} -> {where}"
-    )
 
 
 # -- encode / reconstruct / sample -------------------------------------------------

@@ -255,7 +255,7 @@ def _processes(summary: dict[str, Any]) -> str:
 
 
 def _info_text(report: dict[str, Any], config: Any) -> str:
-    from aecli.cli.progress import epochs_text
+    from aecli.progressbar import epochs_text
 
     summary, data, train = report["summary"], report["data"], report["training"]
     final = summary.get("final", {})
@@ -274,6 +274,10 @@ def _info_text(report: dict[str, Any], config: Any) -> str:
     ]
     if summary.get("val_loss") is not None:
         lines.append(f"val loss      {summary['val_loss']:.5g}")
+    if summary.get("bf16_in_fp32"):
+        lines.append(
+            "precision     bf16 asked; every layer ran in fp32 (too small for bf16 to pay)"
+        )
     if summary.get("diverged"):
         lines.append(
             f"diverged      yes: worse than predicting each column's mean (lr {train['lr']:g} "

@@ -213,7 +213,10 @@ def sample(
 
 def features(
     model: ModelArg,
-    grid: Annotated[str, typer.Option(help="The .png to draw into (needs aecli[plot]).")],
+    grid: Annotated[
+        str,
+        typer.Option(help="The .png to draw into (needs the plot extra: pip install '.[plot]')"),
+    ],
     image_shape: ImageShapeOpt = None,
     show: Annotated[int, typer.Option(help="How many units to draw.", min=1)] = 64,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
@@ -332,6 +333,7 @@ def train(
         def on_read(stats: ReadStats) -> None:
             _report_dropped(stats.dropped, describe(data), quiet)
 
+        _say_reading(data, say)
         with signals.polled() if world.many else nullcontext():
             result = run.execute(on_epoch, signals.requested, checkpoint, on_read)
     fitted, history, target = result.fitted, result.history, result.target
@@ -368,3 +370,14 @@ train.sections = [  # type: ignore[attr-defined]
     ),
     ("Runtime", ["device", "precision", "threads", "compile_model"]),
 ]  # fmt: skip
+
+
+READING_NOTE_BYTES = 50 * 2**20  # a file this large takes seconds to parse: say so first
+
+
+def _say_reading(data: str, say: Callable[[str], None]) -> None:
+    """``aecli: reading big.csv (99 MB)...`` before a parse long enough to look like a hang."""
+    import os
+
+    if data != "-" and os.path.isfile(data) and os.path.getsize(data) >= READING_NOTE_BYTES:
+        say(f"aecli: reading {data} ({os.path.getsize(data) / 2**20:.0f} MB)...")

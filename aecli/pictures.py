@@ -93,8 +93,13 @@ def save_grid(
     *,
     diverging: bool = False,
     protect: Sequence[str] = (),
+    row_labels: Sequence[str] = (),
 ) -> None:
-    """Write images as one PNG: dark strokes on white, or red/blue around 0 for weights."""
+    """Write images as one PNG: dark strokes on white, or red/blue around 0 for weights.
+
+    ``row_labels``: a label for each row of tiles, cycled (``original``, ``reconstruction``),
+    written in a margin on the left.
+    """
     matplotlib = _matplotlib("--grid")
     from matplotlib import image as mpimg
 
@@ -116,8 +121,27 @@ def save_grid(
     colours = matplotlib.colormaps[cmap](np.clip((grid - vmin) / (vmax - vmin), 0, 1))
     colours[np.isnan(grid)] = (1.0, 1.0, 1.0, 1.0)  # gaps and empty tiles
     buffer = io.BytesIO()
-    mpimg.imsave(buffer, colours, format="png")
+    if row_labels:
+        _labelled(buffer, colours, row_labels, (images.shape[1] + 1) * factor)
+    else:
+        mpimg.imsave(buffer, colours, format="png")
     write_bytes_atomic(path, buffer.getvalue(), protect=protect, flag="--grid")
+
+
+def _labelled(buffer: io.BytesIO, colours: np.ndarray, labels: Sequence[str], band: int) -> None:
+    """The grid at one pixel a pixel, with each band of tiles labelled in a left margin."""
+    from matplotlib.figure import Figure
+
+    height, width = colours.shape[:2]
+    margin, dpi = 110, 100
+    figure = Figure(figsize=((width + margin) / dpi, height / dpi), dpi=dpi)
+    axes = figure.add_axes((margin / (width + margin), 0, width / (width + margin), 1))
+    axes.imshow(colours, interpolation="nearest")
+    axes.set_axis_off()
+    for row in range(math.ceil((height + 1) / band)):
+        label = labels[row % len(labels)]
+        axes.text(-6, row * band + band / 2 - 1, label, ha="right", va="center", fontsize=8)
+    figure.savefig(buffer, format="png", dpi=dpi)
 
 
 def pairs(originals: np.ndarray, reconstructions: np.ndarray, per_row: int = 10) -> np.ndarray:
@@ -135,7 +159,7 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray, per_row: int = 10)
 
 
 def save_curves(path: str, records: list[dict[str, Any]], *, protect: Sequence[str] = ()) -> None:
-    """Loss terms and validation loss per epoch; a log y axis when they span decades."""
+    """Loss terms and validation loss per epoch, on a log y axis when all are positive."""
     _matplotlib("-o")
     from matplotlib.figure import Figure
 
@@ -144,20 +168,23 @@ def save_curves(path: str, records: list[dict[str, Any]], *, protect: Sequence[s
     series: dict[str, list[float]] = {}
     for record in records:
         for key, value in record.items():
-            if key in ("epoch", "seconds") or not isinstance(value, int | float):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if key in ("epoch", "seconds") or not number:  # "diverged": true is no curve
                 continue
             series.setdefault(key, [])
     for key in series:
         series[key] = [
             float(r.get(key, np.nan)) if r.get(key) is not None else np.nan for r in records
         ]
+    if "loss" in series:  # a term that is the loss itself (most kinds) is drawn once
+        series = {k: v for k, v in series.items() if k == "loss" or v != series["loss"]}
     figure = Figure(figsize=(7, 4.2), dpi=100)
     axes = figure.add_subplot()
     for key, values in series.items():
         style = "--" if key == "val_loss" else "-"
         axes.plot(epochs, values, style, label=key.replace("_", " "))
-    positive = [v for values in series.values() for v in values if np.isfinite(v) and v > 0]
-    if positive and max(positive) / min(positive) > 100:
+    finite = [v for values in series.values() for v in values if np.isfinite(v)]
+    if finite and min(finite) > 0:  # losses fall by decades: a log axis shows every one
         axes.set_yscale("log")
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
@@ -167,6 +194,67 @@ def save_curves(path: str, records: list[dict[str, Any]], *, protect: Sequence[s
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     write_bytes_atomic(path, buffer.getvalue(), protect=protect, flag="-o")
+
+
+def save_scores(
+    path: str,
+    scores: np.ndarray,
+    threshold: float | None,
+    top: list[tuple[float, str, np.ndarray]],
+    columns: Sequence[str],
+    *,
+    protect: Sequence[str] = (),
+) -> None:
+    """What a table user plots of ``score``: the scores' histogram and the top rows' errors.
+
+    Left, the histogram of every row's score (log x when the scores span decades) with the
+    threshold, if any. Right, for each of the highest-scoring rows (``top``: score, label,
+    per-feature squared errors), its largest per-feature errors as bars: which columns
+    make it unusual.
+    """
+    _matplotlib("--hist")
+    from matplotlib.figure import Figure
+
+    _check_png(path, "--hist")
+    figure = Figure(figsize=(11, 4.2), dpi=100)
+    left, right = figure.subplots(1, 2, width_ratios=[1.2, 1])
+    finite = scores[np.isfinite(scores)]
+    positive = finite[finite > 0]
+    if len(positive) == len(finite) and len(finite) and finite.max() / finite.min() > 100:
+        bins = np.geomspace(positive.min(), positive.max(), 60)
+        left.set_xscale("log")
+    else:
+        bins = 60
+    left.hist(finite, bins=bins, color="0.45")
+    if threshold is not None:
+        flagged = int((scores > threshold).sum())
+        left.axvline(threshold, color="C3", label=f"threshold {threshold:.4g}: {flagged} flagged")
+        left.legend()
+    left.set_xlabel("score")
+    left.set_ylabel("rows")
+    left.set_title(f"{len(scores)} rows")
+    shown = min(5, len(columns))
+    ticks, names, values = [], [], []
+    for rank, (score, label, errors) in enumerate(top):
+        order = np.argsort(errors)[::-1][:shown]
+        at = rank * (shown + 1) + np.arange(len(order))
+        right.barh(at, errors[order], color=f"C{rank}", label=f"{label}: score {score:.4g}")
+        ticks += at.tolist()
+        names += [str(columns[j]) for j in order]
+        values += errors[order].tolist()
+    right.set_yticks(ticks, names, fontsize=7)
+    right.invert_yaxis()
+    bars = [v for v in values if v > 0]
+    if bars and max(bars) / min(bars) > 100:
+        right.set_xscale("log")
+    right.set_xlabel("squared error (scaled units)")
+    right.set_title(f"the {len(top)} highest scores: their largest column errors")
+    if top:
+        right.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue(), protect=protect, flag="--hist")
 
 
 def check_target(path: str, flag: str) -> None:

@@ -9,7 +9,8 @@ share of the training rows (their stored score percentiles).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,3 +90,35 @@ class ScoreTable:
         if self.threshold is not None:
             parts.append((terms[self.field] > self.threshold)[:, None].astype(np.float32))
         return np.hstack(parts)
+
+
+@dataclass
+class TopRows:
+    """Every row's score and the few highest rows' per-feature errors (``score --hist``).
+
+    One float per row, as ``evaluate`` keeps; the per-feature errors are computed again for
+    at most ``keep`` rows of each chunk, the only ones that can be among the highest.
+    """
+
+    fitted: FittedModel
+    keep: int = 5
+    scores: list[np.ndarray] = field(default_factory=list)
+    top: list[tuple[float, str, np.ndarray]] = field(default_factory=list)
+    seen: int = 0
+
+    def add(self, values: np.ndarray, scores: np.ndarray, ids: Any = None) -> None:
+        from aecli.io.ids import as_text
+
+        self.scores.append(np.asarray(scores, dtype=np.float32))
+        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[: self.keep]
+        if len(order):
+            errors = row_terms(self.fitted, values[order], per_feature=True)["per_feature"]
+            labels = as_text(ids) if ids is not None else None
+            for k, i in enumerate(order.tolist()):
+                label = f"row {self.seen + i}" if labels is None else f"{labels[i]}"
+                self.top.append((float(scores[i]), label, errors[k]))
+            self.top = sorted(self.top, key=lambda t: -t[0])[: self.keep]
+        self.seen += len(values)
+
+    def all_scores(self) -> np.ndarray:
+        return np.concatenate(self.scores) if self.scores else np.zeros(0, np.float32)

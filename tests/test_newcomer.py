@@ -206,3 +206,81 @@ def test_bf16_on_layers_too_small_for_it_says_it_ran_in_fp32(tmp_path: Path, tab
     result = invoke(["train", table_csv, "-o", model, "--precision", "bf16", "--epochs", "1"])
     assert result.code == 0 and "(cpu, bf16 asked: every layer ran in fp32)" in result.stderr
     assert "bf16 asked; every layer ran in fp32" in invoke(["info", model]).text
+
+
+# 5. Pictures for tables -------------------------------------------------------------------
+
+
+def _png(path: Path) -> tuple[int, ...]:
+    from matplotlib import image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return image.imread(path).shape
+
+
+def test_score_draws_the_histogram_and_the_top_rows_errors(tmp_path: Path, labelled: Path):
+    pytest.importorskip("matplotlib")
+    model, picture = tmp_path / "m.safetensors", tmp_path / "scores.png"
+    flags = ["--id-column", "record_id", "--exclude", "label"]
+    assert invoke(["train", labelled, "-o", model, *QUIET, *flags]).code == 0
+    plain = invoke(["score", model, labelled, "--contamination", "0.1"])
+    drawn = invoke(["score", model, labelled, "--contamination", "0.1", "--hist", picture])
+    assert drawn.code == 0, drawn.stderr
+    assert drawn.stdout == plain.stdout  # the picture changes no score
+    assert _png(picture)[:2] == (420, 1100)
+    from aecli.scoring import ScoreTable, TopRows
+
+    fitted = modelfile.load(str(model))
+    values = np.loadtxt(labelled, delimiter=",", skiprows=1, usecols=range(1, 6), dtype="f4")
+    top = TopRows(fitted, keep=3)
+    scores = ScoreTable.make(fitted).rows(values)[:, 0]
+    for start in range(0, len(values), 50):  # chunked, as score streams
+        top.add(values[start : start + 50], scores[start : start + 50])
+    assert [t[0] for t in top.top] == sorted(scores.tolist(), reverse=True)[:3]
+    assert top.top[0][1] == f"row {int(np.argmax(scores))}"
+    np.testing.assert_array_equal(top.all_scores(), scores)
+    not_png = invoke(["score", model, labelled, "--hist", tmp_path / "s.jpg"])
+    assert not_png.code == 2 and not_png.stdout == b""  # refused before any row is scored
+
+
+def test_the_reconstruction_grid_labels_its_rows(tmp_path: Path, digits: np.ndarray) -> None:
+    pytest.importorskip("matplotlib")
+    from aecli import pictures
+
+    images = digits[:20].reshape(-1, 8, 8)
+    plain, labelled = tmp_path / "plain.png", tmp_path / "labelled.png"
+    pictures.save_grid(str(plain), pictures.pairs(images[:10], images[10:]), 10)
+    labels = ("original", "reconstruction")
+    pictures.save_grid(
+        str(labelled), pictures.pairs(images[:10], images[10:]), 10, row_labels=labels
+    )
+    (h1, w1), (h2, w2) = _png(plain)[:2], _png(labelled)[:2]
+    assert h2 == h1 and w2 == w1 + 110  # the same tiles, with a margin for the labels
+
+
+def test_curves_draw_the_loss_once_and_skip_flags(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from aecli import pictures
+
+    drawn: list[str] = []
+    original = Figure.add_subplot
+
+    def spying(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        axes = original(self, *args, **kwargs)
+        plot = axes.plot
+        axes.plot = lambda x, y, style, label: drawn.append(label) or plot(x, y, style, label=label)
+        return axes
+
+    records = [
+        {"epoch": e, "loss": 1.0 / e, "reconstruction": 1.0 / e, "val_loss": 1.1 / e}
+        for e in (1, 2, 3)
+    ]
+    records[-1]["diverged"] = True
+    Figure.add_subplot = spying  # type: ignore[method-assign]
+    try:
+        pictures.save_curves(str(tmp_path / "c.png"), records)
+    finally:
+        Figure.add_subplot = original  # type: ignore[method-assign]
+    assert drawn == ["loss", "val loss"]

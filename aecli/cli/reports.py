@@ -135,6 +135,15 @@ def score(
             "--elbo", help="VAEs: score by the negative ELBO (at the posterior mean) instead."
         ),
     ] = False,
+    hist: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PNG",
+            help="Also draw the scores' histogram with the threshold, and the largest column "
+            "errors of the top 5 rows, into this .png (needs the plot extra).",
+            show_default=False,
+        ),
+    ] = None,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
     allow_nan: AllowNanOpt = False,
@@ -150,9 +159,13 @@ def score(
     """
     from aecli import modelfile
     from aecli.io import TableWriter
-    from aecli.scoring import ScoreTable
+    from aecli.scoring import ScoreTable, TopRows
 
     ScoreTable.check_request(threshold, contamination)  # flags first, before any reading
+    if hist is not None:
+        from aecli import pictures
+
+        pictures.check_target(hist, "--hist")
     fitted = modelfile.load(model)
     table = ScoreTable.make(
         fitted,
@@ -170,8 +183,19 @@ def score(
             integers=table.integer_columns,
         ) as writer,
     ):  # fmt: skip
+        top = TopRows(fitted) if hist is not None else None
         for chunk in chunks:
-            writer.write(table.rows(chunk.values), chunk.ids if id_name else None)
+            rows = table.rows(chunk.values)
+            writer.write(rows, chunk.ids if id_name else None)
+            if top is not None:
+                top.add(chunk.values, rows[:, 0], chunk.ids if id_name else None)
+    if top is not None and hist is not None:
+        from aecli import pictures
+
+        pictures.save_scores(
+            hist, top.all_scores(), table.threshold, top.top, fitted.column_names,
+            protect=[data, model],
+        )  # fmt: skip
 
 
 # -- info / example -----------------------------------------------------------------

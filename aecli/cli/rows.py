@@ -75,8 +75,9 @@ def reconstruct(
         rows = first.values[:show]
         shape = (-1, height, width)
         recon = fitted.reconstruct(rows).reshape(shape)
-        pictures.save_grid(grid, pictures.pairs(rows.reshape(shape), recon), 10,
-                           protect=[data, model])  # fmt: skip
+        labels = ("original", "reconstruction")
+        pairs = pictures.pairs(rows.reshape(shape), recon)
+        pictures.save_grid(grid, pairs, 10, protect=[data, model], row_labels=labels)
 
     # The rows too only when -o is given; DATA is read once either way (it may be stdin).
     _transform(model, data, output, options, codes=False, on_first=draw)

@@ -31,7 +31,11 @@ from aecli.errors import UsageError
 MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
 
 
-FORMAT_VERSION = 1
+# 2: the anomaly score adds a neighbour term (neighbours.reference, terms.*); an aecli that
+# reads only format 1 would score such a file by the old formula against the new score's
+# percentiles, so it is told to upgrade instead. Format 1 files still load, and score as
+# they were written to.
+FORMAT_VERSION = 2
 
 
 def default_loss(kind: str, unit_range: bool = True) -> str:

@@ -55,14 +55,20 @@ def row_terms(
     and with ``elbo_samples`` a Monte Carlo ``neg_elbo``. ``per_feature``
     adds the scaled squared error of every value; ``activations`` the codes;
     ``want_residuals`` the scaled residuals (reconstruction minus row).
-    With the score's statistics: ``distance`` (code) and ``residual``.
+    With the score's statistics: ``distance`` (code) and ``residual``, and with a
+    neighbour reference ``neighbour`` (aecli/neighbours.py).
     """
+    from aecli import neighbours
+
     model = fitted.model
     scale = torch.from_numpy(fitted.scaler.scale)
     vae = isinstance(model, VariationalAutoencoder)
     bce = fitted.config.loss == Loss.bce.value
 
     stats = fitted.code_stats
+    reference = None
+    if stats is not None and stats.reference is not None:
+        reference = torch.from_numpy(stats.reference)
 
     def terms(x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         codes = model.codes(x)
@@ -84,7 +90,14 @@ def row_terms(
             result["distance"] = distance.float()
             if residual is not None:
                 result["residual"] = first.float()
-            result["score"] = (first / stats.error_norm + distance / stats.distance_norm).float()
+            if reference is not None and stats.grids is not None:
+                near = neighbours.nearest(reference, x)
+                result["neighbour"] = near
+                named = {"residual": first.numpy(), "code": distance.numpy(), "neighbour": near}
+                result["score"] = torch.from_numpy(neighbours.combined(named, stats.grids))
+            else:
+                result["score"] = first / stats.error_norm + distance / stats.distance_norm
+            result["score"] = result["score"].float()
         if per_feature:
             result["per_feature"] = sq
         if bce:
@@ -136,6 +149,8 @@ def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
     codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])
     diagonal = terms["residuals"].shape[1] > FULL_COVARIANCE_MAX
     residual_mean, residual_precision, residual = robust_gaussian(terms["residuals"], diagonal)
+    reference, near = _reference(fitted, values)
+    grid = {"residual": residual, "code": distance, "neighbour": near}
     return CodeStats(
         codes_mean,
         codes_precision,
@@ -143,7 +158,21 @@ def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
         max(float(np.median(distance)), 1e-12),
         residual_mean,
         residual_precision,
+        reference,
+        {name: percentiles(values) for name, values in grid.items()},
     )
+
+
+def _reference(fitted: FittedModel, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of the scaled training rows, and every row's nearest other among them."""
+    from aecli import neighbours
+
+    scaled = fitted.scaler.transform(values)
+    size = neighbours.reference_size(len(scaled), scaled.shape[1])
+    rng = np.random.default_rng(fitted.train_config.seed + 4)
+    chosen = np.sort(rng.choice(len(scaled), size, replace=False))
+    reference = np.ascontiguousarray(scaled[chosen], dtype=np.float32)
+    return reference, neighbours.nearest_rows(reference, scaled)
 
 
 def robust_gaussian(

@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -216,6 +217,18 @@ def _graph_module() -> type:
                 self.register_buffer("res_mean", _as_buffer(stats.residual_mean, torch.float64))
                 precision = _as_buffer(stats.residual_precision, torch.float64)
                 self.register_buffer("res_precision", precision)
+            self.has_neighbours = stats is not None and stats.reference is not None
+            if self.has_neighbours:
+                assert stats is not None and stats.grids is not None
+                from aecli.neighbours import WEIGHTS, _knees
+
+                self.register_buffer("reference", _as_buffer(stats.reference, torch.float32))
+                self.weights = [WEIGHTS[name] for name in ("residual", "code", "neighbour")]
+                for name in ("residual", "code", "neighbour"):
+                    grid = stats.grids[name].astype("float64")
+                    self.register_buffer(f"grid_{name}", _as_buffer(grid, torch.float64))
+                    q50, q99 = _knees(grid)
+                    setattr(self, f"knees_{name}", (q99, math.log(q99 / q50)))
 
         def forward(self, x: torch.Tensor) -> Any:
             if self.part == "sample":
@@ -238,13 +251,53 @@ def _graph_module() -> type:
                 first = _mahalanobis(diff, self.res_mean, self.res_precision)
             else:
                 first = error.double()
+            if self.has_neighbours:
+                near = _nearest(self.reference, scaled).double()
+                terms = zip(("residual", "code", "neighbour"), (first, distance, near))
+                score = sum(
+                    weight * self.tail(values, name)
+                    for weight, (name, values) in zip(self.weights, terms)
+                )
+                return score.float(), squared
             score = first / self.norms[0] + distance / self.norms[1]
             return score.float(), squared
+
+        def tail(self, values: torch.Tensor, name: str) -> torch.Tensor:
+            """aecli/neighbours.py's ``tail``: the same clamped ramps, op for op."""
+            import torch
+
+            from aecli.neighbours import TIE_WIDTH
+
+            grid = getattr(self, f"grid_{name}")
+            q99, decades = getattr(self, f"knees_{name}")
+            low = grid[:-1]
+            width = torch.maximum(grid[1:] - low, TIE_WIDTH * low.abs().clamp_min(1e-30))
+            ramps = ((values[:, None] - low[None, :]) / width[None, :]).clamp(0.0, 1.0)
+            share = ramps.sum(1) / grid.shape[0]
+            beyond = torch.log(values.clamp_min(1e-30) / q99).clamp_min(0.0) / decades
+            return -torch.log1p(-share) + beyond
 
         def unscale(self, values: torch.Tensor) -> torch.Tensor:
             return values * self.spread + self.offset
 
     return Graph
+
+
+def _nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """aecli/neighbours.py's ``nearest``, op for op: the nearest reference row but itself."""
+    import torch
+
+    from aecli.neighbours import SAME_ROW
+
+    norms = (rows * rows).sum(1, keepdim=True)
+    ref_norms = (reference * reference).sum(1)[None, :]
+    squared = (norms - 2.0 * rows @ reference.T + ref_norms).clamp_min(0.0)
+    if reference.shape[0] == 1:
+        return squared[:, 0].sqrt()
+    values, indices = squared.topk(2, dim=1, largest=False)
+    scale = norms[:, 0] + ref_norms[0][indices[:, 0]]
+    first, second = values[:, 0], values[:, 1]
+    return torch.where(first <= SAME_ROW * scale, second, first).sqrt()
 
 
 def _mahalanobis(rows: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:

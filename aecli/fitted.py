@@ -51,6 +51,9 @@ class CodeStats:
     set the profile of a normal row. Files written before the residual terms
     existed have no ``residual_*``; their first term is the scaled error
     divided by its mean, as it was then.
+
+    Files with a ``reference`` add a third term, the distance to the nearest training row,
+    and combine the three by their tails (aecli/neighbours.py) instead of their medians.
     """
 
     mean: np.ndarray  # float32 [latent]
@@ -59,6 +62,10 @@ class CodeStats:
     distance_norm: float  # the training scale of the codes' squared Mahalanobis distance
     residual_mean: np.ndarray | None = None  # float32 [inputs]
     residual_precision: np.ndarray | None = None  # [inputs, inputs], or [inputs] (diagonal)
+    # The neighbour term (aecli/neighbours.py): scaled training rows, and each term's
+    # percentiles over the training rows; files written before it have neither.
+    reference: np.ndarray | None = None  # float32 [rows, inputs]
+    grids: dict[str, np.ndarray] | None = None  # float32 [1001]: residual, code, neighbour
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

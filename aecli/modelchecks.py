@@ -54,7 +54,7 @@ def check_values(tensors: dict[str, Any]) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise ValueError(f"{name} holds values that are not finite")
-        if name.startswith("scores.") and bool((tensor.diff() < 0).any()):
+        if name.startswith(("scores.", "terms.")) and bool((tensor.diff() < 0).any()):
             raise ValueError(f"{name}: score percentiles that decrease")
         if name == "scaler.scale" and bool((tensor <= 0).any()):  # found by the fuzzer
             raise ValueError(f"{name}: a column scale that is not positive")
@@ -82,6 +82,8 @@ def first_non_finite(fitted: Any) -> str | None:
         named += [("codes.norms", np.array([stats.error_norm, stats.distance_norm]))]
         named += [("residual.mean", stats.residual_mean)]
         named += [("residual.precision", stats.residual_precision)]
+        named += [("neighbours.reference", stats.reference)]
+        named += [(f"terms.{k}", v) for k, v in (stats.grids or {}).items()]
     for name, values in named:
         # float32 as the file holds them: a float64 statistic beyond 3.4e38 is inf there
         if values is not None and not np.isfinite(np.asarray(values, np.float32)).all():
@@ -144,7 +146,18 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
             (width, width),
         ):
             raise ValueError("residual statistics do not match the number of inputs")
+    if "neighbours.reference" in tensors:
+        stats.reference = tensors["neighbours.reference"].numpy()
+        names = ("residual", "code", "neighbour")
+        if any(f"terms.{name}" not in tensors for name in names):
+            raise ValueError("the score's term percentiles are missing")
+        stats.grids = {name: tensors[f"terms.{name}"].numpy() for name in names}
+        if stats.reference.ndim != 2 or stats.reference.shape[1] != width:
+            raise ValueError("the neighbour rows do not match the number of inputs")
+        if any(g.ndim != 1 or len(g) < 101 or (np.diff(g) < 0).any() for g in stats.grids.values()):
+            raise ValueError("the score's term percentiles are not ordered")
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
+    arrays += [stats.reference, *(stats.grids or {}).values()]
     finite = all(a is None or np.isfinite(a).all() for a in arrays)
     if not (finite and (norms > 0).all()):
         raise ValueError("code statistics are not finite and positive")

@@ -12,7 +12,8 @@ Layout: tensors ``model.*`` (the state dict) and ``scaler.offset`` /
   so ``aecli train --resume`` can continue exactly where training stopped
 
 Tensors ``pca.mean`` / ``pca.components`` hold PCA of the same code size fitted
-on the training rows (``evaluate --baseline pca``), and ``scores.error`` /
+on the training rows (``evaluate --baseline pca``); ``codes.*``, ``residual.*``,
+``neighbours.reference`` and ``terms.*`` the anomaly score's statistics; ``scores.error`` /
 ``scores.neg_elbo`` the 0.1%-step percentiles of the training rows' anomaly
 scores (``score --contamination``).
 
@@ -213,6 +214,9 @@ def to_bytes(fitted: FittedModel) -> bytes:
         if stats.residual_mean is not None and stats.residual_precision is not None:
             tensors["residual.mean"] = stats.residual_mean
             tensors["residual.precision"] = stats.residual_precision
+        if stats.reference is not None and stats.grids is not None:
+            tensors["neighbours.reference"] = stats.reference
+            tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()

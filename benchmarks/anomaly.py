@@ -1,18 +1,25 @@
-"""Anomaly detection on real labelled tables: aecli's defaults against the standard detectors.
+"""Anomaly detection on real labelled tables, in both training regimes, beside the standard peers.
 
-Run: ``python benchmarks/anomaly.py DIR [--seeds 0,1] [--variant NAME=TRAIN_FLAGS[|SCORE_FLAGS]]``.
+Run: ``python benchmarks/anomaly.py DIR [--seeds 0,1] [--regimes contaminated,clean]
+[--variant NAME=TRAIN_FLAGS[|SCORE_FLAGS]] [--no-peers]``.
 
-DIR holds ``.npz`` files (arrays ``X`` and ``y``, 1 = outlier) or ODDS ``.mat`` files (needs
-scipy). The protocol is PyOD's benchmark: for each seed a 60/40 split with scikit-learn's
-``train_test_split(X, y, test_size=0.4, random_state=seed)``, fit on the train rows without
-their labels, AUROC of the scores on the test rows.
+DIR holds ``.npz`` files (arrays ``X`` and ``y``, 1 = outlier), in it or in its subfolders
+(``shared/adbench/``'s ``classical`` and ``embeddings``: each subfolder is a family), or
+ODDS ``.mat`` files (needs scipy). The protocol is ADBench's (shared/adbench/README.md):
+for each seed ``train_test_split(X, y, test_size=0.4, stratify=y, random_state=seed)``;
+fit on the train rows without labels, all of them (``contaminated``) or those with y == 0
+(``clean``); AUROC of the scores on the test rows.
 
-aecli is run exactly as a user runs it: ``aecli train train.npy -o m.safetensors`` then
-``aecli score m.safetensors test.npy`` (in-process, through the CLI's own ``main``), with no
-flags unless a ``--variant`` adds some. Peers, when installed, run beside it in the same
-process with their defaults: PyOD's ``AutoEncoder()`` and ``VAE()``, and scikit-learn's
-``IsolationForest()`` (seeded). The table prints AUROC per dataset and peer, the mean row,
-and the fit seconds.
+aecli runs as a user runs it: ``aecli train train.npy -o m.safetensors --seed S`` then
+``aecli score m.safetensors test.npy``, through the CLI's own ``main``, with no flags unless
+a ``--variant`` adds some. The peers (the benchmark
+extra: ``pip install '.[bench]' -c constraints.txt``) run in the same process with their
+defaults on rows z-scored by the train split: PyOD's IForest, KNN, LOF, OCSVM, HBOS, COPOD,
+ECOD and PCA. It prints, per family and regime: the mean AUROC of each detector, how many
+splits aecli wins against the best peer of that split, its worst regret (the best peer's
+AUROC minus aecli's on one set, seeds averaged), the seed spread (on the first seed's split,
+aecli's AUROC with ``--seed`` the first and then the second seed, nothing else changed),
+and the seconds to fit and score.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import io
 import shlex
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 Detector = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (train, test, seed) -> scores
+REGIMES = ("contaminated", "clean")
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -67,61 +76,177 @@ def _check(code: int, argv: list[str]) -> None:
 
 
 def peers() -> dict[str, Detector]:
-    found: dict[str, Detector] = {}
+    """PyOD's standard detectors with their defaults, on z-scored rows; {} without PyOD."""
     try:
-        from pyod.models.auto_encoder import AutoEncoder
-        from pyod.models.vae import VAE
+        from pyod.models.copod import COPOD
+        from pyod.models.ecod import ECOD
+        from pyod.models.hbos import HBOS
+        from pyod.models.iforest import IForest
+        from pyod.models.knn import KNN
+        from pyod.models.lof import LOF
+        from pyod.models.ocsvm import OCSVM
+        from pyod.models.pca import PCA
     except ImportError:
-        pass
-    else:
+        return {}
+    makers = {
+        "IForest": lambda seed: IForest(random_state=seed),
+        "KNN": lambda seed: KNN(),
+        "LOF": lambda seed: LOF(),
+        "OCSVM": lambda seed: OCSVM(),
+        "HBOS": lambda seed: HBOS(),
+        "COPOD": lambda seed: COPOD(),
+        "ECOD": lambda seed: ECOD(),
+        "PCA": lambda seed: PCA(random_state=seed),
+    }
 
-        def pyod(cls: type) -> Detector:
-            def run(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-                detector = cls(random_state=seed, verbose=0)
-                with contextlib.redirect_stdout(io.StringIO()):
-                    detector.fit(train)
-                return detector.decision_function(test)
+    def pyod(make: Callable[[int], object]) -> Detector:
+        def run(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+            train64, test64 = train.astype(np.float64), test.astype(np.float64)
+            mean, spread = train64.mean(0), train64.std(0)
+            spread[spread == 0] = 1.0
+            detector = make(seed)
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                detector.fit((train64 - mean) / spread)  # type: ignore[attr-defined]
+                return detector.decision_function((test64 - mean) / spread)  # type: ignore[attr-defined]
 
-            return run
+        return run
 
-        found["PyOD AE"], found["PyOD VAE"] = pyod(AutoEncoder), pyod(VAE)
-    try:
-        from sklearn.ensemble import IsolationForest
-    except ImportError:
-        pass
-    else:
-
-        def iforest(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-            return -IsolationForest(random_state=seed).fit(train).score_samples(test)
-
-        found["IForest"] = iforest
-    return found
+    return {name: pyod(make) for name, make in makers.items()}
 
 
 def split(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
-    try:
-        from sklearn.model_selection import train_test_split
-    except ImportError:  # the same proportions without scikit-learn (not PyOD's exact rows)
-        order = np.random.default_rng(seed).permutation(len(x))
-        cut = len(x) - int(np.ceil(0.4 * len(x)))
-        return x[order[:cut]], x[order[cut:]], y[order[:cut]], y[order[cut:]]
-    return tuple(train_test_split(x, y, test_size=0.4, random_state=seed))
+    from sklearn.model_selection import train_test_split
+
+    return tuple(train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed))
 
 
 def auroc(y: np.ndarray, scores: np.ndarray) -> float:
     """Mann-Whitney AUROC with ties counted half (equals sklearn's roc_auc_score)."""
     from scipy.stats import rankdata
 
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
     ranks = rankdata(scores)
     pos = y == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def families(folder: Path) -> dict[str, list[Path]]:
+    """Data files by family: each subfolder is one, files directly in DIR are 'tables'."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in (".npz", ".mat"):
+            family = path.parent.name if path.parent != folder else "tables"
+            found.setdefault(family, []).append(path)
+    return found
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One record per (file, seed, regime, detector): AUROC and fit seconds."""
+    seeds = [int(s) for s in args.seeds.split(",")]
+    detectors: dict[str, Detector] = {"aecli": aecli_detector("", "")}
+    for spec in args.variant:
+        name, _, flags = spec.partition("=")
+        train_flags, _, score_flags = flags.partition("|")
+        detectors[f"aecli {name}"] = aecli_detector(train_flags, score_flags)
+    if not args.no_peers:
+        detectors.update(peers())
+    records = []
+    for family, paths in families(args.folder).items():
+        for path in paths:
+            x, y = load(path)
+            for seed in seeds:
+                x_train, x_test, y_train, y_test = split(x, y, seed)
+                for regime in args.regimes.split(","):
+                    rows = x_train if regime == "contaminated" else x_train[y_train == 0]
+                    cells = []
+                    for name, detect in detectors.items():
+                        start = time.perf_counter()
+                        scores = detect(rows, x_test, seed)
+                        took = time.perf_counter() - start
+                        value = auroc(y_test, scores)
+                        records.append(dict(family=family, set=path.stem, seed=seed,
+                                            regime=regime, detector=name, auroc=value,
+                                            seconds=took))  # fmt: skip
+                        cells.append(f"{name} {value:.3f}")
+                        if name.startswith("aecli") and seed == seeds[0] and len(seeds) > 1:
+                            # the same split, the next --seed: what the seed alone moves
+                            other = auroc(y_test, detect(rows, x_test, seeds[1]))
+                            records.append(dict(family=family, set=path.stem, seed=seed,
+                                                regime=regime, detector=f"{name} @{seeds[1]}",
+                                                auroc=other, seconds=0.0))  # fmt: skip
+                    print(f"# {family}/{path.stem} seed {seed} {regime}: " + ", ".join(cells),
+                          flush=True)  # fmt: skip
+    return records
+
+
+def report(records: list[dict[str, object]], seeds: list[int]) -> None:
+    """The table per family and regime (see the module docstring)."""
+    reruns = [r for r in records if "@" in str(r["detector"])]
+    records = [r for r in records if "@" not in str(r["detector"])]
+    detectors = list(dict.fromkeys(str(r["detector"]) for r in records))
+    others = [d for d in detectors if not d.startswith("aecli")]
+    groups = sorted({(str(r["family"]), str(r["regime"])) for r in records})
+    print(f"\nMean AUROC on the test rows, seeds {','.join(map(str, seeds))}\n")
+    print("| family | regime | " + " | ".join(detectors) + " | best peer |")
+    print("| --- | --- |" + " ---: |" * (len(detectors) + 1))
+    details = []
+    for family, regime in groups:
+        rows = [r for r in records if r["family"] == family and r["regime"] == regime]
+        mean = {d: _mean(rows, d) for d in detectors}
+        best = max(others, key=lambda d: mean[d]) if others else None
+        cells = " | ".join(f"{mean[d]:.3f}" for d in detectors)
+        print(f"| {family} | {regime} | {cells} | {best or '-'} |")
+        again = [r for r in reruns if r["family"] == family and r["regime"] == regime]
+        for name in (d for d in detectors if d.startswith("aecli")):
+            details.append(f"- {family}, {regime}, {name}: " + _facts(rows, again, name, best))
+    print()
+    print("\n".join(details))
+
+
+def _mean(rows: list[dict[str, object]], detector: str, key: str = "auroc") -> float:
+    return float(np.mean([float(r[key]) for r in rows if r["detector"] == detector]))  # type: ignore[arg-type]
+
+
+def _facts(
+    rows: list[dict[str, object]], again: list[dict[str, object]], name: str, best: str | None
+) -> str:
+    """Lead, wins, worst regret, seed spread and fit seconds of one aecli row."""
+    cell = {(r["set"], r["seed"], r["detector"]): float(r["auroc"]) for r in rows}  # type: ignore[arg-type]
+    splits = sorted({(r["set"], r["seed"]) for r in rows})
+    peers = sorted({str(r["detector"]) for r in rows if not str(r["detector"]).startswith("aecli")})
+    text = ""
+    if best is not None:
+        top = {split: max(cell[(*split, p)] for p in peers) for split in splits}
+        wins = sum(cell[(*split, name)] >= top[split] for split in splits)
+        regret = {}
+        for s, k in splits:
+            regret.setdefault(s, []).append(top[(s, k)] - cell[(s, k, name)])
+        worst = max(regret, key=lambda s: np.mean(regret[s]))
+        text += (
+            f"lead {_mean(rows, name) - _mean(rows, best):+.3f} over {best}; wins {wins} of "
+            f"{len(splits)} splits; worst regret {np.mean(regret[worst]):.3f} ({worst}); "
+        )
+    first = {
+        r["set"]: float(r["auroc"])  # type: ignore[arg-type]
+        for r in again
+        if str(r["detector"]).split(" @")[0] == name
+    }
+    if first:
+        seed0 = min(r["seed"] for r in rows)  # type: ignore[type-var]
+        spread = [abs(first[s] - cell[(s, seed0, name)]) for s in first]
+        text += f"seed spread mean {np.mean(spread):.3f}, max {np.max(spread):.3f}; "
+    secs = _mean(rows, name, "seconds")
+    peer = f" (IForest {_mean(rows, 'IForest', 'seconds'):.2f} s)" if "IForest" in peers else ""
+    return text + f"fit and score {secs:.2f} s{peer}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="folder of .npz (X, y) or ODDS .mat files")
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--regimes", default=",".join(REGIMES))
     parser.add_argument(
         "--variant",
         action="append",
@@ -131,45 +256,10 @@ def main() -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="aecli rows only")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    detectors: dict[str, Detector] = {"aecli": aecli_detector("", "")}
-    for spec in args.variant:
-        name, _, flags = spec.partition("=")
-        train_flags, _, score_flags = flags.partition("|")
-        detectors[f"aecli {name}"] = aecli_detector(train_flags, score_flags)
-    if not args.no_peers:
-        detectors.update(peers())
-    files = sorted(p for p in args.folder.iterdir() if p.suffix in (".npz", ".mat"))
-    if not files:
+    records = run_all(args)
+    if not records:
         raise SystemExit(f"{args.folder}: no .npz or .mat files")
-    names = list(detectors)
-    auc = {name: [] for name in names}
-    secs = {name: [] for name in names}
-    rows = []
-    for path in files:
-        x, y = load(path)
-        cells, times = [], []
-        for name, detect in detectors.items():
-            aucs, took = [], 0.0
-            for seed in seeds:
-                x_train, x_test, _, y_test = split(x, y, seed)
-                start = time.perf_counter()
-                scores = detect(x_train, x_test, seed)
-                took += time.perf_counter() - start
-                aucs.append(auroc(y_test, scores))
-            auc[name].append(float(np.mean(aucs)))
-            secs[name].append(took / len(seeds))
-            cells.append(f"{auc[name][-1]:.3f}")
-            times.append(f"{secs[name][-1]:.1f}")
-        rows.append((f"{path.stem} ({x.shape[0]}x{x.shape[1]})", cells, times))
-        print(f"# {path.stem}: " + ", ".join(f"{n} {c}" for n, c in zip(names, cells)), flush=True)
-    print(f"\nAUROC on the test rows, mean of seeds {args.seeds} (fit seconds in brackets)\n")
-    print("| dataset | " + " | ".join(names) + " |")
-    print("| --- |" + " ---: |" * len(names))
-    for label, cells, times in rows:
-        print(f"| {label} | " + " | ".join(f"{c} ({t})" for c, t in zip(cells, times)) + " |")
-    means = [f"**{np.mean(auc[n]):.3f}** ({np.mean(secs[n]):.1f})" for n in names]
-    print("| mean | " + " | ".join(means) + " |")
+    report(records, [int(s) for s in args.seeds.split(",")])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from aecli.openmp import SHORT_WAIT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,3 +38,26 @@ def test_train_speed_prints_a_row_per_model_and_precision() -> None:
         aecli, ceiling, with_adam = (float(v) for v in row[7:10])
         assert aecli > 0 and ceiling > 0 and with_adam > 0
         assert abs(float(row[12]) - aecli / with_adam) < 0.011  # "vs +adam" is what it says
+
+
+def test_anomaly_benchmark_prints_both_regimes_per_family(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for family in ("tables", "embeddings"):
+        (tmp_path / family).mkdir()
+        x = rng.normal(size=(120, 4)).astype(np.float32)
+        y = np.zeros(120, dtype=np.int8)
+        x[:12] += 6.0
+        y[:12] = 1
+        np.savez(tmp_path / family / "toy.npz", X=x, y=y)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/anomaly.py", str(tmp_path), "--no-peers"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| tables")]
+    assert [row.split(" | ")[1] for row in rows] == ["clean", "contaminated"]
+    assert all(float(row.split(" | ")[2]) > 0.8 for row in rows)  # 6 spreads out: found
+    assert "seed spread mean" in result.stdout  # two seeds: the same split, two --seed

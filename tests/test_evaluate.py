@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -150,10 +151,12 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     assert lines[0].split(",")[-1] == "anomaly"
     table = np.loadtxt(lines[1:], delimiter=",")
     assert table.shape == (400, 66)
-    # score = d_M(residual)^2 / its training median + d_M(code)^2 / its training median
+    # score = 1/2 T(d_M(residual)^2) + 1/2 T(d_M(code)^2) + T(nearest training row),
+    # T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles
     fitted = modelfile.load(str(basic_model))
     stats = fitted.code_stats
     assert stats is not None and stats.residual_precision is not None
+    assert stats.reference is not None and stats.grids is not None
     codes = np.loadtxt(
         invoke(["encode", basic_model, digits_csv]).text.splitlines()[1:], delimiter=","
     )
@@ -166,9 +169,38 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     np.testing.assert_allclose(table[:, 1:65], residuals**2, rtol=1e-3, atol=1e-5)
     distance = _hand_mahalanobis(codes, stats.mean, stats.precision)
     residual = _hand_mahalanobis(residuals, stats.residual_mean, stats.residual_precision)
-    expected = residual / stats.error_norm + distance / stats.distance_norm
-    np.testing.assert_allclose(table[:, 0], expected, rtol=1e-3)
+    scaled = scaler.transform(rows).astype(np.float64)
+    gaps = ((scaled[:, None, :] - stats.reference[None, :, :]) ** 2).sum(2)
+    gaps[gaps <= 1e-5 * ((scaled**2).sum(1)[:, None] + (stats.reference**2).sum(1)[None, :])] = (
+        np.inf  # a row's own copy among the training rows is not its neighbour
+    )
+    near = np.sqrt(gaps.min(1))
+    expected = (
+        0.5 * _hand_tail(residual, stats.grids["residual"])
+        + 0.5 * _hand_tail(distance, stats.grids["code"])
+        + _hand_tail(near, stats.grids["neighbour"])
+    )
+    np.testing.assert_allclose(table[:, 0], expected, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
+
+
+def _hand_tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """-log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F interpolating the percentiles.
+
+    F rises linearly from 0 at the lowest percentile to (G - 1) / G at the highest, over
+    each gap between neighbouring percentiles (a tie rises over 1e-4 of its value).
+    """
+    g = grid.astype(np.float64)
+    out = []
+    for x in values.astype(np.float64):
+        steps = 0.0
+        for low, high in itertools.pairwise(g):
+            width = max(high - low, 1e-4 * max(abs(low), 1e-30))
+            steps += min(max((x - low) / width, 0.0), 1.0)
+        share = steps / len(g)
+        q50, q99 = g[500], max(g[990], g[500] * 1.0001)
+        out.append(-np.log1p(-share) + max(np.log(max(x, 1e-30) / q99), 0.0) / np.log(q99 / q50))
+    return np.array(out)
 
 
 def _hand_robust_gaussian(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +233,14 @@ def test_score_statistics_are_robust_training_moments(tmp_path: Path, table_csv:
         np.testing.assert_allclose(got[1], precision, rtol=1e-3, atol=1e-6)
     assert stats.error_norm == pytest.approx(np.median(terms["residual"]), rel=1e-4)
     assert stats.distance_norm == pytest.approx(np.median(terms["distance"]), rel=1e-4)
-    assert np.median(terms["score"]) == pytest.approx(2.0, rel=0.2)  # about 1 + 1
+    # Each term's percentiles are those of the training rows (here every row is one)...
+    grid = np.linspace(0, 1, 1001)
+    for name, key in (("residual", "residual"), ("code", "distance"), ("neighbour", "neighbour")):
+        expected = np.quantile(terms[key].astype(np.float64), grid)
+        np.testing.assert_allclose(stats.grids[name], expected, rtol=1e-4, atol=1e-5)
+    # ...so a training row's terms are uniform on their scale: T(x) = -log(1 - U), median
+    # ln 2 each, and the median score of 1/2 T + 1/2 T + T is near 2 ln 2 = 1.39.
+    assert np.median(terms["score"]) == pytest.approx(2 * np.log(2), rel=0.2)
 
 
 def test_robust_statistics_ignore_a_quarter_of_far_rows() -> None:

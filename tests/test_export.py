@@ -70,10 +70,17 @@ def _run(path: Path, values: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {inp.name: values.astype(np.float32)})
 
 
-def _close(got: np.ndarray, want: np.ndarray) -> None:
+def _close(got: np.ndarray, want: np.ndarray, rtol: float = 1e-5) -> None:
     """Within 1e-5 relative, with the output's own scale as the floor for values near 0."""
-    floor = 1e-5 * float(np.abs(want).max())
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=floor)
+    floor = rtol * float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=floor)
+
+
+# The score reads each term's place among the training rows' percentiles: where training
+# rows tie, one percentile step is 1/1001 of the way, and a float32 rounding of a code
+# (onnxruntime's convolutions against torch's) can cross it. 1e-3 relative still ranks and
+# thresholds every row alike; encode, reconstruct and the per-feature errors stay at 1e-5.
+SCORE_RTOL = 1e-3
 
 
 def _cli_npy(args: list, tmp_path: Path) -> np.ndarray:
@@ -98,7 +105,7 @@ def test_every_part_matches_the_commands(
     scores = _cli_npy(["score", model, digits_csv, "--per-feature"], tmp_path)
     score, per_feature = _run(_export(model, "score", tmp_path), rows)
     assert score.shape == (400,) and per_feature.shape == (400, 64)
-    _close(score, scores[:, 0])
+    _close(score, scores[:, 0], SCORE_RTOL)
     _close(per_feature, scores[:, 1:])
 
 

@@ -1,0 +1,117 @@
+"""The anomaly score's neighbour term, and the tail transform that lets its three terms add.
+
+A row's distance to its nearest training row, in the model's scaled units, is what lets
+k-nearest-neighbour detectors win when the training rows are clean (issue 39): a row
+far from every training row is unusual whether or not the autoencoder reconstructs it.
+The training rows are kept as a seeded sample of at most ``REFERENCE_VALUES`` values in
+the model file, so the file stays bounded (8 MB) whatever the table.
+
+Terms with different units and tails add through ``tail``: each becomes how far into the
+training rows' own distribution of that term it lies, ``-log(1 - F(x))`` with F read off
+the stored percentiles (a row above 99% of training rows adds 4.6, a median one 0.7),
+extended beyond the training maximum by how many decades past the 99th percentile it is,
+so that extreme rows stay ordered. No term can dominate by its scale alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+REFERENCE_ROWS = 10_000  # training rows kept for the neighbour term, at most
+REFERENCE_VALUES = 2**21  # and at most this many values (8 MB of float32) in all
+NEAREST_BLOCK = 512  # query rows a distance block: one fixed shape, as FittedModel.blocks
+
+
+def reference_size(rows: int, width: int) -> int:
+    """How many training rows the neighbour term keeps."""
+    return max(1, min(rows, REFERENCE_ROWS, REFERENCE_VALUES // max(width, 1)))
+
+
+# Squared distances within this share of the rows' squared norms are float32 rounding:
+# the two rows are one (a training row meets itself in the reference).
+SAME_ROW = 1e-5
+
+
+@torch.inference_mode()
+def nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance of each row to its nearest reference row other than itself.
+
+    A reference row equal to the row (up to float32 rounding) is the row itself when it is
+    a training row, and for a new row equal to a training row it is that training row: the
+    next nearest is taken in both cases, so a training row is scored as its leave-one-out
+    neighbour distance, a new copy of it exactly so, and the score of a row stays a
+    function of the row alone (``score`` of the training file gives what training saw).
+    A copy among the other rows is still at distance 0. ``rows`` come in fixed-size
+    blocks (FittedModel.blocks), so a row's distance does not depend on the chunking.
+    """
+    norms = rows.square().sum(1, keepdim=True)
+    ref_norms = reference.square().sum(1)[None, :]
+    squared = (norms - 2.0 * rows @ reference.T + ref_norms).clamp_min(0.0)
+    if reference.shape[0] == 1:
+        return squared[:, 0].sqrt()
+    two = squared.topk(2, dim=1, largest=False)
+    first, second = two.values[:, 0], two.values[:, 1]
+    scale = norms[:, 0] + ref_norms[0, two.indices[:, 0]]
+    return torch.where(first <= SAME_ROW * scale, second, first).sqrt()
+
+
+def nearest_rows(reference: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``nearest`` for scaled rows in fixed blocks, float64."""
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    out = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), NEAREST_BLOCK):
+        block = np.zeros((NEAREST_BLOCK, rows.shape[1]), dtype=np.float32)
+        part = rows[start : start + NEAREST_BLOCK]
+        block[: len(part)] = part
+        out[start : start + len(part)] = nearest(ref, torch.from_numpy(block))[: len(part)].numpy()
+    return out
+
+
+# Percentiles that tie (a term with few distinct values: neighbour distances of integer
+# data) rise over this share of their value, not at a point: a term that float32 rounds
+# differently (ONNX against torch) then moves the score by a rounding's worth, not a step.
+TIE_WIDTH = 1e-4
+
+
+def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """How far into the training rows' distribution of a term each value lies.
+
+    ``grid``: the term's G percentiles over the training rows, 0 to 100 in equal steps.
+    F(x) interpolates linearly between them, from 0 at the minimum to (G - 1) / G at the
+    maximum, so the score is continuous in x and ``-log(1 - F)`` stays finite (6.9 at
+    most for 1001 percentiles); past the 99th percentile ``ln(x / q99) / ln(q99 / q50)``
+    is added, so rows beyond every training row stay ordered. Computed as a sum of clamped
+    ramps, one per gap between percentiles, which the ONNX graph repeats op for op.
+    """
+    grid64 = np.asarray(grid, dtype=np.float64)
+    x = np.asarray(values, dtype=np.float64)
+    low = grid64[:-1]
+    width = np.maximum(np.diff(grid64), TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
+    share = np.empty(len(x))
+    for start in range(0, len(x), NEAREST_BLOCK):  # rows x gaps at a time, not all at once
+        part = x[start : start + NEAREST_BLOCK, None]
+        share[start : start + len(part)] = np.clip((part - low) / width, 0.0, 1.0).sum(1)
+    share /= len(grid64)
+    q50, q99 = _knees(grid64)
+    beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
+    return -np.log1p(-share) + beyond
+
+
+def _knees(grid: np.ndarray) -> tuple[float, float]:
+    """The median and the 99th percentile of a grid, kept apart and positive."""
+    q50 = max(float(grid[(len(grid) - 1) // 2]), 1e-30)
+    q99 = max(float(grid[round(0.99 * (len(grid) - 1))]), q50 * 1.0001)
+    return q50, q99
+
+
+# How the terms add: the residual and the code are two views of the one autoencoder and
+# count half each; the neighbour term counts whole (aecli's measurements: docs/anomaly.md).
+WEIGHTS = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
+
+
+def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
+    """The anomaly score: the weighted sum of each term's ``tail``."""
+    return sum(WEIGHTS[name] * tail(terms[name], grids[name]) for name in WEIGHTS)

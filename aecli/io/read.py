@@ -27,6 +27,7 @@ from aecli.io.cells import _is_number, _pandas, _to_floats
 from aecli.io.columns import _picker, _select_columns
 from aecli.io.ids import concat as concat_ids
 from aecli.io.lines import _decoded, _Lines, _text
+from aecli.io.live import live_lines
 from aecli.io.npy import _iter_npy
 from aecli.io.table import (
     _DELIMITERS,
@@ -130,9 +131,9 @@ class _Reader:
                     yield from iter_arrow(buffered, kind, self.name, self.opts, self.stats,
                                           self.chunk_rows)  # fmt: skip
                     return
-            yield from self.csv(buffered, self.opts.delimiter or ",")
+            yield from self.csv(live_lines(buffered), self.opts.delimiter or ",")
 
-    def csv(self, raw: IO[bytes], delimiter: str) -> Iterator[Table]:
+    def csv(self, raw: IO[bytes] | _Lines, delimiter: str) -> Iterator[Table]:
         """CSV rows in chunks: pandas' C parser converts clean chunks, the csv module the rest.
 
         Lines are read and counted here, so chunks stream and every message can
@@ -147,7 +148,7 @@ class _Reader:
         # A quoted field may be long (a document, an embedding as text): the csv
         # module's 128 KiB default refused valid files that pandas reads (F21).
         csv.field_size_limit(_FIELD_LIMIT)
-        lines = _Lines(raw)
+        lines = raw if isinstance(raw, _Lines) else _Lines(raw)
         head = lines.next_nonblank()
         if head is None:
             raise DataError("empty file: no rows", source=name)

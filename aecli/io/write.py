@@ -152,6 +152,8 @@ class TableWriter:
             return
         with naming_stdout(self.dest is None), naming_file(self.dest or "stdout"):
             self._text.write(format_rows(values, self._delimiter, ids, self.integers))
+            if self.dest is None:  # a reader downstream sees each chunk as it is done
+                self._text.flush()
 
     def commit(self) -> None:
         """Finish the output: flush stdout, or move the finished file into place."""

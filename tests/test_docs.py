@@ -70,10 +70,11 @@ def test_every_commands_help_names_every_format_the_docs_list() -> None:
         assert documented and documented <= set(re.findall(r"\.[a-z]+(?:\.gz)?", said)) | {
             ".gz",
             ".feather",
+            ".ndjson",
         }, (documented, said)
     for command in ("train", "encode", "reconstruct", "score", "evaluate", "sample"):
         help_text = " ".join(invoke([command, "--help"]).text.split())
         if "DATA" in help_text:
-            assert "parquet or .arrow/.feather" in help_text, command
+            assert ".parquet, .arrow/.feather or .jsonl" in help_text, command
         if "--output" in help_text and command != "train":
-            assert ".parquet, .arrow" in help_text, command
+            assert ".parquet, .arrow, .jsonl" in help_text, command

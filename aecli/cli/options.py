@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,8 +24,8 @@ def _one_stdin(ctx: typer.Context, value: str) -> str:
 
 
 # Every format each side takes: docs/formats.md lists the same (a test compares them).
-INPUT_FORMATS = ".csv, .tsv (optionally .gz), .npy, .parquet or .arrow/.feather"
-OUTPUT_FORMATS = ".csv, .tsv, .csv.gz, .npy, .parquet, .arrow"
+INPUT_FORMATS = ".csv, .tsv (optionally .gz), .npy, .parquet, .arrow/.feather or .jsonl"
+OUTPUT_FORMATS = ".csv, .tsv, .csv.gz, .npy, .parquet, .arrow, .jsonl"
 
 DataArg = Annotated[
     str,
@@ -49,6 +50,22 @@ OutputOpt = Annotated[
         metavar="PATH",
         help=f"Output file; the format follows the extension ({OUTPUT_FORMATS}). - or "
         "nothing writes CSV to stdout.",
+    ),
+]
+
+
+class StdoutFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+FormatOpt = Annotated[
+    StdoutFormat,
+    typer.Option(
+        "--format",
+        case_sensitive=False,
+        help="What stdout carries: CSV with a header, or JSON Lines (one object a row, the id "
+        "first). A file's format follows its extension.",
     ),
 ]
 HeaderOpt = Annotated[

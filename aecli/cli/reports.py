@@ -14,10 +14,12 @@ from aecli.cli.options import (
     ColumnsOpt,
     DataArg,
     DelimiterOpt,
+    FormatOpt,
     HeaderOpt,
     IdColumnOpt,
     ModelArg,
     OutputOpt,
+    StdoutFormat,
 )
 from aecli.cli.outputs import check_model_output
 from aecli.cli.rows import _model_input, carried_id
@@ -144,6 +146,7 @@ def score(
             show_default=False,
         ),
     ] = None,
+    stdout_format: FormatOpt = StdoutFormat.csv,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
     allow_nan: AllowNanOpt = False,
@@ -152,10 +155,10 @@ def score(
 ) -> None:
     """Write one anomaly score per row of DATA, in order (higher = more unusual).
 
-    The score adds how far the row's reconstruction residual is from the
-    training rows' residuals and how far its code is from their codes (squared
-    Mahalanobis distances, in the model's scaled units), each divided by its
-    median over the training rows (about 2 for a typical row).
+    The score adds how far the row's reconstruction residual is from the training rows'
+    residuals, how far its code is from their codes, and how far the row is from the
+    nearest training row, each read on its own training distribution (about 1.4 for a
+    typical row; docs/anomaly.md).
     """
     from aecli import modelfile
     from aecli.io import TableWriter
@@ -180,7 +183,7 @@ def score(
         TableWriter(
             output, table.names, (len(table.names),), protect=[data, model],
             id_name=(id_name := carried_id(first, options, output)),
-            integers=table.integer_columns,
+            integers=table.integer_columns, stdout_format=stdout_format.value,
         ) as writer,
     ):  # fmt: skip
         top = TopRows(fitted) if hist is not None else None

@@ -13,6 +13,7 @@ from aecli.cli.options import (
     ColumnsOpt,
     DataArg,
     DelimiterOpt,
+    FormatOpt,
     GridOpt,
     GridOutputOpt,
     HeaderOpt,
@@ -20,6 +21,7 @@ from aecli.cli.options import (
     ImageShapeOpt,
     ModelArg,
     OutputOpt,
+    StdoutFormat,
     _read_options,
     _report_dropped,
 )
@@ -33,6 +35,7 @@ def encode(
     model: ModelArg,
     data: DataArg,
     output: OutputOpt = "-",
+    stdout_format: FormatOpt = StdoutFormat.csv,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
     allow_nan: AllowNanOpt = False,
@@ -41,13 +44,14 @@ def encode(
 ) -> None:
     """Write the codes of DATA's rows (a VAE gives the posterior mean), columns z0, z1, ..."""
     options = (header, delimiter, columns, id_column, allow_nan)
-    _transform(model, data, output, options, codes=True)
+    _transform(model, data, output, options, codes=True, stdout_format=stdout_format.value)
 
 
 def reconstruct(
     model: ModelArg,
     data: DataArg,
     output: GridOutputOpt = None,
+    stdout_format: FormatOpt = StdoutFormat.csv,
     grid: GridOpt = None,
     image_shape: ImageShapeOpt = None,
     show: Annotated[int, typer.Option(help="Rows drawn by --grid.", min=1)] = 20,
@@ -62,8 +66,9 @@ def reconstruct(
     With --grid, the first --show rows are drawn above their reconstructions.
     """
     options = (header, delimiter, columns, id_column, allow_nan)
+    fmt = stdout_format.value
     if grid is None:
-        _transform(model, data, output or "-", options, codes=False)
+        _transform(model, data, output or "-", options, codes=False, stdout_format=fmt)
         return
     from aecli import pictures
 
@@ -80,7 +85,7 @@ def reconstruct(
         pictures.save_grid(grid, pairs, 10, protect=[data, model], row_labels=labels)
 
     # The rows too only when -o is given; DATA is read once either way (it may be stdin).
-    _transform(model, data, output, options, codes=False, on_first=draw)
+    _transform(model, data, output, options, codes=False, on_first=draw, stdout_format=fmt)
 
 
 def _transform(
@@ -91,6 +96,7 @@ def _transform(
     *,
     codes: bool,
     on_first: Callable[[FittedModel, Any], None] | None = None,
+    stdout_format: str = "csv",
 ) -> None:
     """Stream DATA through the model chunk by chunk, keeping row order.
 
@@ -113,7 +119,10 @@ def _transform(
         apply = fitted.encode if codes else fitted.reconstruct
         protect = [data, model_path]
         id_name = carried_id(first, options, output)
-        with TableWriter(output, columns, row_shape, protect=protect, id_name=id_name) as writer:
+        with TableWriter(
+            output, columns, row_shape, protect=protect, id_name=id_name,
+            stdout_format=stdout_format,
+        ) as writer:  # fmt: skip
             for chunk in chunks:
                 writer.write(apply(chunk.values), chunk.ids if id_name else None)
 

@@ -8,7 +8,7 @@ failure never leaves a half-written output.
 One module a job: ``table`` (the value and options), ``read`` (the format
 dispatch and CSV), ``cells`` (text to numbers), ``columns`` (feature
 selection), ``npy``, ``arrow`` (Parquet and Arrow), ``stream`` (stream or load), ``write``,
-``atomic``; ``ids`` (an id column as it was read); ``spool`` (streamed Parquet);
+``atomic``; ``ids`` (an id column as it was read); ``spool`` (streamed Parquet); ``jsonl``;
 ``live`` (a pipe read row by row).
 """
 

@@ -1,10 +1,14 @@
-"""A CSV file's lines: read lazily with their numbers, decoded as UTF-8 or named as not."""
+"""A text file's lines: read lazily with their numbers, decoded as UTF-8 or named as not,
+and read failures as DataErrors naming the source."""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import itertools
+import zlib
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from aecli.errors import DataError
 
@@ -75,3 +79,28 @@ _MAGIC = (
 def binary_format(head: bytes) -> tuple[str, str] | None:
     """(what, suffix) of a binary table format that ``head`` starts, or None."""
     return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
+class _guard_read:
+    """Turn low-level read failures into DataErrors that name the source."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, DataError | GeneratorExit):
+            return False
+        if isinstance(exc, EOFError):
+            raise DataError("compressed data ends early (truncated .gz?)", source=self.name)
+        if isinstance(exc, gzip.BadGzipFile | zlib.error):  # F14: damaged compressed data
+            raise DataError(f"not valid gzip data ({exc})", source=self.name)
+        if isinstance(exc, UnicodeDecodeError):
+            raise DataError("not UTF-8 text", source=self.name)
+        if isinstance(exc, csv.Error):
+            raise DataError(f"malformed CSV ({exc})", source=self.name)
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise DataError(exc.strerror or str(exc), source=self.name)
+        return False

@@ -11,7 +11,6 @@ import gzip
 import io
 import sys
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from aecli.io.arrow import iter_arrow
 from aecli.io.cells import _is_number, _pandas, _to_floats
 from aecli.io.columns import _picker, _select_columns
 from aecli.io.ids import concat as concat_ids
-from aecli.io.lines import _decoded, _Lines, _text
+from aecli.io.jsonl import SUFFIXES as JSONL_SUFFIXES
+from aecli.io.jsonl import iter_jsonl
+from aecli.io.lines import _decoded, _guard_read, _Lines, _text
 from aecli.io.live import live_lines
 from aecli.io.npy import _iter_npy
 from aecli.io.table import (
@@ -93,6 +94,10 @@ class _Reader:
         if suffixes and suffixes[-1] == ".npy":
             yield from self.npy(path)
             return
+        if suffixes and suffixes[-1] in JSONL_SUFFIXES:
+            with _guard_read(name), open(path, "rb") as raw:
+                yield from iter_jsonl(_Lines(raw), name, self.opts, self.stats, self.chunk_rows)
+            return
         if suffixes and suffixes[-1] in ARROW_SUFFIXES:
             kind = ARROW_SUFFIXES[suffixes[-1]]
             yield from iter_arrow(path, kind, name, self.opts, self.stats, self.chunk_rows)
@@ -103,8 +108,8 @@ class _Reader:
         if delimiter is None:
             if ext not in _DELIMITERS:
                 raise DataError(
-                    "unknown data format; use .csv, .tsv (optionally .gz), .npy, .parquet "
-                    "or .arrow, "
+                    "unknown data format; use .csv, .tsv (optionally .gz), .npy, .parquet, "
+                    ".arrow or .jsonl, "
                     "or name the delimiter with --delimiter",
                     source=name,
                 )
@@ -131,7 +136,12 @@ class _Reader:
                     yield from iter_arrow(buffered, kind, self.name, self.opts, self.stats,
                                           self.chunk_rows)  # fmt: skip
                     return
-            yield from self.csv(live_lines(buffered), self.opts.delimiter or ",")
+            lines = live_lines(buffered)
+            if head.lstrip().startswith(b"{"):  # JSON Lines, by its first byte
+                lines = lines if isinstance(lines, _Lines) else _Lines(lines)
+                yield from iter_jsonl(lines, self.name, self.opts, self.stats, self.chunk_rows)
+                return
+            yield from self.csv(lines, self.opts.delimiter or ",")
 
     def csv(self, raw: IO[bytes] | _Lines, delimiter: str) -> Iterator[Table]:
         """CSV rows in chunks: pandas' C parser converts clean chunks, the csv module the rest.
@@ -372,28 +382,3 @@ class _Layout:
     id_index: int | None
     columns: list[str] | None
     id_name: str | None
-
-
-class _guard_read:
-    """Turn low-level read failures into DataErrors that name the source."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, DataError | GeneratorExit):
-            return False
-        if isinstance(exc, EOFError):
-            raise DataError("compressed data ends early (truncated .gz?)", source=self.name)
-        if isinstance(exc, gzip.BadGzipFile | zlib.error):  # F14: damaged compressed data
-            raise DataError(f"not valid gzip data ({exc})", source=self.name)
-        if isinstance(exc, UnicodeDecodeError):
-            raise DataError("not UTF-8 text", source=self.name)
-        if isinstance(exc, csv.Error):
-            raise DataError(f"malformed CSV ({exc})", source=self.name)
-        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-            raise DataError(exc.strerror or str(exc), source=self.name)
-        return False

@@ -18,6 +18,8 @@ from aecli.errors import UsageError
 from aecli.io.arrow import SUFFIXES as ARROW_SUFFIXES
 from aecli.io.atomic import AtomicFile, is_special, naming_file, refuse_overwrite
 from aecli.io.ids import as_text
+from aecli.io.jsonl import SUFFIXES as JSONL_SUFFIXES
+from aecli.io.jsonl import format_jsonl
 from aecli.io.table import _DELIMITERS, _NPY_MAGIC, STDIO
 
 
@@ -91,8 +93,10 @@ class TableWriter:
         flag: str = "-o",
         id_name: str | None = None,
         integers: Sequence[int] = (),
+        stdout_format: str = "csv",
     ) -> None:
         self.dest = None if dest in (None, STDIO) else dest
+        self.jsonl = False  # one JSON object a row (.jsonl, or --format jsonl on stdout)
         self.integers = tuple(integers)  # columns of whole numbers (a 0/1 flag)
         if id_name is not None and id_name in columns:  # findings4 #9: z0 beside z0
             raise UsageError(
@@ -110,6 +114,7 @@ class TableWriter:
         self._text: IO[str]
         if self.dest is None:
             self._text = sys.stdout
+            self.jsonl = stdout_format == "jsonl"
             with naming_stdout():
                 self._write_header(",")
             return
@@ -121,6 +126,7 @@ class TableWriter:
                 flag="--id-column",
             )
         self._file = AtomicFile(self.dest, flag)
+        self.jsonl = kind == "jsonl"
         if kind == "npy":
             self._binary = _NpyStream(self._file.file, row_shape)
             return
@@ -138,6 +144,8 @@ class TableWriter:
 
     def _write_header(self, delimiter: str) -> None:
         self._delimiter = delimiter
+        if self.jsonl:  # every object names its keys
+            return
         names = ([self.id_name] if self.id_name is not None else []) + self.columns
         self._text.write(delimiter.join(_quote(c, delimiter) for c in names) + "\n")
 
@@ -151,7 +159,11 @@ class TableWriter:
                     self._binary.write(values, ids)
             return
         with naming_stdout(self.dest is None), naming_file(self.dest or "stdout"):
-            self._text.write(format_rows(values, self._delimiter, ids, self.integers))
+            if self.jsonl:
+                text = format_jsonl(values, self.columns, ids, self.id_name, self.integers)
+            else:
+                text = format_rows(values, self._delimiter, ids, self.integers)
+            self._text.write(text)
             if self.dest is None:  # a reader downstream sees each chunk as it is done
                 self._text.flush()
 
@@ -224,6 +236,8 @@ def _output_format(dest: str, flag: str) -> tuple[str, bool, str]:
         return "npy", False, ""
     if suffixes and suffixes[-1] in ARROW_SUFFIXES:
         return ARROW_SUFFIXES[suffixes[-1]], False, ""
+    if suffixes and suffixes[-1] in JSONL_SUFFIXES:
+        return "jsonl", False, ""
     gz = bool(suffixes) and suffixes[-1] == ".gz"
     ext = suffixes[-2] if gz and len(suffixes) == 2 else (suffixes[-1] if suffixes else "")
     if ext not in _DELIMITERS and is_special(dest):  # /dev/null, /dev/stdout, a FIFO: CSV
@@ -231,7 +245,7 @@ def _output_format(dest: str, flag: str) -> tuple[str, bool, str]:
     if ext not in _DELIMITERS:
         raise UsageError(
             f"cannot tell the output format of {dest!r}; use .csv, .tsv, .csv.gz, .tsv.gz, "
-            ".npy, .parquet or .arrow",
+            ".npy, .parquet, .arrow or .jsonl",
             flag=flag,
         )
     return "csv", gz, _DELIMITERS[ext]

@@ -78,15 +78,32 @@ class Stage(nn.Module):
 def check(model: Autoencoder, config: TrainConfig, streamed: bool, resumed: bool) -> None:
     """--layerwise applies to untied MLP stacks of basic, denoise and sparse, in memory."""
     mc = model.config
-    if mc.kind == Kind.vae.value or mc.arch != "mlp" or mc.tied:
+    refuse(mc.kind, mc.arch, mc.tied, tuple(mc.hidden), config.compile, streamed, resumed)
+
+
+def refuse(
+    kind: str,
+    arch: str,
+    tied: bool,
+    hidden: tuple[int, ...] | None,
+    compile_model: bool,
+    streamed: bool,
+    resumed: bool,
+) -> None:
+    """The refusals, from what a request knows (``hidden`` None: auto, one layer for mlp).
+
+    aecli.pipeline.prepare asks before any row is read; ``check`` again on the built model,
+    which a resumed run brings.
+    """
+    if kind == Kind.vae.value or arch != "mlp" or tied:
         raise UsageError(
             "is for --arch mlp without --tied, kinds basic, denoise and sparse", flag="--layerwise"
         )
-    if not mc.hidden:
+    if hidden is not None and not hidden:
         raise UsageError(
             "needs hidden layers to stack; give --hidden, not none", flag="--layerwise"
         )
-    if streamed or resumed or config.compile:
+    if streamed or resumed or compile_model:
         what = "a streamed .npy" if streamed else "--resume" if resumed else "--compile"
         raise UsageError(f"does not work with {what}", flag="--layerwise")
 

@@ -270,6 +270,15 @@ def prepare(
     from aecli.device import check_runtime, resolve_device
 
     train_config.validate()
+    if train_config.layerwise:  # refused before any row is read (issue 38)
+        from aecli import layerwise
+        from aecli.io import should_stream
+
+        on_disk = isinstance(source, str) and should_stream(source, train_config.chunk_rows)
+        layerwise.refuse(
+            request.kind.value, request.arch.value, request.tied, request.hidden,
+            train_config.compile, on_disk, False,
+        )  # fmt: skip
     device = resolve_device(train_config.device)
     check_runtime(train_config.precision, device, train_config.compile)
     world = _join(device, train_config.compile) if join else _alone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from aecli.errors import UsageError
 from aecli.io import Table
 from aecli.pipeline import ModelRequest, prepare
 from aecli.scaler import Scaler
+from tests.conftest import invoke
 
 
 def test_request_defaults_are_the_model_configs() -> None:
@@ -93,3 +95,14 @@ def test_a_fit_chooses_its_step_once_and_the_default_vae_writes_its_own_gradient
     run = prepare(_table(), ModelRequest(kind="vae"), TrainConfig(epochs=3, batch_size=32))
     assert len(run.execute().history.epochs) == 3
     assert len(chosen) == 1 and chosen[0].manual is not None
+
+
+def test_layerwise_refusals_come_before_any_row_is_read(tmp_path: Path) -> None:
+    """Issue 38: --layerwise --kind vae was refused only after the rows, scaler and model."""
+    missing = tmp_path / "nowhere.csv"
+    for flags in (["--kind", "vae"], ["--arch", "conv"], ["--tied"], ["--hidden", "none"]):
+        result = invoke(["train", missing, "--layerwise", *flags, "-o", tmp_path / "m.st"])
+        assert result.code == 2 and result.stderr.startswith("aecli: error: --layerwise:"), (
+            flags,
+            result.stderr,
+        )

@@ -164,15 +164,20 @@ def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
 
 
 def _reference(fitted: FittedModel, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded sample of the scaled training rows, and every row's nearest other among them."""
+    """A seeded sample of the scaled training rows, and every row's nearest other among them.
+
+    The distances come from the model's fixed-size blocks, as ``row_terms`` computes them.
+    """
     from aecli import neighbours
 
-    scaled = fitted.scaler.transform(values)
+    blocks = fitted.blocks(values)
+    scaled = torch.cat(blocks.tensors)[: blocks.rows]
     size = neighbours.reference_size(len(scaled), scaled.shape[1])
     rng = np.random.default_rng(fitted.train_config.seed + 4)
-    chosen = np.sort(rng.choice(len(scaled), size, replace=False))
-    reference = np.ascontiguousarray(scaled[chosen], dtype=np.float32)
-    return reference, neighbours.nearest_rows(reference, scaled)
+    chosen = torch.from_numpy(np.sort(rng.choice(len(scaled), size, replace=False)))
+    reference = scaled[chosen].contiguous()
+    near = torch.cat([neighbours.nearest(reference, block) for block in blocks.tensors])
+    return reference.numpy(), near[: blocks.rows].double().numpy()
 
 
 def robust_gaussian(

@@ -22,7 +22,7 @@ import torch
 
 REFERENCE_ROWS = 10_000  # training rows kept for the neighbour term, at most
 REFERENCE_VALUES = 2**21  # and at most this many values (8 MB of float32) in all
-NEAREST_BLOCK = 512  # query rows a distance block: one fixed shape, as FittedModel.blocks
+TAIL_BLOCK = 512  # values whose ramps are summed at a time (values x percentile gaps)
 
 
 def reference_size(rows: int, width: int) -> int:
@@ -58,18 +58,6 @@ def nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(first <= SAME_ROW * scale, second, first).sqrt()
 
 
-def nearest_rows(reference: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``nearest`` for scaled rows in fixed blocks, float64."""
-    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
-    out = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), NEAREST_BLOCK):
-        block = np.zeros((NEAREST_BLOCK, rows.shape[1]), dtype=np.float32)
-        part = rows[start : start + NEAREST_BLOCK]
-        block[: len(part)] = part
-        out[start : start + len(part)] = nearest(ref, torch.from_numpy(block))[: len(part)].numpy()
-    return out
-
-
 # Percentiles that tie (a term with few distinct values: neighbour distances of integer
 # data) rise over this share of their value, not at a point: a term that float32 rounds
 # differently (ONNX against torch) then moves the score by a rounding's worth, not a step.
@@ -91,8 +79,8 @@ def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     low = grid64[:-1]
     width = np.maximum(np.diff(grid64), TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
     share = np.empty(len(x))
-    for start in range(0, len(x), NEAREST_BLOCK):  # rows x gaps at a time, not all at once
-        part = x[start : start + NEAREST_BLOCK, None]
+    for start in range(0, len(x), TAIL_BLOCK):  # rows x gaps at a time, not all at once
+        part = x[start : start + TAIL_BLOCK, None]
         share[start : start + len(part)] = np.clip((part - low) / width, 0.0, 1.0).sum(1)
     share /= len(grid64)
     q50, q99 = _knees(grid64)

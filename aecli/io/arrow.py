@@ -245,7 +245,6 @@ class ArrowSink:
             names.insert(0, self.id_name)
         batch = pa.record_batch(arrays, names=names)
         if self.writer is None:
-            self.schema = batch.schema
             self.writer = self._open(batch.schema)
         self.writer.write_batch(batch)
 

@@ -226,7 +226,7 @@ def test_ctrl_c_outside_training_says_so_and_exits_130(tmp_path: Path, basic_mod
     _, err = process.communicate(timeout=60)
     if process.returncode == 0:
         pytest.skip("finished before the signal")
-    assert process.returncode == 130, err.decode()[-3000:]
+    assert process.returncode == 130, err.decode()[:1500] + " ... " + err.decode()[-1500:]
     assert err.decode().strip() == "aecli: interrupted"
     assert not out.exists()
 
@@ -308,3 +308,25 @@ def test_the_onnx_extra_brings_what_serving_imports() -> None:
     extra = project["project"]["optional-dependencies"]["onnx"]
     assert any(requirement.startswith("onnxruntime") for requirement in extra)
     assert "import onnxruntime" in (Path(__file__).parents[1] / "docs" / "serving.md").read_text()
+
+
+def test_a_signal_while_torch_loads_waits_until_the_import_is_whole() -> None:
+    """A KeyboardInterrupt inside torch's import hit pybind11 and std::terminate (exit -2)."""
+    import signal
+
+    from aecli.cli import signals
+
+    ran: list[str] = []
+
+    class Loader:  # a module whose import is interrupted half way
+        def create_module(self, spec: object) -> None:
+            return None
+
+        def exec_module(self, module: object) -> None:
+            ran.append("start")
+            signals._raise(signal.SIGINT, None)  # as the handler runs mid-import
+            ran.append("whole")
+
+    with signals.handled(), pytest.raises(KeyboardInterrupt):
+        signals._HeldLoader(Loader()).exec_module(object())
+    assert ran == ["start", "whole"] and signals.last() == signal.SIGINT

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,9 +21,12 @@ _received: list[int] = []
 _polled: list[bool] = [False]
 
 
+_held: list[bool] = [False]  # torch is being imported: a signal waits until it is whole
+
+
 def _raise(signum: int, frame: Any) -> None:
     _received.append(signum)
-    if not _polled[0]:
+    if not _polled[0] and not _held[0]:
         raise KeyboardInterrupt
 
 
@@ -54,11 +58,58 @@ def handled() -> Iterator[None]:
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    sys.meta_path.insert(0, _HeldImport)
     try:
         yield
     finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(_HeldImport)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _HeldImport:
+    """Imports torch with the signals held off, whichever command loads it.
+
+    A KeyboardInterrupt raised inside torch's import lands in its C++ module set-up, where
+    pybind11 turns it into std::terminate: the process died with a C++ trace instead of
+    "aecli: interrupted" (seen under load, in CI too). Blocking the signal in the main
+    thread is not enough (another thread takes it, and Python still runs the handler in the
+    main one), so the handler only records it while torch loads; it is raised once the
+    import is whole, and handled like any other. Commands that never need torch, and
+    usage errors, still never load it.
+    """
+
+    @classmethod
+    def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "torch":
+            return None
+        for finder in sys.meta_path:
+            if finder is cls or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _HeldLoader(spec.loader)
+                return spec
+        return None
+
+
+class _HeldLoader:
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        arrived = len(_received)
+        _held[0] = True
+        try:
+            self.loader.exec_module(module)
+        finally:
+            _held[0] = False
+        if len(_received) > arrived and not _polled[0]:  # it came during the import
+            raise KeyboardInterrupt
 
 
 def last() -> int:

@@ -1,7 +1,8 @@
 """The closed choices of a run (kind, loss, noise, scale, precision, arch, activation).
 
-String enums, so that a member equals the text a model file stores; ``choice`` turns a
-flag's or a parameter's value into a member, the one place an unknown one is refused.
+String enums, so that a member equals, prints and formats as the text a model file stores
+(as Python 3.11's ``enum.StrEnum``, which 3.10 lacks); ``choice`` turns a flag's or a
+parameter's value into a member, the one place an unknown one is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from aecli.errors import UsageError
 E = TypeVar("E", bound=Enum)
 
 
-class Kind(str, Enum):
+class Choice(str, Enum):
+    """A member is its text: ``str(Kind.vae)`` and ``f"{Kind.vae}"`` are ``vae``."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__str__(self).__format__(spec)
+
+
+class Kind(Choice):
     """The autoencoder variants of Géron's chapter."""
 
     basic = "basic"
@@ -23,7 +34,7 @@ class Kind(str, Enum):
     vae = "vae"
 
 
-class Loss(str, Enum):
+class Loss(Choice):
     """Reconstruction loss; ``auto`` resolves per kind (see ``default_loss``)."""
 
     auto = "auto"
@@ -31,7 +42,7 @@ class Loss(str, Enum):
     bce = "bce"
 
 
-class Noise(str, Enum):
+class Noise(Choice):
     """Input corruption while training; ``auto`` is gaussian for denoise, none otherwise."""
 
     auto = "auto"
@@ -40,7 +51,7 @@ class Noise(str, Enum):
     dropout = "dropout"
 
 
-class Scale(str, Enum):
+class Scale(Choice):
     """Scaling fitted on the training data and inverted on output (see aecli.scaler)."""
 
     auto = "auto"  # chosen from the data: none, global or robust
@@ -51,7 +62,7 @@ class Scale(str, Enum):
     none = "none"
 
 
-class Precision(str, Enum):
+class Precision(Choice):
     """Arithmetic of the forward pass; weights and optimizer state stay float32."""
 
     fp32 = "fp32"
@@ -59,14 +70,14 @@ class Precision(str, Enum):
     tf32 = "tf32"  # fp32 whose products run on a CUDA GPU's TF32 units (10-bit mantissa)
 
 
-class Arch(str, Enum):
+class Arch(Choice):
     """How the encoder and decoder are built."""
 
     mlp = "mlp"  # fully connected layers (--hidden)
     conv = "conv"  # strided convolutions over images (--channels), then a linear code
 
 
-class Activation(str, Enum):
+class Activation(Choice):
     """Activation of the hidden (non-coding, non-output) layers."""
 
     relu = "relu"
@@ -77,10 +88,9 @@ class Activation(str, Enum):
 
 def choice(enum: type[E], value: Any, flag: str) -> E:
     """``value`` as a member of ``enum``: the one place an unknown kind, loss... is refused."""
-    value = getattr(value, "value", value)
     try:
         return enum(value.lower() if isinstance(value, str) else value)  # VAE as vae
     except ValueError:
-        valid = ", ".join(str(m.value) for m in enum)
+        valid = ", ".join(str(m) for m in enum)
         what = flag.lstrip("-").replace("-", " ").replace("_", " ")
         raise UsageError(f"unknown {what} {value!r}; valid {what}s: {valid}", flag=flag) from None

@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from aecli.choices import (
@@ -24,9 +23,17 @@ from aecli.choices import (
     Noise,
     Precision,
     Scale,
-    choice,
 )
-from aecli.errors import UsageError
+from aecli.fields import (
+    check,
+    finite,
+    members,
+    one_of,
+    params_of,
+    plain,
+    typed_fields,
+)
+from aecli.sizes import check_image
 
 MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
 
@@ -38,18 +45,18 @@ MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and A
 FORMAT_VERSION = 2
 
 
-def default_loss(kind: str, unit_range: bool = True) -> str:
+def default_loss(kind: Kind, unit_range: bool = True) -> Loss:
     """bce for VAEs on [0, 1] data (a Bernoulli decoder, as in Kingma & Welling), else mse.
 
     ``unit_range`` says whether the scaled data lies in [0, 1]; on a table scaled
     robustly it does not, and the VAE's decoder is Gaussian (mse) instead.
     """
-    return Loss.bce.value if kind == Kind.vae.value and unit_range else Loss.mse.value
+    return Loss.bce if kind == Kind.vae and unit_range else Loss.mse
 
 
-def default_noise(kind: str) -> str:
+def default_noise(kind: Kind) -> Noise:
     """Only the denoising kind corrupts its inputs unless ``--noise`` says otherwise."""
-    return Noise.gaussian.value if kind == Kind.denoise.value else Noise.none.value
+    return Noise.gaussian if kind == Kind.denoise else Noise.none
 
 
 def default_latent(n_inputs: int) -> int:
@@ -75,27 +82,30 @@ class ModelConfig:
     a 10-column table and 784-pixel images.
     """
 
-    kind: str = Kind.basic.value
+    kind: Kind = Kind.basic
     n_inputs: int = 1
     hidden: tuple[int, ...] = ()
     latent: int = 1
-    activation: str = Activation.elu.value  # smooth, no dead units in tiny models
+    activation: Activation = Activation.elu  # smooth, no dead units in tiny models
     tied: bool = False  # decoder weights = encoder weights transposed
-    loss: str = Loss.mse.value
-    noise: str = Noise.none.value
+    loss: Loss = Loss.mse
+    noise: Noise = Noise.none
     noise_std: float = 0.2  # sigma of the gaussian noise, in scaled units
     dropout: float = 0.3  # fraction of inputs zeroed (book: keep_prob 0.7)
     sparsity_target: float = 0.1  # p, the target mean activation of a coding unit
     sparsity_weight: float = 0.2  # weight of sum KL(p || q) in the loss
     beta: float = 1.0  # weight of the VAE latent loss (1 = the ELBO)
-    arch: str = Arch.mlp.value
+    arch: Arch = Arch.mlp
     channels: tuple[int, ...] = ()  # conv: channels of each strided convolution
     image: tuple[int, ...] = ()  # conv: channels, height and width of an input row
+
+    def __post_init__(self) -> None:
+        members(self)
 
     @property
     def sizes(self) -> tuple[int, ...]:
         """Layer widths from the input to the coding layer (conv: input, conv output, code)."""
-        if self.arch == Arch.conv.value:
+        if self.arch is Arch.conv:
             return (self.n_inputs, self.conv_features(), self.latent)
         return (self.n_inputs, *self.hidden, self.latent)
 
@@ -115,7 +125,7 @@ class ModelConfig:
 
     def architecture(self) -> str:
         """The mirrored shape as users write it: ``64-32-8-32-64``, ``1x8x8-c32-16-c32-1x8x8``."""
-        if self.arch == Arch.conv.value:
+        if self.arch is Arch.conv:
             image = "x".join(str(s) for s in self.image)
             convs = [f"c{c}" for c in self.channels]
             return "-".join([image, *convs, str(self.latent), *reversed(convs), image])
@@ -124,81 +134,74 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise UsageError naming the flag for any value the models cannot use."""
-        choice(Kind, self.kind, "--kind")
-        # Resolved values only: a model file holding "auto" or "salt" is damaged, not a
-        # request (a damaged "noise": "salt" used to train as dropout on --resume).
-        _one_of(self.loss, (Loss.mse, Loss.bce), "--loss")
-        _one_of(self.noise, (Noise.none, Noise.gaussian, Noise.dropout), "--noise")
-        _one_of(self.activation, tuple(Activation), "--activation")
-        _check(type(self.tied) is bool, "--tied", f"must be true or false, got {self.tied!r}")
-        _check(self.n_inputs >= 1, "DATA", "the data has no feature columns")
-        _check(self.latent >= 1, "--latent", f"must be at least 1, got {self.latent}")
-        _check(
+        # Resolved values only: a model file holding "auto" is damaged, not a request
+        # (the choice fields are members already: "salt" was refused as the file loaded).
+        one_of(self.loss, (Loss.mse, Loss.bce), "--loss")
+        one_of(self.noise, (Noise.none, Noise.gaussian, Noise.dropout), "--noise")
+        check(type(self.tied) is bool, "--tied", f"must be true or false, got {self.tied!r}")
+        check(self.n_inputs >= 1, "DATA", "the data has no feature columns")
+        check(self.latent >= 1, "--latent", f"must be at least 1, got {self.latent}")
+        check(
             all(type(size) is int and size >= 1 for size in (self.n_inputs, self.latent)),
             "--latent",
             "sizes must be whole numbers",
         )
-        _check(
+        check(
             all(type(size) is int and size >= 1 for size in self.hidden),
             "--hidden",
             f"layer sizes must be whole numbers of at least 1, got {list(self.hidden)}",
         )
-        _one_of(self.arch, tuple(Arch), "--arch")
-        if self.arch == Arch.conv.value:
+        if self.arch is Arch.conv:
             self._validate_conv()
-        regularised = self.kind in (Kind.sparse.value, Kind.denoise.value) or self.noise != "none"
-        _check(
+        regularised = self.kind in (Kind.sparse, Kind.denoise) or self.noise is not Noise.none
+        check(
             self.latent <= self.n_inputs or regularised,
             "--latent",
             f"{self.latent} is larger than the input ({self.n_inputs} features); an "
             "overcomplete code only makes sense for --kind sparse or with --noise",
         )
-        _check(
+        check(
             self.parameters() <= MAX_PARAMETERS,
             self._largest_size_flag(),
             f"a model of {self.parameters():,} parameters is beyond what aecli trains "
             f"(at most {MAX_PARAMETERS:,})",
         )  # F15: found here, not as an allocation failure
-        _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
+        check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
         # inf passes ">= 0" and then turns the loss into nan mid-run (F22): refuse it here.
-        _finite(self.noise_std, "--noise-std")
-        _finite(self.sparsity_weight, "--sparsity-weight")
-        _finite(self.beta, "--beta")
-        _check(self.noise_std >= 0.0, "--noise-std", f"must be >= 0, got {self.noise_std}")
-        _check(
+        finite(self.noise_std, "--noise-std")
+        finite(self.sparsity_weight, "--sparsity-weight")
+        finite(self.beta, "--beta")
+        check(self.noise_std >= 0.0, "--noise-std", f"must be >= 0, got {self.noise_std}")
+        check(
             0.0 < self.sparsity_target < 1.0,
             "--sparsity-target",
             f"must be strictly between 0 and 1, got {self.sparsity_target}",
         )
-        _check(
+        check(
             self.sparsity_weight >= 0.0,
             "--sparsity-weight",
             f"must be >= 0, got {self.sparsity_weight}",
         )
-        _check(self.beta >= 0.0, "--beta", f"must be >= 0, got {self.beta}")
+        check(self.beta >= 0.0, "--beta", f"must be >= 0, got {self.beta}")
 
     def _validate_conv(self) -> None:
-        _check(
+        check(
             len(self.image) == 3 and all(type(s) is int and s >= 1 for s in self.image),
             "--arch conv",
             "needs image rows: an N x H x W or N x C x H x W .npy, or --image-shape HxW or CxHxW",
         )
-        _check(
-            self.image[0] * self.image[1] * self.image[2] == self.n_inputs,
-            "--image-shape",
-            f"{'x'.join(map(str, self.image))} is not the {self.n_inputs} values of a row",
-        )
-        _check(
+        check_image(self.image, self.n_inputs)
+        check(
             bool(self.channels) and all(type(c) is int and c >= 1 for c in self.channels),
             "--channels",
             f"needs one or more positive channel counts such as 32,64, got {list(self.channels)}",
         )
-        _check(not self.hidden, "--hidden", "is for --arch mlp; conv models use --channels")
+        check(not self.hidden, "--hidden", "is for --arch mlp; conv models use --channels")
 
     def _largest_size_flag(self) -> str:
         """The flag of the largest layer size: what to blame for a model too big (F3-13)."""
         sizes = {"--latent": self.latent}
-        if self.arch == Arch.conv.value and self.channels:
+        if self.arch is Arch.conv and self.channels:
             sizes["--channels"] = max(self.channels)
         elif self.hidden:
             sizes["--hidden"] = max(self.hidden)
@@ -206,25 +209,25 @@ class ModelConfig:
 
     def parameters(self) -> int:
         """Weights and biases of encoder and decoder (an upper bound for tied weights)."""
-        if self.arch == Arch.conv.value:
+        if self.arch is Arch.conv:
             chans = (self.image[0], *self.channels)
             convs = sum((a * 9 + 1) * b for a, b in itertools.pairwise(chans))
             back = sum((b * 9 + 1) * a for a, b in itertools.pairwise(chans))
             flat = self.conv_features()
-            heads = 2 if self.kind == Kind.vae.value else 1
+            heads = 2 if self.kind is Kind.vae else 1
             return convs + back + heads * (flat + 1) * self.latent + (self.latent + 1) * flat
         sizes = self.sizes
         one_way = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
         back = sum((b + 1) * a for a, b in itertools.pairwise(sizes))
-        return one_way + back + (sizes[-2] + 1) * sizes[-1] * (self.kind == Kind.vae.value)
+        return one_way + back + (sizes[-2] + 1) * sizes[-1] * (self.kind is Kind.vae)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from stored JSON; keys missing in older files take their defaults."""
-        return cls(**_typed_fields(cls, data))
+        return cls(**typed_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -240,60 +243,70 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # 0 = chosen by aecli from the problem size
     early_stopping: int = 0  # patience in epochs; 0 = off
-    scale: str = Scale.auto.value  # measured: see docs/anomaly.md and benchmarks/quality.py
+    scale: Scale = Scale.auto  # measured: see docs/anomaly.md and benchmarks/quality.py
     checkpoint_every: int = 0  # write the model every N epochs; 0 = only at the end
-    precision: str = Precision.fp32.value  # bf16/tf32: faster products, fp32 master weights
-    chunk_rows: int = 0  # rows train in shuffled chunks of this many (0: aecli/order.py's rule)
+    precision: Precision = Precision.fp32  # bf16/tf32: faster products, fp32 master weights
+    chunk_rows: int = (
+        0  # rows train in shuffled chunks of this many (0: aecli/training/_order.py's rule)
+    )
     compile: bool = False  # torch.compile the training forward pass
     beta_warmup: int = 0  # VAE: the latent loss weight rises from 0 to beta over N epochs
     layerwise: bool = False  # train one shallow autoencoder a layer, then fine-tune the stack
     finetune_epochs: int = 0  # --layerwise: epochs of the whole stack; 0 = --epochs
 
+    def __post_init__(self) -> None:
+        members(self)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a stopped run of this config can continue: --layerwise's stages cannot."""
+        return not self.layerwise
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
+        """The config from a mapping of parameters (the CLI's flags, the estimator's
+        ``get_params()``): the fields listed once, in this dataclass; other keys ignored."""
+        return cls(**params_of(cls, params))
+
     def validate(self) -> None:
-        _one_of(self.scale, tuple(Scale), "--scale")
-        _check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
-        _check(self.batch_size >= 1, "--batch-size", f"must be at least 1, got {self.batch_size}")
-        _check(self.lr > 0 and math.isfinite(self.lr), "--lr", f"must be > 0, got {self.lr}")
-        _finite(self.weight_decay, "--weight-decay")
-        _check(self.weight_decay >= 0, "--weight-decay", f"must be >= 0, got {self.weight_decay}")
-        _check(
+        check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
+        check(self.batch_size >= 1, "--batch-size", f"must be at least 1, got {self.batch_size}")
+        check(self.lr > 0 and math.isfinite(self.lr), "--lr", f"must be > 0, got {self.lr}")
+        finite(self.weight_decay, "--weight-decay")
+        check(self.weight_decay >= 0, "--weight-decay", f"must be >= 0, got {self.weight_decay}")
+        check(
             0 <= self.seed < 2**63, "--seed", f"must be in [0, 2^63), got {self.seed}"
         )  # F15: torch and numpy seeds are 64-bit
-        _check(self.threads <= 4096, "--threads", f"must be at most 4096, got {self.threads}")
-        _check(
+        check(self.threads <= 4096, "--threads", f"must be at most 4096, got {self.threads}")
+        check(
             0.0 <= self.val_fraction < 1.0,
             "--val-fraction",
             f"must be in [0, 1), got {self.val_fraction}",
         )
-        _check(self.threads >= 0, "--threads", f"must be >= 0, got {self.threads}")
-        _check(
+        check(self.threads >= 0, "--threads", f"must be >= 0, got {self.threads}")
+        check(
             self.early_stopping >= 0,
             "--early-stopping",
             f"must be >= 0, got {self.early_stopping}",
         )
-        _check(
-            self.precision in {p.value for p in Precision},
-            "--precision",
-            f"must be fp32, bf16 or tf32, got {self.precision!r}",
-        )
-        _check(self.beta_warmup >= 0, "--beta-warmup", f"must be >= 0, got {self.beta_warmup}")
-        _check(
+        check(self.beta_warmup >= 0, "--beta-warmup", f"must be >= 0, got {self.beta_warmup}")
+        check(
             self.finetune_epochs >= 0,
             "--finetune-epochs",
             f"must be >= 0, got {self.finetune_epochs}",
         )
-        _check(self.chunk_rows >= 0, "--chunk-rows", f"must be >= 0, got {self.chunk_rows}")
-        _check(
+        check(self.chunk_rows >= 0, "--chunk-rows", f"must be >= 0, got {self.chunk_rows}")
+        check(
             self.checkpoint_every >= 0,
             "--checkpoint-every",
             f"must be >= 0, got {self.checkpoint_every}",
         )
-        _check(
+        check(
             not self.early_stopping or self.val_fraction > 0,
             "--early-stopping",
             "needs held-out rows to watch; set --val-fraction above 0",
         )
-        _check(
+        check(
             not self.finetune_epochs or self.layerwise,
             "--finetune-epochs",
             "is for --layerwise (the epochs of the whole stack after its stages)",
@@ -311,22 +324,22 @@ class TrainConfig:
         return min(1.0, (epoch - 1) / self.beta_warmup)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from stored JSON; keys missing in older files take their defaults."""
-        return cls(**_typed_fields(cls, data))
+        return cls(**typed_fields(cls, data))
 
 
 def resolve_config(
-    kind: str,
+    kind: Kind,
     n_inputs: int,
     *,
     hidden: Sequence[int] | None,
     latent: int | None,
-    loss: str,
-    noise: str,
+    loss: Loss,
+    noise: Noise,
     unit_range: bool = True,
     **options: Any,
 ) -> ModelConfig:
@@ -337,7 +350,7 @@ def resolve_config(
     latent = latent if latent is not None else default_latent(n_inputs)
     if hidden is not None:
         hidden_sizes = tuple(hidden)
-    elif options.get("arch") == Arch.conv.value:
+    elif options.get("arch") == Arch.conv:
         hidden_sizes = ()  # convolutions take the hidden layers' place
     else:
         hidden_sizes = default_hidden(n_inputs, latent)
@@ -346,48 +359,7 @@ def resolve_config(
         n_inputs=n_inputs,
         hidden=hidden_sizes,
         latent=latent,
-        loss=default_loss(kind, unit_range) if loss == "auto" else loss,
-        noise=default_noise(kind) if noise == "auto" else noise,
+        loss=default_loss(kind, unit_range) if loss == Loss.auto else loss,
+        noise=default_noise(kind) if noise == Noise.auto else noise,
         **options,
     )
-
-
-def _typed_fields(cls: type, data: Any) -> dict[str, Any]:
-    """The known fields of stored JSON, each checked against its declared type.
-
-    A hand-edited or damaged file must fail here with the field's name, not
-    deep inside training with a TypeError (F17): ``lr: "fast"``, ``hidden: 5``.
-    Lists become tuples; ints are accepted where a float is declared.
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"{cls.__name__} is {type(data).__name__}, not an object")
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value, kind = data[f.name], str(f.type)
-        if kind.startswith("tuple"):
-            ok = isinstance(value, list) and all(type(v) is int for v in value)
-            value = tuple(value) if ok else value
-        elif kind == "float":
-            ok = type(value) in (int, float)
-        else:
-            ok = type(value).__name__ == kind
-        if not ok:
-            raise ValueError(f"field {f.name!r} should be {kind}, not {value!r}")
-        values[f.name] = value
-    return values
-
-
-def _one_of(value: Any, choices: Sequence[Enum], flag: str) -> None:
-    names = [c.value for c in choices]
-    _check(value in names, flag, f"must be one of {', '.join(names)}, got {value!r}")
-
-
-def _finite(value: float, flag: str) -> None:
-    _check(math.isfinite(value), flag, f"must be a finite number, got {value}")
-
-
-def _check(ok: bool, flag: str, message: str) -> None:
-    if not ok:
-        raise UsageError(message, flag=flag)

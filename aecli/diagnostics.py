@@ -14,6 +14,7 @@ original units.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,7 @@ def row_terms(
     model = fitted.model
     scale = torch.from_numpy(fitted.scaler.scale)
     vae = isinstance(model, VariationalAutoencoder)
-    bce = fitted.config.loss == Loss.bce.value
+    bce = fitted.config.loss == Loss.bce
 
     stats = fitted.code_stats
     reference = None
@@ -256,8 +257,8 @@ class Evaluator:
     code_square_sum: np.ndarray | None = None
 
     def update(self, values: np.ndarray) -> None:
-        sparse = self.fitted.config.kind == Kind.sparse.value
-        vae = self.fitted.config.kind == Kind.vae.value
+        sparse = self.fitted.config.kind == Kind.sparse
+        vae = self.fitted.config.kind == Kind.vae
         terms = row_terms(
             self.fitted, values, elbo_samples=ELBO_SAMPLES if vae else 0, activations=sparse or vae
         )
@@ -320,7 +321,7 @@ class Evaluator:
         if "neg_elbo" in self.sums:
             report["neg_elbo"] = self.sums["neg_elbo"] / n
             report["kl"] = self.sums["kl"] / n
-        vae = self.fitted.config.kind == Kind.vae.value
+        vae = self.fitted.config.kind == Kind.vae
         if vae and self.activation_sum is not None and self.code_square_sum is not None:
             # Burda et al. (2016): a latent unit is active when its posterior mean varies
             # across rows, Var_x(E[z_u | x]) > 0.01; a collapsed unit ignores the input.
@@ -342,3 +343,33 @@ class Evaluator:
             report["pca_mse"] = self.sums["pca_mse"] / n
             report["mse_vs_pca"] = report["mse"] / report["pca_mse"]
         return report
+
+
+PCA_MAX_INPUTS = 4096  # above this the d x d covariance is not worth storing
+
+
+def add_baselines(
+    fitted: FittedModel,
+    train_blocks: Callable[[], Iterable[np.ndarray]],
+    code_rows: np.ndarray,
+    score_rows: np.ndarray,
+) -> None:
+    """What later commands compare against: PCA of the same code size, training scores.
+
+    PCA over every training row (``train_blocks`` yields them, raw, in blocks) in the
+    model's scaled units, so that no column outweighs the others by its units; code
+    statistics from ``code_rows``, a sample of the training rows. The score percentiles
+    are those of ``score_rows``, a sample of every row given, held-out ones included: the
+    share ``--contamination`` flags is then the share of the table trained on, as
+    scikit-learn's ``contamination`` means, and the estimator's ``offset_`` after ``fit``
+    is the one ``load`` reads back.
+    """
+    from aecli.pca import PCA
+
+    if fitted.config.n_inputs <= PCA_MAX_INPUTS:
+        k = min(fitted.config.latent, fitted.config.n_inputs)
+        scaled = fitted.scaler.transform
+        fitted.pca = PCA.fit_chunks(lambda: (scaled(block) for block in train_blocks()), k)
+        fitted.pca.scaled = True
+    fitted.code_stats = code_stats(fitted, code_rows)
+    fitted.score_quantiles = score_quantiles(fitted, score_rows)

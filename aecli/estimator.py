@@ -42,11 +42,11 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
 
     def __init__(
         self,
-        kind: str = _M.kind,
+        kind: str = str(_M.kind),
         hidden: Any = "auto",
         latent: int | None = None,
         tied: bool = _M.tied,
-        activation: str = _M.activation,
+        activation: str = str(_M.activation),
         loss: str = "auto",
         noise: str = "auto",
         noise_std: float = _M.noise_std,
@@ -54,9 +54,9 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         sparsity_target: float = _M.sparsity_target,
         sparsity_weight: float = _M.sparsity_weight,
         beta: float = _M.beta,
-        arch: str = _M.arch,
+        arch: str = str(_M.arch),
         channels: tuple[int, ...] = DEFAULT_CHANNELS,
-        scale: str = _T.scale,
+        scale: str = str(_T.scale),
         epochs: int = _T.epochs,
         batch_size: int = _T.batch_size,
         lr: float = _T.lr,
@@ -65,7 +65,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         early_stopping: int = _T.early_stopping,
         seed: int = _T.seed,
         device: str = _T.device,
-        precision: str = _T.precision,
+        precision: str = str(_T.precision),
         threads: int = _T.threads,
         beta_warmup: int = _T.beta_warmup,
         layerwise: bool = _T.layerwise,
@@ -116,8 +116,8 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> Autoencoder:
         """Train on the rows of X (an array or a DataFrame; y is ignored)."""
         from aecli.io import Table
-        from aecli.pipeline import ModelRequest, prepare
         from aecli.sizes import parse_hidden
+        from aecli.training import ModelRequest, prepare
 
         self._check_types()
         values = self._check_X(X, reset=True)
@@ -132,39 +132,14 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
                 hidden = parse_hidden(hidden)
             elif isinstance(hidden, (int, np.integer)):  # hidden=5: one layer of 5
                 hidden = (hidden,)
-            request = ModelRequest(
-                kind=self.kind,
-                hidden=None if hidden is None else tuple(int(h) for h in hidden),
-                latent=self.latent,
-                loss=self.loss,
-                noise=self.noise,
-                arch=self.arch,
-                channels=tuple(int(c) for c in self.channels),
-                image_shape=None if self.image_shape is None else tuple(self.image_shape),
-                tied=self.tied,
-                activation=self.activation,
-                noise_std=self.noise_std,
-                dropout=self.dropout,
-                sparsity_target=self.sparsity_target,
-                sparsity_weight=self.sparsity_weight,
-                beta=self.beta,
-            )
-            train_config = TrainConfig(
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                weight_decay=self.weight_decay,
-                val_fraction=self.val_fraction,
-                seed=self.seed,
-                device=self.device,
-                threads=self.threads,
-                early_stopping=self.early_stopping,
-                scale=self.scale,
-                precision=self.precision,
-                beta_warmup=self.beta_warmup,
-                layerwise=self.layerwise,
-                finetune_epochs=self.finetune_epochs,
-            )
+            params = {
+                **self.get_params(),
+                "hidden": None if hidden is None else tuple(int(h) for h in hidden),
+                "channels": tuple(int(c) for c in self.channels),
+                "image_shape": None if self.image_shape is None else tuple(self.image_shape),
+            }
+            request = ModelRequest.from_params(params)
+            train_config = TrainConfig.from_params(params)
             fitted, history, epochs = self._train(prepare(table, request, train_config))
         if history.stop == "non-finite":
             raise ValueError(f"training diverged: {history.message}")
@@ -197,8 +172,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
 
     def _train(self, run: Any) -> Any:
         """The run, with a row of ``history_`` per epoch, and a progress bar if ``verbose``."""
-        from aecli.progressbar import EpochBar
-        from aecli.trainlog import record_of
+        from aecli.training import EpochBar, record_of
 
         epochs: list[dict[str, Any]] = []
         with EpochBar(run.epochs_in_all(), quiet=not self.verbose, forced=True) as bar:
@@ -210,7 +184,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
 
             result = run.execute(on_epoch)
         if bar is not None:  # the line aecli train ends with, but the file it writes
-            from aecli.progressbar import training_summary
+            from aecli.training import training_summary
 
             sys.stderr.write(training_summary(result.fitted, result.history.seconds, "") + "\n")
         return result.fitted, result.history, epochs

@@ -74,7 +74,7 @@ def check_part(fitted: FittedModel, part: str) -> None:
         raise UsageError(f"must be one of {', '.join(PARTS)}, got {part!r}", flag="--part")
     if part == "sample" and not isinstance(fitted.model, VariationalAutoencoder):
         raise UsageError(
-            f"sampling needs a vae, this model is of kind {fitted.config.kind!r}", flag="--part"
+            f"sampling needs a vae, this model is of kind '{fitted.config.kind}'", flag="--part"
         )
 
 
@@ -301,7 +301,7 @@ def _nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def _mahalanobis(rows: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """As ``api.mahalanobis``, in float64; a 1-d precision is a diagonal one."""
+    """As ``aecli.fitted.mahalanobis``, in float64; a 1-d precision is a diagonal one."""
     centred = rows.double() - mean
     if precision.dim() == 1:
         return (centred * centred) @ precision

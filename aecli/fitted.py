@@ -1,6 +1,6 @@
 """A trained model and everything needed to use it on raw rows: the value the library passes around.
 
-``FittedModel`` is what ``api.train`` returns, what ``modelfile`` writes and
+``FittedModel`` is what training (``aecli.training``) returns, what ``modelfile`` writes and
 reads, and what ``diagnostics`` measures. It sits below all three, so none of
 them imports upward and there is no cycle.
 """
@@ -20,10 +20,21 @@ from aecli.io import Table
 from aecli.models import Autoencoder, VariationalAutoencoder
 from aecli.pca import PCA
 from aecli.scaler import Scaler
-from aecli.train import OptimizerState
 
 INFER_BLOCK = 512  # rows per inference call; see FittedModel.apply
 SAMPLE_BLOCK = 4096  # rows drawn at a time by sample: flat memory for any -n
+
+
+@dataclass
+class OptimizerState:
+    """Adam's moments by parameter name, and its step count: what --resume needs.
+
+    Here, beside the model it belongs to, because the model file stores it: the file side
+    reads it without importing the training package.
+    """
+
+    step: int
+    moments: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -199,7 +210,7 @@ class FittedModel:
         """
         if not isinstance(self.model, VariationalAutoencoder):
             raise UsageError(
-                f"sampling needs a vae, this model is of kind {self.config.kind!r}",
+                f"sampling needs a vae, this model is of kind '{self.config.kind}'",
                 flag="MODEL",
             )
         generator = torch.Generator()

@@ -167,7 +167,7 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
 def scale_method(method: Any) -> str:
     from aecli.config import Scale
 
-    fitted_methods = {s.value for s in Scale} - {Scale.auto.value}
+    fitted_methods = {str(s) for s in Scale} - {str(Scale.auto)}
     if method not in fitted_methods:
         raise ValueError(f"unknown scaling {method!r}")
     return method

@@ -283,11 +283,10 @@ def from_bytes(raw: bytes, path: str) -> FittedModel:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
-    from aecli.fitted import FittedModel
+    from aecli.fitted import FittedModel, OptimizerState
     from aecli.models import build_model
     from aecli.pca import PCA
     from aecli.scaler import Scaler
-    from aecli.train import OptimizerState
 
     header, _ = _parse_header(raw, path)
     meta = _decode_metadata(header.get("__metadata__") or {}, path)
@@ -299,6 +298,7 @@ def from_bytes(raw: bytes, path: str) -> FittedModel:
     try:
         checks.check_values(tensors)
         config = ModelConfig.from_dict(meta["aecli.model"])
+        config.validate()
         train_config = TrainConfig.from_dict(meta["aecli.train"])
         train_config.validate()
         data = meta["aecli.data"]

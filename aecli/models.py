@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,18 @@ from aecli import losses
 from aecli.config import Arch, Kind, Loss, ModelConfig, Noise
 from aecli.conv import ConvLayers
 
-if TYPE_CHECKING:
-    from aecli.distributed import BatchShare
+
+class Share(Protocol):
+    """What a model asks of the rows it sees when they are one share of a global batch.
+
+    Under torchrun the trainer sets ``model.share`` (aecli.training.BatchShare): noise is
+    drawn for the whole batch and sliced, and batch means are taken over every rank.
+    """
+
+    def noise(self, like: torch.Tensor, draw: str, p: float = 0.0) -> torch.Tensor: ...
+
+    def batch_mean(self, values: torch.Tensor) -> torch.Tensor: ...
+
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -45,11 +55,11 @@ class Autoencoder(nn.Module):
         self.config = config
         self._build(config)
         self.act = ACTIVATIONS[config.activation]
-        self._bce = config.loss == Loss.bce.value
+        self._bce = config.loss == Loss.bce
         self._noise = config.noise
         # Set by the trainer while this process sees one share of a global batch
         # (torchrun): noise and batch statistics are then those of the whole batch.
-        self.share: BatchShare | None = None
+        self.share: Share | None = None
         # The share of --beta a VAE's latent loss has while training (--beta-warmup).
         self.kl_weight = 1.0
 
@@ -72,9 +82,9 @@ class Autoencoder(nn.Module):
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         """Noise for denoising, only while training: ``x + N(0, s^2)`` or input dropout."""
         cfg = self.config
-        if not self.training or self._noise == Noise.none.value:
+        if not self.training or self._noise == Noise.none:
             return x
-        if self._noise == Noise.gaussian.value:
+        if self._noise == Noise.gaussian:
             return x + cfg.noise_std * self.normal_like(x)
         if self.share is None:
             return F.dropout(x, p=cfg.dropout, training=True)
@@ -130,7 +140,7 @@ class Autoencoder(nn.Module):
     # -- training ----------------------------------------------------------
     def reconstruction_error(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-row error: mean squared error, or cross-entropy on logits, per value."""
-        if self.config.loss == Loss.bce.value:
+        if self.config.loss == Loss.bce:
             return losses.bernoulli_nll(decoded, x) / x.shape[1]
         return losses.squared_error(decoded, x) / x.shape[1]
 
@@ -188,7 +198,7 @@ class VariationalAutoencoder(Autoencoder):
         return self.encode(x)[0]
 
     def reconstruction_error(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.config.loss == Loss.bce.value:
+        if self.config.loss == Loss.bce:
             return losses.bernoulli_nll(decoded, x)
         return 0.5 * losses.squared_error(decoded, x)
 
@@ -229,17 +239,20 @@ CONV_MODELS: dict[type[Autoencoder], type[Autoencoder]] = {
 }
 
 MODELS: dict[str, type[Autoencoder]] = {
-    Kind.basic.value: Autoencoder,
-    Kind.denoise.value: Autoencoder,
-    Kind.sparse.value: SparseAutoencoder,
-    Kind.vae.value: VariationalAutoencoder,
+    Kind.basic: Autoencoder,
+    Kind.denoise: Autoencoder,
+    Kind.sparse: SparseAutoencoder,
+    Kind.vae: VariationalAutoencoder,
 }
 
 
 def build_model(config: ModelConfig) -> Autoencoder:
-    """Instantiate the class registered for ``config.kind`` (and ``config.arch``)."""
-    config.validate()  # an unknown kind is refused there, naming --kind
+    """Instantiate the class registered for ``config.kind`` (and ``config.arch``).
+
+    ``config`` is a checked one (its kind a member since it was built, its values by
+    ``validate`` where the request was resolved or the file was read).
+    """
     cls = MODELS[config.kind]
-    if config.arch == Arch.conv.value:
+    if config.arch == Arch.conv:
         cls = CONV_MODELS[cls]
     return cls(config)

@@ -55,10 +55,10 @@ class Scaler:
         """
         data = np.asarray(values, dtype=np.float64)
         reason = ""
-        if method == Scale.auto.value:
+        if method == Scale.auto:
             low, high = data.min(axis=0), data.max(axis=0)
             method, reason = choose(low, high, row_shape, unit_range)
-        if method == Scale.robust.value:
+        if method == Scale.robust:
             low, mid, high = np.quantile(data, [0.25, 0.5, 0.75], axis=0)
             return cls._robust(mid, (high - low) / IQR_SIGMA, data.std(axis=0), reason)
         return cls._from_sums(
@@ -102,9 +102,9 @@ class Scaler:
         if low is None:
             raise ValueError("no rows to fit a scaler on")
         reason = ""
-        if method == Scale.auto.value:
+        if method == Scale.auto:
             method, reason = choose(low, high, row_shape, unit_range)
-        if method == Scale.robust.value:
+        if method == Scale.robust:
             if sample is None:
                 raise ValueError("robust scaling of streamed rows needs a sample of them")
             if callable(sample):
@@ -128,15 +128,15 @@ class Scaler:
         count: int,
         reason: str,
     ) -> Scaler:
-        if method == Scale.minmax.value:
+        if method == Scale.minmax:
             offset, scale = low, high - low
-        elif method == Scale.standard.value:
+        elif method == Scale.standard:
             offset = total / count
             scale = np.sqrt(np.maximum(squares / count - offset**2, 0.0))
-        elif method == Scale.global_.value:
+        elif method == Scale.global_:
             offset = np.full_like(low, low.min())
             scale = np.full_like(low, high.max() - low.min())
-        elif method == Scale.none.value:
+        elif method == Scale.none:
             offset, scale = np.zeros_like(low), np.ones_like(low)
         else:
             raise ValueError(f"unknown scaling {method!r}")
@@ -149,7 +149,7 @@ class Scaler:
         # A column with mostly one value (a flag, a count that is usually 0) has no
         # interquartile spread; its standard deviation is the next measure of its width.
         spread = np.where(spread > 0, spread, std)
-        return cls._make(Scale.robust.value, median, spread, ROBUST_CLIP, reason)
+        return cls._make(Scale.robust, median, spread, ROBUST_CLIP, reason)
 
     @classmethod
     def _make(
@@ -181,7 +181,7 @@ class Scaler:
         """
         span = self.span()
         if span is None:
-            return self.method in (Scale.minmax.value, Scale.global_.value)
+            return self.method in (Scale.minmax, Scale.global_)
         return span[0] >= -UNIT_TOLERANCE and span[1] <= 1 + UNIT_TOLERANCE
 
     @property
@@ -224,13 +224,13 @@ def choose(
       each column's own min-max range.
     """
     if float(low.min()) >= 0.0 and float(high.max()) <= 1.0:
-        return Scale.none.value, f"{UNIT_REASON}: kept as they are"
+        return Scale.none, f"{UNIT_REASON}: kept as they are"
     if len(row_shape) >= 2:
-        return Scale.global_.value, "image rows: one range for every pixel"
+        return Scale.global_, "image rows: one range for every pixel"
     if unit_range:
-        return Scale.minmax.value, "cross-entropy needs [0, 1]: each column's min-max range"
+        return Scale.minmax, "cross-entropy needs [0, 1]: each column's min-max range"
     return (
-        Scale.robust.value,
+        Scale.robust,
         f"a table: median and interquartile spread per column, clipped at "
         f"{ROBUST_CLIP:g} spreads, so extreme rows cannot set the scale",
     )

@@ -57,7 +57,7 @@ class ScoreTable:
         if elbo:
             if fitted.config.kind != "vae":
                 raise UsageError(
-                    f"needs a vae, this model is of kind {fitted.config.kind!r}", flag="--elbo"
+                    f"needs a vae, this model is of kind '{fitted.config.kind}'", flag="--elbo"
                 )
             key = "neg_elbo"
         if contamination is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from aecli.errors import UsageError
@@ -46,3 +47,13 @@ def image_of(row_shape: Sequence[int]) -> tuple[int, ...]:
     if len(row_shape) == 3:
         return tuple(int(s) for s in row_shape)
     return ()
+
+
+def check_image(shape: Sequence[int], width: int) -> None:
+    """An image shape must hold a row's values: the one message for ``--image-shape`` and
+    for a model file whose image does not match its input width."""
+    if math.prod(shape) != width:
+        text = "x".join(map(str, shape))
+        raise UsageError(
+            f"{text} is {math.prod(shape)} values, but rows have {width}", flag="--image-shape"
+        )

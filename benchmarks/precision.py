@@ -7,7 +7,7 @@ products run on TF32 units, a 10-bit mantissa: ``--precision tf32``). Two datase
 structure: the shipped digits (64 pixels) and the same digits enlarged to 28 x 28
 (784 pixels, nearest-neighbour), 20% held out; default sizes and batch, then the wide
 784-512-256 model at batch 256. On a CPU, products too small for bf16 to pay stay fp32
-(aecli/fastpath.py, BF16_FROM): ``bf16 share`` is the part of the multiply-adds run in
+(aecli/training/_fastpath.py, BF16_FROM): ``bf16 share`` is the part of the multiply-adds run in
 bf16, so a row at 0 compares fp32 with itself. The issue's bound: bf16's held-out
 loss within 1% of fp32's. Speed ratios are in benchmarks/train_speed.py.
 """
@@ -21,10 +21,10 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from aecli import api, datasets
+from aecli import datasets
 from aecli.config import TrainConfig, resolve_config
-from aecli.fastpath import bf16_product
 from aecli.io import Table
+from aecli.training import ModelRequest, bf16_product, prepare
 
 
 def enlarge(values: np.ndarray) -> np.ndarray:
@@ -83,9 +83,9 @@ def main() -> None:
                         compile=args.compile and precision == "bf16",
                     )
                     start = time.perf_counter()
-                    fitted, _ = api.train(
-                        Table(train, None, (values.shape[1],)), config, train_config
-                    )
+                    request = ModelRequest(kind=kind, hidden=hidden, latent=16)
+                    table = Table(train, None, (values.shape[1],))
+                    fitted = prepare(table, request, train_config).execute().fitted
                     seconds = time.perf_counter() - start
                     mse = float(np.mean((fitted.reconstruct(test) - test) ** 2))
                     row[precision] = (mse, seconds)

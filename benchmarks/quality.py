@@ -25,11 +25,13 @@ import time
 
 import numpy as np
 
-from aecli import api, datasets
-from aecli.config import TrainConfig, resolve_config
+from aecli import datasets
+from aecli.config import TrainConfig
 from aecli.diagnostics import Evaluator, row_terms
+from aecli.fitted import FittedModel
 from aecli.io import Table
 from aecli.pca import PCA
+from aecli.training import ModelRequest, prepare
 
 
 def split(values: np.ndarray, seed: int, test_fraction: float = 0.2) -> tuple[np.ndarray, ...]:
@@ -47,27 +49,15 @@ def fit(
     scale: str = "auto",
     row_shape: tuple[int, ...] | None = None,
     **options: object,
-) -> api.FittedModel:
-    """Train as ``aecli train`` does: the scaler first, then the loss it allows."""
+) -> FittedModel:
+    """Train as ``aecli train`` does (the scaler first, then the loss it allows)."""
     latent = int(options.pop("latent", 8))  # type: ignore[call-overload]
     table = Table(train, None, row_shape or (train.shape[1],))
     train_config = TrainConfig(
         epochs=epochs, val_fraction=0.0, seed=seed, device="cpu", scale=scale
     )
-    bce = options.get("loss") == "bce"
-    scaler = api.fit_scaler(table, train_config, bce)
-    config = resolve_config(
-        kind,
-        train.shape[1],
-        hidden=None,
-        latent=latent,
-        loss=str(options.pop("loss", "auto")),
-        noise="auto",
-        unit_range=scaler.vae_bce,
-        **options,
-    )
-    fitted, _ = api.train(table, config, train_config, scaler=scaler)
-    return fitted
+    request = ModelRequest.from_params({"kind": kind, "latent": latent, **options})
+    return prepare(table, request, train_config).execute().fitted
 
 
 def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:

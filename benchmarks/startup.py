@@ -45,7 +45,10 @@ def main() -> None:
     params = "[torch.zeros(3, requires_grad=True)]"
     out = str(folder / "m.safetensors")
     adam = f"import torch; torch.optim.Adam({params}, fused=True)"
-    fused = f"import torch; from aecli.optim import FusedAdam; FusedAdam({params}, lr=1e-3)"
+    fused = (
+        "import torch; from aecli.config import TrainConfig; from aecli.training import "
+        "make_optimizer; make_optimizer(torch.nn.Linear(3, 1), TrainConfig())"
+    )
     rows = [
         ("python -c pass", [PY, "-c", "pass"]),
         ("aecli --help", [*aecli, "--help"]),
@@ -55,7 +58,7 @@ def main() -> None:
         ("aecli sample vae -n 10", [*aecli, "sample", str(model), "-n", "10"]),
         ("aecli train digits --epochs 1", [*aecli, "train", str(data), "-o", out, "--epochs", "1"]),
         ("import torch; torch.optim.Adam(...)", [PY, "-c", adam]),
-        ("import torch; aecli FusedAdam(...)", [PY, "-c", fused]),
+        ("import torch; aecli's make_optimizer(...)", [PY, "-c", fused]),
     ]
     print(f"{'command':<46} {'median s':>9}")
     results = {}

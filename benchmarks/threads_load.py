@@ -22,20 +22,25 @@ import time
 from aecli.openmp import SHORT_WAIT
 
 WORKER = """
-import os, sys, time, torch
-from aecli.config import ModelConfig, TrainConfig
-from aecli.models import build_model
-from aecli.train import _train_epoch, make_optimizer
-torch.set_num_threads(int(sys.argv[1]))
-model = build_model(ModelConfig(n_inputs=784, hidden=(512, 256), latent=32))
-opt = make_optimizer(model, TrainConfig())
-data = torch.rand(2560, 784)
-_train_epoch(model, opt, data, 256, sys.argv[3])
-steps, start = 0, time.perf_counter()
-while time.perf_counter() - start < float(sys.argv[2]):
-    _train_epoch(model, opt, data, 256, sys.argv[3])
-    steps += 10
-print(steps / (time.perf_counter() - start))
+import sys, time, numpy as np
+from aecli.config import TrainConfig
+from aecli.io import Table
+from aecli.training import ModelRequest, prepare
+threads, seconds, precision = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+data = np.random.default_rng(0).random((2560, 784), dtype=np.float32)
+request = ModelRequest(hidden=(512, 256), latent=32, loss="mse")
+config = TrainConfig(epochs=10**6, batch_size=256, precision=precision, threads=threads,
+                     val_fraction=0, scale="none")
+timed = []  # epochs after the first (10 steps each), and their seconds
+start = [0.0]
+def on_epoch(stats):
+    if stats.epoch == 1:
+        start[0] = time.perf_counter()
+    else:
+        timed.append(stats.seconds)
+run = prepare(Table(data, None, (784,)), request, config)
+run.execute(on_epoch, lambda: bool(start[0]) and time.perf_counter() - start[0] > seconds)
+print(10 * len(timed) / sum(timed))
 """
 
 

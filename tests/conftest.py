@@ -7,6 +7,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,6 +47,52 @@ def invoke(args: list[str], input: bytes | str | None = None) -> Outcome:
         sys.stdout.flush()
         sys.stderr.flush()
         return Outcome(code, out.getvalue(), err.getvalue().decode())
+
+
+def train_on(
+    values: Any,
+    config: Any,
+    train: Any,
+    on_epoch: Any = None,
+    *,
+    resume: Any = None,
+    **execute: Any,
+) -> tuple[Any, Any]:
+    """``config``'s model (a ModelConfig as the spec) trained on ``values`` (an array or a
+    Table) through aecli.training's one way in: the fitted model and its history."""
+    import dataclasses
+
+    from aecli.io import Table
+    from aecli.training import ModelRequest, prepare
+
+    table = values if isinstance(values, Table) else Table(values, None, (values.shape[1],))
+    fields = dataclasses.asdict(config)
+    image = fields.pop("image")
+    request = ModelRequest.from_params({**fields, "image_shape": image or None})
+    result = prepare(table, request, train, resume=resume).execute(on_epoch, **execute)
+    return result.fitted, result.history
+
+
+def signal_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, sig: int = 2) -> None:
+    """A real signal (SIGINT) arrives as epoch ``epoch`` starts, in an in-process CLI run.
+
+    ``aecli train`` hands training ``signals.requested``, which a single process asks as
+    each epoch starts; the ``epoch``-th ask sends the signal to this process, and its
+    handler stops the run there as Ctrl-C would. Layer-wise stages count on.
+    """
+    import signal
+
+    from aecli.cli import signals
+
+    real, calls = signals.requested, [0]
+
+    def requested() -> bool:
+        calls[0] += 1
+        if calls[0] == epoch:
+            signal.raise_signal(sig)
+        return real()
+
+    monkeypatch.setattr(signals, "requested", requested)
 
 
 def assert_same_table(actual: str, golden: str, rtol: float = 1e-5) -> None:

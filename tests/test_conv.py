@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from aecli import api, modelfile
+from aecli import modelfile
 from aecli.config import ModelConfig, TrainConfig, resolve_config
 from aecli.errors import UsageError
 from aecli.io import Table
 from aecli.models import ConvAutoencoder, build_model
-from tests.conftest import invoke
+from tests.conftest import invoke, train_on
 
 
 def _blobs(n: int, channels: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -84,7 +84,7 @@ def test_every_kind_trains_and_its_loss_falls(kind: str, extra: dict) -> None:
         kind, 63, hidden=None, latent=4, loss=extra.pop("loss", "auto"),
         noise=extra.pop("noise", "auto"), arch="conv", channels=(4, 8), image=(1, 7, 9), **extra,
     )  # fmt: skip
-    fitted, history = api.train(table, config, TrainConfig(epochs=8, seed=1, batch_size=32))
+    fitted, history = train_on(table, config, TrainConfig(epochs=8, seed=1, batch_size=32))
     assert isinstance(fitted.model, ConvAutoencoder) or "Conv" in type(fitted.model).__name__
     first, last = history.epochs[0].terms["loss"], history.epochs[-1].terms["loss"]
     assert last < 0.9 * first, (first, last)
@@ -112,7 +112,7 @@ def test_a_conv_model_round_trips_through_its_file(tmp_path: Path) -> None:
             kind, 60, hidden=None, latent=3, loss="auto", noise="auto", arch="conv",
             channels=(3,), image=(2, 5, 6), tied=kind == "basic",
         )  # fmt: skip
-        fitted, _ = api.train(table, config, TrainConfig(epochs=2, seed=0))
+        fitted, _ = train_on(table, config, TrainConfig(epochs=2, seed=0))
         path = tmp_path / f"{kind}.safetensors"
         modelfile.save(fitted, str(path))
         loaded = modelfile.load(str(path))

@@ -7,13 +7,14 @@ its fix. The classes behind them are tested where they live (modelfile, io, rest
 from __future__ import annotations
 
 import os
+import signal
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from aecli import api, modelfile
+from aecli import diagnostics, modelfile, training
 from tests.conftest import invoke
 
 pa = pytest.importorskip("pyarrow")
@@ -147,7 +148,6 @@ def test_csv_output_writes_arrow_ids_exactly(tmp_path: Path, id_model: Path) -> 
 
 
 def test_the_fingerprint_is_of_the_bytes_and_the_resolved_path(tmp_path: Path) -> None:
-    from aecli import restart
 
     r = np.random.default_rng(0)
     monday, tuesday = tmp_path / "monday.npy", tmp_path / "tuesday.npy"
@@ -156,15 +156,15 @@ def test_the_fingerprint_is_of_the_bytes_and_the_resolved_path(tmp_path: Path) -
     data = tmp_path / "data.npy"
     data.write_bytes(monday.read_bytes())
     flags = {"data": str(data), "epochs": 3}
-    first = restart.fingerprint(flags, str(data))
+    first = training.fingerprint(flags, str(data))
     data.write_bytes(tuesday.read_bytes())  # other rows, the same size...
     stat = monday.stat()
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and mtime (cp -p)
-    assert restart.fingerprint(flags, str(data)) != first
+    assert training.fingerprint(flags, str(data)) != first
     data.write_bytes(monday.read_bytes())
     os.chdir(tmp_path)
-    assert restart.fingerprint({"data": "./data.npy", "epochs": 3}, "./data.npy") == first
-    assert restart.fingerprint({"data": "data.npy", "epochs": 3}, "data.npy") == first
+    assert training.fingerprint({"data": "./data.npy", "epochs": 3}, "./data.npy") == first
+    assert training.fingerprint({"data": "data.npy", "epochs": 3}, "data.npy") == first
 
 
 def test_stdin_is_never_taken_for_a_file_named_dash(tmp_path: Path, monkeypatch) -> None:
@@ -172,8 +172,8 @@ def test_stdin_is_never_taken_for_a_file_named_dash(tmp_path: Path, monkeypatch)
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "-").write_text("notes\n")
-    run, resume = resuming.pick_up({"checkpoint_every": 1}, "-", "m.safetensors", None, print)
-    assert (run, resume) == (None, None)
+    run, resume, note = resuming.pick_up({"checkpoint_every": 1}, "-", "m.safetensors", None)
+    assert (run, resume, note) == (None, None, None)
 
 
 # 4. A run stopped during its statistics is finished by the same command or --resume -----
@@ -187,17 +187,17 @@ def test_a_run_stopped_during_its_statistics_is_finished(
     flags = ["--epochs", "2", "--checkpoint-every", "1", "-q"]
     assert invoke(["train", table_csv, "-o", whole, *flags]).code == 0
 
-    def interrupted(*args: object) -> None:  # SIGTERM inside the statistics step
-        raise KeyboardInterrupt
+    def interrupted(*args: object) -> None:  # Ctrl-C inside the statistics step
+        signal.raise_signal(signal.SIGINT)
 
     with monkeypatch.context() as patch:
-        patch.setattr(api, "_add_baselines", interrupted)
+        patch.setattr(diagnostics, "add_baselines", interrupted)
         assert invoke(["train", table_csv, "-o", out, *flags]).code == 130
     again = invoke(["train", table_csv, "-o", out, *flags])  # a requeue: the same command
     assert again.code == 0, again.stderr
     assert out.read_bytes() == whole.read_bytes()
     with monkeypatch.context() as patch:
-        patch.setattr(api, "_add_baselines", interrupted)
+        patch.setattr(diagnostics, "add_baselines", interrupted)
         assert invoke(["train", table_csv, "-o", out, *flags]).code == 130
     advised = invoke(["train", table_csv, "--resume", out, "-o", out])  # what stderr advises
     assert advised.code == 0, advised.stderr

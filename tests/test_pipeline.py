@@ -1,4 +1,4 @@
-"""aecli/pipeline.py: one request checked once, before any row; one run however it is called."""
+"""aecli.training's face: one request checked once, before any row; one run however it is called."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from aecli.choices import Activation, Arch, Kind, Loss, Noise
 from aecli.config import ModelConfig, TrainConfig
 from aecli.errors import UsageError
 from aecli.io import Table
-from aecli.pipeline import ModelRequest, prepare
 from aecli.scaler import Scaler
+from aecli.training import ModelRequest, prepare
 from tests.conftest import invoke
 
 
@@ -72,29 +72,10 @@ def test_a_vaes_auto_loss_follows_the_scaled_numbers_not_the_reasons_words() -> 
     wide = Scaler.fit_chunks([unit * 3.0], "none")
     assert not wide.unit_range  # a hand-chosen none on [0, 3]
     request = ModelRequest(kind="vae")
-    config, _ = request.resolve(Table(unit, None, (4,)), TrainConfig())
-    assert config.loss == "bce"
-    config, _ = request.resolve(Table(unit * 3.0 - 1.0, None, (4,)), TrainConfig())
-    assert config.loss == "mse"  # robustly scaled: a Gaussian decoder
-
-
-def test_a_fit_chooses_its_step_once_and_the_default_vae_writes_its_own_gradients(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """One choice for every epoch; test_fastpath pins the VAE's hand-written step to losses.py."""
-    from aecli.steps import TrainingStep
-
-    chosen: list[TrainingStep] = []
-    choose = TrainingStep.choose.__func__  # type: ignore[attr-defined]
-
-    def spy(cls: type, *args: object, **kwargs: object) -> TrainingStep:
-        chosen.append(choose(cls, *args, **kwargs))
-        return chosen[-1]
-
-    monkeypatch.setattr(TrainingStep, "choose", classmethod(spy))
-    run = prepare(_table(), ModelRequest(kind="vae"), TrainConfig(epochs=3, batch_size=32))
-    assert len(run.execute().history.epochs) == 3
-    assert len(chosen) == 1 and chosen[0].manual is not None
+    assert request.resolve(4, (4,), scaler).loss == "bce"
+    wide = unit * 3.0 - 1.0
+    robust = Scaler.fit_chunks([wide], "auto", sample=wide)
+    assert request.resolve(4, (4,), robust).loss == "mse"  # robustly scaled: Gaussian decoder
 
 
 def test_layerwise_refusals_come_before_any_row_is_read(tmp_path: Path) -> None:
@@ -106,3 +87,44 @@ def test_layerwise_refusals_come_before_any_row_is_read(tmp_path: Path) -> None:
             flags,
             result.stderr,
         )
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--sparsity-weight", "0.3"], "--sparsity-weight: is for --kind sparse"),
+        (["--kind", "denoise", "--dropout", "0.2"], "--dropout: is for --noise dropout"),
+        (["--beta-warmup", "3"], "--beta-warmup: is for --kind vae"),
+        (["--channels", "8"], "--channels: is for --arch conv"),
+        (["--finetune-epochs", "2"], "--finetune-epochs: is for --layerwise"),
+    ],
+)
+def test_a_flag_made_meaningless_is_refused_before_any_row_is_read(
+    tmp_path: Path, flags: list[str], line: str
+) -> None:
+    """Issue 38: every rule the request knows runs in prepare, so a missing file is not
+    even opened: the flag's error comes first."""
+    result = invoke(["train", tmp_path / "nowhere.csv", *flags, "-o", tmp_path / "m.st"])
+    assert result.code == 2 and result.stderr.startswith(f"aecli: error: {line}"), result.stderr
+
+
+def test_what_a_resumed_file_fixes_is_checked_before_any_row_is_read(
+    tmp_path: Path, basic_model: Path
+) -> None:
+    missing = tmp_path / "nowhere.csv"
+    result = invoke(["train", missing, "--resume", basic_model, "--kind", "vae", "-o", "m.st"])
+    assert result.code == 2 and "--kind: cannot change on --resume" in result.stderr
+    assert "the model file has 'basic', not 'vae'" in result.stderr
+
+
+def test_the_fields_are_listed_once_and_taken_from_any_mapping() -> None:
+    """The CLI's flags and the estimator's parameters build the request and the config
+    through from_params; keys that are neither (output, quiet...) are left out."""
+    params = {"kind": "VAE", "latent": 3, "epochs": 4, "compile_model": False, "quiet": True}
+    request = ModelRequest.from_params(params)
+    assert (request.kind, request.latent) == (Kind.vae, 3)
+    config = TrainConfig.from_params(params)
+    assert (config.epochs, config.compile) == (4, False)
+    assert {f.name for f in dataclasses.fields(ModelRequest)} - set(vars(ModelConfig())) == {
+        "image_shape"
+    }

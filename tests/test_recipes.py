@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from aecli import api, modelfile
+from aecli import modelfile
 from aecli.config import ModelConfig, TrainConfig
 from aecli.diagnostics import Evaluator
 from aecli.io import Table
-from aecli.layerwise import Stage
-from aecli.models import build_model
-from tests.conftest import invoke
+from tests.conftest import invoke, signal_at_epoch, train_on
 
 
-def _train(
-    table: np.ndarray, config: ModelConfig, train: TrainConfig, seen: list
-) -> api.FittedModel:
-    fitted, _ = api.train(Table(table, None, (table.shape[1],)), config, train, seen.append)
+def _train(table: np.ndarray, config: ModelConfig, train: TrainConfig, seen: list) -> Any:
+    fitted, _ = train_on(Table(table, None, (table.shape[1],)), config, train, seen.append)
     return fitted
 
 
@@ -44,17 +41,6 @@ def test_layerwise_runs_its_stages_in_order_and_fine_tuning_improves_the_stack(
     if kind == "sparse":
         assert "sparsity" in seen[8].terms  # the coding stage carries the KL penalty
         assert "sparsity" not in seen[0].terms
-
-
-def test_a_stage_trains_the_models_own_layers() -> None:
-    model = build_model(ModelConfig(n_inputs=6, hidden=(4,), latent=2))
-    stage = Stage(model, 1)
-    own = {id(p) for p in stage.parameters()}
-    assert own == {id(p) for p in [*model.encoder[1].parameters(), *model.decoder[0].parameters()]}
-    x = torch.rand(5, 4)
-    loss, _ = stage(x)
-    loss.backward()
-    assert model.encoder[1].weight.grad is not None and model.encoder[0].weight.grad is None
 
 
 def test_layerwise_from_the_shell(tmp_path: Path, digits_csv: Path) -> None:
@@ -151,22 +137,14 @@ def test_a_signal_in_a_layerwise_stage_saves_the_stack_and_checkpoints_are_writt
 ) -> None:
     """F3-1: Ctrl-C, SIGTERM or SIGHUP during the stages saved nothing, and --checkpoint-every
     wrote nothing there. Stage 1 is epochs 1-3, stage 2 epochs 4-6: Ctrl-C in epoch 5."""
-    import aecli.train
-
-    original, calls, saved = aecli.train._train_epoch, [0], []
+    saved = []
     real_save = modelfile.save
-
-    def interrupted(*args: object, **kwargs: object) -> dict[str, float]:
-        calls[0] += 1
-        if calls[0] == 5:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)  # type: ignore[arg-type]
 
     def save(fitted: object, path: str, **kwargs: object) -> None:
         saved.append(dict(fitted.summary))  # type: ignore[attr-defined]
         real_save(fitted, path, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(aecli.train, "_train_epoch", interrupted)
+    signal_at_epoch(monkeypatch, 5)
     monkeypatch.setattr(modelfile, "save", save)
     out = tmp_path / "m.safetensors"
     args = ["train", digits_csv, "-o", out, "--layerwise", "--hidden", "32,16", "--latent", "4",

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from aecli import api, modelfile
+from aecli import diagnostics, modelfile
 from aecli.config import ModelConfig, TrainConfig
+from aecli.fitted import FittedModel
 from aecli.io import read_table
-from tests.conftest import invoke
+from tests.conftest import invoke, signal_at_epoch, train_on
 
 ARGS = ["--batch-size", "32", "--seed", "3", "--quiet"]
 LOUD = ARGS[:-1]  # what a run says on stderr is part of the test
@@ -68,12 +69,12 @@ def test_checkpoints_are_written_every_n_epochs(table_csv: Path) -> None:
     config = ModelConfig(n_inputs=10, hidden=(8,), latent=3)
     seen: list[tuple[int, int]] = []
 
-    def checkpoint(fitted: api.FittedModel) -> None:
+    def checkpoint(fitted: FittedModel) -> None:
         data = modelfile.to_bytes(fitted)  # must serialise mid-training
         assert fitted.optimizer_state is not None and fitted.optimizer_state.step > 0
         seen.append((fitted.summary["kept_epoch"], len(data)))
 
-    api.train(table, config, TrainConfig(epochs=5, checkpoint_every=2), checkpoint=checkpoint)
+    train_on(table, config, TrainConfig(epochs=5, checkpoint_every=2), checkpoint=checkpoint)
     assert [epoch for epoch, _ in seen] == [2, 4]
 
 
@@ -141,21 +142,6 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "whole.safetensors"]
 
 
-def _stop_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
-    """Ctrl-C arrives as epoch ``epoch`` starts (in-process, so exactly there)."""
-    import aecli.train
-
-    original, calls = aecli.train._train_epoch, [0]
-
-    def interrupted(*args: object, **kwargs: object) -> dict[str, float]:
-        calls[0] += 1
-        if calls[0] == epoch:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(aecli.train, "_train_epoch", interrupted)
-
-
 @pytest.mark.determinism
 def test_the_same_command_again_continues_its_stopped_run(
     tmp_path: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
@@ -165,7 +151,7 @@ def test_the_same_command_again_continues_its_stopped_run(
     flags = [*LOUD, "--epochs", "6", "--checkpoint-every", "2"]
     _train(digits_csv, whole, *flags)  # uninterrupted
     with monkeypatch.context() as patch:
-        _stop_in_epoch(patch, 4)
+        signal_at_epoch(patch, 4)
         stopped = invoke(["train", digits_csv, "-o", out, *flags])
     assert stopped.code == 130 and modelfile.load(str(out)).summary["kept_epoch"] == 3
     again = invoke(["train", digits_csv, "-o", out, *flags])
@@ -183,7 +169,7 @@ def test_a_stopped_run_of_another_command_is_not_picked_up(
     out, fresh = tmp_path / "m.safetensors", tmp_path / "fresh.safetensors"
     flags = [*LOUD, "--epochs", "4", "--checkpoint-every", "1"]
     with monkeypatch.context() as patch:
-        _stop_in_epoch(patch, 3)
+        signal_at_epoch(patch, 3)
         assert invoke(["train", digits_csv, "-o", out, *flags]).code == 130
     other = invoke(["train", digits_csv, "-o", out, *flags, "--lr", "0.01"])
     assert other.code == 0, other.stderr
@@ -194,7 +180,7 @@ def test_a_stopped_run_of_another_command_is_not_picked_up(
     assert out.read_bytes() == fresh.read_bytes()
     # Without --checkpoint-every a run never looks at what -o holds.
     with monkeypatch.context() as patch:
-        _stop_in_epoch(patch, 3)
+        signal_at_epoch(patch, 3)
         assert invoke(["train", digits_csv, "-o", out, *flags]).code == 130
     plain = invoke(["train", digits_csv, "-o", out, *LOUD, "--epochs", "4"])
     assert plain.code == 0 and "stopped run" not in plain.stderr
@@ -204,34 +190,32 @@ def test_a_stopped_run_of_another_command_is_not_picked_up(
 def test_the_api_refuses_a_config_that_is_not_the_resumed_models(
     tmp_path: Path, table_csv: Path
 ) -> None:
-    """api.train(resume=...) must not write a file whose config does not describe its weights."""
-    import dataclasses
-
-    from aecli import api, modelfile
-    from aecli.config import TrainConfig
+    """prepare(resume=...) must not write a file whose config does not describe its weights:
+    a given model field must repeat the file's, a given training field may change."""
     from aecli.errors import UsageError
-    from aecli.io import read_table
+    from aecli.training import ModelRequest, prepare
 
     model = tmp_path / "m.safetensors"
     assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
     resumed = modelfile.load(str(model))
     table = read_table(str(table_csv))
-    wider = dataclasses.replace(resumed.config, latent=resumed.config.latent + 1)
-    with pytest.raises(UsageError, match="keeps its own configuration"):
-        api.train(table, wider, TrainConfig(epochs=4), resume=resumed)
-    fitted, _ = api.train(table, resumed.config, TrainConfig(epochs=4), resume=resumed)
+    wider = ModelRequest(latent=resumed.config.latent + 1)
+    with pytest.raises(UsageError, match="--latent: cannot change on --resume"):
+        prepare(table, wider, TrainConfig(epochs=4), given={"latent"}, resume=resumed)
+    run = prepare(table, ModelRequest(), TrainConfig(epochs=4), given={"epochs"}, resume=resumed)
+    fitted = run.execute().fitted
     assert fitted.config == resumed.config and fitted.summary["epochs"] == 4
 
 
 def test_every_config_field_is_either_fixed_or_resumable() -> None:
     import dataclasses
 
-    from aecli import resume
+    from aecli import training
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     train_fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    assert set(resume.FIXED_MODEL) == model_fields
-    lists = [*resume.FIXED_TRAIN, *resume.RESUMABLE_TRAIN]
+    assert set(training.FIXED_MODEL) == model_fields
+    lists = [*training.FIXED_TRAIN, *training.RESUMABLE_TRAIN]
     assert sorted(lists) == sorted(train_fields)  # each once, none missing, none extra
 
 
@@ -241,9 +225,9 @@ def test_an_interrupt_while_the_statistics_are_computed_keeps_the_model(
     """F05: Ctrl-C after the last epoch, during PCA and the score percentiles, lost the run."""
 
     def interrupted(*args: object) -> None:  # Ctrl-C arriving inside the statistics step
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(api, "_add_baselines", interrupted)
+    monkeypatch.setattr(diagnostics, "add_baselines", interrupted)
     out = tmp_path / "m.safetensors"
     result = invoke(["train", table_csv, "-o", out, "--epochs", "3", "-q"])
     assert result.code == 130

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aecli import io, modelfile, order
-from aecli.config import ModelConfig, TrainConfig
-from aecli.distributed import World
-from aecli.io import NpyRows, stream
+from aecli import io, modelfile
+from aecli.config import ModelConfig
+from aecli.io import stream
 from tests.conftest import invoke
 
 
@@ -99,30 +97,6 @@ def test_streamed_training_is_deterministic_and_resumable(tmp_path: Path, digits
     assert result.code == 0
     _train(digits_npy, part, "--resume", part)
     assert part.read_bytes() == a.read_bytes()
-
-
-def test_chunks_skip_held_out_rows_and_cover_the_rest(tmp_path: Path) -> None:
-    values = np.arange(50, dtype=np.float32).reshape(25, 2)
-    np.save(tmp_path / "v.npy", values)
-    config = TrainConfig(val_fraction=0.2, chunk_rows=4, seed=1)
-    source = order.OnDisk(NpyRows(str(tmp_path / "v.npy")))
-    plan = order.Order.of(source.rows, config, 2)
-    scaler = order.fit_scaler(source, replace(config, scale="none"), False)
-    cpu = torch.device("cpu")
-    streamed = order.TrainingRows(source, plan, scaler, config, cpu, World(), in_memory=False)
-    seen = np.concatenate([c.numpy() for c in streamed.epoch(1)])
-    val_rows = source.at(plan.held_out)
-    assert plan.n_train == 20 and len(seen) == 20 and len(val_rows) == 5
-    together = np.concatenate([seen, val_rows])
-    assert sorted(together[:, 0].tolist()) == values[:, 0].tolist()
-    first = [c.numpy()[0, 0] for c in streamed.epoch(1)]
-    assert first == [c.numpy()[0, 0] for c in streamed.epoch(1)]  # order fixed by (seed, epoch)
-    assert first != [c.numpy()[0, 0] for c in streamed.epoch(2)]
-    # The same rows, held in memory, come in the same chunks, in the same order.
-    memory = order.InMemory(io.Table(values, None, (2,)))
-    loaded = order.TrainingRows(memory, plan, scaler, config, cpu, World(), in_memory=True)
-    for a, b in zip(loaded.epoch(3), streamed.epoch(3), strict=True):
-        assert torch.equal(a, b)
 
 
 def test_large_npy_streams_automatically(

@@ -2,83 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from aecli import modelfile, train
-from aecli.config import ModelConfig, TrainConfig
-from aecli.device import missing_compiler
+from aecli import modelfile
 from aecli.io import read_table
-from aecli.models import build_model
+from aecli.models import MODELS, Autoencoder
+from aecli.training import missing_compiler
 from tests.conftest import invoke
-
-
-def _model_and_data() -> tuple[torch.nn.Module, torch.Tensor]:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(n_inputs=6, hidden=(5,), latent=2))
-    return model, torch.rand(64, 6)
-
-
-def test_non_finite_loss_keeps_the_last_good_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    model, x = _model_and_data()
-    real = train._train_epoch
-    calls = {"n": 0}
-    after_first: dict[str, torch.Tensor] = {}
-
-    def flaky(model, optimizer, data, batch_size, *rest):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        terms = real(model, optimizer, data, batch_size, *rest)
-        if calls["n"] == 1:
-            after_first.update({k: v.clone() for k, v in model.state_dict().items()})
-            return terms
-        with torch.no_grad():
-            for p in model.parameters():
-                p.fill_(float("nan"))
-        return {k: float("nan") for k in terms}
-
-    monkeypatch.setattr(train, "_train_epoch", flaky)
-    history = train.fit(model, x, None, TrainConfig(epochs=5, batch_size=16))
-    assert history.stop == "non-finite" and len(history.epochs) == 1
-    assert "lower --lr" in history.message
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, after_first[name])
-
-
-def test_a_stop_while_an_epoch_is_being_kept_leaves_the_previous_epoch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A signal landing between an epoch's stats and its snapshot: both say epoch 1.
-
-    It happened to a SIGTERM about once in fifteen runs of test_resume: the saved file
-    held epoch 1's weights labelled epoch 2, and its resume differed from a whole run.
-    """
-    torch.manual_seed(0)
-    x = torch.rand(64, 6)
-    config = TrainConfig(epochs=3, batch_size=16, seed=1)
-    reference = build_model(ModelConfig(n_inputs=6, hidden=(4,), latent=2))
-    model = build_model(ModelConfig(n_inputs=6, hidden=(4,), latent=2))
-    model.load_state_dict(reference.state_dict())
-    train.fit(reference, x, None, TrainConfig(epochs=1, batch_size=16, seed=1))
-    real, calls = train._snapshot, []
-
-    def snapshot(*args: object) -> object:  # the start, epoch 1, then epoch 2: cut there
-        calls.append(None)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(train, "_snapshot", snapshot)
-    history = train.fit(model, x, None, config)
-    assert history.stop == "interrupted" and [e.epoch for e in history.epochs] == [1]
-    assert history.message == "interrupted during epoch 2"
-    assert history.optimizer_state is not None and history.optimizer_state.step == 4
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, reference.state_dict()[name]), name
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path: Path, digits_csv: Path) -> None:
@@ -109,6 +45,26 @@ def test_a_diverging_run_exits_1_with_advice(tmp_path: Path, digits_csv: Path) -
     assert not out.exists()
 
 
+class _Diverging(Autoencoder):
+    """A basic model whose loss turns inf from training step ``after`` + 1 on.
+
+    Registered in place of the basic kind (``aecli.models.MODELS``): a subclass trains by
+    autograd through ``forward``, as any kind without a hand-written step does.
+    """
+
+    after = 0
+    steps = 0
+
+    def forward(self, x: torch.Tensor) -> Any:
+        loss, terms = super().forward(x)
+        if self.training:
+            type(self).steps += 1
+            if type(self).steps > type(self).after:
+                loss = loss * float("inf")
+                terms = {k: v * float("inf") for k, v in terms.items()}
+        return loss, terms
+
+
 def test_a_retrain_that_diverges_keeps_the_old_model(
     tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,15 +72,10 @@ def test_a_retrain_that_diverges_keeps_the_old_model(
     out = tmp_path / "m.safetensors"
     assert invoke(["train", table_csv, "-o", out, "--epochs", "2", "-q"]).code == 0
     before = out.read_bytes()
-    real = train._train_epoch
-    calls = {"n": 0}
-
-    def diverge_in_epoch_3(model, optimizer, data, batch_size, *rest):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        terms = real(model, optimizer, data, batch_size, *rest)
-        return terms if calls["n"] < 3 else {k: float("inf") for k in terms}
-
-    monkeypatch.setattr(train, "_train_epoch", diverge_in_epoch_3)
+    steps = math.ceil(modelfile.load(str(out)).summary["rows"] / 64)  # an epoch's, batch 64
+    monkeypatch.setattr(_Diverging, "after", 2 * steps)  # epochs 1 and 2 finish, 3 diverges
+    monkeypatch.setattr(_Diverging, "steps", 0)
+    monkeypatch.setitem(MODELS, "basic", _Diverging)
     result = invoke(["train", table_csv, "-o", out, "--epochs", "5", "--seed", "4"])
     assert result.code == 1 and result.stderr.count("\n") == 1
     assert "m.last-finite.safetensors" in result.stderr and "left as it was" in result.stderr
@@ -202,63 +153,6 @@ def test_compile_for_real_on_cuda(tmp_path: Path, table_csv: Path) -> None:
          "--precision", "bf16"]
     )  # fmt: skip
     assert result.code == 0, result.stderr
-
-
-FAULTS_PER_STEP = """
-import resource, torch
-from aecli.config import ModelConfig, TrainConfig
-from aecli.device import keep_freed_memory
-from aecli.models import build_model
-from aecli.train import _train_epoch, make_optimizer
-assert keep_freed_memory()
-torch.manual_seed(0)
-model = build_model(ModelConfig(n_inputs=784, hidden=(512, 256), latent=32))
-optimizer = make_optimizer(model, TrainConfig(batch_size=256))
-data = torch.rand(256 * 60, 784)
-_train_epoch(model, optimizer, data, 256)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(2):
-    _train_epoch(model, optimizer, data, 256)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 120)
-"""
-
-# A step's worth of tensors (200 of 300 kB), freed and taken again: glibc's defaults
-# give them back (mmap, then a trimmed heap top), so every round faults fresh pages.
-FAULTS_PER_ROUND = """
-import resource, sys, torch
-from aecli.device import keep_freed_memory
-if sys.argv[1] == "kept":
-    assert keep_freed_memory()
-def round_():
-    blocks = [torch.ones(75_000) for _ in range(200)]
-for _ in range(2):
-    round_()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
-    round_()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
-"""
-
-
-def _faults(script: str, *args: str) -> float:
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return float(done.stdout)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_kept_memory_spares_the_page_faults_of_every_step() -> None:
-    """aecli train keeps freed memory: a step's tensors reuse pages instead of faulting new ones.
-
-    Training itself under glibc's defaults faults 50-300 pages a step, but not always:
-    glibc raises its mmap threshold as blocks come back, and some runs reach ~0 on
-    their own. The comparison with the defaults is therefore made on a pattern whose
-    outcome is fixed (60 MB in 300 kB blocks, taken and freed); training is held to
-    the kept figure alone.
-    """
-    assert _faults(FAULTS_PER_STEP) < 10
-    default, kept = _faults(FAULTS_PER_ROUND, "default"), _faults(FAULTS_PER_ROUND, "kept")
-    assert default > 5000 and kept < 100, (default, kept)
 
 
 def test_a_narrow_table_gets_a_two_unit_code_and_is_told(tmp_path: Path) -> None:

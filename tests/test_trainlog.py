@@ -1,4 +1,4 @@
-"""The train --log format: written by EpochLog, read by read_log, both in aecli/trainlog.py."""
+"""The train --log format: written by EpochLog, read by read_log (aecli/training)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 
 from aecli import modelfile
 from aecli.errors import DataError
-from aecli.train import EpochStats
-from aecli.trainlog import EpochLog, read_log
+from aecli.training import EpochLog, EpochStats, read_log
 from tests.conftest import FAST, invoke
 
 

@@ -1,57 +1,56 @@
-"""``aecli`` with one rank failing, for tests/test_distributed.py, started by a real torchrun.
+"""``aecli`` with one rank failing, for tests/training/test_distributed.py, under torchrun.
 
 With AECLI_TEST_FAIL_RANK=R, rank R runs out of memory in its second epoch,
 the way one rank of a real job fails. With AECLI_TEST_KILL_RANK=R and
 AECLI_TEST_KILL_AFTER=N, rank R of the first attempt dies by SIGKILL after N
-gradient sums, the way a node is lost. Otherwise this is ``python -m aecli``.
+steps, the way a node is lost. Otherwise this is ``python -m aecli``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 
-def _fail_in_second_epoch() -> None:
-    import aecli.train
+def _at_step(step: int, fault: Callable[[], None]) -> None:
+    """``fault`` runs at training step ``step`` and every one after.
 
-    original = aecli.train._train_epoch
-    calls = [0]
+    Under torchrun the trainer asks ``aecli train``'s stop check (the CLI's
+    ``signals.requested``) once a step, as the ranks sum their gradients: the fault lands
+    there, inside a step, as a real failure would, and the steps before it are untouched.
+    """
+    from aecli.cli import signals
 
-    def failing(*args: object, **kwargs: object) -> dict[str, float]:
+    original, calls = signals.requested, [0]
+
+    def requested() -> bool:
         calls[0] += 1
-        if calls[0] == 2:
-            raise MemoryError
-        return original(*args, **kwargs)  # type: ignore[arg-type]
+        if calls[0] >= step:
+            fault()
+        return original()
 
-    aecli.train._train_epoch = failing  # type: ignore[assignment]
+    signals.requested = requested
 
 
-def _die_after(steps: int) -> None:
+def _out_of_memory() -> None:
+    raise MemoryError
+
+
+def _killed() -> None:
     import signal
 
-    import aecli.train
-
-    original = aecli.train.Sync.reduce
-    calls = [0]
-
-    def dying(self: aecli.train.Sync, scaled: bool) -> bool:
-        calls[0] += 1
-        if calls[0] > steps:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, scaled)
-
-    aecli.train.Sync.reduce = dying  # type: ignore[method-assign]
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main() -> int:
     from aecli import cli
 
     if os.environ.get("AECLI_TEST_FAIL_RANK") == os.environ.get("RANK"):
-        _fail_in_second_epoch()
+        _at_step(20, _out_of_memory)  # in the second epoch
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
     if os.environ.get("AECLI_TEST_KILL_RANK") == os.environ.get("RANK") and first_attempt:
-        _die_after(int(os.environ["AECLI_TEST_KILL_AFTER"]))
+        _at_step(int(os.environ["AECLI_TEST_KILL_AFTER"]) + 1, _killed)
     return cli.main(sys.argv[1:])
 
 

@@ -231,6 +231,6 @@ def _leave_process_group() -> None:
     """Under torchrun, leave the group on every way out (exiting in it aborts the process)."""
     # Only where aecli joined one: importing anything here could meet a torch whose
     # import a Ctrl-C cut short (it then fails, or registers its operators twice).
-    distributed = sys.modules.get("aecli.distributed")
-    if distributed is not None:
-        distributed.stop()
+    training = sys.modules.get("aecli.training")
+    if training is not None:
+        training.leave_group()

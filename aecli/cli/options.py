@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aecli.choices import Choice, choice
 from aecli.cli.app import _say
 from aecli.errors import UsageError
 
@@ -54,7 +55,36 @@ OutputOpt = Annotated[
 ]
 
 
-class StdoutFormat(str, Enum):
+# Click, wherever this typer version keeps it (typer 0.2x vendors its own copy).
+_CLICK = typer.BadParameter.__module__.rsplit(".", 1)[0]
+
+
+class ChoiceOf(importlib.import_module(f"{_CLICK}.types").ParamType):  # type: ignore[misc]
+    """A closed choice's flag, parsed by ``aecli.choices.choice``: the one check of a kind, a
+    loss... (the estimator's parameters go through it too); case-insensitive, completed."""
+
+    name = "choice"
+
+    def __init__(self, enum: type[Choice], flag: str) -> None:
+        self.enum, self.flag = enum, flag
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Choice:
+        try:
+            return choice(self.enum, value, self.flag)
+        except UsageError as exc:
+            self.fail(str(exc).removeprefix(f"{self.flag}: "), param, ctx)
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
+        return "[" + "|".join(str(member) for member in self.enum) + "]"
+
+    def shell_complete(self, ctx: Any, param: Any, incomplete: str) -> list[Any]:
+        CompletionItem = importlib.import_module(f"{_CLICK}.shell_completion").CompletionItem
+
+        words = (str(member) for member in self.enum)
+        return [CompletionItem(word) for word in words if word.startswith(incomplete.lower())]
+
+
+class StdoutFormat(Choice):
     csv = "csv"
     jsonl = "jsonl"
 
@@ -63,7 +93,7 @@ FormatOpt = Annotated[
     StdoutFormat,
     typer.Option(
         "--format",
-        case_sensitive=False,
+        click_type=ChoiceOf(StdoutFormat, "--format"),
         help="What stdout carries: CSV with a header, or JSON Lines (one object a row, the id "
         "first). A file's format follows its extension.",
     ),

@@ -1,6 +1,6 @@
 """``aecli train`` under torchrun: the same flags on every rank, and leaving together.
 
-Joining the group is aecli.pipeline.prepare's (``join=True``).
+Joining the group is aecli.training.prepare's (``join=True``).
 """
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aecli.distributed import World
+    from aecli.training import World
 
 
 def agree(world: World, params: dict[str, Any]) -> None:
     """Every rank was started with the same flags: else exit 2 naming the one that differs."""
     if not world.many:
         return
-    from aecli import distributed
+    from aecli.training import agree as agree_values
 
-    flags = {k: str(getattr(v, "value", v)) for k, v in params.items() if k != "ctx"}
-    distributed.agree(world, flags)
+    flags = {k: str(v) for k, v in params.items() if k != "ctx"}
+    agree_values(world, flags)
 
 
 def finish(world: World) -> None:
@@ -31,7 +31,7 @@ def finish(world: World) -> None:
         return
     import torch.distributed as dist
 
-    from aecli import distributed
+    from aecli.training import leave_group
 
     dist.barrier()
-    distributed.stop()
+    leave_group()

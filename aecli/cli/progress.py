@@ -1,14 +1,14 @@
-"""How ``train`` ends: what it says, and its exit (the bar and summary: aecli/progressbar.py)."""
+"""How ``train`` ends: what it says, and its exit (the bar and summary: _progressbar.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aecli.progressbar import training_summary
+from aecli.training import training_summary
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
-    from aecli.train import History
+    from aecli.training import History
 
 
 # -- encode / reconstruct / sample -------------------------------------------------

@@ -183,7 +183,7 @@ def score(
         TableWriter(
             output, table.names, (len(table.names),), protect=[data, model],
             id_name=(id_name := carried_id(first, options, output)),
-            integers=table.integer_columns, stdout_format=stdout_format.value,
+            integers=table.integer_columns, stdout_format=stdout_format,
         ) as writer,
     ):  # fmt: skip
         top = TopRows(fitted) if hist is not None else None
@@ -282,7 +282,7 @@ def _processes(summary: dict[str, Any]) -> str:
 
 
 def _info_text(report: dict[str, Any], config: Any) -> str:
-    from aecli.progressbar import epochs_text
+    from aecli.training import epochs_text
 
     summary, data, train = report["summary"], report["data"], report["training"]
     final = summary.get("final", {})
@@ -353,7 +353,7 @@ def curves(
 ) -> None:
     """Draw training curves (loss terms and validation loss per epoch) from a --log file."""
     from aecli import pictures
-    from aecli.trainlog import read_log
+    from aecli.training import read_log
 
     pictures.check_target(output, "-o")
     pictures.save_curves(output, read_log(log), protect=[log])

@@ -44,7 +44,7 @@ def encode(
 ) -> None:
     """Write the codes of DATA's rows (a VAE gives the posterior mean), columns z0, z1, ..."""
     options = (header, delimiter, columns, id_column, allow_nan)
-    _transform(model, data, output, options, codes=True, stdout_format=stdout_format.value)
+    _transform(model, data, output, options, codes=True, stdout_format=stdout_format)
 
 
 def reconstruct(
@@ -66,7 +66,7 @@ def reconstruct(
     With --grid, the first --show rows are drawn above their reconstructions.
     """
     options = (header, delimiter, columns, id_column, allow_nan)
-    fmt = stdout_format.value
+    fmt = stdout_format
     if grid is None:
         _transform(model, data, output or "-", options, codes=False, stdout_format=fmt)
         return

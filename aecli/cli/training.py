@@ -12,6 +12,7 @@ from aecli.cli import processes, resuming, signals
 from aecli.cli.app import _say
 from aecli.cli.options import (
     AllowNanOpt,
+    ChoiceOf,
     ColumnsOpt,
     DataArg,
     DelimiterOpt,
@@ -39,7 +40,7 @@ from aecli.sizes import DEFAULT_CHANNELS
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
     from aecli.io import ReadStats
-    from aecli.train import EpochStats
+    from aecli.training import EpochStats, Result, Run
 
 # Defaults are written once, in the config dataclasses; flags and aecli.Autoencoder read them.
 _M, _T = ModelConfig(), TrainConfig()
@@ -57,7 +58,7 @@ def train(
         ),
     ],
     kind: Annotated[
-        Kind, typer.Option(case_sensitive=False, help="Autoencoder variant.")
+        Kind, typer.Option(click_type=ChoiceOf(Kind, "--kind"), help="Autoencoder variant.")
     ] = Kind.basic,
     hidden: Annotated[
         str,
@@ -69,7 +70,7 @@ def train(
     arch: Annotated[
         Arch,
         typer.Option(
-            case_sensitive=False,
+            click_type=ChoiceOf(Arch, "--arch"),
             help="mlp: dense layers (--hidden); conv: strided convolutions over image rows "
             "(--channels), for an N x H x W or N x C x H x W .npy or --image-shape.",
         ),
@@ -88,18 +89,22 @@ def train(
         bool, typer.Option(help="Tie decoder weights to the encoder's, transposed.")
     ] = _M.tied,
     activation: Annotated[
-        Activation, typer.Option(case_sensitive=False, help="Hidden-layer activation.")
+        Activation,
+        typer.Option(
+            click_type=ChoiceOf(Activation, "--activation"), help="Hidden-layer activation."
+        ),
     ] = Activation(_M.activation),
     loss: Annotated[
         Loss,
         typer.Option(
-            case_sensitive=False, help="Reconstruction loss; auto = bce for vae, mse otherwise."
+            click_type=ChoiceOf(Loss, "--loss"),
+            help="Reconstruction loss; auto = bce for vae, mse otherwise.",
         ),
     ] = Loss.auto,
     noise: Annotated[
         Noise,
         typer.Option(
-            case_sensitive=False,
+            click_type=ChoiceOf(Noise, "--noise"),
             help="Input noise while training; auto = gaussian for denoise, else none.",
         ),
     ] = Noise.auto,
@@ -127,7 +132,7 @@ def train(
     scale: Annotated[
         Scale,
         typer.Option(
-            case_sensitive=False,
+            click_type=ChoiceOf(Scale, "--scale"),
             help="Scaling fitted on DATA; auto: [0, 1] data kept, images one range, "
             "tables robust (median, IQR, clipped at 5); 'aecli info' says which.",
         ),
@@ -148,7 +153,7 @@ def train(
     precision: Annotated[
         Precision,
         typer.Option(
-            case_sensitive=False,
+            click_type=ChoiceOf(Precision, "--precision"),
             help="Weights stay float32. bf16: big products in bfloat16 (AVX512-BF16/AMX CPUs, "
             "CUDA GPUs); tf32: fp32 on TF32 units (CUDA, Ampere+); see benchmarks/precision.py.",
         ),
@@ -244,57 +249,30 @@ def train(
     ctx: typer.Context,
 ) -> None:
     """Train an autoencoder on DATA and write it to a model file."""
+    from aecli.cli.progress import say_ending
     from aecli.pictures import parse_image_shape
-    from aecli.pipeline import ModelRequest, prepare
     from aecli.sizes import parse_channels, parse_hidden
+    from aecli.training import ModelRequest, keep_freed_memory, prepare
 
-    request = ModelRequest(
-        kind=kind,
-        hidden=parse_hidden(hidden),
-        latent=latent,
-        loss=loss,
-        noise=noise,
-        arch=arch,
-        channels=parse_channels(channels),
-        image_shape=None if image_shape is None else parse_image_shape(image_shape),
-        tied=tied,
-        activation=activation,
-        noise_std=noise_std,
-        dropout=dropout,
-        sparsity_target=sparsity_target,
-        sparsity_weight=sparsity_weight,
-        beta=beta,
-    )
-    train_config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        threads=threads,
-        early_stopping=early_stopping,
-        scale=scale.value,
-        checkpoint_every=checkpoint_every,
-        precision=precision.value,
-        chunk_rows=chunk_rows,
-        compile=compile_model,
-        beta_warmup=beta_warmup,
-        layerwise=layerwise,
-        finetune_epochs=finetune_epochs,
-    )
+    params = {
+        **ctx.params,
+        "hidden": parse_hidden(hidden),
+        "channels": parse_channels(channels),
+        "image_shape": None if image_shape is None else parse_image_shape(image_shape),
+    }
+    request, asked = ModelRequest.from_params(params), TrainConfig.from_params(params)
     check_outputs(output, log, data, resume, checkpoint_every)
-    from aecli.device import keep_freed_memory
-
     keep_freed_memory()  # process-wide: the command's choice, not the Python API's
+    fingerprint, resume, note = resuming.pick_up(ctx.params, data, output, resume)
     run = prepare(
         data,
         request,
-        train_config,
+        asked,
         output=output,
         read_options=_read_options(header, delimiter, columns, id_column, allow_nan, None, exclude),
         given=(n for n in ctx.params if resuming.given(ctx, n)),
+        resume=None if resume is None else resuming.load(resume),
+        fingerprint=fingerprint,
         join=True,
     )
     world = run.world
@@ -302,23 +280,38 @@ def train(
     if not world.main:  # under torchrun rank 0 alone writes and speaks
         quiet, log, checkpoint_every = True, None, 0
     say = _say if world.main and not quiet else lambda _: None
-    run.fingerprint, resume = resuming.pick_up(ctx.params, data, output, resume, say)
-    if resume is not None:
-        run.resuming(*resuming.start(ctx, resume, run.train_config))
+    if note is not None:
+        say(f"aecli: {note}")
+    result = _execute(run, data, output, log, resume, checkpoint_every > 0, quiet, say)
+    fitted, history, target = result.fitted, result.history, result.target
+    processes.finish(world)
+    resumable = target != "-" and run.train_config.resumable
+    auto = latent is None and run.resumed is None  # the summary says the code size was chosen
+    say_ending(fitted, history, output, target, world.main, quiet, resumable, auto)
 
+
+def _execute(
+    run: Run,
+    data: str,
+    output: str,
+    log: str | None,
+    resume: str | None,
+    checkpoints: bool,
+    quiet: bool,
+    say: Callable[[str], None],
+) -> Result:
+    """The run with its progress bar, its --log and its checkpoints; rank 0 writes the model."""
     from aecli import modelfile
+    from aecli.io import describe
+    from aecli.training import EpochBar, EpochLog
 
+    world = run.world
     checkpoint = None
-    if checkpoint_every:
+    if checkpoints:  # --checkpoint-every given (rank 0's: the others write nothing)
 
         def checkpoint(fitted: FittedModel) -> None:
             with signals.deferred():  # a signal waits until the checkpoint is whole
                 modelfile.save(fitted, output, protect=[data])
-
-    from aecli.cli.progress import say_ending
-    from aecli.io import describe
-    from aecli.progressbar import EpochBar
-    from aecli.trainlog import EpochLog
 
     with (
         EpochBar(run.epochs_in_all(), quiet) as progress,
@@ -336,18 +329,14 @@ def train(
         _say_reading(data, say)
         with signals.polled() if world.many else nullcontext():
             result = run.execute(on_epoch, signals.requested, checkpoint, on_read)
-    fitted, history, target = result.fitted, result.history, result.target
-    if fitted.summary.get("diverged"):
+    if result.fitted.summary.get("diverged"):
         logger.mark_diverged()
     if world.main:
         with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
-            write_model(fitted, target, data)
+            write_model(result.fitted, result.target, data)
         if (problem := logger.save()) is not None:  # the model first, the log a warning
             _say(f"aecli: warning: --log {log}: not written ({problem}); the model was saved")
-    processes.finish(world)
-    resumable = target != "-" and not run.train_config.layerwise  # --layerwise cannot resume
-    auto = latent is None and run.resumed is None  # the summary says the code size was chosen
-    say_ending(fitted, history, output, target, world.main, quiet, resumable, auto)
+    return result
 
 
 # Flags that shape the model or the data split: on --resume they come from the file.

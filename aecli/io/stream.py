@@ -38,7 +38,7 @@ def _loaded_bytes(source: str) -> int:
 
 
 def disk_rows(source: str, **options: object) -> object:
-    """The reader that serves a .npy or a Parquet file by row range (aecli/order.py's OnDisk)."""
+    """The reader that serves a .npy or a Parquet file by row range (the order's OnDisk)."""
     if source.lower().endswith(".npy"):
         from aecli.io.npy import NpyRows
 

@@ -63,7 +63,7 @@ class Stage(nn.Module):
         out = self.decoder_layer(codes)
         if not self.first:
             out = model.act(out)  # the mirror of a hidden layer feeds the next decoder layer
-        if self.first and model.config.loss == Loss.bce.value:
+        if self.first and model.config.loss == Loss.bce:
             reconstruction = F.binary_cross_entropy_with_logits(out, x)
         else:
             reconstruction = F.mse_loss(out, x)
@@ -73,12 +73,6 @@ class Stage(nn.Module):
         sparsity = losses.sparsity_penalty(codes, config.sparsity_target)
         loss = reconstruction + config.sparsity_weight * sparsity
         return loss, {"reconstruction": reconstruction, "sparsity": sparsity}
-
-
-def check(model: Autoencoder, config: TrainConfig, streamed: bool, resumed: bool) -> None:
-    """--layerwise applies to untied MLP stacks of basic, denoise and sparse, in memory."""
-    mc = model.config
-    refuse(mc.kind, mc.arch, mc.tied, tuple(mc.hidden), config.compile, streamed, resumed)
 
 
 def refuse(
@@ -92,10 +86,10 @@ def refuse(
 ) -> None:
     """The refusals, from what a request knows (``hidden`` None: auto, one layer for mlp).
 
-    aecli.pipeline.prepare asks before any row is read; ``check`` again on the built model,
-    which a resumed run brings.
+    Asked once, by ``prepare``, before any row is read (a resumed run is refused: its
+    stages cannot be resumed).
     """
-    if kind == Kind.vae.value or arch != "mlp" or tied:
+    if kind == Kind.vae or arch != "mlp" or tied:
         raise UsageError(
             "is for --arch mlp without --tied, kinds basic, denoise and sparse", flag="--layerwise"
         )
@@ -128,6 +122,7 @@ def pretrain(
     fit: Callable[..., Any],
     on_epoch: Callable[[Any], None] | None,
     on_checkpoint: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Pretrained:
     """Train each layer pair in turn on the codes below it; return what each stage reached.
 
@@ -148,7 +143,15 @@ def pretrain(
             if on_checkpoint is not None:  # the stage's own Adam state is not the model's
                 on_checkpoint(dataclasses.replace(stats, stage=label))
 
-        history = fit(stage, inputs, held_out, config, tagged, on_checkpoint=checkpoint)
+        history = fit(
+            stage,
+            inputs,
+            held_out,
+            config,
+            tagged,
+            on_checkpoint=checkpoint,
+            stop_requested=should_stop,
+        )
         if history.stop == "interrupted":
             kept = dataclasses.replace(history.kept, stage=stage.label) if history.epochs else last
             if kept is None:  # not one epoch finished: nothing to save

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from aecli.config import TrainConfig
-from aecli.distributed import World
 from aecli.io import ON_DISK, NpyRows, ParquetRows, Table
 from aecli.scaler import Scaler
-from aecli.train import Sharded, epoch_seed
+from aecli.training._distributed import World
+from aecli.training._loop import Sharded, epoch_seed
 
 CHUNK_VALUES = 2**24  # 64 MiB of float32 a chunk: what a streamed epoch holds at once
 MIN_CHUNK_ROWS = 65_536  # wide rows still shuffle over this many rows
@@ -31,8 +31,14 @@ SAMPLE_ROWS = 100_000  # training rows whose codes and scores give the stored st
 QUANTILE_ROWS = 100_000  # rows robust scaling takes its quantiles from
 
 
-def chunk_rows(config: TrainConfig, width: int) -> int:
-    """Rows a chunk: ``--chunk-rows``, else fixed by the row width (never by the machine)."""
+def shuffle_rows(config: TrainConfig, width: int) -> int:
+    """Rows a shuffled chunk holds: derived, never chosen by the machine or the memory.
+
+    ``--chunk-rows`` says how many rows a run holds at a time, and the shuffle takes
+    chunks of that many, whether the rows stream or sit in memory, so that both give the
+    same model; without it, a size fixed by the row width. Whether rows stream is the
+    memory's decision (aecli/training/_pipeline.py's ``_streamed``), made once.
+    """
     return config.chunk_rows or max(MIN_CHUNK_ROWS, CHUNK_VALUES // max(width, 1))
 
 
@@ -150,7 +156,7 @@ def fit_scaler(source: Source, config: TrainConfig, unit_range: bool) -> Scaler:
     Robust quantiles come from a seeded sample of QUANTILE_ROWS rows (every row of a
     smaller table), drawn after the pass has counted the rows.
     """
-    size = chunk_rows(config, source.n_features)
+    size = shuffle_rows(config, source.n_features)
 
     def sample() -> np.ndarray:
         return source.at(seeded_sample(source.rows, QUANTILE_ROWS, config.seed + 2))
@@ -175,7 +181,7 @@ class Order:
     @classmethod
     def of(cls, rows: int, config: TrainConfig, width: int) -> Order:
         n_val = max(0, min(round(rows * config.val_fraction), rows - 1, VAL_ROWS_MAX))
-        return cls(rows, chunk_rows(config, width), seeded_sample(rows, n_val, config.seed))
+        return cls(rows, shuffle_rows(config, width), seeded_sample(rows, n_val, config.seed))
 
     @property
     def n_train(self) -> int:
@@ -211,7 +217,7 @@ class Order:
 
 
 class TrainingRows:
-    """The training rows served chunk by chunk in the epoch's order (aecli.train.ChunkedRows).
+    """The training rows served chunk by chunk in the epoch's order (the loop's ChunkedRows).
 
     ``in_memory``: the scaled rows are one tensor on the device and a chunk is a view of
     it; else each chunk is read from disk when its turn comes, and under torchrun each

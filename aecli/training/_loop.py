@@ -18,11 +18,12 @@ from typing import Any, Protocol
 import torch
 
 from aecli.config import TrainConfig
-from aecli.distributed import BatchShare, Sync, World, all_sum_
-from aecli.fastpath import bf16_pays
+from aecli.fitted import OptimizerState
 from aecli.models import Autoencoder
-from aecli.optim import FusedAdam
-from aecli.steps import TrainingStep
+from aecli.training._distributed import BatchShare, Sync, World, all_sum_
+from aecli.training._fastpath import bf16_pays
+from aecli.training._optim import FusedAdam
+from aecli.training._steps import TrainingStep
 
 
 @dataclass
@@ -63,14 +64,6 @@ class History:
         """The epoch whose weights the model holds."""
         number = self.best_epoch or self.last.epoch
         return next(e for e in self.epochs if e.epoch == number)
-
-
-@dataclass
-class OptimizerState:
-    """Adam's moments by parameter name, and its step count: what --resume needs."""
-
-    step: int
-    moments: dict[str, torch.Tensor]
 
 
 EpochCallback = Callable[[EpochStats], None]
@@ -189,7 +182,8 @@ def fit(
     ``world``: the processes training together under torchrun. Each takes
     its share of every batch and their gradients are summed, so they take
     the steps one process would; ``stop_requested`` is asked at every step
-    and, when any rank says yes, all stop together as at Ctrl-C.
+    and, when any rank says yes, all stop together as at Ctrl-C. A single process asks
+    it as each epoch starts (a caller's time limit, or a signal the CLI only recorded).
     """
     optimizer = make_optimizer(model, config)
     step = TrainingStep.choose(model, optimizer, config, world)
@@ -206,6 +200,8 @@ def fit(
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
+            if sync is None and stop_requested is not None and stop_requested():
+                raise KeyboardInterrupt  # asked to stop, as at Ctrl-C: the epochs so far stay
             torch.manual_seed(epoch_seed(config.seed, epoch))
             model.kl_weight = config.kl_weight(epoch)
             terms = _run_epoch(model, optimizer, train, config, epoch, step, sync)
@@ -297,7 +293,7 @@ def _train_epoch(
         if graph is not None and batch.shape[0] == graph.rows:  # loss sums kept by the graph
             graph(batch)
             continue
-        if manual is not None:  # gradients written by hand (aecli/fastpath.py)
+        if manual is not None:  # gradients written by hand (aecli/training/_fastpath.py)
             loss, terms = manual(batch)
         else:
             with autocast:

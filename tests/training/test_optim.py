@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from aecli.optim import FusedAdam
+from aecli.training._optim import FusedAdam
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
@@ -35,11 +35,12 @@ def test_fused_adam_matches_torch_adam(weight_decay: float) -> None:
 def test_training_does_not_import_dynamo() -> None:
     """torch.optim.Adam would import torch._dynamo: about a second at every start."""
     code = (
-        "import sys, numpy as np; from aecli import api; from aecli.io import Table;"
-        "from aecli.config import ModelConfig, TrainConfig;"
+        "import sys, numpy as np; from aecli.io import Table;"
+        "from aecli.config import TrainConfig;"
+        "from aecli.training import ModelRequest, prepare;"
         "x = np.random.default_rng(0).random((50, 4), dtype=np.float32);"
-        "api.train(Table(x, None, (4,)), ModelConfig(n_inputs=4, hidden=(3,), latent=2),"
-        " TrainConfig(epochs=2));"
+        "prepare(Table(x, None, (4,)), ModelRequest(hidden=(3,), latent=2),"
+        " TrainConfig(epochs=2)).execute();"
         "assert 'torch._dynamo' not in sys.modules, 'dynamo imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

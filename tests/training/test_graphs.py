@@ -1,4 +1,4 @@
-"""CUDA graphs (aecli/graphs.py): a replayed step trains the model the eager step trains."""
+"""CUDA graphs (training/_graphs.py): a replayed step trains the model the eager step trains."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from aecli.config import ModelConfig, TrainConfig
-from aecli.distributed import World
-from aecli.fastpath import manual_step
-from aecli.graphs import WARMUP_STEPS, graphed_step
 from aecli.models import build_model
-from aecli.train import History, fit, make_optimizer
+from aecli.training._distributed import World
+from aecli.training._fastpath import manual_step
+from aecli.training._graphs import WARMUP_STEPS, graphed_step
+from aecli.training._loop import History, fit, make_optimizer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CONFIG = dict(n_inputs=24, hidden=(32,), latent=4)

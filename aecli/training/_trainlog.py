@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aecli.errors import DataError
 
 if TYPE_CHECKING:
-    from aecli.train import EpochStats
+    from aecli.training._loop import EpochStats
 
 
 def record_of(stats: EpochStats) -> dict[str, Any]:

@@ -13,7 +13,7 @@ What a replay cannot change is baked in at capture: the batch's size (the last,
 smaller batch of an epoch runs eagerly), Python numbers such as the VAE's
 latent-loss weight (a changed ``--beta-warmup`` weight captures again) and
 tensor addresses (the batch is copied into one static buffer). Used for the
-hand-written step (aecli/fastpath.py) on one CUDA device; AECLI_CUDA_GRAPHS=0
+hand-written step (aecli/training/_fastpath.py) on one CUDA device; AECLI_CUDA_GRAPHS=0
 turns it off.
 """
 
@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import torch
 
-from aecli.distributed import World
-from aecli.fastpath import Step, manual_step
 from aecli.models import Autoencoder
-from aecli.optim import FusedAdam
+from aecli.training._distributed import World
+from aecli.training._fastpath import Step, manual_step
+from aecli.training._optim import FusedAdam
 
 # Eager steps before the capture, on a side stream as torch.cuda.graph asks: the first
 # calls allocate cuBLAS workspaces and load kernels, which a capture must not do.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.errors import UsageError
+from aecli.fields import shown
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 # Every model field shapes the weights: all are fixed.
 FIXED_MODEL = tuple(f.name for f in dataclasses.fields(ModelConfig))
 # The scaler, the held-out split and the shuffles come from these (chunk_rows: the chunks
-# the rows are shuffled in, aecli/order.py).
+# the rows are shuffled in, aecli/training/_order.py).
 FIXED_TRAIN = ("scale", "val_fraction", "seed", "layerwise", "finetune_epochs", "chunk_rows")
 # How the remaining epochs run.
 RESUMABLE_TRAIN = (
@@ -60,7 +61,7 @@ def check_unchanged(resumed: FittedModel, asked: Mapping[str, Any]) -> None:
         have = stored(resumed, field)
         if value != have:
             raise UsageError(
-                f"cannot change on --resume: the model file has {have!r}, not {value!r}",
+                f"cannot change on --resume: the model file has {shown(have)}, not {shown(value)}",
                 flag="--" + field.replace("_", "-"),
             )
 

@@ -15,13 +15,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from aecli import api, modelfile
+from aecli import modelfile
 from aecli.config import ModelConfig, TrainConfig
-from aecli.device import matmul_precision
-from aecli.fastpath import BF16_FROM, bf16_pays
-from aecli.io.table import Table
 from aecli.models import build_model
-from aecli.train import _train_epoch, make_optimizer
+from aecli.training._device import matmul_precision
+from aecli.training._fastpath import BF16_FROM, bf16_pays
+from aecli.training._loop import _train_epoch, fit, make_optimizer
 from tests.conftest import invoke
 
 native_bf16 = pytest.mark.skipif(
@@ -149,20 +148,23 @@ def test_tf32_switch_is_on_inside_and_as_the_user_left_it_after(setup: Any) -> N
         torch.backends.cuda.matmul.fp32_precision = saved[0]
 
 
-def test_tf32_trains_the_fp32_step_with_the_switch_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tf32_trains_the_fp32_step_with_the_switch_on() -> None:
     """The plumbing, on a CPU: tf32 takes fp32's hand-written step, the switch is on while
     every epoch runs and off afterwards. A CPU has no TF32 units, so the weights are fp32's
-    bit for bit (the autograd step, or any other, would round differently).
+    bit for bit (the autograd step, or any other, would round differently). The loop
+    itself, under the switch as the recipe sets it: ``prepare`` refuses tf32 on a CPU.
     """
-    monkeypatch.setattr(api, "check_runtime", lambda *args: None)  # tf32 is refused on a CPU
-    values = np.random.default_rng(0).random((200, 12), dtype=np.float32)
+    values = torch.from_numpy(np.random.default_rng(0).random((200, 12), dtype=np.float32))
     config = ModelConfig(n_inputs=12, hidden=(8,), latent=3)
     weights, switch = {}, []
     for precision in ("fp32", "tf32"):
+        torch.manual_seed(0)
+        model = build_model(config)
         train = TrainConfig(epochs=3, device="cpu", precision=precision)
         on_epoch = lambda stats: switch.append(torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
-        fitted, _ = api.train(Table(values, None, (12,)), config, train, on_epoch)
-        weights[precision] = fitted.model.state_dict()
+        with matmul_precision(precision):
+            fit(model, values, None, train, on_epoch)
+        weights[precision] = model.state_dict()
     assert switch == [False] * 3 + [True] * 3
     assert _matmul_state() == ("none", "highest")  # torch's default again
     for name, value in weights["fp32"].items():

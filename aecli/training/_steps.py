@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from aecli.config import TrainConfig
-from aecli.distributed import World
-from aecli.fastpath import COMPILE_OPTIONS, Step, manual_step
-from aecli.graphs import GraphedStep, graphed_step
 from aecli.models import Autoencoder
-from aecli.optim import FusedAdam
+from aecli.training._distributed import World
+from aecli.training._fastpath import COMPILE_OPTIONS, Step, manual_step
+from aecli.training._graphs import GraphedStep, graphed_step
+from aecli.training._optim import FusedAdam
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class TrainingStep:
     """How each batch trains, chosen once per fit (issue 27).
 
     A CUDA graph's replay where one was captured (``graph``, full batches); else the
-    hand-written step (``manual``: aecli/fastpath.py, compiled under --compile); else
+    hand-written step (``manual``: aecli/training/_fastpath.py, compiled under --compile); else
     autograd through ``forward`` (the model, or its torch.compile).
     """
 

@@ -1,25 +1,29 @@
 """One training pipeline for every caller: ``prepare`` a run, then ``Run.execute`` it.
 
-``aecli train``, ``Autoencoder.fit`` and each torchrun rank call these two, so the same
-request and rows give the same model however they arrive (issue 27). ``prepare`` checks
-the request and the training config and resolves the device and runtime before a row is
-read; ``execute`` reads the rows (loaded, or streamed from disk: the same model either
-way), checks their shape, fits the scaler (which decides a vae's loss), resolves the
-model's ``auto`` choices, trains and says which file the model belongs in. Each check
-and each default is written here once; the callers only parse and report.
+``aecli train``, ``Autoencoder.fit``, each torchrun rank, the tests and the benchmarks
+call these two, so the same request and rows give the same model however they arrive
+(issue 27), and there is no second recipe (issue 38). ``prepare`` checks everything the
+request knows, before a row is read: the configs, the flags another flag makes
+meaningless, ``--layerwise``'s refusals, what a resumed file lets change; it resolves the
+device and runtime and joins torchrun's group. ``execute`` then reads top to bottom:
+read the rows (loaded, or streamed from disk: the same model either way), scale them
+(the scaler decides a vae's loss), resolve the model's ``auto`` choices, build, fit,
+keep, and say which file the model belongs in.
 
-Importing this module loads no torch: ``aecli.api`` is imported when a run executes.
+Importing this module loads no torch: the steps (aecli/training/_recipe.py) are imported
+when a run executes.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aecli.choices import choice
 from aecli.config import (
     Activation,
     Arch,
@@ -28,21 +32,21 @@ from aecli.config import (
     ModelConfig,
     Noise,
     TrainConfig,
-    choice,
     default_hidden,
+    params_of,
     resolve_config,
 )
 from aecli.errors import UsageError
-from aecli.sizes import DEFAULT_CHANNELS, image_of
+from aecli.sizes import DEFAULT_CHANNELS, check_image, image_of
 
 if TYPE_CHECKING:
     import torch
 
-    from aecli.distributed import World
     from aecli.fitted import FittedModel
     from aecli.io import ReadStats, Table
     from aecli.scaler import Scaler
-    from aecli.train import EpochCallback, History
+    from aecli.training._distributed import World
+    from aecli.training._loop import EpochCallback, History
 
 _M = ModelConfig()
 
@@ -52,7 +56,8 @@ class ModelRequest:
     """The model asked for, before the data decides its ``auto`` parts.
 
     ``hidden`` and ``latent`` None mean auto; so do ``Loss.auto`` and ``Noise.auto``.
-    Strings are accepted for the enum fields (the estimator's parameters) and checked here.
+    Strings are accepted for the enum fields (the estimator's parameters) and checked here,
+    by ``choice``: the one place an unknown kind, loss... is refused.
     """
 
     kind: Kind = Kind.basic
@@ -81,37 +86,36 @@ class ModelRequest:
         ):
             object.__setattr__(self, name, choice(enum, getattr(self, name), flag))
 
-    def resolve(self, table: Any, train_config: TrainConfig) -> tuple[ModelConfig, Scaler]:
-        """The scaler fitted on ``table`` and the model config it implies, checked.
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ModelRequest:
+        """The request from a mapping of parameters (the CLI's flags, the estimator's
+        ``get_params()``): the fields listed once, in this dataclass; other keys ignored."""
+        return cls(**params_of(cls, params))
 
-        The scaler comes first: on a table that auto scales robustly a vae's decoder is
-        Gaussian (mse), as cross-entropy needs values in [0, 1] (``scaler.vae_bce``).
+    @property
+    def noise_resolved(self) -> Noise:
+        """The noise this request trains with (``auto`` depends on the kind alone)."""
+        if self.noise is not Noise.auto:
+            return self.noise
+        return Noise.gaussian if self.kind is Kind.denoise else Noise.none
+
+    def resolve(self, n_features: int, row_shape: tuple[int, ...], scaler: Scaler) -> ModelConfig:
+        """The model config for rows of this width and shape, scaled by ``scaler``, checked.
+
+        On a table that auto scales robustly a vae's decoder is Gaussian (mse), as
+        cross-entropy needs values in [0, 1] (``scaler.vae_bce``).
         """
-        from aecli import api
-
-        scaler = api.fit_scaler(table, train_config, self.loss is Loss.bce)
         conv = self.arch is Arch.conv
         config = resolve_config(
-            self.kind.value,
-            table.n_features,
-            hidden=self.hidden,
-            latent=self.latent,
-            loss=self.loss.value,
-            noise=self.noise.value,
-            unit_range=scaler.vae_bce,
-            tied=self.tied,
-            activation=self.activation.value,
-            noise_std=self.noise_std,
-            dropout=self.dropout,
-            sparsity_target=self.sparsity_target,
-            sparsity_weight=self.sparsity_weight,
-            beta=self.beta,
-            arch=self.arch.value,
-            channels=self.channels if conv else (),
-            image=image_of(table.row_shape) if conv else (),
-        )
+            self.kind, n_features, hidden=self.hidden, latent=self.latent, loss=self.loss,
+            noise=self.noise, unit_range=scaler.vae_bce, tied=self.tied,
+            activation=self.activation, noise_std=self.noise_std, dropout=self.dropout,
+            sparsity_target=self.sparsity_target, sparsity_weight=self.sparsity_weight,
+            beta=self.beta, arch=self.arch, channels=self.channels if conv else (),
+            image=image_of(row_shape) if conv else (),
+        )  # fmt: skip
         config.validate()
-        return config, scaler
+        return config
 
 
 @dataclass
@@ -129,7 +133,12 @@ class Result:
 
 @dataclass
 class Run:
-    """A checked, resolved training run; ``execute`` reads the rows and trains."""
+    """A checked, resolved training run; ``execute`` reads the rows and trains.
+
+    ``resumed``: the model file a resumed run continues (its config, scaler and columns),
+    with ``train_config`` already the one it continues under. ``fingerprint``: the
+    command's (aecli/training/_restart.py), kept in a stopped run's file.
+    """
 
     source: str | Table
     request: ModelRequest
@@ -139,13 +148,7 @@ class Run:
     output: str = "-"
     read_options: Mapping[str, Any] = field(default_factory=dict)
     resumed: FittedModel | None = None
-    given: frozenset[str] = frozenset()
     fingerprint: str | None = None
-
-    def resuming(self, resumed: FittedModel, train_config: TrainConfig) -> None:
-        """Continue ``resumed`` (its config, scaler and columns) under ``train_config``."""
-        train_config.validate()
-        self.resumed, self.train_config = resumed, train_config
 
     def epochs_in_all(self) -> int:
         """What a progress bar counts: --layerwise trains each layer pair, then the stack.
@@ -155,9 +158,7 @@ class Run:
         config = self.train_config
         if not config.layerwise:
             return config.epochs
-        if self.resumed is not None:
-            hidden = len(self.resumed.config.hidden)
-        elif self.request.hidden is not None:
+        if self.request.hidden is not None:
             hidden = len(self.request.hidden)
         else:
             hidden = 0 if self.request.arch is Arch.conv else len(default_hidden(1, 1))
@@ -170,26 +171,29 @@ class Run:
         checkpoint: Callable[[FittedModel], None] | None = None,
         on_read: Callable[[ReadStats], None] | None = None,
     ) -> Result:
-        """Read, resolve and train; ``on_read`` hears of dropped rows once they are counted.
+        """Read, scale, resolve, build, fit and keep; the model comes back on the CPU.
 
-        A table in memory is counted as it is read; one streamed from disk while its scaler
-        is fitted, so ``on_read`` is then called after training.
+        ``on_read`` hears of dropped rows once they are counted: as a table in memory is
+        read, or, for one streamed from disk, after training (its scaler counts them).
+        ``should_stop`` is asked as each epoch starts (at every step under torchrun); yes
+        stops the run as Ctrl-C does. ``checkpoint`` receives the model every
+        ``checkpoint_every`` epochs.
         """
-        from aecli import api
+        from aecli.training import _recipe as recipe
+        from aecli.training._order import source_of
 
         table, stats, streamed = self._rows()
         if on_read is not None and stats is not None and not streamed:
             on_read(stats)
-        scaler = None
+        source = source_of(table)
         if self.resumed is not None:
             self.resumed.check_input(table, _described(self.source))
-            model_config = self.resumed.config
+            config, scaler = self.resumed.config, self.resumed.scaler
         else:
-            model_config, scaler = self.request.resolve(table, self.train_config)
-            from aecli import meaningful
-
-            meaningful.check(model_config, self.given)
-            _check_id_name(getattr(table, "id_name", None), model_config.latent)
+            scaler = recipe.scale(source, self.train_config, self.request.loss is Loss.bce)
+            config = self.request.resolve(table.n_features, table.row_shape, scaler)
+            _check_id_name(getattr(table, "id_name", None), config.latent)
+        session = recipe.build(table, source, config, scaler, self, streamed)
         # A run that fails must not replace a model that was there before it.
         keep_old = self.output != "-" and os.path.exists(self.output)
         saved = checkpoint
@@ -200,19 +204,8 @@ class Run:
                 checkpoint(fitted)
                 keep_old = False
 
-        fitted, history = api.train(
-            table,
-            model_config,
-            self.train_config,
-            on_epoch,
-            resume=self.resumed,
-            checkpoint=saved,
-            scaler=scaler,
-            world=self.world,
-            stop_requested=should_stop,
-            run=self.fingerprint,
-            device=self.device,
-        )
+        history = recipe.train(session, on_epoch, saved, should_stop)
+        fitted = recipe.keep(session, history)
         if on_read is not None and stats is not None and streamed:
             on_read(stats)
         _check_finite(fitted)
@@ -222,8 +215,8 @@ class Run:
         return Result(fitted, history, target)
 
     def _rows(self) -> tuple[Any, ReadStats | None, bool]:
-        """The rows as a table in memory or on disk: the one stream-or-load choice."""
-        from aecli.io import ReadStats, disk_rows, read_table, should_stream
+        """The rows, and whether they stream from disk: the one stream-or-load choice."""
+        from aecli.io import ReadStats, disk_rows, read_table
 
         if not isinstance(self.source, str):
             table, stats, streamed = self.source, None, False
@@ -231,8 +224,7 @@ class Run:
             options = dict(self.read_options)
             if self.resumed is not None:
                 options["model_columns"] = self.resumed.columns
-            sharded = self.world.many and self.source.lower().endswith(".npy")
-            if should_stream(self.source, self.train_config.chunk_rows) or sharded:
+            if _streamed(self.source, self.train_config, self.world):
                 keys = ("columns", "id_column", "allow_nan", "model_columns")
                 table = disk_rows(self.source, **{k: options.get(k) for k in keys})
                 stats, streamed = table.stats, True  # counted while the scaler is fitted
@@ -241,12 +233,7 @@ class Run:
                 table = read_table(self.source, stats=stats, **options)
         shape = self.request.image_shape
         if shape is not None:
-            if math.prod(shape) != table.n_features:
-                text = "x".join(map(str, shape))
-                raise UsageError(
-                    f"{text} is {math.prod(shape)} values, but rows have {table.n_features}",
-                    flag="--image-shape",
-                )
+            check_image(shape, table.n_features)
             table.row_shape = shape
         return table, stats, streamed
 
@@ -259,39 +246,78 @@ def prepare(
     output: str = "-",
     read_options: Mapping[str, Any] | None = None,
     given: Iterable[str] = (),
+    resume: FittedModel | None = None,
+    fingerprint: str | None = None,
     join: bool = False,
 ) -> Run:
     """Check the request and config and resolve the device and runtime, before any row.
 
     ``source``: a path (read with ``read_options``) or a table already in memory.
-    ``given``: the flags the user gave, checked against the resolved model
-    (aecli/meaningful.py). ``join``: take this process's place in torchrun's group.
+    ``given``: the parameters the user gave (the rest are defaults): a given flag that
+    the request makes meaningless is refused, and with ``resume`` (a loaded model file)
+    the given training fields that may change replace the file's, while the fixed ones
+    must repeat it. ``fingerprint``: kept in the files of a stopped run. ``join``: take
+    this process's place in torchrun's group.
     """
-    from aecli.device import check_runtime, resolve_device
+    from aecli.training import _layerwise as layerwise
+    from aecli.training import _meaningful as meaningful
+    from aecli.training._device import check_runtime, resolve_device
 
+    given = frozenset(given)
     train_config.validate()
-    if train_config.layerwise:  # refused before any row is read (issue 38)
-        from aecli import layerwise
-        from aecli.io import should_stream
-
-        on_disk = isinstance(source, str) and should_stream(source, train_config.chunk_rows)
+    if resume is not None:
+        train_config = _resumed(resume, request, train_config, given)
+    else:
+        meaningful.check(request.kind, request.noise_resolved, request.arch, given)
+    kind = request.kind if resume is None else resume.config.kind
+    meaningful.check_warmup(train_config.beta_warmup, kind)
+    if train_config.layerwise:
+        on_disk = isinstance(source, str) and _streamed(source, train_config, None)
         layerwise.refuse(
-            request.kind.value, request.arch.value, request.tied, request.hidden,
-            train_config.compile, on_disk, False,
+            request.kind, request.arch, request.tied, request.hidden, train_config.compile,
+            on_disk, resume is not None,
         )  # fmt: skip
     device = resolve_device(train_config.device)
     check_runtime(train_config.precision, device, train_config.compile)
     world = _join(device, train_config.compile) if join else _alone()
     return Run(
-        source,
-        request,
-        train_config,
-        device,
-        world,
-        output,
-        dict(read_options or {}),
-        given=frozenset(given),
-    )
+        source, request, train_config, device, world, output, dict(read_options or {}),
+        resume, fingerprint,
+    )  # fmt: skip
+
+
+# Parameters whose config field has another name (the CLI's --compile).
+_FIELD = {"compile_model": "compile"}
+
+
+def _resumed(
+    resumed: FittedModel, request: ModelRequest, asked: TrainConfig, given: frozenset[str]
+) -> TrainConfig:
+    """The training config a resumed run continues under, the given fields checked.
+
+    Given fixed fields (every model field, the split and the scaling) must repeat the
+    file's values; given resumable ones (epochs, lr...) replace them.
+    """
+    from aecli.training import _resume as resume
+
+    fields = {_FIELD.get(name, name) for name in given}
+    values = {**dataclasses.asdict(request), **dataclasses.asdict(asked)}
+    if "hidden" in fields and request.hidden is None:  # --hidden auto: not a value to compare
+        fields.discard("hidden")
+    resume.check_unchanged(resumed, {f: values[f] for f in fields if f in values})
+    changes = {f: getattr(asked, f) for f in fields & set(resume.RESUMABLE_TRAIN)}
+    config = resume.resumed_train_config(resumed, changes)
+    config.validate()
+    return config
+
+
+def _streamed(source: str, config: TrainConfig, world: World | None) -> bool:
+    """Whether the rows train from disk: a memory decision (aecli.io.should_stream), or a
+    .npy under torchrun, which each rank reads its own rows of."""
+    from aecli.io import should_stream
+
+    sharded = world is not None and world.many and source.lower().endswith(".npy")
+    return sharded or should_stream(source, config.chunk_rows)
 
 
 def _check_id_name(id_name: str | None, latent: int) -> None:
@@ -333,7 +359,7 @@ def _join(device: torch.device, compile_model: bool) -> World:
 
     A plain run returns at once without importing ``torch.distributed``.
     """
-    from aecli import distributed
+    from aecli.training import _distributed as distributed
 
     world = distributed.from_env()
     if not world.many:
@@ -344,7 +370,7 @@ def _join(device: torch.device, compile_model: bool) -> World:
 
 
 def _alone() -> World:
-    from aecli.distributed import World
+    from aecli.training._distributed import World
 
     return World()
 

@@ -20,13 +20,13 @@ import torch
 from safetensors.torch import load_file
 
 from aecli import modelfile
-from aecli.distributed import BatchShare, World, from_env, rank_device
 from aecli.errors import UsageError
-from aecli.train import Sharded
+from aecli.training._distributed import BatchShare, World, from_env, rank_device
+from aecli.training._loop import Sharded
 from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
-JOB = Path(__file__).resolve().parent / "torchrun_job.py"
+JOB = Path(__file__).resolve().parent.parent / "torchrun_job.py"
 # An odd batch over 360 training rows: uneven shares, and a last batch of 10.
 # gloo on the CPU, also where a GPU is: torchrun's two ranks would each need their own.
 ARGS = ["--epochs", "3", "--batch-size", "25", "--seed", "4", "--quiet", "--device", "cpu"]
@@ -110,9 +110,9 @@ def test_a_share_gets_its_rows_of_the_whole_batchs_noise() -> None:
 
 def test_each_rank_reads_its_share_of_a_streamed_npy(tmp_path: Path, digits: np.ndarray) -> None:
     """Under torchrun a .npy is read by rank: the ranks' rows, batch by batch, are the chunk."""
-    from aecli import order
     from aecli.config import TrainConfig
     from aecli.io import NpyRows
+    from aecli.training import _order as order
 
     path = tmp_path / "d.npy"
     np.save(path, digits)

@@ -20,7 +20,7 @@ from typing import Any
 # is the file's identity below, not its spelling (``a.csv`` and ``./a.csv``: findings4 #10).
 _IGNORED = frozenset({"output", "quiet", "log", "resume", "checkpoint_every", "ctx", "data"})
 _BLOCK = 4 * 2**20
-# How a run that did not finish leaves its file (aecli.train.History.stop, "checkpoint").
+# How a run that did not finish leaves its file (aecli.training._loop.History.stop, "checkpoint").
 STOPPED = ("checkpoint", "interrupted")
 
 
@@ -33,7 +33,7 @@ def fingerprint(flags: Mapping[str, Any], data: str) -> str:
     1 GB/s), which a run long enough to checkpoint does not notice.
     """
     values = {
-        name: getattr(value, "value", value)
+        name: value  # a choice is its text in JSON
         for name, value in sorted(flags.items())
         if name not in _IGNORED
     }

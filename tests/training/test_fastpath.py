@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from aecli.config import ModelConfig
-from aecli.device import missing_compiler
-from aecli.fastpath import BF16_FROM, ELU_BY_EXP, _elu, manual_step
 from aecli.models import build_model
+from aecli.training._device import missing_compiler
+from aecli.training._fastpath import BF16_FROM, ELU_BY_EXP, _elu, manual_step
 
 
 def test_elu_by_exp_is_elu() -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
-    from aecli.train import EpochStats
+    from aecli.training._loop import EpochStats
 
 BAR_WIDTH = 12
 _SHORT = {"reconstruction": "recon"}  # the log and history_ keep the full names

@@ -134,7 +134,7 @@ def manual_step(
     bf16: products in bfloat16, loss and gradients handed to Adam in float32, as
     autocast does, with less around them (one weight cast a step, no autograd graph).
     tf32 is the fp32 step: the products' TF32 mode is torch's switch, set around
-    training (``aecli.device.matmul_precision``).
+    training (``aecli.training._device.matmul_precision``).
     ``compiled`` (--compile): the step goes through torch.compile, which fuses the
     elementwise work between the matrix products (activations, their gradients, the
     casts, the loss) into a few kernels.
@@ -149,38 +149,54 @@ def manual_step(
         or config.activation not in ("elu", "selu", "relu", "tanh")
     ):
         return None
-    bf16 = precision == "bf16"
-    on_cpu = next(model.parameters()).device.type == "cpu"
+    hand = _HandStep(model, precision == "bf16", compiled)
+    step = hand.step_vae if hand.vae else hand.step_ae
+    return torch.compile(step, options=COMPILE_OPTIONS) if compiled else step
 
-    def low(rows: int, layer: torch.nn.Linear) -> torch.dtype:
+
+class _HandStep:
+    """The forward and backward of a plain MLP autoencoder or VAE, written out.
+
+    Each method is one piece of the step; ``step_ae`` and ``step_vae`` put them together.
+    """
+
+    def __init__(self, model: Autoencoder, bf16: bool, compiled: bool) -> None:
+        config = model.config
+        self.model, self.config, self.bf16, self.compiled = model, config, bf16, compiled
+        self.on_cpu = next(model.parameters()).device.type == "cpu"
+        self.hidden = list(model.encoder)[:-1]
+        self.coding = model.encoder[-1]
+        self.decoder = list(model.decoder)
+        self.act, self.act_backward = _activation(
+            config.activation, model.act, compiled or not self.on_cpu
+        )
+        self.bce = config.loss is Loss.bce
+        self.vae = isinstance(model, VariationalAutoencoder)
+
+    def low(self, rows: int, layer: torch.nn.Linear) -> torch.dtype:
         """The dtype of a layer's products: bf16 where asked, but on a CPU only if they are big."""
-        if not bf16 or (on_cpu and not bf16_product(rows, *layer.weight.shape)):
+        if not self.bf16 or (self.on_cpu and not bf16_product(rows, *layer.weight.shape)):
             return torch.float32
         return torch.bfloat16
 
-    hidden = list(model.encoder)[:-1]
-    coding = model.encoder[-1]
-    decoder = list(model.decoder)
-    act, backward = _activation(config.activation, model.act, compiled or not on_cpu)
-    bce = config.loss == Loss.bce.value
-    vae = isinstance(model, VariationalAutoencoder)
-
-    def mlp_forward(layers: list[torch.nn.Linear], h: torch.Tensor, last_activated: bool) -> Any:
+    def mlp_forward(
+        self, layers: list[torch.nn.Linear], h: torch.Tensor, last_activated: bool
+    ) -> Any:
         """Linear layers with the activation after each (after the last one if asked)."""
         saved = []
         for i, layer in enumerate(layers):
             on = last_activated or i < len(layers) - 1
-            dtype = low(h.shape[0], layer)
+            dtype = self.low(h.shape[0], layer)
             h = _as(h, dtype)
             weight = _as(layer.weight, dtype)
             pre = torch.addmm(_as(layer.bias, dtype), h, weight.t())
-            out = act(pre) if on else pre
+            out = self.act(pre) if on else pre
             saved.append((h, pre, out, on, weight))
             h = out
         return h, saved
 
     def mlp_backward(
-        layers: list[torch.nn.Linear], saved: list, grad: torch.Tensor, need_input: bool
+        self, layers: list[torch.nn.Linear], saved: list, grad: torch.Tensor, need_input: bool
     ) -> torch.Tensor | None:
         """Write the layers' gradients; return the gradient at their input if needed."""
         for i in range(len(layers) - 1, -1, -1):
@@ -188,14 +204,16 @@ def manual_step(
             inp, pre, out, on, weight = saved[i]
             grad = _as(grad, inp.dtype)  # the layer's dtype, as its neighbour's may differ
             if on:
-                grad = backward(grad, pre, out)
+                grad = self.act_backward(grad, pre, out)
             layer.weight.grad = _as(grad.t().mm(inp), torch.float32)
             layer.bias.grad = _bias_grad(grad)
             if i or need_input:
                 grad = grad.mm(weight)
         return grad if need_input else None
 
-    def reconstruction(decoded: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruction(
+        self, decoded: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss the model's forward uses, and its gradient w.r.t. the decoder output.
 
         Autoencoder: the mean per value. VAE: the sum over features, mean over rows
@@ -204,48 +222,50 @@ def manual_step(
         decoded = _as(decoded, torch.float32)
         rows = max(x.shape[0], 1)  # a process's share of a batch may have no rows
         values = max(decoded.numel(), 1)
-        if bce:
+        if self.bce:
             loss = F.binary_cross_entropy_with_logits(decoded, x)
             grad = torch.sigmoid(decoded) - x
-            if vae:
+            if self.vae:
                 return loss * x.shape[1], grad / rows
             return loss, grad / values
         diff = decoded - x
         flat = diff.view(-1)
         # Eager: one pass, no temporary (square().sum() takes two). Compiled: a dot is an
         # external call that inductor cannot fuse with the gradient's scaling.
-        squares = diff.square().sum() if compiled else torch.dot(flat, flat)
-        if vae:
+        squares = diff.square().sum() if self.compiled else torch.dot(flat, flat)
+        if self.vae:
             return 0.5 * squares / rows, diff.div_(rows)
         return squares / values, diff.mul_(2.0 / values)
 
     @torch.no_grad()
-    def step_ae(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h, enc = mlp_forward([*hidden, coding], model.corrupt(batch), False)
-        decoded, dec = mlp_forward(decoder, h, False)
-        loss, grad = reconstruction(decoded, batch)
-        grad = mlp_backward(decoder, dec, grad, True)
-        mlp_backward([*hidden, coding], enc, grad, False)
+    def step_ae(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        encoder = [*self.hidden, self.coding]
+        h, enc = self.mlp_forward(encoder, self.model.corrupt(batch), False)
+        decoded, dec = self.mlp_forward(self.decoder, h, False)
+        loss, grad = self.reconstruction(decoded, batch)
+        grad = self.mlp_backward(self.decoder, dec, grad, True)
+        self.mlp_backward(encoder, enc, grad, False)
         return loss, {"reconstruction": loss}
 
     @torch.no_grad()
-    def step_vae(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h, enc = mlp_forward(hidden, model.corrupt(batch), True)
+    def step_vae(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model, coding, hidden = self.model, self.coding, self.hidden
+        h, enc = self.mlp_forward(hidden, model.corrupt(batch), True)
         head = model.gamma
-        code = low(h.shape[0], coding)  # the mean's and the log-variance's heads alike
+        code = self.low(h.shape[0], coding)  # the mean's and the log-variance's heads alike
         h = _as(h, code)
         code_weight, head_weight = _as(coding.weight, code), _as(head.weight, code)
         mu = _as(torch.addmm(_as(coding.bias, code), h, code_weight.t()), torch.float32)
         gamma = _as(torch.addmm(_as(head.bias, code), h, head_weight.t()), torch.float32)
         sigma = torch.exp(0.5 * gamma)
         eps = model.normal_like(mu)  # drawn after the input noise, as the module's forward
-        decoded, dec = mlp_forward(decoder, mu + sigma * eps, False)
-        rec, grad = reconstruction(decoded, batch)
+        decoded, dec = self.mlp_forward(self.decoder, mu + sigma * eps, False)
+        rec, grad = self.reconstruction(decoded, batch)
         rows = max(batch.shape[0], 1)
-        beta = config.beta * model.kl_weight  # --beta-warmup
+        beta = self.config.beta * model.kl_weight  # --beta-warmup
         variance = torch.exp(gamma)
         latent = 0.5 * (variance + mu.square() - 1.0 - gamma).sum() / rows
-        grad_z = _as(mlp_backward(decoder, dec, grad, True), torch.float32)  # type: ignore[arg-type]
+        grad_z = _as(self.mlp_backward(self.decoder, dec, grad, True), torch.float32)  # type: ignore[arg-type]
         grad_mu = _as(grad_z + mu * (beta / rows), code)
         grad_gamma = _as(grad_z * eps * sigma * 0.5 + (variance - 1.0) * (0.5 * beta / rows), code)
         coding.weight.grad = _as(grad_mu.t().mm(h), torch.float32)
@@ -254,9 +274,6 @@ def manual_step(
         head.bias.grad = _bias_grad(grad_gamma)
         if hidden:
             grad_h = grad_mu.mm(code_weight) + grad_gamma.mm(head_weight)
-            mlp_backward(hidden, enc, grad_h, False)
+            self.mlp_backward(hidden, enc, grad_h, False)
         loss = rec + beta * latent
         return loss, {"reconstruction": rec, "latent": latent}
-
-    step = step_vae if vae else step_ae
-    return torch.compile(step, options=COMPILE_OPTIONS) if compiled else step

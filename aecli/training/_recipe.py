@@ -1,0 +1,353 @@
+"""The steps of one training run after its rows are read: scale, build, fit, keep.
+
+``Run.execute`` (aecli/training/_pipeline.py) calls them in that order, once; nothing
+else trains. Every request check has already run in ``prepare``; what is left here needs
+the rows (the scaler, the unit range of cross-entropy, the shape under torchrun).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from aecli.config import Kind, Loss, ModelConfig, TrainConfig
+from aecli.errors import TrainingError, UsageError
+from aecli.fitted import FittedModel, OptimizerState
+from aecli.models import Autoencoder, build_model
+from aecli.scaler import UNIT_TOLERANCE, Scaler
+from aecli.training._device import choose_threads, matmul_precision
+from aecli.training._distributed import World, agree, rank_device
+from aecli.training._loop import EpochCallback, EpochStats, History, evaluate_loss, fit
+from aecli.training._order import (
+    MIN_CHUNK_ROWS,
+    SAMPLE_ROWS,
+    Order,
+    Source,
+    TrainingRows,
+    fit_scaler,
+    seeded_sample,
+)
+from aecli.training._restart import STOPPED
+
+
+def scale(source: Source, config: TrainConfig, bce: bool) -> Scaler:
+    """The scaling ``config.scale`` asks for, fitted on every row of ``source``.
+
+    ``bce``: the loss asked for is cross-entropy, which needs values in [0, 1] (``auto``
+    then provides them). One pass in blocks, in memory or on disk alike.
+    """
+    return fit_scaler(source, config, bce)
+
+
+def first_epoch(resumed: FittedModel | None, config: TrainConfig) -> int:
+    """The epoch a run starts at: 1, or the one after a resumed file's kept epoch."""
+    if resumed is None:
+        return 1
+    start = int(resumed.summary.get("kept_epoch", 0)) + 1
+    if start > config.epochs and not unfinished(resumed):
+        raise UsageError(
+            f"the model has already trained {start - 1} epochs; "
+            f"ask for more (--epochs N with N > {start - 1})",
+            flag="--epochs",
+        )
+    return start
+
+
+def unfinished(resumed: FittedModel) -> bool:
+    """A stopped run whose epochs all ran, but not the statistics that finish a model.
+
+    A signal during the statistics (or a kill after the last checkpoint) leaves such a file;
+    continuing it computes them and writes the model an uninterrupted run writes
+    (findings4 #4), where asking for more epochs would be wrong.
+    """
+    return resumed.summary.get("stop") in STOPPED and not resumed.score_quantiles
+
+
+@dataclass
+class Session:
+    """One run's model, rows and place, from ``build`` to ``keep``.
+
+    ``base``: the summary every file of this run carries (rows, device, threads...).
+    """
+
+    table: Any
+    source: Source
+    order: Order
+    scaler: Scaler
+    config: ModelConfig
+    train_config: TrainConfig
+    model: Autoencoder
+    device: torch.device
+    world: World
+    train_rows: TrainingRows
+    val_rows: torch.Tensor | None
+    start_epoch: int
+    resumed: FittedModel | None = None
+    fingerprint: str | None = None
+    base: dict[str, Any] = field(default_factory=dict)
+
+    def fitted(
+        self, kept: EpochStats, stop: str | None, state: OptimizerState | None
+    ) -> FittedModel:
+        """The model as it stands, with the summary of epoch ``kept`` and why it stopped."""
+        summary = {
+            **self.base,
+            "epochs": kept.epoch if stop == "checkpoint" else None,
+            "kept_epoch": kept.epoch,
+            "stop": stop,
+            "final": kept.terms,
+            "val_loss": kept.val_loss,
+        }
+        if self.fingerprint is not None and stop in STOPPED:  # a restart continues it
+            summary["run"] = self.fingerprint
+        table = self.table
+        return FittedModel(
+            self.model, self.scaler, self.config, self.train_config, table.columns,
+            table.row_shape, summary, state, id_column=getattr(table, "id_name", None),
+        )  # fmt: skip
+
+
+def build(
+    table: Any,
+    source: Source,
+    config: ModelConfig,
+    scaler: Scaler,
+    run: Any,
+    streamed: bool,
+) -> Session:
+    """The split, the model on its device with its threads, and the rows it trains on.
+
+    ``run``: the checked Run (its train config, device, world, resumed file, fingerprint).
+    """
+    train_config, world, resumed = run.train_config, run.world, run.resumed
+    start = first_epoch(resumed, train_config)
+    device = rank_device(world, run.device)
+    if world.many:  # the same data on every rank, or the collectives would not match
+        shape = {"DATA": f"{source.rows} rows of {source.n_features} values"}
+        agree(world, shape, what="data")
+    order = Order.of(source.rows, train_config, source.n_features)
+    if config.loss is Loss.bce:
+        _check_unit_range(scaler, source, train_config.scale)
+    val = scaler.transform(source.at(order.held_out))
+    torch.manual_seed(train_config.seed)
+    model = build_model(config) if resumed is None else resumed.model
+    threads = 0
+    if device.type == "cpu":
+        n_params = sum(p.numel() for p in model.parameters())
+        threads = choose_threads(
+            train_config.threads, n_params * train_config.batch_size, world.local_size
+        )
+        torch.set_num_threads(threads)
+    model.to(device)
+    rows = TrainingRows(source, order, scaler, train_config, device, world, not streamed)
+    base = {
+        "rows": order.n_train, "val_rows": int(val.shape[0]), "device": device.type,
+        "threads": threads, "torch": torch.__version__, "world_size": world.size,
+        "backend": world.backend,
+    }  # fmt: skip
+    val_rows = torch.from_numpy(val).to(device) if len(val) else None
+    return Session(
+        table, source, order, scaler, config, train_config, model, device, world, rows,
+        val_rows, start, resumed, run.fingerprint, base,
+    )  # fmt: skip
+
+
+def train(
+    session: Session,
+    on_epoch: EpochCallback | None,
+    checkpoint: Callable[[FittedModel], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> History:
+    """Every epoch of the run (``--layerwise``: its stages, then the stack), timed."""
+    config, resumed = session.train_config, session.resumed
+    on_checkpoint = None
+    if checkpoint is not None:
+
+        def on_checkpoint(stats: EpochStats, state: OptimizerState) -> None:
+            checkpoint(session.fitted(stats, "checkpoint", state))
+
+    started = time.perf_counter()
+    with matmul_precision(config.precision):  # tf32: for this training only
+        fit_config, fit_on_epoch = config, on_epoch
+        if config.layerwise:  # one shallow autoencoder at a time, then the whole stack
+            staged = _pretrain(session, on_epoch, checkpoint, should_stop)
+            if isinstance(staged, History):  # a signal in a stage: the stack as it stands
+                return staged
+            fit_config, fit_on_epoch = staged
+        if resumed is not None and session.start_epoch > config.epochs:  # only statistics
+            history = _trained(resumed)
+        else:
+            history = fit(
+                session.model, session.train_rows, session.val_rows, fit_config, fit_on_epoch,
+                start_epoch=session.start_epoch,
+                resume_state=resumed.optimizer_state if resumed is not None else None,
+                on_checkpoint=on_checkpoint, world=session.world, stop_requested=should_stop,
+            )  # fmt: skip
+    history.seconds = time.perf_counter() - started  # --layerwise: its stages too
+    return history
+
+
+def _pretrain(
+    session: Session,
+    on_epoch: EpochCallback | None,
+    checkpoint: Callable[[FittedModel], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> History | tuple[TrainConfig, EpochCallback | None]:
+    """The layer-wise stages: a stopped History, or the fine-tune's config and callback."""
+    from aecli.training import _layerwise as layerwise
+
+    rows = session.train_rows.tensor
+    assert rows is not None  # prepare refused --layerwise on a streamed file
+    stage_checkpoint = None
+    if checkpoint is not None:
+
+        def stage_checkpoint(stats: EpochStats) -> None:
+            checkpoint(session.fitted(stats, "checkpoint", None))
+
+    pretrained = layerwise.pretrain(
+        session.model, rows, session.val_rows, session.train_config, fit, on_epoch,
+        stage_checkpoint, should_stop,
+    )  # fmt: skip
+    session.base["layerwise"] = {"stages": pretrained.stages}
+    if pretrained.stopped is not None:
+        session.base["layerwise"]["stopped_in"] = pretrained.stopped.last.stage
+        return pretrained.stopped
+    held_out = session.val_rows if session.val_rows is not None else rows
+    session.base["layerwise"]["stacked_loss"] = evaluate_loss(session.model, held_out, 256)
+    fit_on_epoch = on_epoch
+    if on_epoch is not None:
+
+        def fit_on_epoch(stats: EpochStats) -> None:
+            on_epoch(replace(stats, stage=layerwise.FINETUNE))
+
+    return layerwise.finetune_config(session.train_config), fit_on_epoch
+
+
+def keep(session: Session, history: History) -> FittedModel:
+    """The model file's content: the kept epoch, whether it diverged, and its statistics.
+
+    Only rank 0's result carries the statistics (the one it writes).
+    """
+    model, config = session.model, session.train_config
+    model.cpu().eval()
+    if not history.epochs:
+        if history.stop == "interrupted":
+            raise KeyboardInterrupt
+        raise TrainingError(f"{history.message} (no epoch finished: nothing saved)")
+    if "stopped_in" in session.base.get("layerwise", {}):  # a stage's Adam is not the model's
+        fitted = session.fitted(history.last, "interrupted", None)
+        fitted.summary["epochs"] = history.last.epoch
+        return fitted
+    fitted = session.fitted(history.kept, history.stop, history.optimizer_state)
+    fitted.summary["epochs"] = history.last.epoch
+    if not session.world.main:  # the other ranks write nothing, so need no statistics
+        return fitted
+    if config.precision == "bf16" and session.device.type == "cpu" and not _any_bf16(session):
+        fitted.summary["bf16_in_fp32"] = True  # said by the summary line and info
+    if _diverged(session, history):
+        fitted.summary["diverged"] = True
+    try:
+        _add_baselines(fitted, session)
+    except KeyboardInterrupt:
+        # F05: an interrupt while the baselines are computed keeps the trained
+        # model; it goes without them (score falls back to the error; a --resume
+        # computes them again at its end).
+        fitted.pca, fitted.code_stats, fitted.score_quantiles = None, None, {}
+        history.stop = fitted.summary["stop"] = "interrupted"
+        if session.fingerprint is not None:
+            fitted.summary["run"] = session.fingerprint
+        history.message = f"interrupted after epoch {history.last.epoch}, before its statistics"
+    return fitted
+
+
+DIVERGENCE_ROWS = 10_000  # training rows that set the mean-prediction error
+DIVERGED_OVER_MEAN = 2.0  # a reconstruction this many times worse than the column means
+DIVERGED_OVER_FIRST = 10.0  # or a loss this many times the first epoch's
+
+
+def mean_error(rows: np.ndarray, bce: bool) -> float:
+    """The reconstruction error per value of predicting every row as the column means.
+
+    Per value, as the plain models' reconstruction term is; a vae's term is per row.
+
+    What any autoencoder must beat: the variance per value for mse, the entropy of the
+    mean per value for cross-entropy.
+    """
+    if not len(rows):
+        return float("nan")
+    values = rows.astype(np.float64)
+    if not bce:
+        return float(values.var(0).mean())
+    p = np.clip(values.mean(0), 1e-7, 1 - 1e-7)
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).mean())
+
+
+def diverged(history: History, baseline: float) -> bool:
+    """A run whose loss blew up, though it stayed finite (issue 36: --lr 100 ended at 7e6).
+
+    Its kept reconstruction is over twice the error of predicting the column means, or its
+    loss ten times the first epoch's: no learning rate that works ends either way.
+    """
+    final = history.kept.terms.get("reconstruction", history.kept.terms.get("loss", 0.0))
+    first = history.epochs[0].terms.get("loss", float("nan"))
+    return bool(
+        final > DIVERGED_OVER_MEAN * baseline
+        or history.kept.terms.get("loss", 0.0) > DIVERGED_OVER_FIRST * first
+    )
+
+
+def _diverged(session: Session, history: History) -> bool:
+    """``diverged`` against the mean-prediction error of a sample of the training rows."""
+    config, seed = session.config, session.train_config.seed
+    sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, seed + 1)
+    bce = config.loss is Loss.bce
+    baseline = mean_error(session.scaler.transform(sample), bce)
+    if config.kind is Kind.vae:  # its reconstruction is summed over values (and halved)
+        baseline *= config.n_inputs * (1.0 if bce else 0.5)
+    return diverged(history, baseline)
+
+
+def _any_bf16(session: Session) -> bool:
+    """Whether a CPU run in bf16 ran any layer in bf16: on layers this small fp32 is faster
+    (aecli/training/_fastpath.py), so the flag changed nothing, and the user should know it."""
+    from aecli.training._fastpath import bf16_pays
+
+    return bf16_pays(session.model, session.train_config.batch_size)
+
+
+def _trained(resumed: FittedModel) -> History:
+    """The history of a run whose every epoch is already in ``resumed``."""
+    summary = resumed.summary
+    epoch = int(summary.get("kept_epoch", 0))
+    last = EpochStats(epoch, epoch, dict(summary.get("final") or {}), summary.get("val_loss"), 0.0)
+    return History([last], optimizer_state=resumed.optimizer_state)
+
+
+def _add_baselines(fitted: FittedModel, session: Session) -> None:
+    """The statistics, from the rows this run's seed picks (aecli.diagnostics.add_baselines)."""
+    from aecli.diagnostics import add_baselines
+
+    source, order, seed = session.source, session.order, session.train_config.seed
+    code_rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
+    score_rows = source.at(seeded_sample(source.rows, SAMPLE_ROWS, seed + 3))
+    add_baselines(fitted, order.train_blocks(source), code_rows, score_rows)
+
+
+def _check_unit_range(scaler: Scaler, source: Source, scale: str) -> None:
+    """Cross-entropy needs every scaled value in [0, 1]: the scaled column ranges must be."""
+    span = scaler.span()
+    if span is None:  # a resumed model: its rows, scaled
+        scaled = np.concatenate([scaler.transform(b) for b in source.scan(MIN_CHUNK_ROWS)])
+        span = float(scaled.min()), float(scaled.max())
+    low, high = span
+    if low < -UNIT_TOLERANCE or high > 1 + UNIT_TOLERANCE:
+        raise UsageError(
+            f"cross-entropy needs inputs in [0, 1], but with --scale {scale} the data spans "
+            f"[{low:.4g}, {high:.4g}]; use --scale minmax or --loss mse",
+            flag="--loss bce",
+        )

@@ -20,11 +20,11 @@ def run() -> int:
         if sys.argv[1:] in ROOT_HELP_ARGS and not completing and _eighty_columns() and sys.stdout:
             from aecli.helptext import ROOT
 
-            return _say(ROOT)
+            return tell(ROOT)
         if sys.argv[1:] == ["--version"] and sys.stdout is not None:
             from aecli import __version__
 
-            return _say(f"aecli {__version__}\n")
+            return tell(f"aecli {__version__}\n")
         from aecli.cli import main
 
         return main()
@@ -40,7 +40,7 @@ def _eighty_columns() -> bool:
     return shutil.get_terminal_size().columns >= 80
 
 
-def _say(text: str) -> int:
+def tell(text: str) -> int:
     """Print the root help or the version; a closed or full stdout exits as in aecli.cli.main."""
     try:
         sys.stdout.write(text)

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from aecli.config import ModelConfig, TrainConfig
-from aecli.pythonic import _as_os_errors, _as_value_errors, _tabular, text_columns
+from aecli.pythonic import as_os_errors, as_value_errors, tabular, text_columns
 from aecli.sizes import DEFAULT_CHANNELS
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         columns = None if names is None else [str(n) for n in names]
         table = Table(values, columns, (values.shape[1],))
-        with _as_value_errors():
+        with as_value_errors():
             hidden = self.hidden
             if hidden is None or isinstance(hidden, str):
                 hidden = parse_hidden(hidden)
@@ -247,7 +247,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         if fitted.config.kind != "vae":
             kind = fitted.config.kind
             raise ValueError(f"sample: sampling needs a vae (kind='vae'); this model is {kind}")
-        with _as_value_errors():
+        with as_value_errors():
             return fitted.sample(n, seed)
 
     def evaluate(self, X: Any, baseline: str | None = None) -> dict[str, Any]:
@@ -265,7 +265,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         """Write the model file the CLI reads (``aecli encode PATH DATA`` and the rest)."""
         from aecli import modelfile
 
-        with _as_os_errors(str(path)):
+        with as_os_errors(str(path)):
             modelfile.save(self._fitted(), str(path))
 
     @classmethod
@@ -273,7 +273,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         """A fitted estimator from a model file written by ``aecli train`` or ``save``."""
         from aecli import modelfile
 
-        with _as_os_errors(str(path)):
+        with as_os_errors(str(path)):
             fitted = modelfile.load(str(path))
         # The file's configs give every argument they name (the names are the same).
         stored = {**fitted.train_config.to_dict(), **fitted.config.to_dict()}
@@ -337,7 +337,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         """Rows as finite float32, with scikit-learn's checks of width and feature names."""
         if not reset:
             check_is_fitted(self, "fitted_")
-        X = _tabular(X)
+        X = tabular(X)
         text_columns(X)
         values = validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_samples=1)
         return np.ascontiguousarray(values, dtype=np.float32)

@@ -220,14 +220,14 @@ def _graph_module() -> type:
             self.has_neighbours = stats is not None and stats.reference is not None
             if self.has_neighbours:
                 assert stats is not None and stats.grids is not None
-                from aecli.neighbours import WEIGHTS, _knees
+                from aecli.neighbours import WEIGHTS, knees
 
                 self.register_buffer("reference", _as_buffer(stats.reference, torch.float32))
                 self.weights = [WEIGHTS[name] for name in ("residual", "code", "neighbour")]
                 for name in ("residual", "code", "neighbour"):
                     grid = stats.grids[name].astype("float64")
                     self.register_buffer(f"grid_{name}", _as_buffer(grid, torch.float64))
-                    q50, q99 = _knees(grid)
+                    q50, q99 = knees(grid)
                     setattr(self, f"knees_{name}", (q99, math.log(q99 / q50)))
 
         def forward(self, x: torch.Tensor) -> Any:

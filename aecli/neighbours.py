@@ -83,12 +83,12 @@ def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
         part = x[start : start + TAIL_BLOCK, None]
         share[start : start + len(part)] = np.clip((part - low) / width, 0.0, 1.0).sum(1)
     share /= len(grid64)
-    q50, q99 = _knees(grid64)
+    q50, q99 = knees(grid64)
     beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
     return -np.log1p(-share) + beyond
 
 
-def _knees(grid: np.ndarray) -> tuple[float, float]:
+def knees(grid: np.ndarray) -> tuple[float, float]:
     """The median and the 99th percentile of a grid, kept apart and positive."""
     q50 = max(float(grid[(len(grid) - 1) // 2]), 1e-30)
     q99 = max(float(grid[round(0.99 * (len(grid) - 1))]), q50 * 1.0001)

@@ -16,7 +16,7 @@ from aecli.errors import AecliError, UsageError
 
 
 @contextlib.contextmanager
-def _as_value_errors() -> Iterator[None]:
+def as_value_errors() -> Iterator[None]:
     """aecli's errors as ValueError, the exception scikit-learn users catch.
 
     A flag name in the message becomes the keyword argument's name.
@@ -61,7 +61,7 @@ def text_columns(X: Any) -> None:
 
 
 @contextlib.contextmanager
-def _as_os_errors(path: str) -> Iterator[None]:
+def as_os_errors(path: str) -> Iterator[None]:
     """save/load failures as Python's own: OSError subclasses naming the path, else ValueError.
 
     The CLI's wording names its -o flag, which the Python API does not have (F3-11).
@@ -84,7 +84,7 @@ def _as_os_errors(path: str) -> Iterator[None]:
         raise ValueError(f"{path}: {text}") from None
 
 
-def _tabular(X: Any) -> Any:
+def tabular(X: Any) -> Any:
     """A path (any format aecli reads) or a pyarrow Table as a DataFrame; else X itself."""
     import os
 
@@ -93,7 +93,7 @@ def _tabular(X: Any) -> Any:
 
         from aecli.io import read_table
 
-        with _as_value_errors():
+        with as_value_errors():
             table = read_table(os.fspath(X))
         columns = table.columns or [f"x{i}" for i in range(table.n_features)]
         return pd.DataFrame(table.values, columns=columns)

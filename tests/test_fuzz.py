@@ -195,12 +195,12 @@ def test_fast_and_exact_csv_paths_agree(
         path = Path(folder) / "t.csv"
         path.write_text(text, newline="")
         fast = read_table(str(path), header=header, chunk_rows=7)
-        real = aio._pandas
+        real = aio.lazy_pandas
         try:
-            aio._pandas = lambda: None  # type: ignore[assignment]
+            aio.lazy_pandas = lambda: None  # type: ignore[assignment]
             exact = read_table(str(path), header=header, chunk_rows=7)
         finally:
-            aio._pandas = real  # type: ignore[assignment]
+            aio.lazy_pandas = real  # type: ignore[assignment]
     np.testing.assert_array_equal(fast.values, values)
     np.testing.assert_array_equal(exact.values, values)
     assert fast.columns == exact.columns

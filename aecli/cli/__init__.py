@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from aecli.cli import reports, rows, signals, training
-from aecli.cli.app import Command, _one_line, _say, app
+from aecli.cli.app import Command, app, one_line, tell
 from aecli.errors import AecliError
 from aecli.openmp import wait_briefly
 
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name_stdout(exc)
             raise
     except AecliError as exc:
-        _say(f"aecli: error: {_one_line(str(exc))}")
+        tell(f"aecli: error: {one_line(str(exc))}")
         return exc.exit_code
     except click_usage_error as exc:
         ctx = getattr(exc, "ctx", None)
@@ -164,10 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             typer.echo(ctx.get_help())
             return 0
         where = ctx.command_path if ctx is not None else "aecli"
-        _say(f"{where}: error: {exc.format_message()} (see '{where} --help')")  # type: ignore[attr-defined]
+        tell(f"{where}: error: {exc.format_message()} (see '{where} --help')")  # type: ignore[attr-defined]
         return 2
     except click_exception as exc:
-        _say(f"aecli: error: {exc.format_message()}")  # type: ignore[attr-defined]
+        tell(f"aecli: error: {exc.format_message()}")  # type: ignore[attr-defined]
         return exc.exit_code  # type: ignore[attr-defined]
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, and keep Python from
@@ -176,31 +176,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP outside training
-        _say(f"aecli: {signals.word()}")
+        tell(f"aecli: {signals.word()}")
         return signals.exit_code()
     except OSError as exc:
         # A full disk, a permission problem: say which file, in one line.
         where = f"{exc.filename}: " if exc.filename else ""
-        _say(f"aecli: error: {where}{exc.strerror or exc}")
+        tell(f"aecli: error: {where}{exc.strerror or exc}")
         return 1
     except MemoryError:
-        _say("aecli: error: out of memory (a smaller --batch-size, --hidden or --chunk-rows)")
+        tell("aecli: error: out of memory (a smaller --batch-size, --hidden or --chunk-rows)")
         return 1
     except Exception as exc:
         if _peer_failure(exc):
-            _say(
+            tell(
                 "aecli: error: another training process failed or stopped answering "
-                f"({_one_line(str(exc))[:200]})"
+                f"({one_line(str(exc))[:200]})"
             )
             return 1
         if "can't allocate memory" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
-            _say(f"aecli: error: out of memory ({_one_line(str(exc))[:200]})")
+            tell(f"aecli: error: out of memory ({one_line(str(exc))[:200]})")
             return 1
         # A bug in aecli. Users get one line and a way to see more; never locals.
         if os.environ.get("AECLI_DEBUG"):
             raise
-        _say(
-            f"aecli: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+        tell(
+            f"aecli: internal error: {type(exc).__name__}: {one_line(str(exc))} "
             "(a bug; AECLI_DEBUG=1 shows the traceback)"
         )
         return 70

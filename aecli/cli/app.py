@@ -39,7 +39,7 @@ def _root(
     """Train autoencoders on tables of numbers and use them from the shell."""
 
 
-def _say(message: str) -> None:
+def tell(message: str) -> None:
     sys.stderr.write(_rank_tag() + message + "\n")
     sys.stderr.flush()
 
@@ -52,7 +52,7 @@ def _rank_tag() -> str:
     return f"[rank {rank}] "
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
     """Errors are one line on stderr, whatever a library put in its message."""
     return " ".join(message.split())
 

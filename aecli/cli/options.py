@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aecli.choices import Choice, choice
-from aecli.cli.app import _say
+from aecli.cli.app import tell
 from aecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ ImageShapeOpt = Annotated[
 ]
 
 
-def _read_options(
+def reading_options(
     header: bool | None,
     delimiter: str | None,
     columns: str | None,
@@ -227,6 +227,6 @@ def _delimiter(text: str | None) -> str | None:
     return text
 
 
-def _report_dropped(dropped: int, source: str, quiet: bool = False) -> None:
+def report_dropped(dropped: int, source: str, quiet: bool = False) -> None:
     if dropped and not quiet:
-        _say(f"aecli: dropped {dropped} rows of {source} with NaN, inf or missing cells")
+        tell(f"aecli: dropped {dropped} rows of {source} with NaN, inf or missing cells")

@@ -33,7 +33,7 @@ def say_ending(
     import typer
 
     from aecli.cli import signals
-    from aecli.cli.app import _say
+    from aecli.cli.app import tell
     from aecli.errors import TrainingError
 
     where = "stdout" if target == "-" else target
@@ -49,14 +49,14 @@ def say_ending(
         message = history.message.replace("interrupted", signals.word(), 1)
         if main:
             again = f" (continue: --resume {target} -o {target})" if resumable else ""
-            _say(f"aecli: {message}; the model of epoch {kept} was saved to {where}{again}")
+            tell(f"aecli: {message}; the model of epoch {kept} was saved to {where}{again}")
         raise typer.Exit(signals.exit_code())
     if not quiet:
         if history.stop == "early-stopping":
-            _say(f"aecli: {history.message}; kept epoch {kept}")
-        _say(training_summary(fitted, history.seconds, output, auto_latent))
+            tell(f"aecli: {history.message}; kept epoch {kept}")
+        tell(training_summary(fitted, history.seconds, output, auto_latent))
     if fitted.summary.get("diverged") and main:  # a warning: said even with --quiet
-        _say(f"aecli: warning: {divergence_text(fitted)}")
+        tell(f"aecli: warning: {divergence_text(fitted)}")
 
 
 def divergence_text(fitted: FittedModel) -> str:

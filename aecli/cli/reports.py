@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aecli.cli.app import _say
+from aecli.cli.app import tell
 from aecli.cli.options import (
     AllowNanOpt,
     ColumnsOpt,
@@ -22,7 +22,7 @@ from aecli.cli.options import (
     StdoutFormat,
 )
 from aecli.cli.outputs import check_model_output
-from aecli.cli.rows import _model_input, carried_id
+from aecli.cli.rows import carried_id, model_input
 from aecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def evaluate(
             flag="--baseline",
         )
     evaluator = Evaluator(fitted, baseline_pca=baseline == "pca")
-    with _model_input(fitted, data, (header, delimiter, columns, None, allow_nan)) as (_, chunks):
+    with model_input(fitted, data, (header, delimiter, columns, None, allow_nan)) as (_, chunks):
         for chunk in chunks:
             evaluator.update(chunk.values)
     report = evaluator.result()
@@ -179,7 +179,7 @@ def score(
     )
     options = (header, delimiter, columns, id_column, allow_nan)
     with (
-        _model_input(fitted, data, options) as (first, chunks),
+        model_input(fitted, data, options) as (first, chunks),
         TableWriter(
             output, table.names, (len(table.names),), protect=[data, model],
             id_name=(id_name := carried_id(first, options, output)),
@@ -269,7 +269,7 @@ def export(
             sys.stdout.buffer.flush()
     else:
         write_bytes_atomic(output, data, protect=[model], flag="-o")
-    _say(
+    tell(
         f"exported {part} of {model} to {'stdout' if output == '-' else output} (ONNX opset "
         f"{onnx_export.OPSET})"
     )

@@ -22,8 +22,8 @@ from aecli.cli.options import (
     ModelArg,
     OutputOpt,
     StdoutFormat,
-    _read_options,
-    _report_dropped,
+    reading_options,
+    report_dropped,
 )
 from aecli.errors import UsageError
 
@@ -107,7 +107,7 @@ def _transform(
     from aecli.io import TableWriter
 
     fitted = modelfile.load(model_path)
-    with _model_input(fitted, data, options) as (first, chunks):
+    with model_input(fitted, data, options) as (first, chunks):
         if on_first is not None:
             on_first(fitted, first)
         if output is None:
@@ -127,7 +127,7 @@ def _transform(
                 writer.write(apply(chunk.values), chunk.ids if id_name else None)
 
 
-class _model_input:
+class model_input:
     """Open DATA for a trained model: check its first chunk, report dropped rows at the end.
 
     Yields the first chunk (for names and shapes) and an iterator over all
@@ -143,7 +143,7 @@ class _model_input:
         from aecli.io import ReadStats, describe, iter_table
 
         self.stats = ReadStats()
-        reading = _read_options(*self.options, model_columns=self.fitted.columns)
+        reading = reading_options(*self.options, model_columns=self.fitted.columns)
         reading["model_id_column"] = self.fitted.id_column
         chunks = iter_table(self.data, stats=self.stats, **reading)
         first = next(chunks)
@@ -154,7 +154,7 @@ class _model_input:
         from aecli.io import describe
 
         if exc is None:
-            _report_dropped(self.stats.dropped, describe(self.data))
+            report_dropped(self.stats.dropped, describe(self.data))
 
 
 def carried_id(first: Any, options: tuple[Any, ...], output: str | None) -> str | None:
@@ -278,7 +278,7 @@ def interpolate(
         pictures.check_target(grid, "--grid")
     fitted = modelfile.load(model)
     wanted = {first_row, second_row}
-    with _model_input(fitted, data, (header, delimiter, columns, None, False)) as (first, chunks):
+    with model_input(fitted, data, (header, delimiter, columns, None, False)) as (first, chunks):
         shape = first.row_shape
         found, seen = pick_rows(chunks, wanted)
     missing = sorted(wanted - found.keys())

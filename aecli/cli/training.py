@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from aecli.cli import processes, resuming, signals
-from aecli.cli.app import _say
+from aecli.cli.app import tell
 from aecli.cli.options import (
     AllowNanOpt,
     ChoiceOf,
@@ -20,8 +20,8 @@ from aecli.cli.options import (
     HeaderOpt,
     IdColumnOpt,
     QuietOpt,
-    _read_options,
-    _report_dropped,
+    reading_options,
+    report_dropped,
 )
 from aecli.cli.outputs import check_outputs, write_model
 from aecli.config import (
@@ -269,7 +269,9 @@ def train(
         request,
         asked,
         output=output,
-        read_options=_read_options(header, delimiter, columns, id_column, allow_nan, None, exclude),
+        read_options=reading_options(
+            header, delimiter, columns, id_column, allow_nan, None, exclude
+        ),
         given=(n for n in ctx.params if resuming.given(ctx, n)),
         resume=None if resume is None else resuming.load(resume),
         fingerprint=fingerprint,
@@ -279,7 +281,7 @@ def train(
     processes.agree(world, ctx.params)
     if not world.main:  # under torchrun rank 0 alone writes and speaks
         quiet, log, checkpoint_every = True, None, 0
-    say = _say if world.main and not quiet else lambda _: None
+    say = tell if world.main and not quiet else lambda _: None
     if note is not None:
         say(f"aecli: {note}")
     result = _execute(run, data, output, log, resume, checkpoint_every > 0, quiet, say)
@@ -324,7 +326,7 @@ def _execute(
                 progress(stats)
 
         def on_read(stats: ReadStats) -> None:
-            _report_dropped(stats.dropped, describe(data), quiet)
+            report_dropped(stats.dropped, describe(data), quiet)
 
         _say_reading(data, say)
         with signals.polled() if world.many else nullcontext():
@@ -335,7 +337,7 @@ def _execute(
         with signals.deferred():  # a second Ctrl-C waits until the file is whole (F05)
             write_model(result.fitted, result.target, data)
         if (problem := logger.save()) is not None:  # the model first, the log a warning
-            _say(f"aecli: warning: --log {log}: not written ({problem}); the model was saved")
+            tell(f"aecli: warning: --log {log}: not written ({problem}); the model was saved")
     return result
 
 

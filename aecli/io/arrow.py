@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from aecli.errors import DataError
-from aecli.io.columns import _select_columns
+from aecli.io.columns import select_columns
 from aecli.io.ids import as_arrow, kept
 from aecli.io.table import ReadOptions, ReadStats, Table, chunk_rows_for
 
@@ -38,9 +38,9 @@ def iter_arrow(
     """The table's rows in chunks of at most ``rows`` (and 2M values) rows."""
     schema, batches = _open(source, kind, name, rows)
     names = [str(n) for n in schema.names]
-    features, id_index = _select_columns(opts, names, len(names), name, False)
+    features, id_index = select_columns(opts, names, len(names), name, False)
     for index in features:
-        _check_numbers(schema.field(index), name)
+        check_numbers(schema.field(index), name)
     columns = [names[i] for i in features]
     id_name = names[id_index] if id_index is not None else None
     step = chunk_rows_for(len(features), rows)
@@ -88,7 +88,9 @@ def _open(source: Path | IO[bytes], kind: str, name: str, rows: int) -> tuple[An
         stream = pa.ipc.open_stream(opened)
         return stream.schema, _guarded(iter(stream), name)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(f"not a readable {_what(kind)} file ({_short(exc)})", source=name) from None
+        raise DataError(
+            f"not a readable {_what(kind)} file ({short_text(exc)})", source=name
+        ) from None
 
 
 def spooled_stdin(stream: IO[bytes]) -> IO[bytes]:
@@ -110,10 +112,10 @@ def _guarded(batches: Iterator[Any], name: str) -> Iterator[Any]:
     try:
         yield from batches
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"damaged or truncated data ({_short(exc)})", source=name) from None
+        raise DataError(f"damaged or truncated data ({short_text(exc)})", source=name) from None
 
 
-def _check_numbers(field: Any, name: str) -> None:
+def check_numbers(field: Any, name: str) -> None:
     import pyarrow as pa
 
     kind = field.type
@@ -209,7 +211,7 @@ def _what(kind: str) -> str:
     return {"parquet": "Parquet", "arrow": "Arrow IPC", "stream": "Arrow IPC stream"}[kind]
 
 
-def _short(exc: BaseException) -> str:
+def short_text(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
 

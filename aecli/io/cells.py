@@ -11,7 +11,7 @@ import numpy as np
 from aecli.errors import DataError
 
 
-def _pandas() -> Any:
+def lazy_pandas() -> Any:
     """pandas, when installed: its C parser reads clean CSV chunks several times faster."""
     try:
         import pandas
@@ -20,7 +20,7 @@ def _pandas() -> Any:
     return pandas
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
     try:
         float(cell)
     except ValueError:
@@ -32,7 +32,7 @@ _MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "-nan"})
 _NAN_HINT = " (--allow-nan drops such rows)"
 
 
-def _to_floats(
+def to_floats(
     rows: list[list[str]],
     lines: list[int],
     name: str,

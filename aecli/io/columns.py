@@ -9,7 +9,7 @@ from aecli.errors import DataError, UsageError
 from aecli.io.table import ReadOptions
 
 
-def _picker(features: list[int], width: int) -> Any:
+def picker(features: list[int], width: int) -> Any:
     """A fast row -> selected cells function, or None when every column is a feature."""
     if features == list(range(width)):
         return None
@@ -20,7 +20,7 @@ def _picker(features: list[int], width: int) -> Any:
     return lambda row: list(getter(row))
 
 
-def _select_columns(
+def select_columns(
     opts: ReadOptions, names: list[str] | None, width: int, source: str, header: bool = True
 ) -> tuple[list[int], int | None]:
     """Feature column indices and the id column index, from the options and the header.
@@ -30,7 +30,7 @@ def _select_columns(
     """
     id_index = None
     if opts.id_column is not None:
-        id_index = _resolve_column(opts.id_column, names, width, source, "--id-column")
+        id_index = resolve_column(opts.id_column, names, width, source, "--id-column")
     elif opts.model_id_column is not None and names is not None and opts.model_id_column in names:
         id_index = names.index(opts.model_id_column)  # the model's own, remembered
     if opts.columns:
@@ -109,7 +109,7 @@ def _expand(
         span = re.fullmatch(r"(\d+)\s*([-:])\s*(\d+)", item)
         if (names is not None and item in names) or (span is None and not _glob(item)):
             said.append(item)
-            indices.append(_resolve_column(item, names, width, source, what))
+            indices.append(resolve_column(item, names, width, source, what))
         elif span is not None:
             low, high = int(span.group(1)), int(span.group(3)) + (span.group(2) == "-")
             if not low < high <= width:
@@ -136,7 +136,7 @@ def _glob(item: str) -> bool:
     return any(ch in item for ch in "*?[")
 
 
-def _resolve_column(item: str, names: list[str] | None, width: int, source: str, what: str) -> int:
+def resolve_column(item: str, names: list[str] | None, width: int, source: str, what: str) -> int:
     """A column by header name, else by 0-based index."""
     item = item.strip()
     if names is not None and item in names:

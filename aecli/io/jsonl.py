@@ -19,9 +19,9 @@ import numpy as np
 
 from aecli.errors import DataError
 from aecli.io.cells import text_hint
-from aecli.io.columns import _select_columns
+from aecli.io.columns import select_columns
 from aecli.io.ids import as_text
-from aecli.io.lines import _Lines, _text
+from aecli.io.lines import NumberedLines, line_text
 from aecli.io.live import LiveLines
 from aecli.io.table import ReadOptions, ReadStats, Table, chunk_rows_for
 
@@ -30,7 +30,7 @@ _MISSING = object()
 
 
 def iter_jsonl(
-    lines: _Lines, name: str, opts: ReadOptions, stats: ReadStats, rows: int
+    lines: NumberedLines, name: str, opts: ReadOptions, stats: ReadStats, rows: int
 ) -> Iterator[Table]:
     """The objects of ``lines`` as float32 chunks of at most ``rows`` rows."""
     head = lines.next_nonblank()
@@ -39,7 +39,7 @@ def iter_jsonl(
     number, line = head
     first = _object(line, number, name)
     names = [str(key) for key in first]
-    features, id_index = _select_columns(opts, names, len(names), name, False)
+    features, id_index = select_columns(opts, names, len(names), name, False)
     columns = [names[i] for i in features]
     id_name = names[id_index] if id_index is not None else None
     step = chunk_rows_for(len(features), rows)
@@ -71,7 +71,7 @@ def iter_jsonl(
 
 def _object(line: bytes, number: int, name: str) -> dict[str, Any]:
     try:
-        value = json.loads(_text(line, number, name))
+        value = json.loads(line_text(line, number, name))
     except json.JSONDecodeError as exc:
         raise DataError(
             f"not JSON ({exc.msg}, column {exc.colno})", source=name, line=number

@@ -13,7 +13,7 @@ from typing import IO, Any
 from aecli.errors import DataError
 
 
-class _Lines:
+class NumberedLines:
     """Binary lines with their 1-based numbers, read lazily from a stream."""
 
     def __init__(self, raw: IO[bytes]) -> None:
@@ -38,18 +38,18 @@ class _Lines:
         return batch
 
 
-def _decoded(head: list[bytes], first: int, rest: _Lines, name: str) -> Iterator[str]:
+def decoded_lines(head: list[bytes], first: int, rest: NumberedLines, name: str) -> Iterator[str]:
     """Text lines for the csv module (line ends kept, as newline='' would).
 
     ``head`` are lines already read, the first of them line ``first``.
     """
     for number, line in enumerate(head, first):
-        yield _text(line, number, name)
+        yield line_text(line, number, name)
     for line in rest:
-        yield _text(line, rest.number, name)
+        yield line_text(line, rest.number, name)
 
 
-def _text(line: bytes, number: int, name: str) -> str:
+def line_text(line: bytes, number: int, name: str) -> str:
     """A line as UTF-8 text, or an error naming its line and column (F21)."""
     try:
         return line.decode("utf-8")
@@ -81,7 +81,7 @@ def binary_format(head: bytes) -> tuple[str, str] | None:
     return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
-class _guard_read:
+class guard_read:
     """Turn low-level read failures into DataErrors that name the source."""
 
     def __init__(self, name: str) -> None:

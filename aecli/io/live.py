@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from aecli.io.lines import _Lines
+from aecli.io.lines import NumberedLines
 
 PAUSE = 0.2  # seconds without a byte after which the rows read so far are handed on
 _READ = 1 << 20
@@ -37,13 +37,13 @@ def live_source(stream: Any) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
-def live_lines(buffered: IO[bytes]) -> IO[bytes] | _Lines:
+def live_lines(buffered: IO[bytes]) -> IO[bytes] | NumberedLines:
     """A pipe, terminal or socket as ``LiveLines`` (rows go on as they come), else as it is."""
     return LiveLines(buffered) if live_source(buffered) else buffered
 
 
-class LiveLines(_Lines):
-    """``_Lines`` of a descriptor, whose ``take`` returns early when the input pauses.
+class LiveLines(NumberedLines):
+    """``NumberedLines`` of a descriptor, whose ``take`` returns early when the input pauses.
 
     ``buffered``: the reader the first bytes were peeked through; what it holds is taken
     first, then the descriptor is read directly.

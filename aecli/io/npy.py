@@ -11,11 +11,11 @@ import numpy as np
 
 from aecli.errors import DataError, UsageError
 from aecli.io.cells import _NAN_HINT
-from aecli.io.columns import _resolve_column, check_distinct
+from aecli.io.columns import check_distinct, resolve_column
 from aecli.io.table import ReadOptions, ReadStats, Table, chunk_rows_for, describe
 
 
-def _iter_npy(
+def iter_npy(
     source: Path | IO[bytes], name: str, chunk_rows: int, opts: ReadOptions, stats: ReadStats
 ) -> Iterator[Table]:
     """Rows of a .npy, memory-mapped from a path so that only one chunk is in memory."""
@@ -78,7 +78,7 @@ def _open_npy(
         del array
     features = None
     if opts.columns:
-        features = [_resolve_column(c, None, width, name, "--columns") for c in opts.columns]
+        features = [resolve_column(c, None, width, name, "--columns") for c in opts.columns]
         check_distinct(list(opts.columns), features)
         row_shape = (len(features),)
     return flat, row_shape, features

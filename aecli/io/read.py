@@ -22,14 +22,14 @@ from aecli.errors import DataError
 from aecli.io.arrow import MAGIC as ARROW_MAGIC
 from aecli.io.arrow import SUFFIXES as ARROW_SUFFIXES
 from aecli.io.arrow import iter_arrow
-from aecli.io.cells import _is_number, _pandas, _to_floats
-from aecli.io.columns import _picker, _select_columns
+from aecli.io.cells import is_number, lazy_pandas, to_floats
+from aecli.io.columns import picker, select_columns
 from aecli.io.ids import concat as concat_ids
 from aecli.io.jsonl import SUFFIXES as JSONL_SUFFIXES
 from aecli.io.jsonl import iter_jsonl
-from aecli.io.lines import _decoded, _guard_read, _Lines, _text
+from aecli.io.lines import NumberedLines, decoded_lines, guard_read, line_text
 from aecli.io.live import live_lines
-from aecli.io.npy import _iter_npy
+from aecli.io.npy import iter_npy
 from aecli.io.table import (
     _DELIMITERS,
     _GZIP_MAGIC,
@@ -95,8 +95,10 @@ class _Reader:
             yield from self.npy(path)
             return
         if suffixes and suffixes[-1] in JSONL_SUFFIXES:
-            with _guard_read(name), open(path, "rb") as raw:
-                yield from iter_jsonl(_Lines(raw), name, self.opts, self.stats, self.chunk_rows)
+            with guard_read(name), open(path, "rb") as raw:
+                yield from iter_jsonl(
+                    NumberedLines(raw), name, self.opts, self.stats, self.chunk_rows
+                )
             return
         if suffixes and suffixes[-1] in ARROW_SUFFIXES:
             kind = ARROW_SUFFIXES[suffixes[-1]]
@@ -114,14 +116,14 @@ class _Reader:
                     source=name,
                 )
             delimiter = _DELIMITERS[ext]
-        with _guard_read(name):
+        with guard_read(name):
             raw: IO[bytes] = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
             with raw:
                 yield from self.csv(raw, delimiter)
 
     def stream(self, stream: IO[bytes]) -> Iterator[Table]:
         """Stdin: gzip and NPY are recognised by their magic bytes, anything else is CSV."""
-        with _guard_read(self.name):
+        with guard_read(self.name):
             buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
             head = buffered.peek(8)[:8]  # type: ignore[union-attr]
             if head.startswith(_GZIP_MAGIC):
@@ -138,12 +140,12 @@ class _Reader:
                     return
             lines = live_lines(buffered)
             if head.lstrip().startswith(b"{"):  # JSON Lines, by its first byte
-                lines = lines if isinstance(lines, _Lines) else _Lines(lines)
+                lines = lines if isinstance(lines, NumberedLines) else NumberedLines(lines)
                 yield from iter_jsonl(lines, self.name, self.opts, self.stats, self.chunk_rows)
                 return
             yield from self.csv(lines, self.opts.delimiter or ",")
 
-    def csv(self, raw: IO[bytes] | _Lines, delimiter: str) -> Iterator[Table]:
+    def csv(self, raw: IO[bytes] | NumberedLines, delimiter: str) -> Iterator[Table]:
         """CSV rows in chunks: pandas' C parser converts clean chunks, the csv module the rest.
 
         Lines are read and counted here, so chunks stream and every message can
@@ -158,19 +160,19 @@ class _Reader:
         # A quoted field may be long (a document, an embedding as text): the csv
         # module's 128 KiB default refused valid files that pandas reads (F21).
         csv.field_size_limit(_FIELD_LIMIT)
-        lines = raw if isinstance(raw, _Lines) else _Lines(raw)
+        lines = raw if isinstance(raw, NumberedLines) else NumberedLines(raw)
         head = lines.next_nonblank()
         if head is None:
             raise DataError("empty file: no rows", source=name)
         first_no, first = head
         first = first.removeprefix(_BOM)
-        if b'"' in first or _pandas() is None or len(delimiter) != 1:
+        if b'"' in first or lazy_pandas() is None or len(delimiter) != 1:
             reader = csv.reader(
-                _decoded([first], first_no, lines, name), delimiter=delimiter, strict=True
+                decoded_lines([first], first_no, lines, name), delimiter=delimiter, strict=True
             )
             yield from self._exact(reader, first_no - 1, delimiter)
             return
-        cells = _text(first, first_no, name).rstrip("\r\n").split(delimiter)
+        cells = line_text(first, first_no, name).rstrip("\r\n").split(delimiter)
         layout = self._layout(cells)
         self.chunk_rows = chunk_rows_for(layout.width, self.chunk_rows)
         pending = [] if layout.header else [first]
@@ -186,7 +188,7 @@ class _Reader:
             blob = b"".join(batch)
             if b'"' in blob:  # one search of the chunk's bytes, not one a line
                 reader = csv.reader(
-                    _decoded(batch, numbers[0], lines, name), delimiter=delimiter, strict=True
+                    decoded_lines(batch, numbers[0], lines, name), delimiter=delimiter, strict=True
                 )
                 for table in self._records(reader, numbers[0] - 1, layout):
                     emitted = True
@@ -195,7 +197,9 @@ class _Reader:
             table = self._fast(blob, len(batch), layout, delimiter)
             if table is None:
                 kept = [(n, line) for n, line in zip(numbers, batch) if line.strip()]
-                rows = [_text(line, n, name).rstrip("\r\n").split(delimiter) for n, line in kept]
+                rows = [
+                    line_text(line, n, name).rstrip("\r\n").split(delimiter) for n, line in kept
+                ]
                 table = self._rows_to_table(rows, [n for n, _ in kept], layout)
             if table is not None:
                 emitted = True
@@ -230,10 +234,10 @@ class _Reader:
         """Header or not, and which columns are features and id, from the first record."""
         header = self.opts.header
         if header is None:
-            header = not all(_is_number(cell) for cell in first)
+            header = not all(is_number(cell) for cell in first)
         names = [cell.strip() for cell in first] if header else None
         width = len(first)
-        features, id_index = _select_columns(self.opts, names, width, self.name)
+        features, id_index = select_columns(self.opts, names, width, self.name)
         columns = [names[i] for i in features] if names is not None else None
         id_name = None
         if id_index is not None:
@@ -288,7 +292,7 @@ class _Reader:
             kept_numbers.append(number)
         if not kept_rows:
             return None
-        pick = _picker(layout.features, width)
+        pick = picker(layout.features, width)
         ids = [row[layout.id_index] for row in kept_rows] if layout.id_index is not None else None
         values = [pick(row) for row in kept_rows] if pick else kept_rows
         return self._chunk(
@@ -301,7 +305,7 @@ class _Reader:
         Clean means: no blank line and every line has the header's field count,
         checked with numpy over the chunk's bytes rather than line by line.
         """
-        pandas = _pandas()
+        pandas = lazy_pandas()
         if not blob.endswith(b"\n"):
             blob += b"\n"
         data = np.frombuffer(blob, dtype=np.uint8)
@@ -355,7 +359,7 @@ class _Reader:
         features: list[int],
         id_name: str | None,
     ) -> Table | None:
-        values, keep = _to_floats(rows, lines, self.name, columns, features, self.opts.allow_nan)
+        values, keep = to_floats(rows, lines, self.name, columns, features, self.opts.allow_nan)
         if keep is not None:
             self.stats.dropped += int((~keep).sum())
             if ids is not None:
@@ -365,7 +369,7 @@ class _Reader:
         return Table(values, columns, (len(features),), ids, id_name)
 
     def npy(self, source: Path | IO[bytes]) -> Iterator[Table]:
-        yield from _iter_npy(source, self.name, self.chunk_rows, self.opts, self.stats)
+        yield from iter_npy(source, self.name, self.chunk_rows, self.opts, self.stats)
 
 
 _BOM = "\ufeff".encode()

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from aecli.errors import DataError
-from aecli.io.arrow import _check_numbers, _short, bad_value, floats32
-from aecli.io.columns import _select_columns
+from aecli.io.arrow import bad_value, check_numbers, floats32, short_text
+from aecli.io.columns import select_columns
 from aecli.io.npy import NpyRows, _FileRows
 from aecli.io.table import ReadOptions, ReadStats, describe
 
@@ -46,14 +46,14 @@ class ParquetRows(NpyRows):
             self.file = pq.ParquetFile(path, pre_buffer=False)
         except Exception as exc:  # pyarrow's own errors, and OSError
             raise DataError(
-                f"not a readable Parquet file ({_short(exc)})", source=self.name
+                f"not a readable Parquet file ({short_text(exc)})", source=self.name
             ) from None
         schema = self.file.schema_arrow
         names = [str(n) for n in schema.names]
-        self.picked, id_index = _select_columns(self.opts, names, len(names), self.name, False)
+        self.picked, id_index = select_columns(self.opts, names, len(names), self.name, False)
         self.id_name = names[id_index] if id_index is not None else None  # kept by the model
         for index in self.picked:
-            _check_numbers(schema.field(index), self.name)
+            check_numbers(schema.field(index), self.name)
         self.columns: list[str] | None = [names[i] for i in self.picked]
         self.row_shape = (len(self.picked),)
         self.features = None  # the spool holds the picked columns only, in their order
@@ -104,7 +104,7 @@ class ParquetRows(NpyRows):
         except (pa.ArrowException, OSError) as exc:
             spool.close()
             raise DataError(
-                f"damaged or truncated data ({_short(exc)})", source=self.name
+                f"damaged or truncated data ({short_text(exc)})", source=self.name
             ) from None
         except BaseException:
             spool.close()

@@ -111,9 +111,9 @@ class TableWriter:
         self._binary: Any = None  # a _NpyStream, or an ArrowSink (Parquet, Arrow)
         self._file: AtomicFile | None = None
         self._gz: gzip.GzipFile | None = None
-        self._text: IO[str]
+        self.line_text: IO[str]
         if self.dest is None:
-            self._text = sys.stdout
+            self.line_text = sys.stdout
             self.jsonl = stdout_format == "jsonl"
             with naming_stdout():
                 self._write_header(",")
@@ -139,7 +139,7 @@ class TableWriter:
         if gz:
             self._gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0)
             sink = self._gz  # type: ignore[assignment]
-        self._text = io.TextIOWrapper(sink, encoding="utf-8", newline="")  # type: ignore[arg-type]
+        self.line_text = io.TextIOWrapper(sink, encoding="utf-8", newline="")  # type: ignore[arg-type]
         self._write_header(delimiter)
 
     def _write_header(self, delimiter: str) -> None:
@@ -147,7 +147,7 @@ class TableWriter:
         if self.jsonl:  # every object names its keys
             return
         names = ([self.id_name] if self.id_name is not None else []) + self.columns
-        self._text.write(delimiter.join(_quote(c, delimiter) for c in names) + "\n")
+        self.line_text.write(delimiter.join(_quote(c, delimiter) for c in names) + "\n")
 
     def write(self, values: np.ndarray, ids: Any = None) -> None:
         """Append rows (float32 2-D, one column per name), with their ids if any."""
@@ -163,22 +163,22 @@ class TableWriter:
                 text = format_jsonl(values, self.columns, ids, self.id_name, self.integers)
             else:
                 text = format_rows(values, self._delimiter, ids, self.integers)
-            self._text.write(text)
+            self.line_text.write(text)
             if self.dest is None:  # a reader downstream sees each chunk as it is done
-                self._text.flush()
+                self.line_text.flush()
 
     def commit(self) -> None:
         """Finish the output: flush stdout, or move the finished file into place."""
         if self._file is None:
             with naming_stdout():
-                self._text.flush()
+                self.line_text.flush()
             return
         with naming_file(self.dest or "stdout"):
             if self._binary is not None:
                 self._binary.finish()
             else:
-                self._text.flush()
-                self._text.detach()
+                self.line_text.flush()
+                self.line_text.detach()
                 if self._gz is not None:
                     self._gz.close()
             self._file.commit()

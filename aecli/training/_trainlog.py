@@ -109,7 +109,7 @@ def read_log(path: str) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-            ok = isinstance(record, dict) and _is_number(record["epoch"])
+            ok = isinstance(record, dict) and is_number(record["epoch"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             ok = False
         if not ok:
@@ -117,7 +117,7 @@ def read_log(path: str) -> list[dict[str, Any]]:
         for key, value in record.items():  # F18: a text where a number belongs
             if key == "diverged" and isinstance(value, bool):
                 continue
-            if value is not None and not _is_number(value):
+            if value is not None and not is_number(value):
                 raise DataError(f"{key!r} is {value!r}, not a number", source=path, line=number)
         records.append(record)
     if not records:
@@ -125,6 +125,6 @@ def read_log(path: str) -> list[dict[str, Any]]:
     return records
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """A JSON number (NaN and Infinity included: a diverged epoch logs them)."""
     return isinstance(value, int | float) and not isinstance(value, bool)

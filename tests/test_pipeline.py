@@ -128,3 +128,30 @@ def test_the_fields_are_listed_once_and_taken_from_any_mapping() -> None:
     assert {f.name for f in dataclasses.fields(ModelRequest)} - set(vars(ModelConfig())) == {
         "image_shape"
     }
+
+
+def test_a_request_refused_by_prepare_loads_no_torch() -> None:
+    """Every check prepare makes before the device is torch-free: a mistyped flag answers
+    at once, and the layer-wise refusals are among them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from aecli.config import TrainConfig\n"
+        "from aecli.errors import UsageError\n"
+        "from aecli.training import ModelRequest, prepare\n"
+        "for request, config in ((ModelRequest(), TrainConfig(beta_warmup=2)),\n"
+        "                        (ModelRequest(kind='vae'), TrainConfig(layerwise=True))):\n"
+        "    try:\n"
+        "        prepare('x.csv', request, config)\n"
+        "    except UsageError as exc:\n"
+        "        print(exc)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "--beta-warmup: is for --kind vae (it weighs the latent loss)",
+        "--layerwise: is for --arch mlp without --tied, kinds basic, denoise and sparse",
+    ]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecli import losses
-from aecli.config import Kind, Loss, TrainConfig
+from aecli.config import Loss, TrainConfig
 from aecli.errors import UsageError
 from aecli.models import Autoencoder, SparseAutoencoder
 
@@ -73,33 +73,6 @@ class Stage(nn.Module):
         sparsity = losses.sparsity_penalty(codes, config.sparsity_target)
         loss = reconstruction + config.sparsity_weight * sparsity
         return loss, {"reconstruction": reconstruction, "sparsity": sparsity}
-
-
-def refuse(
-    kind: str,
-    arch: str,
-    tied: bool,
-    hidden: tuple[int, ...] | None,
-    compile_model: bool,
-    streamed: bool,
-    resumed: bool,
-) -> None:
-    """The refusals, from what a request knows (``hidden`` None: auto, one layer for mlp).
-
-    Asked once, by ``prepare``, before any row is read (a resumed run is refused: its
-    stages cannot be resumed).
-    """
-    if kind == Kind.vae or arch != "mlp" or tied:
-        raise UsageError(
-            "is for --arch mlp without --tied, kinds basic, denoise and sparse", flag="--layerwise"
-        )
-    if hidden is not None and not hidden:
-        raise UsageError(
-            "needs hidden layers to stack; give --hidden, not none", flag="--layerwise"
-        )
-    if streamed or resumed or compile_model:
-        what = "a streamed .npy" if streamed else "--resume" if resumed else "--compile"
-        raise UsageError(f"does not work with {what}", flag="--layerwise")
 
 
 @dataclasses.dataclass

@@ -39,3 +39,32 @@ def check_warmup(beta_warmup: int, kind: Kind) -> None:
     (the estimator's parameters are all given)."""
     if beta_warmup and kind is not Kind.vae:
         raise UsageError(VAE_ONLY, flag="--beta-warmup")
+
+
+def refuse_layerwise(
+    kind: Kind,
+    arch: Arch,
+    tied: bool,
+    hidden: tuple[int, ...] | None,
+    compile_model: bool,
+    streamed: bool,
+    resumed: bool,
+) -> None:
+    """--layerwise trains untied MLP stacks of basic, denoise and sparse, in memory.
+
+    From what a request knows (``hidden`` None: auto, one layer for mlp).
+
+    Asked once, by ``prepare``, before any row is read (a resumed run is refused: its
+    stages cannot be resumed).
+    """
+    if kind is Kind.vae or arch is not Arch.mlp or tied:
+        raise UsageError(
+            "is for --arch mlp without --tied, kinds basic, denoise and sparse", flag="--layerwise"
+        )
+    if hidden is not None and not hidden:
+        raise UsageError(
+            "needs hidden layers to stack; give --hidden, not none", flag="--layerwise"
+        )
+    if streamed or resumed or compile_model:
+        what = "a streamed .npy" if streamed else "--resume" if resumed else "--compile"
+        raise UsageError(f"does not work with {what}", flag="--layerwise")

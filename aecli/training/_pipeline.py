@@ -259,9 +259,7 @@ def prepare(
     must repeat it. ``fingerprint``: kept in the files of a stopped run. ``join``: take
     this process's place in torchrun's group.
     """
-    from aecli.training import _layerwise as layerwise
     from aecli.training import _meaningful as meaningful
-    from aecli.training._device import check_runtime, resolve_device
 
     given = frozenset(given)
     train_config.validate()
@@ -273,10 +271,12 @@ def prepare(
     meaningful.check_warmup(train_config.beta_warmup, kind)
     if train_config.layerwise:
         on_disk = isinstance(source, str) and _streamed(source, train_config, None)
-        layerwise.refuse(
+        meaningful.refuse_layerwise(
             request.kind, request.arch, request.tied, request.hidden, train_config.compile,
             on_disk, resume is not None,
         )  # fmt: skip
+    from aecli.training._device import check_runtime, resolve_device  # torch, from here
+
     device = resolve_device(train_config.device)
     check_runtime(train_config.precision, device, train_config.compile)
     world = _join(device, train_config.compile) if join else _alone()

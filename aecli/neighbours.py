@@ -47,14 +47,18 @@ def nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     A copy among the other rows is still at distance 0. ``rows`` come in fixed-size
     blocks (FittedModel.blocks), so a row's distance does not depend on the chunking.
     """
-    norms = rows.square().sum(1, keepdim=True)
-    ref_norms = reference.square().sum(1)[None, :]
-    squared = (norms - 2.0 * rows @ reference.T + ref_norms).clamp_min(0.0)
+    norms = rows.square().sum(1)
+    ref_norms = reference.square().sum(1)
+    # |r|^2 - 2 x.r in one product; |x|^2 is the same along a row, so it is added to the two
+    # nearest only. Two passes of min find them several times faster than topk on a CPU.
+    partial = torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
     if reference.shape[0] == 1:
-        return squared[:, 0].sqrt()
-    two = squared.topk(2, dim=1, largest=False)
-    first, second = two.values[:, 0], two.values[:, 1]
-    scale = norms[:, 0] + ref_norms[0, two.indices[:, 0]]
+        return (partial[:, 0] + norms).clamp_min(0.0).sqrt()
+    first, index = partial.min(1)
+    partial.scatter_(1, index[:, None], float("inf"))
+    second = partial.min(1).values
+    first, second = (first + norms).clamp_min(0.0), (second + norms).clamp_min(0.0)
+    scale = norms + ref_norms[index]
     return torch.where(first <= SAME_ROW * scale, second, first).sqrt()
 
 

@@ -155,3 +155,15 @@ def test_a_request_refused_by_prepare_loads_no_torch() -> None:
         "--beta-warmup: is for --kind vae (it weighs the latent loss)",
         "--layerwise: is for --arch mlp without --tied, kinds basic, denoise and sparse",
     ]
+
+
+def test_a_run_gives_the_caller_its_thread_count_back() -> None:
+    """A small model trains on one thread and its statistics on more; a notebook's torch
+    keeps the thread count it had (a fit left it at one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # neither the one thread training takes nor the cores
+    try:
+        prepare(_table(), ModelRequest(latent=2), TrainConfig(epochs=1)).execute()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -193,7 +193,6 @@ class Run:
             scaler = recipe.scale(source, self.train_config, self.request.loss is Loss.bce)
             config = self.request.resolve(table.n_features, table.row_shape, scaler)
             _check_id_name(getattr(table, "id_name", None), config.latent)
-        session = recipe.build(table, source, config, scaler, self, streamed)
         # A run that fails must not replace a model that was there before it.
         keep_old = self.output != "-" and os.path.exists(self.output)
         saved = checkpoint
@@ -204,8 +203,10 @@ class Run:
                 checkpoint(fitted)
                 keep_old = False
 
-        history = recipe.train(session, on_epoch, saved, should_stop)
-        fitted = recipe.keep(session, history)
+        with recipe.threads_kept():  # the caller's torch thread count, back after the run
+            session = recipe.build(table, source, config, scaler, self, streamed)
+            history = recipe.train(session, on_epoch, saved, should_stop)
+            fitted = recipe.keep(session, history)
         if on_read is not None and stats is not None and streamed:
             on_read(stats)
         _check_finite(fitted)

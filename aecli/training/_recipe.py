@@ -7,8 +7,9 @@ the rows (the scaler, the unit range of cross-entropy, the shape under torchrun)
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -110,6 +111,18 @@ class Session:
             self.model, self.scaler, self.config, self.train_config, table.columns,
             table.row_shape, summary, state, id_column=getattr(table, "id_name", None),
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def threads_kept() -> Iterator[None]:
+    """Whatever thread count a run sets (one for a small model's steps, more for its
+    statistics), the process has its own back afterwards: a notebook's fit must not leave
+    torch on one thread."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build(
@@ -328,11 +341,22 @@ def _trained(resumed: FittedModel) -> History:
     return History([last], optimizer_state=resumed.optimizer_state)
 
 
+STATS_WORK = 512 * 10_000 * 32  # multiply-adds of one block's nearest rows: a big product
+
+
 def _add_baselines(fitted: FittedModel, session: Session) -> None:
-    """The statistics, from the rows this run's seed picks (aecli.diagnostics.add_baselines)."""
+    """The statistics, from the rows this run's seed picks (aecli.diagnostics.add_baselines).
+
+    On a CPU they run with the threads their own work calls for: training a small model
+    takes one thread (its steps are too short to share), but the statistics' products
+    (every row against the neighbour reference) are large.
+    """
     from aecli.diagnostics import add_baselines
 
-    source, order, seed = session.source, session.order, session.train_config.seed
+    config = session.train_config
+    if session.device.type == "cpu":
+        torch.set_num_threads(choose_threads(config.threads, STATS_WORK, session.world.local_size))
+    source, order, seed = session.source, session.order, config.seed
     code_rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
     score_rows = source.at(seeded_sample(source.rows, SAMPLE_ROWS, seed + 3))
     add_baselines(fitted, order.train_blocks(source), code_rows, score_rows)

@@ -37,7 +37,9 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     sizes; ``latent``: None for a quarter of the width (1 to 32). ``arch="conv"``
     needs ``image_shape`` (H, W) or (C, H, W) and uses ``channels``. ``contamination``
     is the share of training rows that ``predict`` calls outliers (estimator
-    only; the CLI's ``score --contamination`` is the same idea).
+    only; the CLI's ``score --contamination`` is the same idea). ``batch_size`` and ``lr``
+    0: chosen from the table, as the CLI's defaults (64 at 3e-3, or 128 at 6e-3 from 4096
+    rows); ``summary_`` says which.
     """
 
     def __init__(
@@ -148,7 +150,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
 
             warnings.warn(
                 "training diverged: the reconstruction error is worse than predicting each "
-                f"column's mean; try a smaller lr (this fit: lr={self.lr!r})",
+                f"column's mean; try a smaller lr (this fit: lr={fitted.train_config.lr!r})",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -87,11 +87,12 @@ def members(config: Any) -> None:
 def params_of(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``params`` that are fields of the dataclass ``cls``.
 
-    ``compile_model`` (the CLI's parameter for --compile) is the field ``compile``.
+    ``compile_model`` (the CLI's parameter for --compile) is the field ``compile``; None
+    (a flag not given whose default is chosen later, as --batch-size) is the field's default.
     """
     names = {f.name for f in dataclasses.fields(cls)}
     renamed = {("compile" if k == "compile_model" else k): v for k, v in params.items()}
-    return {k: v for k, v in renamed.items() if k in names}
+    return {k: v for k, v in renamed.items() if k in names and v is not None}
 
 
 def plain(data: dict[str, Any]) -> dict[str, Any]:

@@ -167,3 +167,23 @@ def test_a_run_gives_the_caller_its_thread_count_back() -> None:
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_batch_size_and_rate_are_chosen_for_the_table() -> None:
+    """Batches of 64 at 3e-3 below 4096 rows; 128 at 6e-3 from there (the same fit in less
+    time); a given batch size keeps 3e-3 unless the rate is given too. The file says which."""
+    sized = TrainConfig().sized
+    assert (sized(4095).batch_size, sized(4095).lr) == (64, 3e-3)
+    assert (sized(4096).batch_size, sized(4096).lr) == (128, 6e-3)
+    assert TrainConfig(batch_size=32).sized(10**6).lr == 3e-3
+    assert TrainConfig(lr=1e-3).sized(10**6).batch_size == 128
+    for rows, expected in ((1000, (64, 3e-3)), (4200, (128, 6e-3))):
+        run = prepare(_table(rows=rows), ModelRequest(latent=2), TrainConfig(epochs=1))
+        kept = run.execute().fitted.train_config
+        assert (kept.batch_size, kept.lr) == expected
+
+
+def test_a_flag_left_out_takes_the_configs_default_through_from_params() -> None:
+    """The CLI passes None for --batch-size and --lr left out: the config's 0, chosen later."""
+    config = TrainConfig.from_params({"batch_size": None, "lr": None, "epochs": 3})
+    assert (config.batch_size, config.lr, config.epochs) == (0, 0.0, 3)

@@ -72,7 +72,8 @@ def test_a_retrain_that_diverges_keeps_the_old_model(
     out = tmp_path / "m.safetensors"
     assert invoke(["train", table_csv, "-o", out, "--epochs", "2", "-q"]).code == 0
     before = out.read_bytes()
-    steps = math.ceil(modelfile.load(str(out)).summary["rows"] / 64)  # an epoch's, batch 64
+    first = modelfile.load(str(out))
+    steps = math.ceil(first.summary["rows"] / first.train_config.batch_size)  # an epoch's
     monkeypatch.setattr(_Diverging, "after", 2 * steps)  # epochs 1 and 2 finish, 3 diverges
     monkeypatch.setattr(_Diverging, "steps", 0)
     monkeypatch.setitem(MODELS, "basic", _Diverging)

@@ -73,8 +73,12 @@ CheckpointCallback = Callable[[EpochStats, "OptimizerState"], None]
 
 
 def make_optimizer(model: Autoencoder, config: TrainConfig) -> FusedAdam:
-    """Adam, fused: one kernel for all parameters instead of a Python loop over them."""
-    return FusedAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """Adam, fused: one kernel for all parameters instead of a Python loop over them.
+
+    ``config`` is sized (a run's is); an auto rate left in it is the small tables' one.
+    """
+    lr = config.lr or config.sized(0).lr
+    return FusedAdam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
 
 
 def export_state(model: Autoencoder, optimizer: FusedAdam) -> OptimizerState:
@@ -185,6 +189,7 @@ def fit(
     and, when any rank says yes, all stop together as at Ctrl-C. A single process asks
     it as each epoch starts (a caller's time limit, or a signal the CLI only recorded).
     """
+    config = config.sized(_rows(train))  # a run's is already; a direct call may not be
     optimizer = make_optimizer(model, config)
     step = TrainingStep.choose(model, optimizer, config, world)
     if resume_state is not None:
@@ -249,6 +254,13 @@ def fit(
         history.best_epoch = best[1]
     history.seconds = time.perf_counter() - start
     return history
+
+
+def _rows(train: torch.Tensor | ChunkedRows) -> int:
+    """How many rows train: what an auto batch size is chosen for."""
+    if isinstance(train, torch.Tensor):
+        return train.shape[0]
+    return int(getattr(getattr(train, "order", None), "n_train", 0))
 
 
 def _train_epoch(

@@ -186,6 +186,7 @@ class Run:
         if on_read is not None and stats is not None and not streamed:
             on_read(stats)
         source = source_of(table)
+        self.train_config = self.train_config.sized(source.rows)  # auto batch size and rate
         if self.resumed is not None:
             self.resumed.check_input(table, _described(self.source))
             config, scaler = self.resumed.config, self.resumed.scaler

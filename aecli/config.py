@@ -286,8 +286,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         check(self.epochs >= 1, "--epochs", f"must be at least 1, got {self.epochs}")
-        check(self.batch_size >= 0, "--batch-size", f"must be at least 1, got {self.batch_size}")
-        check(self.lr >= 0 and math.isfinite(self.lr), "--lr", f"must be > 0, got {self.lr}")
+        auto = "0 chooses it for the table"
+        check(self.batch_size >= 0, "--batch-size", f"must be >= 1 ({auto}), got {self.batch_size}")
+        check(
+            self.lr >= 0 and math.isfinite(self.lr), "--lr", f"must be > 0 ({auto}), got {self.lr}"
+        )
         finite(self.weight_decay, "--weight-decay")
         check(self.weight_decay >= 0, "--weight-decay", f"must be >= 0, got {self.weight_decay}")
         check(

@@ -84,6 +84,15 @@ def members(config: Any) -> None:
         object.__setattr__(config, f.name, member)
 
 
+# Parameters whose config field has another name (the CLI's --compile: ``compile`` is a builtin).
+RENAMED = {"compile_model": "compile"}
+
+
+def field_of(param: str) -> str:
+    """The config field a CLI or estimator parameter sets."""
+    return RENAMED.get(param, param)
+
+
 def params_of(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``params`` that are fields of the dataclass ``cls``.
 
@@ -91,7 +100,7 @@ def params_of(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
     (a flag not given whose default is chosen later, as --batch-size) is the field's default.
     """
     names = {f.name for f in dataclasses.fields(cls)}
-    renamed = {("compile" if k == "compile_model" else k): v for k, v in params.items()}
+    renamed = {field_of(k): v for k, v in params.items()}
     return {k: v for k, v in renamed.items() if k in names and v is not None}
 
 

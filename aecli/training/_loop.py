@@ -189,7 +189,7 @@ def fit(
     and, when any rank says yes, all stop together as at Ctrl-C. A single process asks
     it as each epoch starts (a caller's time limit, or a signal the CLI only recorded).
     """
-    config = config.sized(_rows(train))  # a run's is already; a direct call may not be
+    config = config.sized(0)  # a run's is sized; a direct call left on auto gets 64 at 3e-3
     optimizer = make_optimizer(model, config)
     step = TrainingStep.choose(model, optimizer, config, world)
     if resume_state is not None:
@@ -254,13 +254,6 @@ def fit(
         history.best_epoch = best[1]
     history.seconds = time.perf_counter() - start
     return history
-
-
-def _rows(train: torch.Tensor | ChunkedRows) -> int:
-    """How many rows train: what an auto batch size is chosen for."""
-    if isinstance(train, torch.Tensor):
-        return train.shape[0]
-    return int(getattr(getattr(train, "order", None), "n_train", 0))
 
 
 def _train_epoch(

@@ -37,6 +37,7 @@ from aecli.config import (
     resolve_config,
 )
 from aecli.errors import UsageError
+from aecli.fields import field_of
 from aecli.sizes import DEFAULT_CHANNELS, check_image, image_of
 
 if TYPE_CHECKING:
@@ -288,10 +289,6 @@ def prepare(
     )  # fmt: skip
 
 
-# Parameters whose config field has another name (the CLI's --compile).
-_FIELD = {"compile_model": "compile"}
-
-
 def _resumed(
     resumed: FittedModel, request: ModelRequest, asked: TrainConfig, given: frozenset[str]
 ) -> TrainConfig:
@@ -302,7 +299,7 @@ def _resumed(
     """
     from aecli.training import _resume as resume
 
-    fields = {_FIELD.get(name, name) for name in given}
+    fields = {field_of(name) for name in given}
     values = {**dataclasses.asdict(request), **dataclasses.asdict(asked)}
     if "hidden" in fields and request.hidden is None:  # --hidden auto: not a value to compare
         fields.discard("hidden")

@@ -61,3 +61,16 @@ def test_anomaly_benchmark_prints_both_regimes_per_family(tmp_path: Path) -> Non
     assert [row.split(" | ")[1] for row in rows] == ["clean", "contaminated"]
     assert all(float(row.split(" | ")[2]) > 0.8 for row in rows)  # 6 spreads out: found
     assert "seed spread mean" in result.stdout  # two seeds: the same split, two --seed
+
+
+def test_batch_size_benchmark_prints_a_row_per_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/batch_size.py", "--seeds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    digits = [line for line in done.stdout.splitlines() if line.startswith("digits")]
+    assert len(digits) == 1 and digits[0].count("x1.00") == 2  # the baseline against itself

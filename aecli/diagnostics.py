@@ -129,17 +129,19 @@ def row_terms(
 
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda, Grosse & Salakhutdinov (2016), importance-weighted AEs
+REFERENCE_SEED = 4  # draws the neighbour term's rows from a table over its size
 STATS_ROWS = 100_000  # training rows (a seeded sample beyond) that set the score's statistics
 KEEP_SHARE = 0.75  # robust Gaussians are refitted on this share of rows, the nearest ones
 RIDGE = 1e-2  # added to a covariance's diagonal, as a share of its mean variance
 FULL_COVARIANCE_MAX = 1024  # wider residuals get a diagonal covariance (a d x d file cost)
 
 
-def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
+def code_stats(fitted: FittedModel, values: np.ndarray, reference: np.ndarray) -> CodeStats:
     """Robust Gaussians of the training rows' codes and residuals, and the terms' scales.
 
     The scales are medians over the training rows, which (as the Gaussians)
-    the anomalies among them cannot move far.
+    the anomalies among them cannot move far. ``reference``: the raw rows the
+    neighbour term keeps (``neighbour_rows``).
     """
     from aecli.fitted import CodeStats
 
@@ -150,7 +152,7 @@ def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
     codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])
     diagonal = terms["residuals"].shape[1] > FULL_COVARIANCE_MAX
     residual_mean, residual_precision, residual = robust_gaussian(terms["residuals"], diagonal)
-    reference, near = _reference(fitted, values)
+    reference, near = _reference(fitted, reference)
     grid = {"residual": residual, "code": distance, "neighbour": near}
     return CodeStats(
         codes_mean,
@@ -164,19 +166,31 @@ def code_stats(fitted: FittedModel, values: np.ndarray) -> CodeStats:
     )
 
 
-def _reference(fitted: FittedModel, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded sample of the scaled training rows, and every row's nearest other among them.
+def neighbour_rows(rows: int, width: int) -> np.ndarray:
+    """Which of the rows given the neighbour term keeps: all of them up to its size.
 
-    The distances come from the model's fixed-size blocks, as ``row_terms`` computes them.
+    Chosen from every row ``train`` was given (held-out ones too) by a fixed seed, not by
+    ``--seed``: the term involves no network, so nothing in it should move with the seed
+    or with which rows the seed held out. Two seeds then differ only in the autoencoder's
+    terms (issue 39: the seed alone moved a table's AUROC by up to 0.07).
+    """
+    from aecli import neighbours
+
+    size = neighbours.reference_size(rows, width)
+    return np.sort(np.random.default_rng(REFERENCE_SEED).choice(rows, size, replace=False))
+
+
+def _reference(fitted: FittedModel, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scaled reference rows, and each one's distance to its nearest other.
+
+    Those leave-one-out distances are the term's training distribution: a new row's
+    distance to the reference is distributed as a reference row's to the others. The
+    distances come from the model's fixed-size blocks, as ``row_terms`` computes them.
     """
     from aecli import neighbours
 
     blocks = fitted.blocks(values)
-    scaled = torch.cat(blocks.tensors)[: blocks.rows]
-    size = neighbours.reference_size(len(scaled), scaled.shape[1])
-    rng = np.random.default_rng(fitted.train_config.seed + 4)
-    chosen = torch.from_numpy(np.sort(rng.choice(len(scaled), size, replace=False)))
-    reference = scaled[chosen].contiguous()
+    reference = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
     near = torch.cat([neighbours.nearest(reference, block) for block in blocks.tensors])
     return reference.numpy(), near[: blocks.rows].double().numpy()
 
@@ -353,12 +367,14 @@ def add_baselines(
     train_blocks: Callable[[], Iterable[np.ndarray]],
     code_rows: np.ndarray,
     score_rows: np.ndarray,
+    reference_rows: np.ndarray,
 ) -> None:
     """What later commands compare against: PCA of the same code size, training scores.
 
     PCA over every training row (``train_blocks`` yields them, raw, in blocks) in the
     model's scaled units, so that no column outweighs the others by its units; code
-    statistics from ``code_rows``, a sample of the training rows. The score percentiles
+    statistics from ``code_rows``, a sample of the training rows, and the neighbour
+    term's ``reference_rows`` (``neighbour_rows`` of the rows given). The score percentiles
     are those of ``score_rows``, a sample of every row given, held-out ones included: the
     share ``--contamination`` flags is then the share of the table trained on, as
     scikit-learn's ``contamination`` means, and the estimator's ``offset_`` after ``fit``
@@ -371,5 +387,5 @@ def add_baselines(
         scaled = fitted.scaler.transform
         fitted.pca = PCA.fit_chunks(lambda: (scaled(block) for block in train_blocks()), k)
         fitted.pca.scaled = True
-    fitted.code_stats = code_stats(fitted, code_rows)
+    fitted.code_stats = code_stats(fitted, code_rows, reference_rows)
     fitted.score_quantiles = score_quantiles(fitted, score_rows)

@@ -85,3 +85,24 @@ def test_one_row_at_a_time_scores_as_all_at_once(tmp_path: Path, table_csv: Path
     together = row_terms(fitted, rows)["score"]
     alone = np.concatenate([row_terms(fitted, rows[i : i + 1])["score"] for i in range(40)])
     np.testing.assert_array_equal(alone, together)
+
+
+def test_the_neighbour_term_is_the_tables_not_the_seeds(tmp_path: Path, table_csv: Path) -> None:
+    """Two seeds hold out different rows and train different networks, but the neighbour
+    term involves no network: both files keep every row given (held-out ones too) and the
+    same leave-one-out distances, so its part of the score cannot move with --seed."""
+    from aecli.io import read_table
+
+    kept = []
+    for seed in ("0", "1"):
+        model = tmp_path / f"m{seed}.safetensors"
+        argv = ["train", table_csv, "-o", model, "--epochs", "2", "--seed", seed, "-q"]
+        assert invoke(argv).code == 0
+        stats = modelfile.load(str(model)).code_stats
+        assert stats is not None and stats.reference is not None and stats.grids is not None
+        kept.append((stats.reference, stats.grids["neighbour"], stats.grids["residual"]))
+    rows = read_table(str(table_csv)).values
+    assert len(kept[0][0]) == len(rows)  # the validation rows are in the reference too
+    np.testing.assert_array_equal(kept[0][0], kept[1][0])
+    np.testing.assert_array_equal(kept[0][1], kept[1][1])
+    assert not np.array_equal(kept[0][2], kept[1][2])  # the networks' terms do differ

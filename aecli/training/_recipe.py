@@ -351,7 +351,7 @@ def _add_baselines(fitted: FittedModel, session: Session) -> None:
     takes one thread (its steps are too short to share), but the statistics' products
     (every row against the neighbour reference) are large.
     """
-    from aecli.diagnostics import add_baselines
+    from aecli.diagnostics import add_baselines, neighbour_rows
 
     config = session.train_config
     if session.device.type == "cpu":
@@ -359,7 +359,8 @@ def _add_baselines(fitted: FittedModel, session: Session) -> None:
     source, order, seed = session.source, session.order, config.seed
     code_rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
     score_rows = source.at(seeded_sample(source.rows, SAMPLE_ROWS, seed + 3))
-    add_baselines(fitted, order.train_blocks(source), code_rows, score_rows)
+    reference_rows = source.at(neighbour_rows(source.rows, source.n_features))
+    add_baselines(fitted, order.train_blocks(source), code_rows, score_rows, reference_rows)
 
 
 def _check_unit_range(scaler: Scaler, source: Source, scale: str) -> None:

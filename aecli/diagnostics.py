@@ -67,9 +67,11 @@ def row_terms(
     bce = fitted.config.loss == Loss.bce
 
     stats = fitted.code_stats
-    reference = None
+    reference = reach = None
     if stats is not None and stats.reference is not None:
         reference = torch.from_numpy(stats.reference)
+        if stats.reach is not None:
+            reach = torch.from_numpy(stats.reach)
 
     def terms(x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         codes = model.codes(x)
@@ -92,9 +94,16 @@ def row_terms(
             if residual is not None:
                 result["residual"] = first.float()
             if reference is not None and stats.grids is not None:
-                near = neighbours.nearest(reference, x)
+                named = {"residual": first.numpy(), "code": distance.numpy()}
+                if reach is not None:
+                    near, mean, around = neighbours.neighbourhood(reference, x, reach)
+                    assert around is not None
+                    result["relative"] = neighbours.relative(mean, around)
+                    named["relative"] = result["relative"].numpy()
+                else:
+                    near = neighbours.nearest(reference, x)
                 result["neighbour"] = near
-                named = {"residual": first.numpy(), "code": distance.numpy(), "neighbour": near}
+                named["neighbour"] = near.numpy()
                 result["score"] = torch.from_numpy(neighbours.combined(named, stats.grids))
             else:
                 result["score"] = first / stats.error_norm + distance / stats.distance_norm
@@ -152,8 +161,8 @@ def code_stats(fitted: FittedModel, values: np.ndarray, reference: np.ndarray) -
     codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])
     diagonal = terms["residuals"].shape[1] > FULL_COVARIANCE_MAX
     residual_mean, residual_precision, residual = robust_gaussian(terms["residuals"], diagonal)
-    reference, near = _reference(fitted, reference)
-    grid = {"residual": residual, "code": distance, "neighbour": near}
+    reference, reach, near = _reference(fitted, reference)
+    grid = {"residual": residual, "code": distance, **near}
     return CodeStats(
         codes_mean,
         codes_precision,
@@ -163,6 +172,7 @@ def code_stats(fitted: FittedModel, values: np.ndarray, reference: np.ndarray) -
         residual_precision,
         reference,
         {name: percentiles(values) for name, values in grid.items()},
+        reach,
     )
 
 
@@ -180,19 +190,26 @@ def neighbour_rows(rows: int, width: int) -> np.ndarray:
     return np.sort(np.random.default_rng(REFERENCE_SEED).choice(rows, size, replace=False))
 
 
-def _reference(fitted: FittedModel, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The scaled reference rows, and each one's distance to its nearest other.
+def _reference(
+    fitted: FittedModel, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The scaled reference rows, their reach, and their neighbour terms against each other.
 
-    Those leave-one-out distances are the term's training distribution: a new row's
-    distance to the reference is distributed as a reference row's to the others. The
-    distances come from the model's fixed-size blocks, as ``row_terms`` computes them.
+    Those leave-one-out terms are the training distributions: a new row's distance to the
+    reference is distributed as a reference row's to the others. The distances come from
+    the model's fixed-size blocks, as ``row_terms`` computes them.
     """
     from aecli import neighbours
 
     blocks = fitted.blocks(values)
     reference = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
-    near = torch.cat([neighbours.nearest(reference, block) for block in blocks.tensors])
-    return reference.numpy(), near[: blocks.rows].double().numpy()
+    means = [neighbours.neighbourhood(reference, block)[1] for block in blocks.tensors]
+    reach = neighbours.reaches(torch.cat(means)[: blocks.rows])
+    parts = [neighbours.neighbourhood(reference, block, reach) for block in blocks.tensors]
+    near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
+    terms = {"neighbour": near, "relative": neighbours.relative(mean, around)}
+    named = {name: term.double().numpy() for name, term in terms.items()}
+    return reference.numpy(), reach.numpy(), named
 
 
 def robust_gaussian(

@@ -220,11 +220,14 @@ def _graph_module() -> type:
             self.has_neighbours = stats is not None and stats.reference is not None
             if self.has_neighbours:
                 assert stats is not None and stats.grids is not None
-                from aecli.neighbours import WEIGHTS, knees
+                from aecli.neighbours import knees, weights
 
                 self.register_buffer("reference", _as_buffer(stats.reference, torch.float32))
-                self.weights = [WEIGHTS[name] for name in ("residual", "code", "neighbour")]
-                for name in ("residual", "code", "neighbour"):
+                self.weights = weights(stats.grids)
+                self.has_reach = stats.reach is not None
+                if self.has_reach:
+                    self.register_buffer("reach", _as_buffer(stats.reach, torch.float32))
+                for name in self.weights:
                     grid = stats.grids[name].astype("float64")
                     self.register_buffer(f"grid_{name}", _as_buffer(grid, torch.float64))
                     q50, q99 = knees(grid)
@@ -252,11 +255,17 @@ def _graph_module() -> type:
             else:
                 first = error.double()
             if self.has_neighbours:
-                near = _nearest(self.reference, scaled).double()
-                terms = zip(("residual", "code", "neighbour"), (first, distance, near))
+                terms = {"residual": first, "code": distance}
+                if self.has_reach:
+                    from aecli.neighbours import neighbourhood, relative
+
+                    near, mean, around = neighbourhood(self.reference, scaled, self.reach)
+                    terms["relative"] = relative(mean, around).double()
+                else:
+                    near = _nearest(self.reference, scaled)
+                terms["neighbour"] = near.double()
                 score = sum(
-                    weight * self.tail(values, name)
-                    for weight, (name, values) in zip(self.weights, terms)
+                    weight * self.tail(terms[name], name) for name, weight in self.weights.items()
                 )
                 return score.float(), squared
             score = first / self.norms[0] + distance / self.norms[1]

@@ -64,7 +64,8 @@ class CodeStats:
     divided by its mean, as it was then.
 
     Files with a ``reference`` add a third term, the distance to the nearest training row,
-    and combine the three by their tails (aecli/neighbours.py) instead of their medians.
+    and combine the three by their tails (aecli/neighbours.py) instead of their medians;
+    files with a ``reach`` a fourth, that distance relative to the neighbours' own.
     """
 
     mean: np.ndarray  # float32 [latent]
@@ -77,6 +78,9 @@ class CodeStats:
     # percentiles over the training rows; files written before it have neither.
     reference: np.ndarray | None = None  # float32 [rows, inputs]
     grids: dict[str, np.ndarray] | None = None  # float32 [1001]: residual, code, neighbour
+    # Each reference row's mean distance to its nearest others (the relative term); files
+    # written before that term have none, and their grids no "relative".
+    reach: np.ndarray | None = None  # float32 [rows]
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

@@ -82,7 +82,7 @@ def first_non_finite(fitted: Any) -> str | None:
         named += [("codes.norms", np.array([stats.error_norm, stats.distance_norm]))]
         named += [("residual.mean", stats.residual_mean)]
         named += [("residual.precision", stats.residual_precision)]
-        named += [("neighbours.reference", stats.reference)]
+        named += [("neighbours.reference", stats.reference), ("neighbours.reach", stats.reach)]
         named += [(f"terms.{k}", v) for k, v in (stats.grids or {}).items()]
     for name, values in named:
         # float32 as the file holds them: a float64 statistic beyond 3.4e38 is inf there
@@ -148,7 +148,12 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
             raise ValueError("residual statistics do not match the number of inputs")
     if "neighbours.reference" in tensors:
         stats.reference = tensors["neighbours.reference"].numpy()
-        names = ("residual", "code", "neighbour")
+        names: tuple[str, ...] = ("residual", "code", "neighbour")
+        if "neighbours.reach" in tensors:
+            stats.reach = tensors["neighbours.reach"].numpy()
+            names += ("relative",)
+            if stats.reach.shape != stats.reference.shape[:1] or not (stats.reach > 0).all():
+                raise ValueError("the neighbour rows' reach does not match them")
         if any(f"terms.{name}" not in tensors for name in names):
             raise ValueError("the score's term percentiles are missing")
         stats.grids = {name: tensors[f"terms.{name}"].numpy() for name in names}
@@ -157,7 +162,7 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         if any(g.ndim != 1 or len(g) < 101 or (np.diff(g) < 0).any() for g in stats.grids.values()):
             raise ValueError("the score's term percentiles are not ordered")
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
-    arrays += [stats.reference, *(stats.grids or {}).values()]
+    arrays += [stats.reference, stats.reach, *(stats.grids or {}).values()]
     finite = all(a is None or np.isfinite(a).all() for a in arrays)
     if not (finite and (norms > 0).all()):
         raise ValueError("code statistics are not finite and positive")

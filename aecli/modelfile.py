@@ -216,6 +216,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
             tensors["residual.precision"] = stats.residual_precision
         if stats.reference is not None and stats.grids is not None:
             tensors["neighbours.reference"] = stats.reference
+            if stats.reach is not None:
+                tensors["neighbours.reach"] = stats.reach
             tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():

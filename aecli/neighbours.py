@@ -62,6 +62,69 @@ def nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(first <= SAME_ROW * scale, second, first).sqrt()
 
 
+RELATIVE_K = 10  # neighbours the relative term averages over (fewer in a smaller reference)
+REACH_FLOOR = 0.01  # a reference row's reach is at least this share of the median reach
+TIE_SHARE = 1e-5  # squared distances this close to the k-th are tied with it
+
+
+def relative_k(reference_rows: int) -> int:
+    """How many neighbours the relative term averages: RELATIVE_K, or all the others."""
+    return max(1, min(RELATIVE_K, reference_rows - 1))
+
+
+@torch.inference_mode()
+def neighbourhood(
+    reference: torch.Tensor, rows: torch.Tensor, reach: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``.
+
+    Returns the distance to the nearest (``nearest``'s value), the mean distance to the
+    k nearest, and, given the reference rows' ``reach``, the mean reach of the rows within
+    the k-th distance. Every row tied at that distance counts (integer data ties often):
+    which of them a partial sort keeps differs between torch and onnxruntime, so a term
+    that read only the kept ones would differ too.
+    """
+    norms = rows.square().sum(1)
+    ref_norms = reference.square().sum(1)
+    partial = torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
+    k = relative_k(reference.shape[0])
+    values, index = partial.topk(min(k + 1, reference.shape[0]), dim=1, largest=False)
+    first = (values[:, 0] + norms).clamp_min(0.0)
+    itself = first <= SAME_ROW * (norms + ref_norms[index[:, 0]])
+    columns = (torch.arange(k)[None, :] + itself.long()[:, None]).clamp_max(values.shape[1] - 1)
+    kept = values.gather(1, columns)
+    distances = (kept + norms[:, None]).clamp_min(0.0).sqrt()
+    near, mean = distances[:, 0], distances.mean(1)
+    if reach is None:
+        return near, mean, None
+    if reference.shape[0] == 1:
+        return near, mean, reach.expand(rows.shape[0])
+    last = kept[:, -1]
+    inside = (partial <= (last + TIE_SHARE * (last + norms).abs())[:, None]).to(reach.dtype)
+    self_row = torch.zeros_like(inside).scatter(1, index[:, :1], itself[:, None].to(reach.dtype))
+    weight = inside * (1.0 - self_row)
+    return near, mean, (weight @ reach) / weight.sum(1).clamp_min(1.0)
+
+
+def relative(mean_distance: torch.Tensor, around: torch.Tensor) -> torch.Tensor:
+    """A row's mean distance to its k nearest over theirs to their own k nearest (``reach``).
+
+    The idea of the local outlier factor (Breunig et al. 2000): 1 for a row as far from its
+    neighbours as they are from theirs, whether the region is dense or sparse; large for a
+    row off a dense cluster, even where a sparse cluster elsewhere makes that distance
+    ordinary. Where normal rows come in clusters of different densities (embeddings of
+    several classes), the plain distance misses such rows and this term does not.
+    """
+    return mean_distance / around
+
+
+def reaches(mean_distance: torch.Tensor) -> torch.Tensor:
+    """The reference rows' reach: their mean distance to their k nearest others, floored
+    at a share of the median so that a row among copies does not divide by 0."""
+    floor = max(float(mean_distance.median()) * REACH_FLOOR, 1e-12)
+    return mean_distance.clamp_min(floor)
+
+
 # Percentiles that tie (a term with few distinct values: neighbour distances of integer
 # data) rise over this share of their value, not at a point: a term that float32 rounds
 # differently (ONNX against torch) then moves the score by a rounding's worth, not a step.
@@ -99,11 +162,19 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
     return q50, q99
 
 
-# How the terms add: the residual and the code are two views of the one autoencoder and
-# count half each; the neighbour term counts whole (aecli's measurements: docs/anomaly.md).
-WEIGHTS = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
+# How the terms add: the residual and the code are two views of the one autoencoder, the
+# distance and the relative distance two views of the neighbours; each counts half
+# (aecli's measurements: docs/anomaly.md). Files written before the relative term count
+# the distance whole.
+WEIGHTS = {"residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5}
+WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
+
+
+def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
+    """The terms a file's score adds, and their weights."""
+    return WEIGHTS if "relative" in grids else WEIGHTS_BEFORE_RELATIVE
 
 
 def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
     """The anomaly score: the weighted sum of each term's ``tail``."""
-    return sum(WEIGHTS[name] * tail(terms[name], grids[name]) for name in WEIGHTS)
+    return sum(weight * tail(terms[name], grids[name]) for name, weight in weights(grids).items())

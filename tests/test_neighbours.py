@@ -106,3 +106,94 @@ def test_the_neighbour_term_is_the_tables_not_the_seeds(tmp_path: Path, table_cs
     np.testing.assert_array_equal(kept[0][0], kept[1][0])
     np.testing.assert_array_equal(kept[0][1], kept[1][1])
     assert not np.array_equal(kept[0][2], kept[1][2])  # the networks' terms do differ
+
+
+def test_neighbourhood_averages_the_k_nearest_and_the_reach_of_every_tie() -> None:
+    # a line of points 0, 1, ..., 11 (k = 10 of the 11 others); the row at 0 skips itself
+    reference = torch.arange(12, dtype=torch.float32)[:, None]
+    reach = torch.arange(1, 13, dtype=torch.float32)
+    rows = torch.tensor([[0.0], [5.5], [20.0]])
+    near, mean, around = neighbours.neighbourhood(reference, rows, reach)
+    assert around is not None
+    np.testing.assert_allclose(near.numpy(), [1.0, 0.5, 9.0], rtol=1e-6)
+    # 0: the others 1..10; 20: 19..10 away from 11..2
+    assert mean[0].item() == pytest.approx(5.5) and mean[2].item() == pytest.approx(13.5)
+    # 5.5 is 0.5, 0.5, 1.5, 1.5, ..., 4.5, 4.5 from its ten nearest (1..10), and 5.5 from
+    # both 0 and 11: the tenth distance is 4.5, so rows 1..10 count, not the tied pair
+    assert mean[1].item() == pytest.approx(2.5)
+    np.testing.assert_allclose(around.numpy(), [6.5, 6.5, 7.5], rtol=1e-6)
+    # a tie at the k-th distance counts whole: 5 is 5 from both 0 and 10, its 9th and 10th
+    _, _, around = neighbours.neighbourhood(reference, torch.tensor([[5.0]]), reach)
+    assert around is not None  # rows 1..10 within 5, plus row 0 tied with row 10
+    assert around.item() == pytest.approx(float(reach[:11].sum() - reach[5]) / 10)
+
+
+def test_the_relative_term_sees_a_row_off_a_dense_cluster_that_distance_misses() -> None:
+    """The local outlier factor's case: the same distance is ordinary in a sparse cluster
+    and unusual beside a dense one."""
+    rng = np.random.default_rng(0)
+    dense = rng.normal(0.0, 0.1, size=(200, 2))
+    sparse = rng.normal(10.0, 2.0, size=(200, 2))
+    reference = torch.from_numpy(np.concatenate([dense, sparse]).astype(np.float32))
+    means = neighbours.neighbourhood(reference, reference)[1]
+    reach = neighbours.reaches(means)
+    rows = torch.tensor([[0.5, 0.5], [13.0, 13.0]])  # beside the dense one, in the sparse
+    near, mean, around = neighbours.neighbourhood(reference, rows, reach)
+    assert around is not None
+    relative = neighbours.relative(mean, around)
+    assert near[0] < near[1]  # by distance the first is the less unusual
+    assert relative[0] > 3 * relative[1]  # relative to its neighbours it is
+    assert 0.5 < relative[1] < 2.0  # a row like its neighbours: about 1
+
+
+def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_csv: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from aecli.diagnostics import row_terms
+    from aecli.io import read_table
+
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
+    rows = read_table(str(table_csv)).values
+    now = row_terms(modelfile.load(str(model)), rows)
+    metadata, _, _ = modelfile.read_header(str(model))
+    arrays = load_file(str(model))
+    assert arrays["neighbours.reach"].shape == (len(rows),)
+    kept = {k: v for k, v in arrays.items() if k not in ("neighbours.reach", "terms.relative")}
+    before = tmp_path / "before.safetensors"
+    before.write_bytes(modelfile.serialize(kept, metadata))
+    fitted = modelfile.load(str(before))
+    assert fitted.code_stats is not None and fitted.code_stats.grids is not None
+    old = row_terms(fitted, rows)
+    assert "relative" not in old
+    grids = fitted.code_stats.grids
+    want = (
+        0.5 * neighbours.tail(old["residual"], grids["residual"])
+        + 0.5 * neighbours.tail(old["distance"], grids["code"])
+        + neighbours.tail(old["neighbour"], grids["neighbour"])
+    )
+    np.testing.assert_allclose(old["score"], want, rtol=1e-5)
+    new = sum(
+        0.5 * neighbours.tail(now[key], grids[name])
+        for key, name in (
+            ("residual", "residual"),
+            ("distance", "code"),
+            ("neighbour", "neighbour"),
+        )
+    ) + 0.5 * neighbours.tail(now["relative"], arrays["terms.relative"])
+    np.testing.assert_allclose(now["score"], new, rtol=1e-5)
+
+
+def test_a_reach_that_does_not_match_the_reference_is_refused(
+    tmp_path: Path, table_csv: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "1", "-q"]).code == 0
+    metadata, _, _ = modelfile.read_header(str(model))
+    arrays = load_file(str(model))
+    arrays["neighbours.reach"] = arrays["neighbours.reach"][:-1]
+    model.write_bytes(modelfile.serialize(arrays, metadata))
+    result = invoke(["score", model, table_csv])
+    assert result.code != 0 and "reach does not match" in result.stderr

@@ -42,7 +42,9 @@ MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and A
 # reads only format 1 would score such a file by the old formula against the new score's
 # percentiles, so it is told to upgrade instead. Format 1 files still load, and score as
 # they were written to.
-FORMAT_VERSION = 2
+# 3: it adds the relative neighbour term (neighbours.reach, terms.relative), for the same
+# reason: a format 2 reader would add three terms against four terms' percentiles.
+FORMAT_VERSION = 3
 
 
 def default_loss(kind: Kind, unit_range: bool = True) -> Loss:

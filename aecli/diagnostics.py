@@ -43,6 +43,7 @@ def row_terms(
     activations: bool = False,
     want_codes: bool = False,
     want_residuals: bool = False,
+    known: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-row quantities for raw rows, computed in the model's fixed-size blocks.
 
@@ -57,7 +58,9 @@ def row_terms(
     adds the scaled squared error of every value; ``activations`` the codes;
     ``want_residuals`` the scaled residuals (reconstruction minus row).
     With the score's statistics: ``distance`` (code) and ``residual``, and with a
-    neighbour reference ``neighbour`` (aecli/neighbours.py).
+    neighbour reference ``neighbour`` and ``relative`` (aecli/neighbours.py), unless
+    ``known`` gives them for these rows already (training's reference rows, whose
+    leave-one-out terms its statistics computed).
     """
     from aecli import neighbours
 
@@ -73,7 +76,9 @@ def row_terms(
         if stats.reach is not None:
             reach = torch.from_numpy(stats.reach)
 
-    def terms(x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def terms(
+        x: torch.Tensor, target: torch.Tensor, given: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         codes = model.codes(x)
         decoded = model.decode(codes)
         out = model.output(decoded)
@@ -95,7 +100,10 @@ def row_terms(
                 result["residual"] = first.float()
             if reference is not None and stats.grids is not None:
                 named = {"residual": first.numpy(), "code": distance.numpy()}
-                if reach is not None:
+                if given:
+                    near, result["relative"] = given["neighbour"], given["relative"]
+                    named["relative"] = result["relative"].numpy()
+                elif reach is not None:
                     near, mean, around = neighbours.neighbourhood(reference, x, reach)
                     assert around is not None
                     result["relative"] = neighbours.relative(mean, around)
@@ -133,7 +141,15 @@ def row_terms(
         torch.manual_seed(0)  # evaluate's ELBO draws are the same every run
         blocks = fitted.blocks(values)
         targets = fitted.blocks(values, clip=False).tensors
-        parts = [terms(block, target) for block, target in zip(blocks.tensors, targets)]
+        from aecli.fitted import INFER_BLOCK
+
+        size = len(targets) * INFER_BLOCK
+        split = {
+            name: torch.from_numpy(np.resize(values.astype(np.float32), size)).split(INFER_BLOCK)
+            for name, values in (known or {}).items()
+        }
+        given = [{name: part[i] for name, part in split.items()} for i in range(len(targets))]
+        parts = [terms(*args) for args in zip(blocks.tensors, targets, given)]
     return {key: torch.cat([p[key] for p in parts])[: blocks.rows].numpy() for key in parts[0]}
 
 
@@ -145,12 +161,12 @@ RIDGE = 1e-2  # added to a covariance's diagonal, as a share of its mean varianc
 FULL_COVARIANCE_MAX = 1024  # wider residuals get a diagonal covariance (a d x d file cost)
 
 
-def code_stats(fitted: FittedModel, values: np.ndarray, reference: np.ndarray) -> CodeStats:
+def code_stats(fitted: FittedModel, values: np.ndarray, reference: Reference) -> CodeStats:
     """Robust Gaussians of the training rows' codes and residuals, and the terms' scales.
 
     The scales are medians over the training rows, which (as the Gaussians)
-    the anomalies among them cannot move far. ``reference``: the raw rows the
-    neighbour term keeps (``neighbour_rows``).
+    the anomalies among them cannot move far. ``reference``: the neighbour terms'
+    rows and their terms against each other (``neighbour_reference``).
     """
     from aecli.fitted import CodeStats
 
@@ -161,8 +177,7 @@ def code_stats(fitted: FittedModel, values: np.ndarray, reference: np.ndarray) -
     codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])
     diagonal = terms["residuals"].shape[1] > FULL_COVARIANCE_MAX
     residual_mean, residual_precision, residual = robust_gaussian(terms["residuals"], diagonal)
-    reference, reach, near = _reference(fitted, reference)
-    grid = {"residual": residual, "code": distance, **near}
+    grid = {"residual": residual, "code": distance, **reference.terms}
     return CodeStats(
         codes_mean,
         codes_precision,
@@ -170,9 +185,9 @@ def code_stats(fitted: FittedModel, values: np.ndarray, reference: np.ndarray) -
         max(float(np.median(distance)), 1e-12),
         residual_mean,
         residual_precision,
-        reference,
-        {name: percentiles(values) for name, values in grid.items()},
-        reach,
+        reference.rows,
+        {name: percentiles(values.astype(np.float64)) for name, values in grid.items()},
+        reference.reach,
     )
 
 
@@ -190,14 +205,21 @@ def neighbour_rows(rows: int, width: int) -> np.ndarray:
     return np.sort(np.random.default_rng(REFERENCE_SEED).choice(rows, size, replace=False))
 
 
-def _reference(
-    fitted: FittedModel, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """The scaled reference rows, their reach, and their neighbour terms against each other.
+@dataclass
+class Reference:
+    """The neighbour terms' scaled rows, their reach, and their terms against each other."""
 
-    Those leave-one-out terms are the training distributions: a new row's distance to the
-    reference is distributed as a reference row's to the others. The distances come from
-    the model's fixed-size blocks, as ``row_terms`` computes them.
+    rows: np.ndarray  # float32 [rows, inputs]
+    reach: np.ndarray  # float32 [rows]
+    terms: dict[str, np.ndarray]  # float32 [rows]: neighbour, relative (leave-one-out)
+
+
+def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
+    """The neighbour terms' statistics from their raw rows (``neighbour_rows``).
+
+    The rows' leave-one-out terms are the training distributions: a new row's distance to
+    the reference is distributed as a reference row's to the others. The distances come
+    from the model's fixed-size blocks, as ``row_terms`` computes them.
     """
     from aecli import neighbours
 
@@ -208,8 +230,7 @@ def _reference(
     parts = [neighbours.neighbourhood(reference, block, reach) for block in blocks.tensors]
     near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
     terms = {"neighbour": near, "relative": neighbours.relative(mean, around)}
-    named = {name: term.double().numpy() for name, term in terms.items()}
-    return reference.numpy(), reach.numpy(), named
+    return Reference(reference.numpy(), reach.numpy(), {k: v.numpy() for k, v in terms.items()})
 
 
 def robust_gaussian(
@@ -249,9 +270,11 @@ def _gaussian(rows: np.ndarray, diagonal: bool) -> tuple[np.ndarray, np.ndarray]
     return mean.astype(np.float32), precision.astype(np.float32)
 
 
-def score_quantiles(fitted: FittedModel, values: np.ndarray) -> dict[str, np.ndarray]:
+def score_quantiles(
+    fitted: FittedModel, values: np.ndarray, known: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """Percentiles (0, 0.1, ..., 100) of the anomaly scores of rows (the training rows)."""
-    terms = row_terms(fitted, values)
+    terms = row_terms(fitted, values, known=known)
     keys = {"error": "error", "score": "score", "neg_elbo": "neg_elbo_at_mean"}
     return {name: percentiles(terms[key]) for name, key in keys.items() if key in terms}
 
@@ -391,7 +414,8 @@ def add_baselines(
     PCA over every training row (``train_blocks`` yields them, raw, in blocks) in the
     model's scaled units, so that no column outweighs the others by its units; code
     statistics from ``code_rows``, a sample of the training rows, and the neighbour
-    term's ``reference_rows`` (``neighbour_rows`` of the rows given). The score percentiles
+    terms' ``reference_rows`` (``neighbour_rows`` of the rows given: when ``score_rows`` is
+    the same array, its neighbour terms are computed once). The score percentiles
     are those of ``score_rows``, a sample of every row given, held-out ones included: the
     share ``--contamination`` flags is then the share of the table trained on, as
     scikit-learn's ``contamination`` means, and the estimator's ``offset_`` after ``fit``
@@ -404,5 +428,7 @@ def add_baselines(
         scaled = fitted.scaler.transform
         fitted.pca = PCA.fit_chunks(lambda: (scaled(block) for block in train_blocks()), k)
         fitted.pca.scaled = True
-    fitted.code_stats = code_stats(fitted, code_rows, reference_rows)
-    fitted.score_quantiles = score_quantiles(fitted, score_rows)
+    reference = neighbour_reference(fitted, reference_rows)
+    fitted.code_stats = code_stats(fitted, code_rows, reference)
+    known = reference.terms if score_rows is reference_rows else None
+    fitted.score_quantiles = score_quantiles(fitted, score_rows, known)

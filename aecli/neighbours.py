@@ -1,10 +1,12 @@
-"""The anomaly score's neighbour term, and the tail transform that lets its three terms add.
+"""The anomaly score's neighbour terms, and the tail transform that lets its four terms add.
 
 A row's distance to its nearest training row, in the model's scaled units, is what lets
 k-nearest-neighbour detectors win when the training rows are clean (issue 39): a row
 far from every training row is unusual whether or not the autoencoder reconstructs it.
-The training rows are kept as a seeded sample of at most ``REFERENCE_VALUES`` values in
-the model file, so the file stays bounded (8 MB) whatever the table.
+That distance over the neighbours' own (``relative``) is what lets the local outlier
+factor win where normal rows come in clusters of different densities. The rows are kept
+as a sample of at most ``REFERENCE_VALUES`` values in the model file (with one float each,
+their reach), so the file stays bounded (8 MB) whatever the table.
 
 Terms with different units and tails add through ``tail``: each becomes how far into the
 training rows' own distribution of that term it lies, ``-log(1 - F(x))`` with F read off
@@ -101,9 +103,10 @@ def neighbourhood(
         return near, mean, reach.expand(rows.shape[0])
     last = kept[:, -1]
     inside = (partial <= (last + TIE_SHARE * (last + norms).abs())[:, None]).to(reach.dtype)
-    self_row = torch.zeros_like(inside).scatter(1, index[:, :1], itself[:, None].to(reach.dtype))
-    weight = inside * (1.0 - self_row)
-    return near, mean, (weight @ reach) / weight.sum(1).clamp_min(1.0)
+    # the row itself is the nearest, so inside: it leaves the sum and the count
+    own = itself.to(reach.dtype)
+    total = inside @ reach - own * reach[index[:, 0]]
+    return near, mean, total / (inside.sum(1) - own).clamp_min(1.0)
 
 
 def relative(mean_distance: torch.Tensor, around: torch.Tensor) -> torch.Tensor:

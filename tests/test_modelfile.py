@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 2
+    assert meta["format"] == 3
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "2"
+        assert handle.metadata()["aecli.format"] == "3"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -273,6 +273,20 @@ def test_a_file_of_todays_format_still_gives_its_outputs() -> None:
         result = invoke([command, model, rows])
         assert result.code == 0, result.stderr
         assert_same_table(result.text, (data / f"format1-residual-{name}.csv").read_text())
+
+
+@pytest.mark.determinism
+def test_a_format_2_file_keeps_its_three_term_score() -> None:
+    """Written by aecli before the relative term (format 2: a neighbour reference, no
+    reach): it scores as it did then, ½ T(residual) + ½ T(code) + T(neighbour)."""
+    data = Path(__file__).parent / "data"
+    model = data / "format2-basic.safetensors"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "2"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.reference is not None and stats.reach is None
+    result = invoke(["score", model, data / "format1-rows.csv"])
+    assert result.code == 0, result.stderr
+    assert_same_table(result.text, (data / "format2-basic-scores.csv").read_text())
 
 
 def test_reading_the_metadata_reads_the_header_only(tmp_path: Path, basic_model: Path) -> None:

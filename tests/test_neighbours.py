@@ -197,3 +197,19 @@ def test_a_reach_that_does_not_match_the_reference_is_refused(
     model.write_bytes(modelfile.serialize(arrays, metadata))
     result = invoke(["score", model, table_csv])
     assert result.code != 0 and "reach does not match" in result.stderr
+
+
+def test_the_stored_percentiles_are_the_scores_of_the_rows_given(
+    tmp_path: Path, table_csv: Path
+) -> None:
+    """Training reuses its reference rows' leave-one-out terms for the score percentiles
+    (on a table up to 10,000 rows they are the rows given): scoring the rows again gives
+    the same percentiles."""
+    from aecli.diagnostics import score_quantiles
+    from aecli.io import read_table
+
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
+    fitted = modelfile.load(str(model))
+    again = score_quantiles(fitted, read_table(str(table_csv)).values)
+    np.testing.assert_allclose(again["score"], fitted.score_quantiles["score"], rtol=1e-6)

@@ -358,8 +358,11 @@ def _add_baselines(fitted: FittedModel, session: Session) -> None:
         torch.set_num_threads(choose_threads(config.threads, STATS_WORK, session.world.local_size))
     source, order, seed = session.source, session.order, config.seed
     code_rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
-    score_rows = source.at(seeded_sample(source.rows, SAMPLE_ROWS, seed + 3))
-    reference_rows = source.at(neighbour_rows(source.rows, source.n_features))
+    score_index = seeded_sample(source.rows, SAMPLE_ROWS, seed + 3)
+    reference_index = neighbour_rows(source.rows, source.n_features)
+    reference_rows = source.at(reference_index)
+    same = np.array_equal(score_index, reference_index)  # every row, on tables up to 10,000
+    score_rows = reference_rows if same else source.at(score_index)
     add_baselines(fitted, order.train_blocks(source), code_rows, score_rows, reference_rows)
 
 

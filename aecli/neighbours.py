@@ -65,7 +65,7 @@ def nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 RELATIVE_K = 10  # neighbours the relative term averages over (fewer in a smaller reference)
-REACH_FLOOR = 0.01  # a reference row's reach is at least this share of the median reach
+REACH_FLOOR = 0.01  # a reference row's reach is at least this share of the mean reach
 TIE_SHARE = 1e-5  # squared distances this close to the k-th are tied with it
 
 
@@ -103,10 +103,12 @@ def neighbourhood(
         return near, mean, reach.expand(rows.shape[0])
     last = kept[:, -1]
     inside = (partial <= (last + TIE_SHARE * (last + norms).abs())[:, None]).to(reach.dtype)
-    # the row itself is the nearest, so inside: it leaves the sum and the count
-    own = itself.to(reach.dtype)
-    total = inside @ reach - own * reach[index[:, 0]]
-    return near, mean, total / (inside.sum(1) - own).clamp_min(1.0)
+    # the row itself is the nearest, so inside: it leaves before the sum (subtracting its
+    # reach afterwards could cancel the others' to 0 in float32)
+    first_column = index[:, :1]
+    stays = inside.gather(1, first_column) * (1.0 - itself.to(reach.dtype))[:, None]
+    inside = inside.scatter(1, first_column, stays)
+    return near, mean, (inside @ reach) / inside.sum(1).clamp_min(1.0)
 
 
 def relative(mean_distance: torch.Tensor, around: torch.Tensor) -> torch.Tensor:
@@ -123,8 +125,9 @@ def relative(mean_distance: torch.Tensor, around: torch.Tensor) -> torch.Tensor:
 
 def reaches(mean_distance: torch.Tensor) -> torch.Tensor:
     """The reference rows' reach: their mean distance to their k nearest others, floored
-    at a share of the median so that a row among copies does not divide by 0."""
-    floor = max(float(mean_distance.median()) * REACH_FLOOR, 1e-12)
+    at a share of the mean, so that a row among copies (a table of repeated rows) does not
+    make a row next to them look infinitely far for where it is."""
+    floor = max(float(mean_distance.double().mean()) * REACH_FLOOR, 1e-12)
     return mean_distance.clamp_min(floor)
 
 

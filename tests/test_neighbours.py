@@ -213,3 +213,20 @@ def test_the_stored_percentiles_are_the_scores_of_the_rows_given(
     fitted = modelfile.load(str(model))
     again = score_quantiles(fitted, read_table(str(table_csv)).values)
     np.testing.assert_allclose(again["score"], fitted.score_quantiles["score"], rtol=1e-6)
+
+
+def test_copies_among_the_rows_keep_the_relative_term_finite() -> None:
+    """Most rows repeated more than k times have no distance to their neighbours: their
+    reach is floored at a share of the mean, so a row beside them is far, not infinitely
+    far, and a spread-out row among them keeps the copies' reach in its average."""
+    copies = np.zeros((60, 2))
+    spread = np.array([[1e4, 0.0], [0.0, 1e4], [-1e4, 0.0], [3.0, 4.0]])
+    reference = torch.from_numpy(np.concatenate([copies, spread]).astype(np.float32))
+    reach = neighbours.reaches(neighbours.neighbourhood(reference, reference)[1])
+    assert (reach > 0).all()
+    rows = torch.cat([reference, torch.tensor([[0.1, 0.0]])])
+    _, mean, around = neighbours.neighbourhood(reference, rows, reach)
+    assert around is not None
+    relative = neighbours.relative(mean, around)
+    assert torch.isfinite(relative).all() and (around > 0).all()
+    assert relative[-1] > relative[0]  # the row beside the copies is the more unusual

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from aecli import losses
+from aecli import losses, neighbours
 from aecli.config import Kind, Loss
 from aecli.models import VariationalAutoencoder
 
@@ -62,8 +62,6 @@ def row_terms(
     ``known`` gives them for these rows already (training's reference rows, whose
     leave-one-out terms its statistics computed).
     """
-    from aecli import neighbours
-
     model = fitted.model
     scale = torch.from_numpy(fitted.scaler.scale)
     vae = isinstance(model, VariationalAutoencoder)
@@ -154,14 +152,15 @@ def row_terms(
 
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda, Grosse & Salakhutdinov (2016), importance-weighted AEs
-REFERENCE_SEED = 4  # draws the neighbour term's rows from a table over its size
 STATS_ROWS = 100_000  # training rows (a seeded sample beyond) that set the score's statistics
 KEEP_SHARE = 0.75  # robust Gaussians are refitted on this share of rows, the nearest ones
 RIDGE = 1e-2  # added to a covariance's diagonal, as a share of its mean variance
 FULL_COVARIANCE_MAX = 1024  # wider residuals get a diagonal covariance (a d x d file cost)
 
 
-def code_stats(fitted: FittedModel, values: np.ndarray, reference: Reference) -> CodeStats:
+def code_stats(
+    fitted: FittedModel, values: np.ndarray, reference: neighbours.Reference
+) -> CodeStats:
     """Robust Gaussians of the training rows' codes and residuals, and the terms' scales.
 
     The scales are medians over the training rows, which (as the Gaussians)
@@ -189,48 +188,6 @@ def code_stats(fitted: FittedModel, values: np.ndarray, reference: Reference) ->
         {name: percentiles(values.astype(np.float64)) for name, values in grid.items()},
         reference.reach,
     )
-
-
-def neighbour_rows(rows: int, width: int) -> np.ndarray:
-    """Which of the rows given the neighbour term keeps: all of them up to its size.
-
-    Chosen from every row ``train`` was given (held-out ones too) by a fixed seed, not by
-    ``--seed``: the term involves no network, so nothing in it should move with the seed
-    or with which rows the seed held out. Two seeds then differ only in the autoencoder's
-    terms (issue 39: the seed alone moved a table's AUROC by up to 0.07).
-    """
-    from aecli import neighbours
-
-    size = neighbours.reference_size(rows, width)
-    return np.sort(np.random.default_rng(REFERENCE_SEED).choice(rows, size, replace=False))
-
-
-@dataclass
-class Reference:
-    """The neighbour terms' scaled rows, their reach, and their terms against each other."""
-
-    rows: np.ndarray  # float32 [rows, inputs]
-    reach: np.ndarray  # float32 [rows]
-    terms: dict[str, np.ndarray]  # float32 [rows]: neighbour, relative (leave-one-out)
-
-
-def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
-    """The neighbour terms' statistics from their raw rows (``neighbour_rows``).
-
-    The rows' leave-one-out terms are the training distributions: a new row's distance to
-    the reference is distributed as a reference row's to the others. The distances come
-    from the model's fixed-size blocks, as ``row_terms`` computes them.
-    """
-    from aecli import neighbours
-
-    blocks = fitted.blocks(values)
-    reference = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
-    means = [neighbours.neighbourhood(reference, block)[1] for block in blocks.tensors]
-    reach = neighbours.reaches(torch.cat(means)[: blocks.rows])
-    parts = [neighbours.neighbourhood(reference, block, reach) for block in blocks.tensors]
-    near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
-    terms = {"neighbour": near, "relative": neighbours.relative(mean, around)}
-    return Reference(reference.numpy(), reach.numpy(), {k: v.numpy() for k, v in terms.items()})
 
 
 def robust_gaussian(
@@ -428,7 +385,7 @@ def add_baselines(
         scaled = fitted.scaler.transform
         fitted.pca = PCA.fit_chunks(lambda: (scaled(block) for block in train_blocks()), k)
         fitted.pca.scaled = True
-    reference = neighbour_reference(fitted, reference_rows)
+    reference = neighbours.neighbour_reference(fitted, reference_rows)
     fitted.code_stats = code_stats(fitted, code_rows, reference)
     known = reference.terms if score_rows is reference_rows else None
     fitted.score_quantiles = score_quantiles(fitted, score_rows, known)

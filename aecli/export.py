@@ -255,15 +255,9 @@ def _graph_module() -> type:
             else:
                 first = error.double()
             if self.has_neighbours:
-                terms = {"residual": first, "code": distance}
-                if self.has_reach:
-                    from aecli.neighbours import neighbourhood, relative
-
-                    near, mean, around = neighbourhood(self.reference, scaled, self.reach)
-                    terms["relative"] = relative(mean, around).double()
-                else:
-                    near = _nearest(self.reference, scaled)
-                terms["neighbour"] = near.double()
+                reach = self.reach if self.has_reach else None
+                near = _neighbour_terms(self.reference, reach, scaled)
+                terms = {"residual": first, "code": distance, **near}
                 score = sum(
                     weight * self.tail(terms[name], name) for name, weight in self.weights.items()
                 )
@@ -290,6 +284,18 @@ def _graph_module() -> type:
             return values * self.spread + self.offset
 
     return Graph
+
+
+def _neighbour_terms(
+    reference: torch.Tensor, reach: torch.Tensor | None, scaled: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """aecli/neighbours.py's terms, as ``diagnostics.row_terms`` computes them."""
+    if reach is None:
+        return {"neighbour": _nearest(reference, scaled).double()}
+    from aecli.neighbours import neighbourhood, relative
+
+    near, mean, around = neighbourhood(reference, scaled, reach)
+    return {"neighbour": near.double(), "relative": relative(mean, around).double()}
 
 
 def _nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -18,10 +18,16 @@ so that extreme rows stay ordered. No term can dominate by its scale alone.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from aecli.fitted import FittedModel
+
+REFERENCE_SEED = 4  # draws the neighbour terms' rows from a table over their size
 REFERENCE_ROWS = 10_000  # training rows kept for the neighbour term, at most
 REFERENCE_VALUES = 2**21  # and at most this many values (8 MB of float32) in all
 TAIL_BLOCK = 512  # values whose ramps are summed at a time (values x percentile gaps)
@@ -184,3 +190,41 @@ def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
 def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
     """The anomaly score: the weighted sum of each term's ``tail``."""
     return sum(weight * tail(terms[name], grids[name]) for name, weight in weights(grids).items())
+
+
+def neighbour_rows(rows: int, width: int) -> np.ndarray:
+    """Which of the rows given the neighbour term keeps: all of them up to its size.
+
+    Chosen from every row ``train`` was given (held-out ones too) by a fixed seed, not by
+    ``--seed``: the term involves no network, so nothing in it should move with the seed
+    or with which rows the seed held out. Two seeds then differ only in the autoencoder's
+    terms (issue 39: the seed alone moved a table's AUROC by up to 0.07).
+    """
+    size = reference_size(rows, width)
+    return np.sort(np.random.default_rng(REFERENCE_SEED).choice(rows, size, replace=False))
+
+
+@dataclass
+class Reference:
+    """The neighbour terms' scaled rows, their reach, and their terms against each other."""
+
+    rows: np.ndarray  # float32 [rows, inputs]
+    reach: np.ndarray  # float32 [rows]
+    terms: dict[str, np.ndarray]  # float32 [rows]: neighbour, relative (leave-one-out)
+
+
+def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
+    """The neighbour terms' statistics from their raw rows (``neighbour_rows``).
+
+    The rows' leave-one-out terms are the training distributions: a new row's distance to
+    the reference is distributed as a reference row's to the others. The distances come
+    from the model's fixed-size blocks, as ``row_terms`` computes them.
+    """
+    blocks = fitted.blocks(values)
+    reference = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
+    means = [neighbourhood(reference, block)[1] for block in blocks.tensors]
+    reach = reaches(torch.cat(means)[: blocks.rows])
+    parts = [neighbourhood(reference, block, reach) for block in blocks.tensors]
+    near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
+    terms = {"neighbour": near, "relative": relative(mean, around)}
+    return Reference(reference.numpy(), reach.numpy(), {k: v.numpy() for k, v in terms.items()})

@@ -49,7 +49,7 @@ def test_parquet_and_arrow_give_the_csv_routes_model_and_codes(
     assert codes["t.parquet"].equals(codes["t.csv"]) and codes["t.arrow"].equals(codes["t.csv"])
     written = codes["t.parquet"]
     assert (
-        written.column_names == ["key", "z0", "z1"]
+        written.column_names == ["key", "z0", "z1", "z2", "z3"]
         and written.schema.field("z0").type == pa.float32()
     )
     assert written.column("key").to_pylist()[:2] == ["k0", "k1"]

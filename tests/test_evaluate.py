@@ -151,7 +151,8 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     assert lines[0].split(",")[-1] == "anomaly"
     table = np.loadtxt(lines[1:], delimiter=",")
     assert table.shape == (400, 66)
-    # score = 1/2 T(d_M(residual)^2) + 1/2 T(d_M(code)^2) + T(nearest training row),
+    # score = 1/2 T(d_M(residual)^2) + 1/2 T(d_M(code)^2) + 1/2 T(nearest training row)
+    # + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest),
     # T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles
     fitted = modelfile.load(str(basic_model))
     stats = fitted.code_stats
@@ -170,18 +171,47 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     distance = _hand_mahalanobis(codes, stats.mean, stats.precision)
     residual = _hand_mahalanobis(residuals, stats.residual_mean, stats.residual_precision)
     scaled = scaler.transform(rows).astype(np.float64)
-    gaps = ((scaled[:, None, :] - stats.reference[None, :, :]) ** 2).sum(2)
-    gaps[gaps <= 1e-5 * ((scaled**2).sum(1)[:, None] + (stats.reference**2).sum(1)[None, :])] = (
-        np.inf  # a row's own copy among the training rows is not its neighbour
-    )
-    near = np.sqrt(gaps.min(1))
+    reference = stats.reference.astype(np.float64)
+    assert stats.reach is not None
+    near, relative = _hand_neighbours(scaled, reference, stats.reach.astype(np.float64))
+    _, reach = _hand_neighbours(reference, reference, None)
+    np.testing.assert_allclose(stats.reach, reach, rtol=1e-4)
     expected = (
         0.5 * _hand_tail(residual, stats.grids["residual"])
         + 0.5 * _hand_tail(distance, stats.grids["code"])
-        + _hand_tail(near, stats.grids["neighbour"])
+        + 0.5 * _hand_tail(near, stats.grids["neighbour"])
+        + 0.5 * _hand_tail(relative, stats.grids["relative"])
     )
     np.testing.assert_allclose(table[:, 0], expected, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
+
+
+def _hand_neighbours(
+    rows: np.ndarray, reference: np.ndarray, reach: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest reference row's distance and the relative distance, row by row: a row's
+    own copy (the first at distance 0) is skipped; every row tied with the 10th counts.
+    Without ``reach``: the mean distance to the 10 nearest, floored at 1% of its mean."""
+    k = min(10, len(reference) - 1)
+    nearest, relative = [], []
+    for row in rows:
+        gaps = ((reference - row) ** 2).sum(1)
+        order = np.argsort(gaps, kind="stable")
+        if gaps[order[0]] <= 1e-5 * ((row**2).sum() + (reference[order[0]] ** 2).sum()):
+            gaps[order[0]] = np.inf  # itself
+            order = order[1:]
+        kept = gaps[order[:k]]
+        nearest.append(np.sqrt(kept[0]))
+        mean = np.sqrt(kept).mean()
+        if reach is None:
+            relative.append(mean)
+            continue
+        inside = gaps <= kept[-1] * (1 + 1e-5)
+        relative.append(mean / reach[inside].mean())
+    if reach is None:
+        means = np.array(relative)
+        return np.array(nearest), np.maximum(means, 0.01 * means.mean())
+    return np.array(nearest), np.array(relative)
 
 
 def _hand_tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -156,16 +156,18 @@ def test_compile_for_real_on_cuda(tmp_path: Path, table_csv: Path) -> None:
     assert result.code == 0, result.stderr
 
 
-def test_a_narrow_table_gets_a_two_unit_code_and_is_told(tmp_path: Path) -> None:
-    """Issue 30 item 5: 7 columns gave 7-4-1-4-7 in silence."""
+def test_a_narrow_table_gets_a_four_unit_code_and_is_told(tmp_path: Path) -> None:
+    """Issue 30 item 5: 7 columns gave 7-4-1-4-7 in silence; issue 39: 2 units moved the
+    anomaly scores with the seed."""
     from aecli.config import default_latent
 
-    assert [default_latent(n) for n in (1, 2, 3, 7, 8, 12, 64, 784)] == [1, 1, 2, 2, 2, 3, 16, 32]
+    got = [default_latent(n) for n in (1, 2, 3, 5, 7, 12, 16, 20, 64, 784)]
+    assert got == [1, 1, 2, 4, 4, 4, 4, 5, 16, 32]
     data = tmp_path / "narrow.csv"
     rows = np.random.default_rng(0).normal(size=(100, 7))
     np.savetxt(data, rows, delimiter=",", header=",".join("abcdefg"), comments="")
     result = invoke(["train", data, "-o", tmp_path / "m.safetensors", "--epochs", "1"])
-    assert "trained basic 7-8-2-8-7 (auto --latent 2) on " in result.stderr
+    assert "trained basic 7-16-4-16-7 (auto --latent 4) on " in result.stderr
     given = invoke(["train", data, "-o", tmp_path / "m.safetensors", "--epochs", "1",
                     "--latent", "3"])  # fmt: skip
     assert "auto --latent" not in given.stderr

@@ -82,7 +82,7 @@ def train(
     latent: Annotated[
         int | None,
         typer.Option(
-            help="Coding size. Default: inputs/4, between 2 and 32.", show_default=False, min=1
+            help="Coding size. Default: inputs/4, between 4 and 32.", show_default=False, min=1
         ),
     ] = None,
     tied: Annotated[

@@ -351,7 +351,8 @@ def _add_baselines(fitted: FittedModel, session: Session) -> None:
     takes one thread (its steps are too short to share), but the statistics' products
     (every row against the neighbour reference) are large.
     """
-    from aecli.diagnostics import add_baselines, neighbour_rows
+    from aecli.diagnostics import add_baselines
+    from aecli.neighbours import neighbour_rows
 
     config = session.train_config
     if session.device.type == "cpu":

@@ -156,9 +156,9 @@ def score(
     """Write one anomaly score per row of DATA, in order (higher = more unusual).
 
     The score adds how far the row's reconstruction residual is from the training rows'
-    residuals, how far its code is from their codes, and how far the row is from the
-    nearest training row, each read on its own training distribution (about 1.4 for a
-    typical row; docs/anomaly.md).
+    residuals, how far its code is from their codes, how far the row is from the nearest
+    training row, and how far from its nearest rows relative to their own distances, each
+    read on its own training distribution (about 1.4 for a typical row; docs/anomaly.md).
     """
     from aecli import modelfile
     from aecli.io import TableWriter

@@ -294,7 +294,7 @@ def _neighbour_terms(
         return {"neighbour": _nearest(reference, scaled).double()}
     from aecli.neighbours import neighbourhood, relative
 
-    near, mean, around = neighbourhood(reference, scaled, reach)
+    near, mean, around = neighbourhood(reference, scaled, reach, graph=True)
     return {"neighbour": near.double(), "relative": relative(mean, around).double()}
 
 

@@ -82,7 +82,11 @@ def relative_k(reference_rows: int) -> int:
 
 @torch.inference_mode()
 def neighbourhood(
-    reference: torch.Tensor, rows: torch.Tensor, reach: torch.Tensor | None = None
+    reference: torch.Tensor,
+    rows: torch.Tensor,
+    reach: torch.Tensor | None = None,
+    *,
+    graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``.
 
@@ -90,13 +94,16 @@ def neighbourhood(
     k nearest, and, given the reference rows' ``reach``, the mean reach of the rows within
     the k-th distance. Every row tied at that distance counts (integer data ties often):
     which of them a partial sort keeps differs between torch and onnxruntime, so a term
-    that read only the kept ones would differ too.
+    that read only the kept ones would differ too. Rows with no tie beyond the k kept
+    (almost all) average the kept ones' reach; only tied rows compare against every
+    reference row, which ``graph`` (the ONNX export, whose shapes cannot depend on the
+    data) does for all.
     """
     norms = rows.square().sum(1)
     ref_norms = reference.square().sum(1)
     partial = torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
     k = relative_k(reference.shape[0])
-    values, index = partial.topk(min(k + 1, reference.shape[0]), dim=1, largest=False)
+    values, index = partial.topk(min(k + 2, reference.shape[0]), dim=1, largest=False)
     first = (values[:, 0] + norms).clamp_min(0.0)
     itself = first <= SAME_ROW * (norms + ref_norms[index[:, 0]])
     columns = (torch.arange(k)[None, :] + itself.long()[:, None]).clamp_max(values.shape[1] - 1)
@@ -108,13 +115,34 @@ def neighbourhood(
     if reference.shape[0] == 1:
         return near, mean, reach.expand(rows.shape[0])
     last = kept[:, -1]
-    inside = (partial <= (last + TIE_SHARE * (last + norms).abs())[:, None]).to(reach.dtype)
+    threshold = last + TIE_SHARE * (last + norms).abs()
+    if graph:
+        return near, mean, _reach_within(partial, threshold, index, itself, reach)
+    around = reach[index.gather(1, columns)].mean(1)
+    after = columns[:, -1] + 1  # the nearest row past the kept ones, where there is one
+    beyond = values.gather(1, after.clamp_max(values.shape[1] - 1)[:, None])[:, 0]
+    tied = ((after < values.shape[1]) & (beyond <= threshold)).nonzero()[:, 0]
+    if len(tied):
+        part = (partial[tied], threshold[tied], index[tied], itself[tied], reach)
+        around[tied] = _reach_within(*part)
+    return near, mean, around
+
+
+def _reach_within(
+    partial: torch.Tensor,
+    threshold: torch.Tensor,
+    index: torch.Tensor,
+    itself: torch.Tensor,
+    reach: torch.Tensor,
+) -> torch.Tensor:
+    """The mean reach of every reference row within each row's threshold, but itself."""
+    inside = (partial <= threshold[:, None]).to(reach.dtype)
     # the row itself is the nearest, so inside: it leaves before the sum (subtracting its
     # reach afterwards could cancel the others' to 0 in float32)
     first_column = index[:, :1]
     stays = inside.gather(1, first_column) * (1.0 - itself.to(reach.dtype))[:, None]
     inside = inside.scatter(1, first_column, stays)
-    return near, mean, (inside @ reach) / inside.sum(1).clamp_min(1.0)
+    return (inside @ reach) / inside.sum(1).clamp_min(1.0)
 
 
 def relative(mean_distance: torch.Tensor, around: torch.Tensor) -> torch.Tensor:

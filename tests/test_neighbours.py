@@ -230,3 +230,20 @@ def test_copies_among_the_rows_keep_the_relative_term_finite() -> None:
     relative = neighbours.relative(mean, around)
     assert torch.isfinite(relative).all() and (around > 0).all()
     assert relative[-1] > relative[0]  # the row beside the copies is the more unusual
+
+
+def test_the_quick_and_the_graphs_reach_agree_on_ties() -> None:
+    """Scoring averages the kept rows' reach and compares every reference row only where a
+    tie lies past the k-th; the ONNX graph compares all: on integer rows, where most rows
+    tie, both give the same terms."""
+    rng = np.random.default_rng(1)
+    reference = torch.from_numpy(rng.integers(0, 3, size=(300, 4)).astype(np.float32))
+    reach = neighbours.reaches(neighbours.neighbourhood(reference, reference)[1])
+    rows = torch.cat(
+        [reference[:50], torch.from_numpy(rng.normal(1, 1, (50, 4)).astype(np.float32))]
+    )
+    quick = neighbours.neighbourhood(reference, rows, reach)
+    graph = neighbours.neighbourhood(reference, rows, reach, graph=True)
+    for got, want in zip(quick, graph):
+        assert got is not None and want is not None
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)

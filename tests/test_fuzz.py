@@ -239,7 +239,10 @@ def _command_options() -> dict[str, list[tuple[str, bool]]]:
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         flags = []
         for param in command.params:
-            if param.param_type_name == "option" and param.name not in ("help",):
+            # --compile takes no value to fuzz, and each draw runs torch.compile: 15 s or
+            # more a shape where a compiler is installed (one suite run took 11 minutes and
+            # lost a worker); tests/test_train.py runs it on purpose.
+            if param.param_type_name == "option" and param.name not in ("help", "compile"):
                 flags.append((param.opts[0], bool(getattr(param, "is_flag", False))))
         options[name] = flags
     return options

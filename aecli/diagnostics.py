@@ -97,19 +97,19 @@ def row_terms(
             if residual is not None:
                 result["residual"] = first.float()
             if reference is not None and stats.grids is not None:
-                named = {"residual": first.numpy(), "code": distance.numpy()}
                 if given:
-                    near, result["relative"] = given["neighbour"], given["relative"]
-                    named["relative"] = result["relative"].numpy()
+                    near, relative = given["neighbour"], given.get("relative")
                 elif reach is not None:
                     near, mean, around = neighbours.neighbourhood(reference, x, reach)
-                    assert around is not None
-                    result["relative"] = neighbours.relative(mean, around)
-                    named["relative"] = result["relative"].numpy()
+                    relative = neighbours.relative(mean, around)  # type: ignore[arg-type]
                 else:
-                    near = neighbours.nearest(reference, x)
+                    near, relative = neighbours.nearest(reference, x), None
                 result["neighbour"] = near
-                named["neighbour"] = near.numpy()
+                near_terms = {"neighbour": near}
+                if relative is not None:
+                    result["relative"] = near_terms["relative"] = relative
+                named = {"residual": first.numpy(), "code": distance.numpy()}
+                named.update({name: term.numpy() for name, term in near_terms.items()})
                 result["score"] = torch.from_numpy(neighbours.combined(named, stats.grids))
             else:
                 result["score"] = first / stats.error_norm + distance / stats.distance_norm

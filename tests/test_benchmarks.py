@@ -74,3 +74,34 @@ def test_batch_size_benchmark_prints_a_row_per_table() -> None:
     assert done.returncode == 0, done.stderr
     digits = [line for line in done.stdout.splitlines() if line.startswith("digits")]
     assert len(digits) == 1 and digits[0].count("x1.00") == 2  # the baseline against itself
+
+
+def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    def build(folder: Path) -> dict[str, np.lib.npyio.NpzFile]:
+        done = subprocess.run(
+            [sys.executable, "benchmarks/bundled_sets.py", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+        return {p.stem: np.load(p) for p in sorted((folder / "classical").glob("*.npz"))}
+
+    sets = build(tmp_path / "a")
+    shapes = {name: (data["X"].shape, int(data["y"].sum())) for name, data in sets.items()}
+    assert shapes == {
+        "optdigits": ((1669, 64), 50),
+        "wdbc": ((367, 30), 10),
+        "wine": ((129, 13), 10),
+    }
+    digits = load_digits()
+    label = {row.tobytes(): t for row, t in zip(digits.data.astype(np.float32), digits.target)}
+    found = [label[row.tobytes()] for row in sets["optdigits"]["X"]]
+    y = sets["optdigits"]["y"]
+    assert all(t == 0 for t, out in zip(found, y) if out)  # the outliers are zeros
+    assert all(t != 0 for t, out in zip(found, y) if not out)  # every other digit is an inlier
+    again = build(tmp_path / "b")  # seeded: the same files every run
+    assert all(np.array_equal(sets[n]["X"], again[n]["X"]) for n in sets)

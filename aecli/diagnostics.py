@@ -60,7 +60,7 @@ def row_terms(
     With the score's statistics: ``distance`` (code) and ``residual``, and with a
     neighbour reference ``neighbour`` and ``relative`` (aecli/neighbours.py), unless
     ``known`` gives them for these rows already (training's reference rows, whose
-    leave-one-out terms its statistics computed).
+    leave-one-out terms its statistics computed), and ``density`` (aecli/density.py).
     """
     model = fitted.model
     scale = torch.from_numpy(fitted.scaler.scale)
@@ -108,6 +108,9 @@ def row_terms(
                 near_terms = {"neighbour": near}
                 if relative is not None:
                     result["relative"] = near_terms["relative"] = relative
+                if stats.density is not None:
+                    density = torch.from_numpy(stats.density.term(x.numpy()))
+                    result["density"] = near_terms["density"] = density.float()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
                 named.update({name: term.numpy() for name, term in near_terms.items()})
                 result["score"] = torch.from_numpy(neighbours.combined(named, stats.grids))
@@ -187,6 +190,7 @@ def code_stats(
         reference.rows,
         {name: percentiles(values.astype(np.float64)) for name, values in grid.items()},
         reference.reach,
+        reference.density,
     )
 
 

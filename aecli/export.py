@@ -29,6 +29,7 @@ from aecli.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
+    from aecli.density import Density
     from aecli.fitted import FittedModel
 
 OPSET = 18
@@ -227,6 +228,7 @@ def _graph_module() -> type:
                 self.has_reach = stats.reach is not None
                 if self.has_reach:
                     self.register_buffer("reach", _as_buffer(stats.reach, torch.float32))
+                self.has_density = _register_density(self, stats.density)
                 for name in self.weights:
                     grid = stats.grids[name].astype("float64")
                     self.register_buffer(f"grid_{name}", _as_buffer(grid, torch.float64))
@@ -258,6 +260,8 @@ def _graph_module() -> type:
                 reach = self.reach if self.has_reach else None
                 near = _neighbour_terms(self.reference, reach, scaled)
                 terms = {"residual": first, "code": distance, **near}
+                if self.has_density:
+                    terms["density"] = _density_term(self, scaled)
                 score = sum(
                     weight * self.tail(terms[name], name) for name, weight in self.weights.items()
                 )
@@ -284,6 +288,36 @@ def _graph_module() -> type:
             return values * self.spread + self.offset
 
     return Graph
+
+
+def _register_density(graph: torch.nn.Module, density: Density | None) -> bool:
+    """The density term's arrays as float64 buffers ``density_mean``, ``density_axes``...;
+    False for a file written before the term."""
+    import torch
+
+    if density is None:
+        return False
+    for part in ("mean", "axes", "low", "step", "knots"):
+        array = getattr(density, part)
+        graph.register_buffer(f"density_{part}", _as_buffer(array, torch.float64))
+    return True
+
+
+def _density_term(graph: torch.nn.Module, scaled: torch.Tensor) -> torch.Tensor:
+    """aecli/density.py's ``term``, op for op: the knots' polygon, one gather per value."""
+    import torch
+
+    components = (scaled.double() - graph.density_mean) @ graph.density_axes
+    knots = graph.density_knots
+    last = knots.shape[1] - 1
+    position = ((components - graph.density_low) / graph.density_step).clamp(0.0, last)
+    index = position.floor().clamp(max=last - 1)
+    within = position - index
+    offsets = torch.arange(knots.shape[0], dtype=torch.float64) * (last + 1)
+    flat = (index + offsets).long()
+    left = knots.reshape(-1)[flat]
+    right = knots.reshape(-1)[flat + 1]
+    return (left + within * (right - left)).sum(1)
 
 
 def _neighbour_terms(

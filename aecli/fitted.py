@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from aecli.config import ModelConfig, TrainConfig
+from aecli.density import Density
 from aecli.errors import DataError, UsageError
 from aecli.io import Table
 from aecli.models import Autoencoder, VariationalAutoencoder
@@ -65,7 +66,8 @@ class CodeStats:
 
     Files with a ``reference`` add a third term, the distance to the nearest training row,
     and combine the three by their tails (aecli/neighbours.py) instead of their medians;
-    files with a ``reach`` a fourth, that distance relative to the neighbours' own.
+    files with a ``reach`` a fourth, that distance relative to the neighbours' own; files
+    with a ``density`` a fifth, how rare the row is along each principal component.
     """
 
     mean: np.ndarray  # float32 [latent]
@@ -81,6 +83,8 @@ class CodeStats:
     # Each reference row's mean distance to its nearest others (the relative term); files
     # written before that term have none, and their grids no "relative".
     reach: np.ndarray | None = None  # float32 [rows]
+    # The principal components' histograms (aecli/density.py); none in files before it.
+    density: Density | None = None
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

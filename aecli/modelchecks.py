@@ -84,6 +84,8 @@ def first_non_finite(fitted: Any) -> str | None:
         named += [("residual.precision", stats.residual_precision)]
         named += [("neighbours.reference", stats.reference), ("neighbours.reach", stats.reach)]
         named += [(f"terms.{k}", v) for k, v in (stats.grids or {}).items()]
+        if stats.density is not None:
+            named += list(density_tensors(stats.density).items())
     for name, values in named:
         # float32 as the file holds them: a float64 statistic beyond 3.4e38 is inf there
         if values is not None and not np.isfinite(np.asarray(values, np.float32)).all():
@@ -154,6 +156,11 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
             names += ("relative",)
             if stats.reach.shape != stats.reference.shape[:1] or not (stats.reach > 0).all():
                 raise ValueError("the neighbour rows' reach does not match them")
+        if "density.axes" in tensors:
+            if stats.reach is None:
+                raise ValueError("a density term without the relative term before it")
+            stats.density = density(tensors, width)
+            names += ("density",)
         if any(f"terms.{name}" not in tensors for name in names):
             raise ValueError("the score's term percentiles are missing")
         stats.grids = {name: tensors[f"terms.{name}"].numpy() for name in names}
@@ -167,6 +174,39 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
     if not (finite and (norms > 0).all()):
         raise ValueError("code statistics are not finite and positive")
     return stats
+
+
+DENSITY_PARTS = ("mean", "axes", "low", "step", "knots")
+
+
+def density_tensors(density: Any) -> dict[str, Any]:
+    """The density term's arrays by their names in the file."""
+    return {f"density.{part}": getattr(density, part) for part in DENSITY_PARTS}
+
+
+def density(tensors: dict[str, Any], width: int) -> Any:
+    """The density term's axes and histograms, checked against the input width."""
+    import numpy as np
+
+    from aecli.density import BINS, Density
+
+    if any(f"density.{part}" not in tensors for part in DENSITY_PARTS):
+        raise ValueError("the density term's tensors are incomplete")
+    parts = {part: tensors[f"density.{part}"].numpy() for part in DENSITY_PARTS}
+    axes = parts["axes"]
+    components = axes.shape[1] if axes.ndim == 2 else 0
+    shapes = {
+        "mean": (width,),
+        "axes": (width, components),
+        "low": (components,),
+        "step": (components,),
+        "knots": (components, BINS + 2),
+    }
+    if not 0 <= components <= width or any(parts[k].shape != v for k, v in shapes.items()):
+        raise ValueError("the density term does not match the number of inputs")
+    if not all(np.isfinite(a).all() for a in parts.values()) or not (parts["step"] > 0).all():
+        raise ValueError("the density term is not finite, or a bin has no width")
+    return Density(**parts)
 
 
 def scale_method(method: Any) -> str:

@@ -13,9 +13,9 @@ Layout: tensors ``model.*`` (the state dict) and ``scaler.offset`` /
 
 Tensors ``pca.mean`` / ``pca.components`` hold PCA of the same code size fitted
 on the training rows (``evaluate --baseline pca``); ``codes.*``, ``residual.*``,
-``neighbours.reference`` and ``terms.*`` the anomaly score's statistics; ``scores.error`` /
-``scores.neg_elbo`` the 0.1%-step percentiles of the training rows' anomaly
-scores (``score --contamination``).
+``neighbours.reference``, ``density.*`` and ``terms.*`` the anomaly score's statistics;
+``scores.error`` / ``scores.neg_elbo`` the 0.1%-step percentiles of the training rows'
+anomaly scores (``score --contamination``).
 
 Nothing is pickled. The header is parsed here, before safetensors sees the
 bytes, so that damaged or foreign files get a precise message; reading the
@@ -37,6 +37,7 @@ from aecli import __version__
 from aecli import modelchecks as checks
 from aecli.config import FORMAT_VERSION, ModelConfig, TrainConfig
 from aecli.errors import AecliError, ModelFileError
+from aecli.modelchecks import density_tensors
 from aecli.tensorbytes import serialize
 
 if TYPE_CHECKING:
@@ -218,6 +219,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
             tensors["neighbours.reference"] = stats.reference
             if stats.reach is not None:
                 tensors["neighbours.reach"] = stats.reach
+            if stats.density is not None:
+                tensors.update(density_tensors(stats.density))
             tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():

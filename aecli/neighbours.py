@@ -1,4 +1,4 @@
-"""The anomaly score's neighbour terms, and the tail transform that lets its four terms add.
+"""The anomaly score's neighbour terms, and the tail transform that lets its five terms add.
 
 A row's distance to its nearest training row, in the model's scaled units, is what lets
 k-nearest-neighbour detectors win when the training rows are clean (issue 39): a row
@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from aecli import density
+from aecli.density import Density
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
@@ -229,15 +232,20 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
 
 # How the terms add: the residual and the code are two views of the one autoencoder, the
 # distance and the relative distance two views of the neighbours; each counts half
-# (aecli's measurements: docs/anomaly.md). Files written before the relative term count
-# the distance whole.
-WEIGHTS = {"residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5}
+# (aecli's measurements: docs/anomaly.md).
+# The density along the principal components (aecli/density.py), a fifth view, counts
+# half as well. Files written before it keep the four terms, and files before the
+# relative term count the distance whole.
+WEIGHTS = {"residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5, "density": 0.5}
+WEIGHTS_BEFORE_DENSITY = {"residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5}
 WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
 
 
 def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     """The terms a file's score adds, and their weights."""
-    return WEIGHTS if "relative" in grids else WEIGHTS_BEFORE_RELATIVE
+    if "relative" not in grids:
+        return WEIGHTS_BEFORE_RELATIVE
+    return WEIGHTS if "density" in grids else WEIGHTS_BEFORE_DENSITY
 
 
 def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
@@ -263,7 +271,8 @@ class Reference:
 
     rows: np.ndarray  # float32 [rows, inputs]
     reach: np.ndarray  # float32 [rows]
-    terms: dict[str, np.ndarray]  # float32 [rows]: neighbour, relative (leave-one-out)
+    terms: dict[str, np.ndarray]  # [rows]: neighbour, relative (leave-one-out), density
+    density: Density  # the rows' principal components and their histograms
 
 
 def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
@@ -279,5 +288,8 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     reach = reaches(torch.cat(means)[: blocks.rows])
     parts = [neighbourhood(reference, block, reach) for block in blocks.tensors]
     near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
-    terms = {"neighbour": near, "relative": relative(mean, around)}
-    return Reference(reference.numpy(), reach.numpy(), {k: v.numpy() for k, v in terms.items()})
+    terms = {"neighbour": near.numpy(), "relative": relative(mean, around).numpy()}
+    rows = reference.numpy()
+    fitted_density = density.fit(rows)
+    terms["density"] = fitted_density.term(rows)
+    return Reference(rows, reach.numpy(), terms, fitted_density)

@@ -152,7 +152,8 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     table = np.loadtxt(lines[1:], delimiter=",")
     assert table.shape == (400, 66)
     # score = 1/2 T(d_M(residual)^2) + 1/2 T(d_M(code)^2) + 1/2 T(nearest training row)
-    # + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest),
+    # + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
+    # + 1/2 T(sum over principal components of -log(histogram share), between bin centres),
     # T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles
     fitted = modelfile.load(str(basic_model))
     stats = fitted.code_stats
@@ -181,9 +182,20 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
         + 0.5 * _hand_tail(distance, stats.grids["code"])
         + 0.5 * _hand_tail(near, stats.grids["neighbour"])
         + 0.5 * _hand_tail(relative, stats.grids["relative"])
+        + 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"])
     )
     np.testing.assert_allclose(table[:, 0], expected, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
+
+
+def _hand_density(rows: np.ndarray, density) -> np.ndarray:
+    """Each principal component's knots read by numpy's interp (flat beyond the ends)."""
+    components = (rows - density.mean.astype(np.float64)) @ density.axes.astype(np.float64)
+    total = np.zeros(len(rows))
+    for k in range(components.shape[1]):
+        at = density.low[k] + density.step[k] * np.arange(density.knots.shape[1], dtype=np.float64)
+        total += np.interp(components[:, k], at, density.knots[k])
+    return total
 
 
 def _hand_neighbours(
@@ -265,12 +277,13 @@ def test_score_statistics_are_robust_training_moments(tmp_path: Path, table_csv:
     assert stats.distance_norm == pytest.approx(np.median(terms["distance"]), rel=1e-4)
     # Each term's percentiles are those of the training rows (here every row is one)...
     grid = np.linspace(0, 1, 1001)
-    for name, key in (("residual", "residual"), ("code", "distance"), ("neighbour", "neighbour")):
+    names = ("residual", "code", "neighbour", "density")
+    for name, key in zip(names, ("residual", "distance", "neighbour", "density")):
         expected = np.quantile(terms[key].astype(np.float64), grid)
         np.testing.assert_allclose(stats.grids[name], expected, rtol=1e-4, atol=1e-5)
     # ...so a training row's terms are uniform on their scale: T(x) = -log(1 - U), median
-    # ln 2 each, and the median score of 1/2 T + 1/2 T + T is near 2 ln 2 = 1.39.
-    assert np.median(terms["score"]) == pytest.approx(2 * np.log(2), rel=0.2)
+    # ln 2 each, and the median score of five halves is near 2.5 ln 2 = 1.73.
+    assert np.median(terms["score"]) == pytest.approx(2.5 * np.log(2), rel=0.2)
 
 
 def test_robust_statistics_ignore_a_quarter_of_far_rows() -> None:

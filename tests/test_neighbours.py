@@ -185,7 +185,8 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     metadata, _, _ = modelfile.read_header(str(model))
     arrays = load_file(str(model))
     assert arrays["neighbours.reach"].shape == (len(rows),)
-    kept = {k: v for k, v in arrays.items() if k not in ("neighbours.reach", "terms.relative")}
+    later = ("neighbours.reach", "terms.relative", "terms.density")
+    kept = {k: v for k, v in arrays.items() if k not in later and not k.startswith("density.")}
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     fitted = modelfile.load(str(before))
@@ -207,7 +208,37 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
             ("neighbour", "neighbour"),
         )
     ) + 0.5 * neighbours.tail(now["relative"], arrays["terms.relative"])
+    new += 0.5 * neighbours.tail(now["density"], arrays["terms.density"])
     np.testing.assert_allclose(now["score"], new, rtol=1e-5)
+
+
+def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from aecli.diagnostics import row_terms
+    from aecli.io import read_table
+
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
+    rows = read_table(str(table_csv)).values
+    metadata, _, _ = modelfile.read_header(str(model))
+    arrays = load_file(str(model))
+    kept = {k: v for k, v in arrays.items() if k != "terms.density" and "density." not in k}
+    assert len(kept) == len(arrays) - 6  # density.{mean,axes,low,step,knots}, terms.density
+    before = tmp_path / "before.safetensors"
+    before.write_bytes(modelfile.serialize(kept, metadata))
+    old = row_terms(modelfile.load(str(before)), rows)
+    assert "density" not in old and "relative" in old
+    four = sum(
+        0.5 * neighbours.tail(old[key], arrays[f"terms.{name}"])
+        for key, name in (
+            ("residual", "residual"),
+            ("distance", "code"),
+            ("neighbour", "neighbour"),
+            ("relative", "relative"),
+        )
+    )
+    np.testing.assert_allclose(old["score"], four, rtol=1e-5)
 
 
 def test_a_reach_that_does_not_match_the_reference_is_refused(

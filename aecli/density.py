@@ -49,15 +49,20 @@ class Density:
         return out
 
     def lookup(self, components: np.ndarray) -> np.ndarray:
-        """Each component's -log share, linear between knots, flat beyond the ends."""
+        """Each component's -log share, linear between knots, flat beyond the ends; NaN for
+        an undefined component (a row of NaN given through the Python API)."""
         last = self.knots.shape[1] - 1
         position = np.clip((components - self.low) / self.step, 0.0, float(last))
+        undefined = np.isnan(position)
+        position[undefined] = 0.0
         index = np.minimum(np.floor(position), last - 1).astype(np.int64)
         within = position - index
         knots = self.knots.astype(np.float64)
         rows = np.arange(knots.shape[0])[None, :]
         left, right = knots[rows, index], knots[rows, index + 1]
-        return left + within * (right - left)
+        value = left + within * (right - left)
+        value[undefined] = np.nan
+        return value
 
 
 def fit(rows: np.ndarray) -> Density:

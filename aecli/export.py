@@ -311,13 +311,16 @@ def _density_term(graph: torch.nn.Module, scaled: torch.Tensor) -> torch.Tensor:
     knots = graph.density_knots
     last = knots.shape[1] - 1
     position = ((components - graph.density_low) / graph.density_step).clamp(0.0, last)
+    undefined = torch.isnan(position)
+    position = torch.where(undefined, torch.zeros_like(position), position)
     index = position.floor().clamp(max=last - 1)
     within = position - index
     offsets = torch.arange(knots.shape[0], dtype=torch.float64) * (last + 1)
     flat = (index + offsets).long()
     left = knots.reshape(-1)[flat]
     right = knots.reshape(-1)[flat + 1]
-    return (left + within * (right - left)).sum(1)
+    value = left + within * (right - left)
+    return torch.where(undefined, torch.full_like(value, math.nan), value).sum(1)
 
 
 def _neighbour_terms(

@@ -66,6 +66,7 @@ def test_the_term_is_continuous_and_flat_beyond_the_range() -> None:
     np.testing.assert_allclose(far, math.log(101 + density.BINS))  # an empty bin's share
     middle = fitted.term(np.array([[5.0]], dtype=np.float32))
     assert middle[0] < far[0]
+    assert np.isnan(fitted.term(np.array([[np.nan]], dtype=np.float32))[0])  # undefined stays so
 
 
 def test_a_constant_column_adds_no_component() -> None:

@@ -206,3 +206,21 @@ def test_a_torch_without_the_traced_exporter_exports_through_dynamo(
     path.write_bytes(export.to_onnx(fitted, "encode"))
     (got,) = _run(path, digits[:50])
     _close(got, fitted.encode(digits[:50]))
+
+
+def test_far_and_undefined_rows_score_as_the_commands_do(
+    models: dict[str, Path], digits: np.ndarray, tmp_path: Path
+) -> None:
+    """A row beyond every bin of the density term reads the flat end of its histograms, and
+    a row of NaN (the Python API takes one) scores NaN in the graph too, not a failed gather."""
+    from aecli import modelfile
+    from aecli.diagnostics import row_terms
+
+    rows = digits[:5].astype(np.float32)
+    rows[1] *= 1e6
+    rows[2, 3] = np.nan
+    (score, _) = _run(_export(models["basic"], "score", tmp_path), rows)
+    want = row_terms(modelfile.load(str(models["basic"])), rows)["score"]
+    assert np.isnan(score[2]) and np.isnan(want[2])
+    finite = [0, 1, 3, 4]
+    _close(score[finite], want[finite], SCORE_RTOL)

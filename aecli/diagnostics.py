@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from aecli import losses, neighbours
-from aecli.config import Kind, Loss
+from aecli.config import ROWS_SEED, Kind, Loss
 from aecli.models import VariationalAutoencoder
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def code_stats(
     from aecli.fitted import CodeStats
 
     if len(values) > STATS_ROWS:
-        rng = np.random.default_rng(fitted.train_config.seed + 2)
+        rng = np.random.default_rng(ROWS_SEED + 2)
         values = values[np.sort(rng.choice(len(values), STATS_ROWS, replace=False))]
     terms = row_terms(fitted, values, want_codes=True, want_residuals=True)
     codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from aecli import density
+from aecli.config import ROWS_SEED
 from aecli.density import Density
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
 
-REFERENCE_SEED = 4  # draws the neighbour terms' rows from a table over their size
 REFERENCE_ROWS = 10_000  # training rows kept for the neighbour term, at most
 REFERENCE_VALUES = 2**21  # and at most this many values (8 MB of float32) in all
 
@@ -262,7 +262,7 @@ def neighbour_rows(rows: int, width: int) -> np.ndarray:
     terms (issue 39: the seed alone moved a table's AUROC by up to 0.07).
     """
     size = reference_size(rows, width)
-    return np.sort(np.random.default_rng(REFERENCE_SEED).choice(rows, size, replace=False))
+    return np.sort(np.random.default_rng(ROWS_SEED).choice(rows, size, replace=False))
 
 
 @dataclass

@@ -161,7 +161,11 @@ def train(
         float, typer.Option(help="Share of rows held out; their loss is shown each epoch.")
     ] = _T.val_fraction,
     seed: Annotated[
-        int, typer.Option(help="Random seed; the same seed gives the same file.")
+        int,
+        typer.Option(
+            help="Random seed of the network (initial weights, batch order, noise); the same "
+            "seed gives the same file. Which rows are held out does not depend on it."
+        ),
     ] = _T.seed,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _T.device,
     precision: Annotated[

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from aecli.config import TrainConfig
+from aecli.config import ROWS_SEED, TrainConfig
 from aecli.io import ON_DISK, NpyRows, ParquetRows, Table
 from aecli.scaler import Scaler
 from aecli.training._distributed import World
@@ -159,7 +159,7 @@ def fit_scaler(source: Source, config: TrainConfig, unit_range: bool) -> Scaler:
     size = shuffle_rows(config, source.n_features)
 
     def sample() -> np.ndarray:
-        return source.at(seeded_sample(source.rows, QUANTILE_ROWS, config.seed + 2))
+        return source.at(seeded_sample(source.rows, QUANTILE_ROWS, ROWS_SEED + 2))
 
     return Scaler.fit_chunks(
         source.scan(size),
@@ -181,7 +181,7 @@ class Order:
     @classmethod
     def of(cls, rows: int, config: TrainConfig, width: int) -> Order:
         n_val = max(0, min(round(rows * config.val_fraction), rows - 1, VAL_ROWS_MAX))
-        return cls(rows, shuffle_rows(config, width), seeded_sample(rows, n_val, config.seed))
+        return cls(rows, shuffle_rows(config, width), seeded_sample(rows, n_val, ROWS_SEED))
 
     @property
     def n_train(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecli.config import Kind, Loss, ModelConfig, TrainConfig
+from aecli.config import ROWS_SEED, Kind, Loss, ModelConfig, TrainConfig
 from aecli.errors import TrainingError, UsageError
 from aecli.fitted import FittedModel, OptimizerState
 from aecli.models import Autoencoder, build_model
@@ -316,8 +316,8 @@ def diverged(history: History, baseline: float) -> bool:
 
 def _diverged(session: Session, history: History) -> bool:
     """``diverged`` against the mean-prediction error of a sample of the training rows."""
-    config, seed = session.config, session.train_config.seed
-    sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, seed + 1)
+    config = session.config
+    sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, ROWS_SEED + 1)
     bce = config.loss is Loss.bce
     baseline = mean_error(session.scaler.transform(sample), bce)
     if config.kind is Kind.vae:  # its reconstruction is summed over values (and halved)
@@ -345,7 +345,7 @@ STATS_WORK = 512 * 10_000 * 32  # multiply-adds of one block's nearest rows: a b
 
 
 def _add_baselines(fitted: FittedModel, session: Session) -> None:
-    """The statistics, from the rows this run's seed picks (aecli.diagnostics.add_baselines).
+    """The statistics, from the rows ``ROWS_SEED`` picks (aecli.diagnostics.add_baselines).
 
     On a CPU they run with the threads their own work calls for: training a small model
     takes one thread (its steps are too short to share), but the statistics' products
@@ -357,9 +357,9 @@ def _add_baselines(fitted: FittedModel, session: Session) -> None:
     config = session.train_config
     if session.device.type == "cpu":
         torch.set_num_threads(choose_threads(config.threads, STATS_WORK, session.world.local_size))
-    source, order, seed = session.source, session.order, config.seed
-    code_rows = order.train_sample(source, SAMPLE_ROWS, seed + 1)
-    score_index = seeded_sample(source.rows, SAMPLE_ROWS, seed + 3)
+    source, order = session.source, session.order
+    code_rows = order.train_sample(source, SAMPLE_ROWS, ROWS_SEED + 1)
+    score_index = seeded_sample(source.rows, SAMPLE_ROWS, ROWS_SEED + 3)
     reference_index = neighbour_rows(source.rows, source.n_features)
     reference_rows = source.at(reference_index)
     same = np.array_equal(score_index, reference_index)  # every row, on tables up to 10,000

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from aecli import io
@@ -37,3 +38,23 @@ def test_chunks_skip_held_out_rows_and_cover_the_rest(tmp_path: Path) -> None:
     loaded = order.TrainingRows(memory, plan, scaler, config, cpu, World(), in_memory=True)
     for a, b in zip(loaded.epoch(3), streamed.epoch(3), strict=True):
         assert torch.equal(a, b)
+
+
+def test_held_out_rows_and_scale_sample_do_not_move_with_the_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two --seed values differ in the network only: the rows held out and the scale stay."""
+    monkeypatch.setattr(order, "QUANTILE_ROWS", 50)  # so that the quantiles come from a sample
+    values = np.random.default_rng(0).standard_normal((400, 3)).astype(np.float32)
+    np.save(tmp_path / "v.npy", values)
+    source = order.OnDisk(NpyRows(str(tmp_path / "v.npy")))
+    configs = [TrainConfig(seed=s, val_fraction=0.25, scale="robust") for s in (0, 1)]
+    plans = [order.Order.of(400, c, 3) for c in configs]
+    assert len(plans[0].held_out) == 100
+    np.testing.assert_array_equal(plans[0].held_out, plans[1].held_out)
+    scalers = [order.fit_scaler(source, c, False) for c in configs]
+    np.testing.assert_array_equal(scalers[0].offset, scalers[1].offset)
+    np.testing.assert_array_equal(scalers[0].transform(values), scalers[1].transform(values))
+    monkeypatch.setattr(order, "QUANTILE_ROWS", 100_000)
+    every_row = order.fit_scaler(source, configs[0], False)
+    assert not np.array_equal(every_row.offset, scalers[0].offset)  # the sample was a sample

@@ -237,7 +237,7 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
 # half as well. Files written before it keep the four terms, and files before the
 # relative term count the distance whole.
 WEIGHTS = {"residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5, "density": 0.5}
-WEIGHTS_BEFORE_DENSITY = {"residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5}
+WEIGHTS_BEFORE_DENSITY = {k: w for k, w in WEIGHTS.items() if k != "density"}
 WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
 
 

@@ -149,6 +149,27 @@ def test_a_run_that_learns_is_not_called_diverged(tmp_path: Path, table_csv: Pat
     assert "diverged" not in modelfile.load(str(model)).summary
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [("a,b,c\n1,2,3\n", "1 row (1 sample)"), ("a,b\n1,2\n1,2\n1,2\n", "all 3 rows are the same")],
+)
+def test_rows_that_never_differ_are_refused(tmp_path: Path, text: str, said: str) -> None:
+    """Nothing to learn, and a score whose statistics have no spread: a clear refusal, not
+    a model that calls a rounding's worth of difference a score of a million."""
+    data, model = tmp_path / "one.csv", tmp_path / "m.safetensors"
+    data.write_text(text)
+    result = invoke(["train", data, "-o", model, *QUIET])
+    assert result.code == 1 and not model.exists()
+    assert result.stderr == f"aecli: error: {data}: {said}: an autoencoder needs rows that differ\n"
+
+
+def test_the_estimator_refuses_one_sample_as_scikit_learn_asks() -> None:
+    from aecli import Autoencoder
+
+    with pytest.raises(ValueError, match="1 sample"):
+        Autoencoder(epochs=1).fit(np.ones((1, 4)))
+
+
 def test_the_estimator_warns_of_divergence(table: np.ndarray) -> None:
     from aecli import Autoencoder
 

@@ -192,7 +192,8 @@ class Run:
             self.resumed.check_input(table, _described(self.source))
             config, scaler = self.resumed.config, self.resumed.scaler
         else:
-            scaler = recipe.scale(source, self.train_config, self.request.loss is Loss.bce)
+            bce = self.request.loss is Loss.bce
+            scaler = recipe.scale(source, self.train_config, bce, _described(self.source))
             config = self.request.resolve(table.n_features, table.row_shape, scaler)
             _check_id_name(getattr(table, "id_name", None), config.latent)
         # A run that fails must not replace a model that was there before it.

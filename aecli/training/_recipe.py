@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aecli.config import ROWS_SEED, Kind, Loss, ModelConfig, TrainConfig
-from aecli.errors import TrainingError, UsageError
+from aecli.errors import DataError, TrainingError, UsageError
 from aecli.fitted import FittedModel, OptimizerState
 from aecli.models import Autoencoder, build_model
 from aecli.scaler import UNIT_TOLERANCE, Scaler
@@ -36,13 +36,22 @@ from aecli.training._order import (
 from aecli.training._restart import STOPPED
 
 
-def scale(source: Source, config: TrainConfig, bce: bool) -> Scaler:
+def scale(source: Source, config: TrainConfig, bce: bool, name: str) -> Scaler:
     """The scaling ``config.scale`` asks for, fitted on every row of ``source``.
 
     ``bce``: the loss asked for is cross-entropy, which needs values in [0, 1] (``auto``
-    then provides them). One pass in blocks, in memory or on disk alike.
+    then provides them). One pass in blocks, in memory or on disk alike. Rows that are all
+    the same are refused (``name``: the data's name for the message): an autoencoder
+    learns nothing from them, and every statistic of its anomaly score would have no
+    spread, so that a rounding's worth of difference would read as a huge score.
     """
-    return fit_scaler(source, config, bce)
+    scaler = fit_scaler(source, config, bce)
+    low, high = scaler.bounds or (None, None)
+    if low is not None and np.array_equal(low, high):
+        rows = source.rows
+        said = "1 row (1 sample)" if rows == 1 else f"all {rows} rows are the same"
+        raise DataError(f"{said}: an autoencoder needs rows that differ", source=name)
+    return scaler
 
 
 def first_epoch(resumed: FittedModel | None, config: TrainConfig) -> int:
@@ -294,8 +303,8 @@ def mean_error(rows: np.ndarray, bce: bool) -> float:
     if not len(rows):
         return float("nan")
     values = rows.astype(np.float64)
-    if not bce:
-        return float(values.var(0).mean())
+    if not bce:  # a constant column's mean is exact: its variance is 0, not float rounding
+        return float(np.where(np.ptp(values, 0) > 0, values.var(0), 0.0).mean())
     p = np.clip(values.mean(0), 1e-7, 1 - 1e-7)
     return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).mean())
 
@@ -304,12 +313,14 @@ def diverged(history: History, baseline: float) -> bool:
     """A run whose loss blew up, though it stayed finite (issue 36: --lr 100 ended at 7e6).
 
     Its kept reconstruction is over twice the error of predicting the column means, or its
-    loss ten times the first epoch's: no learning rate that works ends either way.
+    loss ten times the first epoch's: no learning rate that works ends either way. Where
+    the means are exact (training rows that are all the same, the held-out ones aside) any
+    error is worse than theirs; only the second test applies.
     """
     final = history.kept.terms.get("reconstruction", history.kept.terms.get("loss", 0.0))
     first = history.epochs[0].terms.get("loss", float("nan"))
     return bool(
-        final > DIVERGED_OVER_MEAN * baseline
+        (baseline > 0 and final > DIVERGED_OVER_MEAN * baseline)
         or history.kept.terms.get("loss", 0.0) > DIVERGED_OVER_FIRST * first
     )
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from aecli import io
+from aecli import io, modelfile
 from aecli.config import TrainConfig
 from aecli.io import NpyRows
 from aecli.training import _order as order
 from aecli.training._distributed import World
+from tests.conftest import invoke
 
 
 def test_chunks_skip_held_out_rows_and_cover_the_rest(tmp_path: Path) -> None:
@@ -58,3 +59,16 @@ def test_held_out_rows_and_scale_sample_do_not_move_with_the_seed(
     monkeypatch.setattr(order, "QUANTILE_ROWS", 100_000)
     every_row = order.fit_scaler(source, configs[0], False)
     assert not np.array_equal(every_row.offset, scalers[0].offset)  # the sample was a sample
+
+
+def test_training_rows_all_alike_are_not_called_diverged(tmp_path: Path) -> None:
+    """Where the held-out rows alone differ, the column means predict the training rows
+    exactly; an error above that exact 0 is not a blown-up loss."""
+    rows = np.tile(np.float32([1.0, 2.0, 3.0]), (20, 1))
+    held_out = order.Order.of(len(rows), TrainConfig(), 3).held_out
+    rows[held_out] += np.float32([[0.5, -1.0, 2.0]])
+    np.save(tmp_path / "t.npy", rows)
+    model = tmp_path / "m.safetensors"
+    result = invoke(["train", tmp_path / "t.npy", "-o", model, "--epochs", "1", "-q"])
+    assert result.code == 0 and "diverged" not in result.stderr, result.stderr
+    assert "diverged" not in modelfile.load(str(model)).summary

@@ -12,14 +12,14 @@ fit on the train rows without labels, all of them (``contaminated``) or those wi
 
 aecli runs as a user runs it: ``aecli train train.npy -o m.safetensors --seed S`` then
 ``aecli score m.safetensors test.npy``, through the CLI's own ``main``, with no flags unless
-a ``--variant`` adds some. The peers (the benchmark
-extra: ``pip install '.[bench]' -c constraints.txt``) run in the same process with their
-defaults on rows z-scored by the train split: PyOD's IForest, KNN, LOF, OCSVM, HBOS, COPOD,
-ECOD and PCA. It prints, per family and regime: the mean AUROC of each detector, how many
-splits aecli wins against the best peer of that split, its worst regret (the best peer's
-AUROC minus aecli's on one set, seeds averaged), the seed spread (on the first seed's split,
-aecli's AUROC with ``--seed`` the first and then the second seed, nothing else changed),
-and the seconds to fit and score.
+a ``--variant`` adds some. The peers (the benchmark extra: ``pip install '.[bench]' -c
+constraints.txt``) run in the same process with their defaults on rows z-scored by the train
+split: PyOD's IForest, KNN, LOF, OCSVM, HBOS, COPOD, ECOD and PCA, and ``ADEngine`` (the
+detector PyOD picks for the rows by itself). It prints, per family and regime: the mean
+AUROC of each detector, how many splits aecli wins against the best peer of that split, its
+worst regret (the best peer's AUROC minus aecli's on one set, seeds averaged), the seed
+spread (on the first seed's split, aecli's AUROC with ``--seed`` the first and then the
+second seed, nothing else changed), and the seconds to fit and score.
 """
 
 from __future__ import annotations
@@ -112,7 +112,38 @@ def peers() -> dict[str, Detector]:
 
         return run
 
-    return {name: pyod(make) for name, make in makers.items()}
+    detectors = {name: pyod(make) for name, make in makers.items()}
+    if Engine.available():
+        detectors["ADEngine"] = pyod(Engine)
+    return detectors
+
+
+class Engine:
+    """PyOD's ``ADEngine``, the detector PyOD picks for the training rows by itself, as a
+    peer: ``detect`` without its report (profile, plan, build, fit), then the test rows."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.detector: object = None
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            from pyod.utils.ad_engine import ADEngine  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def fit(self, rows: np.ndarray) -> Engine:
+        from pyod.utils.ad_engine import ADEngine
+
+        engine = ADEngine(random_state=self.seed)
+        self.detector = engine.build_detector(engine.plan_detection(engine.profile_data(rows)))
+        self.detector.fit(rows)  # type: ignore[attr-defined]
+        return self
+
+    def decision_function(self, rows: np.ndarray) -> np.ndarray:
+        return self.detector.decision_function(rows)  # type: ignore[attr-defined]
 
 
 def split(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:

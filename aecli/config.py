@@ -38,12 +38,11 @@ from aecli.sizes import check_image
 MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
 
 
-# 2: the anomaly score adds a neighbour term (neighbours.reference, terms.*); a format 1
-# reader would score such a file by the old formula against the new score's percentiles, so
-# it is told to upgrade instead. Format 1 files still load, and score as written.
-# 3: the relative neighbour term (neighbours.reach, terms.relative); 4: the principal
-# components' density term (density.*, terms.density); each for the same reason.
-FORMAT_VERSION = 4
+# 2: the score's neighbour term (neighbours.reference, terms.*): a format 1 reader would score
+# such a file by the old formula against the new percentiles, so it is told to upgrade; format
+# 1 files still load, and score as written. 3: the relative term (neighbours.reach); 4: the
+# density term (density.*); 5: the discrete term (discrete.*); each for the same reason.
+FORMAT_VERSION = 5
 
 # Every choice of rows (held out, sampled for the scale and the score's statistics, kept for
 # the neighbours) is drawn from this seed, not --seed: two seeds differ only in the network's

@@ -60,7 +60,8 @@ def row_terms(
     With the score's statistics: ``distance`` (code) and ``residual``, and with a
     neighbour reference ``neighbour`` and ``relative`` (aecli/neighbours.py), unless
     ``known`` gives them for these rows already (training's reference rows, whose
-    leave-one-out terms its statistics computed), and ``density`` (aecli/density.py).
+    leave-one-out terms its statistics computed), ``density`` (aecli/density.py) and, for
+    a table with discrete columns, ``discrete`` (aecli/discrete.py, from the raw values).
     """
     model = fitted.model
     scale = torch.from_numpy(fitted.scaler.scale)
@@ -97,7 +98,7 @@ def row_terms(
             if residual is not None:
                 result["residual"] = first.float()
             if reference is not None and stats.grids is not None:
-                if given:
+                if "neighbour" in given:
                     near, relative = given["neighbour"], given.get("relative")
                 elif reach is not None:
                     near, mean, around = neighbours.neighbourhood(reference, x, reach)
@@ -111,6 +112,8 @@ def row_terms(
                 if stats.density is not None:
                     density = torch.from_numpy(stats.density.term(x.numpy()))
                     result["density"] = near_terms["density"] = density.float()
+                if "discrete" in given:
+                    result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
                 named.update({name: term.numpy() for name, term in near_terms.items()})
                 result["score"] = torch.from_numpy(neighbours.combined(named, stats.grids))
@@ -142,14 +145,13 @@ def row_terms(
         torch.manual_seed(0)  # evaluate's ELBO draws are the same every run
         blocks = fitted.blocks(values)
         targets = fitted.blocks(values, clip=False).tensors
-        from aecli.fitted import INFER_BLOCK
+        from aecli.fitted import given_blocks
 
-        size = len(targets) * INFER_BLOCK
-        split = {
-            name: torch.from_numpy(np.resize(values.astype(np.float32), size)).split(INFER_BLOCK)
-            for name, values in (known or {}).items()
-        }
-        given = [{name: part[i] for name, part in split.items()} for i in range(len(targets))]
+        known = dict(known or {})
+        if stats is not None and stats.discrete is not None and stats.grids is not None:
+            known.setdefault("discrete", stats.discrete.term(values))  # float64, as it comes
+        cut = {name: given_blocks(term, name, len(targets)) for name, term in known.items()}
+        given = [{name: part[i] for name, part in cut.items()} for i in range(len(targets))]
         parts = [terms(*args) for args in zip(blocks.tensors, targets, given)]
     return {key: torch.cat([p[key] for p in parts])[: blocks.rows].numpy() for key in parts[0]}
 
@@ -191,6 +193,7 @@ def code_stats(
         {name: percentiles(values.astype(np.float64)) for name, values in grid.items()},
         reference.reach,
         reference.density,
+        reference.discrete,
     )
 
 

@@ -29,7 +29,6 @@ from aecli.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-    from aecli.density import Density
     from aecli.fitted import FittedModel
 
 OPSET = 18
@@ -180,58 +179,53 @@ def metadata(fitted: FittedModel, part: str) -> dict[str, str]:
     }
 
 
-def _as_buffer(values: Any, dtype: torch.dtype) -> torch.Tensor:
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.array(values)).to(dtype)
-
-
 def _graph_module() -> type:
     """The torch module class, made on first use so that importing this file needs no torch."""
     import torch
 
+    from aecli.graphterms import as_buffer, histogram_terms, register_density, register_discrete
+
     class Graph(torch.nn.Module):
         """One part of a fitted model as a pure function of its input, for the exporter.
 
-        It repeats what ``FittedModel`` and ``diagnostics.row_terms`` do on numpy
-        arrays (scaling, the score's float64 distances) with torch operations,
-        so that the exported graph gives the same numbers as the commands.
-        """
+        It repeats what ``FittedModel`` and ``diagnostics.row_terms`` do on numpy arrays
+        (scaling, the score's float64 terms) with torch operations, so that the exported
+        graph gives the same numbers as the commands."""
 
         def __init__(self, fitted: FittedModel, part: str) -> None:
             super().__init__()
             self.model = fitted.model
             self.part = part
             self.clip = fitted.scaler.clip
-            self.register_buffer("offset", _as_buffer(fitted.scaler.offset, torch.float32))
-            self.register_buffer("spread", _as_buffer(fitted.scaler.scale, torch.float32))
+            self.register_buffer("offset", as_buffer(fitted.scaler.offset, torch.float32))
+            self.register_buffer("spread", as_buffer(fitted.scaler.scale, torch.float32))
             stats = fitted.code_stats
             self.has_stats = stats is not None
             self.has_residual = stats is not None and stats.residual_mean is not None
             if stats is not None:
                 self.norms = (stats.error_norm, stats.distance_norm)
-                self.register_buffer("code_mean", _as_buffer(stats.mean, torch.float64))
-                self.register_buffer("code_precision", _as_buffer(stats.precision, torch.float64))
+                self.register_buffer("code_mean", as_buffer(stats.mean, torch.float64))
+                self.register_buffer("code_precision", as_buffer(stats.precision, torch.float64))
             if self.has_residual:
                 assert stats is not None
-                self.register_buffer("res_mean", _as_buffer(stats.residual_mean, torch.float64))
-                precision = _as_buffer(stats.residual_precision, torch.float64)
+                self.register_buffer("res_mean", as_buffer(stats.residual_mean, torch.float64))
+                precision = as_buffer(stats.residual_precision, torch.float64)
                 self.register_buffer("res_precision", precision)
             self.has_neighbours = stats is not None and stats.reference is not None
             if self.has_neighbours:
                 assert stats is not None and stats.grids is not None
                 from aecli.neighbours import knees, weights
 
-                self.register_buffer("reference", _as_buffer(stats.reference, torch.float32))
+                self.register_buffer("reference", as_buffer(stats.reference, torch.float32))
                 self.weights = weights(stats.grids)
                 self.has_reach = stats.reach is not None
                 if self.has_reach:
-                    self.register_buffer("reach", _as_buffer(stats.reach, torch.float32))
-                self.has_density = _register_density(self, stats.density)
+                    self.register_buffer("reach", as_buffer(stats.reach, torch.float32))
+                self.has_density = register_density(self, stats.density)
+                self.has_discrete = register_discrete(self, stats.discrete)
                 for name in self.weights:
                     grid = stats.grids[name].astype("float64")
-                    self.register_buffer(f"grid_{name}", _as_buffer(grid, torch.float64))
+                    self.register_buffer(f"grid_{name}", as_buffer(grid, torch.float64))
                     q50, q99 = knees(grid)
                     setattr(self, f"knees_{name}", (q99, math.log(q99 / q50)))
 
@@ -260,8 +254,7 @@ def _graph_module() -> type:
                 reach = self.reach if self.has_reach else None
                 near = _neighbour_terms(self.reference, reach, scaled)
                 terms = {"residual": first, "code": distance, **near}
-                if self.has_density:
-                    terms["density"] = _density_term(self, scaled)
+                terms.update(histogram_terms(self, scaled, x))
                 score = sum(
                     weight * self.tail(terms[name], name) for name, weight in self.weights.items()
                 )
@@ -288,39 +281,6 @@ def _graph_module() -> type:
             return values * self.spread + self.offset
 
     return Graph
-
-
-def _register_density(graph: torch.nn.Module, density: Density | None) -> bool:
-    """The density term's arrays as float64 buffers ``density_mean``, ``density_axes``...;
-    False for a file written before the term."""
-    import torch
-
-    if density is None:
-        return False
-    for part in ("mean", "axes", "low", "step", "knots"):
-        array = getattr(density, part)
-        graph.register_buffer(f"density_{part}", _as_buffer(array, torch.float64))
-    return True
-
-
-def _density_term(graph: torch.nn.Module, scaled: torch.Tensor) -> torch.Tensor:
-    """aecli/density.py's ``term``, op for op: the knots' polygon, one gather per value."""
-    import torch
-
-    components = (scaled.double() - graph.density_mean) @ graph.density_axes
-    knots = graph.density_knots
-    last = knots.shape[1] - 1
-    position = ((components - graph.density_low) / graph.density_step).clamp(0.0, last)
-    undefined = torch.isnan(position)
-    position = torch.where(undefined, torch.zeros_like(position), position)
-    index = position.floor().clamp(max=last - 1)
-    within = position - index
-    offsets = torch.arange(knots.shape[0], dtype=torch.float64) * (last + 1)
-    flat = (index + offsets).long()
-    left = knots.reshape(-1)[flat]
-    right = knots.reshape(-1)[flat + 1]
-    value = left + within * (right - left)
-    return torch.where(undefined, torch.full_like(value, math.nan), value).sum(1)
 
 
 def _neighbour_terms(

@@ -16,6 +16,7 @@ import torch
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.density import Density
+from aecli.discrete import Discrete
 from aecli.errors import DataError, UsageError
 from aecli.io import Table
 from aecli.models import Autoencoder, VariationalAutoencoder
@@ -67,7 +68,8 @@ class CodeStats:
     Files with a ``reference`` add a third term, the distance to the nearest training row,
     and combine the three by their tails (aecli/neighbours.py) instead of their medians;
     files with a ``reach`` a fourth, that distance relative to the neighbours' own; files
-    with a ``density`` a fifth, how rare the row is along each principal component.
+    with a ``density`` a fifth, how rare the row is along each principal component; with a
+    ``discrete`` a sixth, how rare its value is in each discrete column.
     """
 
     mean: np.ndarray  # float32 [latent]
@@ -85,6 +87,9 @@ class CodeStats:
     reach: np.ndarray | None = None  # float32 [rows]
     # The principal components' histograms (aecli/density.py); none in files before it.
     density: Density | None = None
+    # The discrete columns' values (aecli/discrete.py); none in files before the term, nor
+    # where no column is discrete.
+    discrete: Discrete | None = None
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)
@@ -233,3 +238,10 @@ class FittedModel:
         for start in range(0, n, SAMPLE_BLOCK):
             count = min(SAMPLE_BLOCK, n - start)
             yield self.scaler.inverse(self.model.sample(count, generator).numpy())
+
+
+def given_blocks(term: np.ndarray, name: str, count: int) -> tuple[torch.Tensor, ...]:
+    """A term given for every row, in the rows' ``count`` blocks of INFER_BLOCK: float64 for
+    the discrete one (a sum of float64 logs), float32 for the others, as they are computed."""
+    typed = term.astype(np.float64 if name == "discrete" else np.float32)
+    return torch.from_numpy(np.resize(typed, count * INFER_BLOCK)).split(INFER_BLOCK)

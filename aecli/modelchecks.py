@@ -86,6 +86,8 @@ def first_non_finite(fitted: Any) -> str | None:
         named += [(f"terms.{k}", v) for k, v in (stats.grids or {}).items()]
         if stats.density is not None:
             named += list(density_tensors(stats.density).items())
+        if stats.discrete is not None:
+            named += list(discrete_tensors(stats.discrete).items())
     for name, values in named:
         # float32 as the file holds them: a float64 statistic beyond 3.4e38 is inf there
         if values is not None and not np.isfinite(np.asarray(values, np.float32)).all():
@@ -161,6 +163,11 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
                 raise ValueError("a density term without the relative term before it")
             stats.density = density(tensors, width)
             names += ("density",)
+        if "discrete.columns" in tensors:
+            if stats.density is None:
+                raise ValueError("a discrete term without the density term before it")
+            stats.discrete = discrete(tensors, width)
+            names += ("discrete",)
         if any(f"terms.{name}" not in tensors for name in names):
             raise ValueError("the score's term percentiles are missing")
         stats.grids = {name: tensors[f"terms.{name}"].numpy() for name in names}
@@ -207,6 +214,37 @@ def density(tensors: dict[str, Any], width: int) -> Any:
     if not all(np.isfinite(a).all() for a in parts.values()) or not (parts["step"] > 0).all():
         raise ValueError("the density term is not finite, or a bin has no width")
     return Density(**parts)
+
+
+DISCRETE_PARTS = ("columns", "levels", "counts")
+
+
+def discrete_tensors(discrete: Any) -> dict[str, Any]:
+    """The discrete term's arrays by their names in the file."""
+    return {f"discrete.{part}": getattr(discrete, part) for part in DISCRETE_PARTS}
+
+
+def discrete(tensors: dict[str, Any], width: int) -> Any:
+    """The discrete columns, their values and counts, checked against the input width."""
+    import numpy as np
+
+    from aecli.discrete import LEVELS, Discrete
+
+    if any(f"discrete.{part}" not in tensors for part in DISCRETE_PARTS):
+        raise ValueError("the discrete term's tensors are incomplete")
+    parts = {part: tensors[f"discrete.{part}"].numpy() for part in DISCRETE_PARTS}
+    columns, levels, counts = parts["columns"], parts["levels"], parts["counts"]
+    shaped = columns.ndim == 1 and levels.shape == counts.shape == (len(columns), LEVELS)
+    if not (shaped and 0 < len(columns) <= width and (columns == np.round(columns)).all()):
+        raise ValueError("the discrete term does not match the number of inputs")
+    rows = counts.sum(1) if np.isfinite(counts).all() else np.full(len(columns), np.nan)
+    if not (
+        (np.diff(columns) > 0).all() and columns[0] >= 0 and columns[-1] < width
+        and np.isfinite(levels).all() and (np.diff(levels, axis=1) >= 0).all()
+        and (counts >= 0).all() and (counts[:, 0] > 0).all() and (rows == rows[0]).all()
+    ):  # fmt: skip
+        raise ValueError("the discrete term's columns, values or counts are damaged")
+    return Discrete(columns.astype(np.int64), levels, counts)
 
 
 def scale_method(method: Any) -> str:

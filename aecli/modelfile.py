@@ -37,7 +37,7 @@ from aecli import __version__
 from aecli import modelchecks as checks
 from aecli.config import FORMAT_VERSION, ModelConfig, TrainConfig
 from aecli.errors import AecliError, ModelFileError
-from aecli.modelchecks import density_tensors
+from aecli.modelchecks import density_tensors, discrete_tensors
 from aecli.tensorbytes import serialize
 
 if TYPE_CHECKING:
@@ -221,6 +221,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
                 tensors["neighbours.reach"] = stats.reach
             if stats.density is not None:
                 tensors.update(density_tensors(stats.density))
+            if stats.discrete is not None:
+                tensors.update(discrete_tensors(stats.discrete))
             tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():

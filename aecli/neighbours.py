@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from aecli import density
+from aecli import density, discrete
 from aecli.config import ROWS_SEED
 from aecli.density import Density
+from aecli.discrete import Discrete
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
@@ -233,11 +234,14 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
 # How the terms add: the residual and the code are two views of the one autoencoder, the
 # distance and the relative distance two views of the neighbours; each counts half
 # (aecli's measurements: docs/anomaly.md).
-# The density along the principal components (aecli/density.py), a fifth view, counts
-# half as well. Files written before it keep the four terms, and files before the
-# relative term count the distance whole.
-WEIGHTS = {"residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5, "density": 0.5}
-WEIGHTS_BEFORE_DENSITY = {k: w for k, w in WEIGHTS.items() if k != "density"}
+# The density along the principal components (aecli/density.py) and the rarity of the
+# values of discrete columns (aecli/discrete.py, on tables that have such columns) are
+# the two views of the histograms, half each as well. Files written before a term keep
+# the others, and files before the relative term count the distance whole.
+WEIGHTS = {
+    "residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5, "density": 0.5,
+    "discrete": 0.5,
+}  # fmt: skip
 WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
 
 
@@ -245,7 +249,7 @@ def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     """The terms a file's score adds, and their weights."""
     if "relative" not in grids:
         return WEIGHTS_BEFORE_RELATIVE
-    return WEIGHTS if "density" in grids else WEIGHTS_BEFORE_DENSITY
+    return {name: weight for name, weight in WEIGHTS.items() if name in grids}
 
 
 def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
@@ -271,8 +275,9 @@ class Reference:
 
     rows: np.ndarray  # float32 [rows, inputs]
     reach: np.ndarray  # float32 [rows]
-    terms: dict[str, np.ndarray]  # [rows]: neighbour, relative (leave-one-out), density
+    terms: dict[str, np.ndarray]  # [rows]: neighbour, relative (leave-one-out), density, discrete
     density: Density  # the rows' principal components and their histograms
+    discrete: Discrete | None  # their discrete columns' values, where they have such columns
 
 
 def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
@@ -292,4 +297,7 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     rows = reference.numpy()
     fitted_density = density.fit(rows)
     terms["density"] = fitted_density.term(rows)
-    return Reference(rows, reach.numpy(), terms, fitted_density)
+    counted = discrete.fit(values)
+    if counted is not None:
+        terms["discrete"] = counted.term(values)
+    return Reference(rows, reach.numpy(), terms, fitted_density, counted)

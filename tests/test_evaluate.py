@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     assert table.shape == (400, 66)
     # score = 1/2 T(d_M(residual)^2) + 1/2 T(d_M(code)^2) + 1/2 T(nearest training row)
     # + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
-    # + 1/2 T(sum over principal components of -log(histogram share), between bin centres),
+    # + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
+    # + 1/2 T(sum over integer columns of at most 32 values of -log(share of the row's value)),
     # T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles
     fitted = modelfile.load(str(basic_model))
     stats = fitted.code_stats
@@ -183,9 +185,26 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
         + 0.5 * _hand_tail(near, stats.grids["neighbour"])
         + 0.5 * _hand_tail(relative, stats.grids["relative"])
         + 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"])
+        + 0.5 * _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"])
     )
     np.testing.assert_allclose(table[:, 0], expected, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
+
+
+def _hand_discrete(rows: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """Over the training rows' columns of integers with 2 to 32 values: -log(k / (n + m)),
+    k the training rows with the row's value, n rows, m values; 1 / (n + m + 1) if unseen."""
+    from collections import Counter
+
+    total = np.zeros(len(rows))
+    for column in range(training.shape[1]):
+        counts = Counter(training[:, column].tolist())
+        if not 2 <= len(counts) <= 32 or any(v != int(v) for v in counts):
+            continue
+        n, m = len(training), len(counts)
+        total += [-math.log(counts[v] / (n + m)) if v in counts else math.log(n + m + 1)
+                  for v in rows[:, column].tolist()]  # fmt: skip
+    return total
 
 
 def _hand_density(rows: np.ndarray, density) -> np.ndarray:

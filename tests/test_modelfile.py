@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 4
+    assert meta["format"] == 5
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "4"
+        assert handle.metadata()["aecli.format"] == "5"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -287,6 +287,25 @@ def test_a_format_2_file_keeps_its_three_term_score() -> None:
     result = invoke(["score", model, data / "format1-rows.csv"])
     assert result.code == 0, result.stderr
     assert_same_table(result.text, (data / "format2-basic-scores.csv").read_text())
+
+
+@pytest.mark.determinism
+def test_a_format_4_file_keeps_its_five_term_score(tmp_path: Path) -> None:
+    """Written by aecli before the discrete term (format 4), on rows with two integer columns
+    of a few values that today's writer counts: it scores as it did then, five terms."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format4-discrete.safetensors", data / "format4-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "4"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.density is not None and stats.discrete is None
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    assert_same_table(result.text, (data / "format4-discrete-scores.csv").read_text())
+    today = tmp_path / "m.safetensors"
+    assert invoke(["train", rows, "-o", today, "--epochs", "3", "--seed", "1", "-q"]).code == 0
+    counted = modelfile.load(str(today)).code_stats
+    assert counted is not None and counted.discrete is not None
+    assert counted.discrete.columns.tolist() == [2, 3]
 
 
 def test_reading_the_metadata_reads_the_header_only(tmp_path: Path, basic_model: Path) -> None:

@@ -1,0 +1,85 @@
+"""The score's histogram terms as torch ops, for the ONNX graph of ``score`` (aecli/export.py).
+
+Each repeats its numpy original op for op, so that the graph scores as the CLI does: the
+density along the principal components (aecli/density.py) on the scaled rows, the rarity of
+the discrete columns' values (aecli/discrete.py) on the raw ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from aecli.density import Density
+    from aecli.discrete import Discrete
+
+
+def as_buffer(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """An array as a graph's constant (a copy: the graph must not share the model's memory)."""
+    return torch.from_numpy(np.array(values)).to(dtype)
+
+
+def register_density(graph: torch.nn.Module, density: Density | None) -> bool:
+    """The density term's arrays as float64 buffers ``density_mean``, ``density_axes``...;
+    False for a file written before the term."""
+    if density is None:
+        return False
+    for part in ("mean", "axes", "low", "step", "knots"):
+        array = getattr(density, part)
+        graph.register_buffer(f"density_{part}", as_buffer(array, torch.float64))
+    return True
+
+
+def density_term(graph: torch.nn.Module, scaled: torch.Tensor) -> torch.Tensor:
+    """aecli/density.py's ``term``, op for op: the knots' polygon, one gather per value."""
+    components = (scaled.double() - graph.density_mean) @ graph.density_axes
+    knots = graph.density_knots
+    last = knots.shape[1] - 1
+    position = ((components - graph.density_low) / graph.density_step).clamp(0.0, last)
+    undefined = torch.isnan(position)
+    position = torch.where(undefined, torch.zeros_like(position), position)
+    index = position.floor().clamp(max=last - 1)
+    within = position - index
+    offsets = torch.arange(knots.shape[0], dtype=torch.float64) * (last + 1)
+    flat = (index + offsets).long()
+    left = knots.reshape(-1)[flat]
+    right = knots.reshape(-1)[flat + 1]
+    value = left + within * (right - left)
+    return torch.where(undefined, torch.full_like(value, math.nan), value).sum(1)
+
+
+def histogram_terms(
+    graph: torch.nn.Module, scaled: torch.Tensor, rows: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The density term on the scaled rows and the discrete one on the raw rows, those the
+    file has."""
+    terms = {"density": density_term(graph, scaled)} if graph.has_density else {}
+    return {**terms, "discrete": discrete_term(graph, rows)} if graph.has_discrete else terms
+
+
+def register_discrete(graph: torch.nn.Module, discrete: Discrete | None) -> bool:
+    """The discrete term's columns, values and rarities as buffers; False without one."""
+    if discrete is None:
+        return False
+    rarity, unseen = discrete.rarity()
+    graph.register_buffer("discrete_columns", as_buffer(discrete.columns, torch.int64))
+    graph.register_buffer("discrete_levels", as_buffer(discrete.levels, torch.float32))
+    graph.register_buffer("discrete_rarity", as_buffer(rarity, torch.float64))
+    graph.register_buffer("discrete_unseen", as_buffer(unseen, torch.float64))
+    return True
+
+
+def discrete_term(graph: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """aecli/discrete.py's ``term``: each value's place among its column's values (a count of
+    those below it, as searchsorted finds it), then the rarity there if the value is there."""
+    levels = graph.discrete_levels
+    values = rows.index_select(1, graph.discrete_columns)
+    below = (levels[None] < values[:, :, None]).sum(2).clamp(max=levels.shape[1] - 1)
+    flat = below + torch.arange(levels.shape[0]) * levels.shape[1]
+    seen = levels.reshape(-1)[flat] == values
+    rarity = graph.discrete_rarity.reshape(-1)[flat]
+    return torch.where(seen, rarity, graph.discrete_unseen[None]).sum(1)

@@ -1,0 +1,148 @@
+"""The anomaly score's discrete term (aecli/discrete.py), against counts made by hand."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aecli import discrete, modelfile
+from tests.conftest import invoke
+
+
+def by_hand(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Over the columns of 2 to 32 integers: -log(k / (n + m)), k the training rows with the
+    row's value, n the rows, m the values; -log(1 / (n + m + 1)) for a value never seen."""
+    total = np.zeros(len(rows))
+    for column in range(train.shape[1]):
+        counts = Counter(train[:, column].tolist())
+        if not 2 <= len(counts) <= discrete.LEVELS or any(v != int(v) for v in counts):
+            continue
+        n, m = len(train), len(counts)
+        for i, value in enumerate(rows[:, column].tolist()):
+            total[i] += (
+                -math.log(counts[value] / (n + m)) if value in counts else math.log(n + m + 1)
+            )
+    return total
+
+
+@pytest.fixture
+def mixed() -> np.ndarray:
+    """200 rows: a measurement, a 3-value category, a count, a flag, a constant, 40 integers."""
+    rng = np.random.default_rng(0)
+    columns = [
+        rng.normal(size=200),
+        rng.choice([0, 1, 2], size=200, p=[0.7, 0.2, 0.1]),
+        rng.poisson(2.0, size=200),
+        (rng.random(200) < 0.05).astype(float),
+        np.full(200, 7.0),
+        rng.integers(0, 40, size=200),
+    ]
+    return np.stack(columns, 1).astype(np.float32)
+
+
+def test_the_term_counts_the_values_of_the_discrete_columns(mixed: np.ndarray) -> None:
+    counted = discrete.fit(mixed)
+    assert counted is not None
+    assert counted.columns.tolist() == [1, 2, 3]  # not the measurement, constant, 40 values
+    new = mixed[:20].copy()
+    new[:5, 1] = 5.0  # a category never seen
+    new[5:8, 3] = np.nan  # nothing matches NaN
+    np.testing.assert_allclose(counted.term(mixed), by_hand(mixed, mixed), rtol=1e-12)
+    np.testing.assert_allclose(counted.term(new), by_hand(mixed, new), rtol=1e-12)
+
+
+def test_a_training_row_scores_as_a_new_copy_of_it(mixed: np.ndarray) -> None:
+    """Its own count is among the k: the share it gets is the others' share with one row added
+    to each value, so scoring the training file gives what training saw."""
+    counted = discrete.fit(mixed)
+    assert counted is not None
+    flag = mixed[:, 3]
+    k = int((flag == 1).sum())
+    n, m = len(mixed), 2
+    alone = discrete.fit(mixed[:, 3:4])
+    assert alone is not None
+    row = np.array([[1.0]], np.float32)
+    assert alone.term(row)[0] == pytest.approx(-math.log(k / (n + m)))
+    assert alone.term(row)[0] == pytest.approx(-math.log((k - 1 + 1) / (n - 1 + m + 1)))
+
+
+def test_a_table_of_measurements_has_no_discrete_term(table: np.ndarray) -> None:
+    assert discrete.fit(table) is None
+    assert discrete.fit(np.round(table * 1000)) is None  # integers, but hundreds of them
+
+
+def test_a_trained_file_scores_with_the_term(tmp_path: Path, mixed: np.ndarray) -> None:
+    from aecli.diagnostics import row_terms
+
+    np.save(tmp_path / "t.npy", mixed)
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", tmp_path / "t.npy", "-o", model, "--epochs", "2", "-q"]).code == 0
+    fitted = modelfile.load(str(model))
+    stats = fitted.code_stats
+    assert stats is not None and stats.discrete is not None and stats.grids is not None
+    assert stats.discrete.columns.dtype == np.int64
+    terms = row_terms(fitted, mixed)
+    np.testing.assert_allclose(terms["discrete"], by_hand(mixed, mixed), rtol=1e-6)
+    # the training rows' own terms set the percentiles, each row scored as it is now
+    np.testing.assert_allclose(
+        stats.grids["discrete"], np.quantile(terms["discrete"], np.linspace(0, 1, 1001)), rtol=1e-5
+    )
+
+
+def _trained(tmp_path: Path, mixed: np.ndarray) -> Path:
+    np.save(tmp_path / "t.npy", mixed)
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", tmp_path / "t.npy", "-o", model, "--epochs", "1", "-q"]).code == 0
+    return model
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.pop("discrete.counts"), "discrete term's tensors are incomplete"),
+        (lambda a: a.update({"discrete.columns": a["discrete.columns"] + 10}), "damaged"),
+        (lambda a: a.update({"discrete.columns": a["discrete.columns"] + 0.5}), "does not match"),
+        (lambda a: a.update({"discrete.levels": a["discrete.levels"][:, ::-1].copy()}), "damaged"),
+        (lambda a: a.update({"discrete.counts": -a["discrete.counts"]}), "damaged"),
+        (lambda a: a.update({"discrete.levels": a["discrete.levels"][:1]}), "does not match"),
+    ],
+)
+def test_a_damaged_discrete_term_is_refused(
+    tmp_path: Path, mixed: np.ndarray, change, message: str
+) -> None:
+    from safetensors.numpy import load_file
+
+    model = _trained(tmp_path, mixed)
+    metadata, _, _ = modelfile.read_header(str(model))
+    arrays = load_file(str(model))
+    change(arrays)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(modelfile.serialize(arrays, metadata))
+    result = invoke(["score", damaged, tmp_path / "t.npy"])
+    assert result.code != 0 and message in result.stderr and not result.stdout
+    assert "Traceback" not in result.stderr and damaged.name in result.stderr
+
+
+def test_the_onnx_graph_scores_the_term_as_the_cli(tmp_path: Path, mixed: np.ndarray) -> None:
+    """Values seen, never seen and NaN, through onnxruntime."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from aecli.diagnostics import row_terms
+
+    model = _trained(tmp_path, mixed)
+    graph = tmp_path / "score.onnx"
+    assert invoke(["export", model, "--part", "score", "-o", graph]).code == 0
+    rows = mixed[:40].copy()
+    rows[:10, 1] = 9.0
+    rows[10:12, 2] = np.nan
+    session = ort.InferenceSession(str(graph))
+    scores = session.run(None, {session.get_inputs()[0].name: rows})[0].ravel()
+    expected = row_terms(modelfile.load(str(model)), rows)["score"]
+    assert np.array_equal(np.isnan(scores), np.isnan(expected)) and np.isnan(scores[10:12]).all()
+    np.testing.assert_allclose(scores[12:], expected[12:], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores[:10], expected[:10], rtol=1e-4, atol=1e-4)

@@ -85,9 +85,9 @@ def first_non_finite(fitted: Any) -> str | None:
         named += [("neighbours.reference", stats.reference), ("neighbours.reach", stats.reach)]
         named += [(f"terms.{k}", v) for k, v in (stats.grids or {}).items()]
         if stats.density is not None:
-            named += list(density_tensors(stats.density).items())
+            named += list(term_tensors("density", stats.density).items())
         if stats.discrete is not None:
-            named += list(discrete_tensors(stats.discrete).items())
+            named += list(term_tensors("discrete", stats.discrete).items())
     for name, values in named:
         # float32 as the file holds them: a float64 statistic beyond 3.4e38 is inf there
         if values is not None and not np.isfinite(np.asarray(values, np.float32)).all():
@@ -183,12 +183,22 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
     return stats
 
 
-DENSITY_PARTS = ("mean", "axes", "low", "step", "knots")
+# The histogram terms' arrays, as the file names them: density.mean, ..., discrete.counts.
+TERM_PARTS = {
+    "density": ("mean", "axes", "low", "step", "knots"),
+    "discrete": ("columns", "levels", "counts"),
+}
 
 
-def density_tensors(density: Any) -> dict[str, Any]:
-    """The density term's arrays by their names in the file."""
-    return {f"density.{part}": getattr(density, part) for part in DENSITY_PARTS}
+def term_tensors(name: str, term: Any) -> dict[str, Any]:
+    """A histogram term's arrays (``name``: density or discrete) by their names in the file."""
+    return {f"{name}.{part}": getattr(term, part) for part in TERM_PARTS[name]}
+
+
+def _term_parts(tensors: dict[str, Any], name: str) -> dict[str, Any]:
+    if any(f"{name}.{part}" not in tensors for part in TERM_PARTS[name]):
+        raise ValueError(f"the {name} term's tensors are incomplete")
+    return {part: tensors[f"{name}.{part}"].numpy() for part in TERM_PARTS[name]}
 
 
 def density(tensors: dict[str, Any], width: int) -> Any:
@@ -197,9 +207,7 @@ def density(tensors: dict[str, Any], width: int) -> Any:
 
     from aecli.density import BINS, Density
 
-    if any(f"density.{part}" not in tensors for part in DENSITY_PARTS):
-        raise ValueError("the density term's tensors are incomplete")
-    parts = {part: tensors[f"density.{part}"].numpy() for part in DENSITY_PARTS}
+    parts = _term_parts(tensors, "density")
     axes = parts["axes"]
     components = axes.shape[1] if axes.ndim == 2 else 0
     shapes = {
@@ -216,23 +224,13 @@ def density(tensors: dict[str, Any], width: int) -> Any:
     return Density(**parts)
 
 
-DISCRETE_PARTS = ("columns", "levels", "counts")
-
-
-def discrete_tensors(discrete: Any) -> dict[str, Any]:
-    """The discrete term's arrays by their names in the file."""
-    return {f"discrete.{part}": getattr(discrete, part) for part in DISCRETE_PARTS}
-
-
 def discrete(tensors: dict[str, Any], width: int) -> Any:
     """The discrete columns, their values and counts, checked against the input width."""
     import numpy as np
 
     from aecli.discrete import LEVELS, Discrete
 
-    if any(f"discrete.{part}" not in tensors for part in DISCRETE_PARTS):
-        raise ValueError("the discrete term's tensors are incomplete")
-    parts = {part: tensors[f"discrete.{part}"].numpy() for part in DISCRETE_PARTS}
+    parts = _term_parts(tensors, "discrete")
     columns, levels, counts = parts["columns"], parts["levels"], parts["counts"]
     shaped = columns.ndim == 1 and levels.shape == counts.shape == (len(columns), LEVELS)
     if not (shaped and 0 < len(columns) <= width and (columns == np.round(columns)).all()):

@@ -37,7 +37,7 @@ from aecli import __version__
 from aecli import modelchecks as checks
 from aecli.config import FORMAT_VERSION, ModelConfig, TrainConfig
 from aecli.errors import AecliError, ModelFileError
-from aecli.modelchecks import density_tensors, discrete_tensors
+from aecli.modelchecks import term_tensors
 from aecli.tensorbytes import serialize
 
 if TYPE_CHECKING:
@@ -220,9 +220,9 @@ def to_bytes(fitted: FittedModel) -> bytes:
             if stats.reach is not None:
                 tensors["neighbours.reach"] = stats.reach
             if stats.density is not None:
-                tensors.update(density_tensors(stats.density))
+                tensors.update(term_tensors("density", stats.density))
             if stats.discrete is not None:
-                tensors.update(discrete_tensors(stats.discrete))
+                tensors.update(term_tensors("discrete", stats.discrete))
             tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():

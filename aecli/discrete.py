@@ -62,10 +62,11 @@ def fit(rows: np.ndarray) -> Discrete | None:
     """The discrete columns of raw rows and how many rows hold each value; None where no
     column is discrete (then the score keeps its five terms)."""
     data = np.asarray(rows, dtype=np.float32)
+    integers = (np.isfinite(data) & (data == np.round(data))).all(0)  # measurements never are
     kept: list[tuple[int, np.ndarray, np.ndarray]] = []
-    for column in range(data.shape[1]):
+    for column in np.flatnonzero(integers).tolist():
         values, counts = np.unique(data[:, column], return_counts=True)
-        if 2 <= len(values) <= LEVELS and _integers(values):
+        if 2 <= len(values) <= LEVELS:
             kept.append((column, values, counts))
     if not kept:
         return None
@@ -76,7 +77,3 @@ def fit(rows: np.ndarray) -> Discrete | None:
         counts[c, : len(values)] = held
     columns = np.array([column for column, _, _ in kept], dtype=np.int64)
     return Discrete(columns, levels, counts)
-
-
-def _integers(values: np.ndarray) -> bool:
-    return bool(np.isfinite(values).all() and (values == np.round(values)).all())

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from aecli.modelchecks import TERM_PARTS
+
 if TYPE_CHECKING:
     from aecli.density import Density
     from aecli.discrete import Discrete
@@ -28,7 +30,7 @@ def register_density(graph: torch.nn.Module, density: Density | None) -> bool:
     False for a file written before the term."""
     if density is None:
         return False
-    for part in ("mean", "axes", "low", "step", "knots"):
+    for part in TERM_PARTS["density"]:
         array = getattr(density, part)
         graph.register_buffer(f"density_{part}", as_buffer(array, torch.float64))
     return True

@@ -28,7 +28,7 @@ _EXPORTS = {
     "EpochStats": "_loop",
     "EpochCallback": "_loop",
     "History": "_loop",
-    "mean_error": "_recipe",
+    "mean_error": "_divergence",
     "EpochBar": "_progressbar",
     "training_summary": "_progressbar",
     "epochs_text": "_progressbar",
@@ -128,6 +128,7 @@ if TYPE_CHECKING:
         missing_compiler,
     )
     from aecli.training._distributed import BatchShare, World, agree
+    from aecli.training._divergence import mean_error
     from aecli.training._fastpath import bf16_product
     from aecli.training._graphs import WARMUP_STEPS, on_side_stream
     from aecli.training._loop import EpochCallback, EpochStats, History, make_optimizer
@@ -139,7 +140,6 @@ if TYPE_CHECKING:
         short_stage,
         training_summary,
     )
-    from aecli.training._recipe import mean_error
     from aecli.training._restart import fingerprint, stopped_run
     from aecli.training._resume import FIXED_MODEL, FIXED_TRAIN, RESUMABLE_TRAIN
     from aecli.training._trainlog import EpochLog, read_log, record_of

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecli.config import ROWS_SEED, Kind, Loss, ModelConfig, TrainConfig
+from aecli.config import ROWS_SEED, Loss, ModelConfig, TrainConfig
 from aecli.errors import DataError, TrainingError, UsageError
 from aecli.fitted import FittedModel, OptimizerState
 from aecli.models import Autoencoder, build_model
 from aecli.scaler import UNIT_TOLERANCE, Scaler
 from aecli.training._device import choose_threads, matmul_precision
 from aecli.training._distributed import World, agree, rank_device
+from aecli.training._divergence import diverged_run
 from aecli.training._loop import EpochCallback, EpochStats, History, evaluate_loss, fit
 from aecli.training._order import (
     MIN_CHUNK_ROWS,
@@ -250,6 +251,9 @@ def _pretrain(
     return layerwise.finetune_config(session.train_config), fit_on_epoch
 
 
+DIVERGENCE_ROWS = 10_000  # training rows that set the mean-prediction error
+
+
 def keep(session: Session, history: History) -> FittedModel:
     """The model file's content: the kept epoch, whether it diverged, and its statistics.
 
@@ -271,7 +275,9 @@ def keep(session: Session, history: History) -> FittedModel:
         return fitted
     if config.precision == "bf16" and session.device.type == "cpu" and not _any_bf16(session):
         fitted.summary["bf16_in_fp32"] = True  # said by the summary line and info
-    if _diverged(session, history):
+    sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, ROWS_SEED + 1)
+    rows = session.scaler.transform(sample)
+    if diverged_run(history, rows, session.config, session.train_config.seed):
         fitted.summary["diverged"] = True
     try:
         _add_baselines(fitted, session)
@@ -285,55 +291,6 @@ def keep(session: Session, history: History) -> FittedModel:
             fitted.summary["run"] = session.fingerprint
         history.message = f"interrupted after epoch {history.last.epoch}, before its statistics"
     return fitted
-
-
-DIVERGENCE_ROWS = 10_000  # training rows that set the mean-prediction error
-DIVERGED_OVER_MEAN = 2.0  # a reconstruction this many times worse than the column means
-DIVERGED_OVER_FIRST = 10.0  # or a loss this many times the first epoch's
-
-
-def mean_error(rows: np.ndarray, bce: bool) -> float:
-    """The reconstruction error per value of predicting every row as the column means.
-
-    Per value, as the plain models' reconstruction term is; a vae's term is per row.
-
-    What any autoencoder must beat: the variance per value for mse, the entropy of the
-    mean per value for cross-entropy.
-    """
-    if not len(rows):
-        return float("nan")
-    values = rows.astype(np.float64)
-    if not bce:  # a constant column's mean is exact: its variance is 0, not float rounding
-        return float(np.where(np.ptp(values, 0) > 0, values.var(0), 0.0).mean())
-    p = np.clip(values.mean(0), 1e-7, 1 - 1e-7)
-    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).mean())
-
-
-def diverged(history: History, baseline: float) -> bool:
-    """A run whose loss blew up, though it stayed finite (issue 36: --lr 100 ended at 7e6).
-
-    Its kept reconstruction is over twice the error of predicting the column means, or its
-    loss ten times the first epoch's: no learning rate that works ends either way. Where
-    the means are exact (training rows that are all the same, the held-out ones aside) any
-    error is worse than theirs; only the second test applies.
-    """
-    final = history.kept.terms.get("reconstruction", history.kept.terms.get("loss", 0.0))
-    first = history.epochs[0].terms.get("loss", float("nan"))
-    return bool(
-        (baseline > 0 and final > DIVERGED_OVER_MEAN * baseline)
-        or history.kept.terms.get("loss", 0.0) > DIVERGED_OVER_FIRST * first
-    )
-
-
-def _diverged(session: Session, history: History) -> bool:
-    """``diverged`` against the mean-prediction error of a sample of the training rows."""
-    config = session.config
-    sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, ROWS_SEED + 1)
-    bce = config.loss is Loss.bce
-    baseline = mean_error(session.scaler.transform(sample), bce)
-    if config.kind is Kind.vae:  # its reconstruction is summed over values (and halved)
-        baseline *= config.n_inputs * (1.0 if bce else 0.5)
-    return diverged(history, baseline)
 
 
 def _any_bf16(session: Session) -> bool:

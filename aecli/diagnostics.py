@@ -98,19 +98,20 @@ def row_terms(
             if residual is not None:
                 result["residual"] = first.float()
             if reference is not None and stats.grids is not None:
+                apart = neighbours.in_units(x, stats.units)
                 if "neighbour" in given:
                     near, relative = given["neighbour"], given.get("relative")
                 elif reach is not None:
-                    near, mean, around = neighbours.neighbourhood(reference, x, reach)
+                    near, mean, around = neighbours.neighbourhood(reference, apart, reach)
                     relative = neighbours.relative(mean, around)  # type: ignore[arg-type]
                 else:
-                    near, relative = neighbours.nearest(reference, x), None
+                    near, relative = neighbours.nearest(reference, apart), None
                 result["neighbour"] = near
                 near_terms = {"neighbour": near}
                 if relative is not None:
                     result["relative"] = near_terms["relative"] = relative
                 if stats.density is not None:
-                    density = torch.from_numpy(stats.density.term(x.numpy()))
+                    density = torch.from_numpy(stats.density.term(apart.numpy()))
                     result["density"] = near_terms["density"] = density.float()
                 if "discrete" in given:
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
@@ -194,6 +195,7 @@ def code_stats(
         reference.reach,
         reference.density,
         reference.discrete,
+        reference.units,
     )
 
 

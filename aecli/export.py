@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import logging
-import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +182,7 @@ def _graph_module() -> type:
     """The torch module class, made on first use so that importing this file needs no torch."""
     import torch
 
-    from aecli.graphterms import as_buffer, histogram_terms, register_density, register_discrete
+    from aecli.graphterms import as_buffer, histogram_terms, in_units, register_neighbours
 
     class Graph(torch.nn.Module):
         """One part of a fitted model as a pure function of its input, for the exporter.
@@ -211,23 +210,7 @@ def _graph_module() -> type:
                 self.register_buffer("res_mean", as_buffer(stats.residual_mean, torch.float64))
                 precision = as_buffer(stats.residual_precision, torch.float64)
                 self.register_buffer("res_precision", precision)
-            self.has_neighbours = stats is not None and stats.reference is not None
-            if self.has_neighbours:
-                assert stats is not None and stats.grids is not None
-                from aecli.neighbours import knees, weights
-
-                self.register_buffer("reference", as_buffer(stats.reference, torch.float32))
-                self.weights = weights(stats.grids)
-                self.has_reach = stats.reach is not None
-                if self.has_reach:
-                    self.register_buffer("reach", as_buffer(stats.reach, torch.float32))
-                self.has_density = register_density(self, stats.density)
-                self.has_discrete = register_discrete(self, stats.discrete)
-                for name in self.weights:
-                    grid = stats.grids[name].astype("float64")
-                    self.register_buffer(f"grid_{name}", as_buffer(grid, torch.float64))
-                    q50, q99 = knees(grid)
-                    setattr(self, f"knees_{name}", (q99, math.log(q99 / q50)))
+            self.has_neighbours = register_neighbours(self, stats)
 
         def forward(self, x: torch.Tensor) -> Any:
             if self.part == "sample":
@@ -252,9 +235,10 @@ def _graph_module() -> type:
                 first = error.double()
             if self.has_neighbours:
                 reach = self.reach if self.has_reach else None
-                near = _neighbour_terms(self.reference, reach, scaled)
+                apart = in_units(self, scaled) if self.has_units else scaled
+                near = _neighbour_terms(self.reference, reach, apart)
                 terms = {"residual": first, "code": distance, **near}
-                terms.update(histogram_terms(self, scaled, x))
+                terms.update(histogram_terms(self, apart, x))
                 score = sum(
                     weight * self.tail(terms[name], name) for name, weight in self.weights.items()
                 )

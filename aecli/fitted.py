@@ -90,6 +90,9 @@ class CodeStats:
     # The discrete columns' values (aecli/discrete.py); none in files before the term, nor
     # where no column is discrete.
     discrete: Discrete | None = None
+    # The distances' units on the model's (aecli/neighbours.py ``units``): the reference rows
+    # are in them. None where they are the model's, and in files before format 6.
+    units: Scaler | None = None
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

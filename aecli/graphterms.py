@@ -1,8 +1,9 @@
 """The score's histogram terms as torch ops, for the ONNX graph of ``score`` (aecli/export.py).
 
 Each repeats its numpy original op for op, so that the graph scores as the CLI does: the
-density along the principal components (aecli/density.py) on the scaled rows, the rarity of
-the discrete columns' values (aecli/discrete.py) on the raw ones.
+distances' own units (aecli/neighbours.py), the density along the principal components
+(aecli/density.py) on the rows in those units, the rarity of the discrete columns' values
+(aecli/discrete.py) on the raw ones.
 """
 
 from __future__ import annotations
@@ -18,11 +19,54 @@ from aecli.modelchecks import TERM_PARTS
 if TYPE_CHECKING:
     from aecli.density import Density
     from aecli.discrete import Discrete
+    from aecli.fitted import CodeStats
+    from aecli.scaler import Scaler
 
 
 def as_buffer(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """An array as a graph's constant (a copy: the graph must not share the model's memory)."""
     return torch.from_numpy(np.array(values)).to(dtype)
+
+
+def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool:
+    """The terms beside the autoencoder's as buffers: the reference rows, their units and
+    reach, the histogram terms, each term's percentiles and tail knees, and the weights.
+    False for a file written before the neighbour term (or without the score's statistics).
+    """
+    if stats is None or stats.reference is None or stats.grids is None:
+        return False
+    from aecli.neighbours import knees, weights
+
+    graph.register_buffer("reference", as_buffer(stats.reference, torch.float32))
+    graph.has_units = register_units(graph, stats.units)
+    graph.weights = weights(stats.grids)
+    graph.has_reach = stats.reach is not None
+    if graph.has_reach:
+        graph.register_buffer("reach", as_buffer(stats.reach, torch.float32))
+    graph.has_density = register_density(graph, stats.density)
+    graph.has_discrete = register_discrete(graph, stats.discrete)
+    for name in graph.weights:
+        grid = stats.grids[name].astype("float64")
+        graph.register_buffer(f"grid_{name}", as_buffer(grid, torch.float64))
+        q50, q99 = knees(grid)
+        setattr(graph, f"knees_{name}", (q99, math.log(q99 / q50)))
+    return True
+
+
+def register_units(graph: torch.nn.Module, units: Scaler | None) -> bool:
+    """The distances' own units (aecli/neighbours.py ``units``) as buffers; False without."""
+    if units is None:
+        return False
+    graph.register_buffer("units_offset", as_buffer(units.offset, torch.float32))
+    graph.register_buffer("units_scale", as_buffer(units.scale, torch.float32))
+    graph.units_clip = float(units.clip or math.inf)
+    return True
+
+
+def in_units(graph: torch.nn.Module, scaled: torch.Tensor) -> torch.Tensor:
+    """aecli/neighbours.py's ``in_units``, op for op."""
+    apart = (scaled - graph.units_offset) / graph.units_scale
+    return apart.clamp(-graph.units_clip, graph.units_clip)
 
 
 def register_density(graph: torch.nn.Module, density: Density | None) -> bool:

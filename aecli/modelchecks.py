@@ -173,6 +173,7 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         stats.grids = {name: tensors[f"terms.{name}"].numpy() for name in names}
         if stats.reference.ndim != 2 or stats.reference.shape[1] != width:
             raise ValueError("the neighbour rows do not match the number of inputs")
+        stats.units = units(tensors, width)
         if any(g.ndim != 1 or len(g) < 101 or (np.diff(g) < 0).any() for g in stats.grids.values()):
             raise ValueError("the score's term percentiles are not ordered")
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
@@ -181,6 +182,26 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
     if not (finite and (norms > 0).all()):
         raise ValueError("code statistics are not finite and positive")
     return stats
+
+
+def units(tensors: dict[str, Any], width: int) -> Any:
+    """The distances' own units (``neighbours.offset`` and ``.scale``), or None without them."""
+    import numpy as np
+
+    from aecli.config import Scale
+    from aecli.scaler import ROBUST_CLIP, Scaler
+
+    names = ("neighbours.offset", "neighbours.scale")
+    if not any(name in tensors for name in names):
+        return None
+    if not all(name in tensors for name in names):
+        raise ValueError("the neighbour rows' units are incomplete")
+    offset, scale = (tensors[name].numpy() for name in names)
+    if offset.shape != (width,) or scale.shape != (width,):
+        raise ValueError("the neighbour rows' units do not match the number of inputs")
+    if not (np.isfinite(offset).all() and np.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError("the neighbour rows' units are not finite and positive")
+    return Scaler(Scale.robust, offset, scale, ROBUST_CLIP)
 
 
 # The histogram terms' arrays, as the file names them: density.mean, ..., discrete.counts.

@@ -217,6 +217,9 @@ def to_bytes(fitted: FittedModel) -> bytes:
             tensors["residual.precision"] = stats.residual_precision
         if stats.reference is not None and stats.grids is not None:
             tensors["neighbours.reference"] = stats.reference
+            if stats.units is not None:
+                tensors["neighbours.offset"] = stats.units.offset
+                tensors["neighbours.scale"] = stats.units.scale
             if stats.reach is not None:
                 tensors["neighbours.reach"] = stats.reach
             if stats.density is not None:

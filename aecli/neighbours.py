@@ -1,8 +1,9 @@
-"""The anomaly score's neighbour terms, and the tail transform that lets its five terms add.
+"""The anomaly score's neighbour terms, and the tail transform that lets its six terms add.
 
-A row's distance to its nearest training row, in the model's scaled units, is what lets
-k-nearest-neighbour detectors win when the training rows are clean (issue 39): a row
-far from every training row is unusual whether or not the autoencoder reconstructs it.
+A row's distance to its nearest training row, each column in its own robust units
+(``units``), is what lets k-nearest-neighbour detectors win when the training rows are
+clean (issue 39): a row far from every training row is unusual whether or not the
+autoencoder reconstructs it.
 That distance over the neighbours' own (``relative``) is what lets the local outlier
 factor win where normal rows come in clusters of different densities. The rows are kept
 as a sample of at most ``REFERENCE_VALUES`` values in the model file (with one float each,
@@ -25,9 +26,10 @@ import numpy as np
 import torch
 
 from aecli import density, discrete
-from aecli.config import ROWS_SEED
+from aecli.config import ROWS_SEED, Scale
 from aecli.density import Density
 from aecli.discrete import Discrete
+from aecli.scaler import Scaler
 
 if TYPE_CHECKING:
     from aecli.fitted import FittedModel
@@ -269,15 +271,42 @@ def neighbour_rows(rows: int, width: int) -> np.ndarray:
     return np.sort(np.random.default_rng(ROWS_SEED).choice(rows, size, replace=False))
 
 
+def units(scaler: Scaler, row_shape: tuple[int, ...], rows: np.ndarray) -> Scaler | None:
+    """The columns' own robust scale for the distances, where the model's units are not one.
+
+    A distance across columns means something only where each column counts by its own
+    spread, as every distance-based detector standardises first. The model's units are
+    that already for tables it robust-scales, and for images, whose pixels share one
+    unit. But a table that comes in [0, 1] keeps its units for the autoencoder (its
+    targets), and there a column of shares in [0, 0.02] would count for nothing beside a
+    flag: ``rows`` (the reference rows, in the model's units) then get the robust
+    scaling ``--scale auto`` gives any other table, on top. So the neighbour and density
+    terms of a table and of its min-max normalised copy are the same. None: no change.
+    """
+    if scaler.method == Scale.robust or len(row_shape) >= 2:
+        return None
+    return Scaler.fit(rows, Scale.robust)
+
+
+def in_units(rows: torch.Tensor, scaler: Scaler | None) -> torch.Tensor:
+    """Rows in the model's units, in the distances' units (``units``)."""
+    if scaler is None:
+        return rows
+    offset, scale = torch.from_numpy(scaler.offset), torch.from_numpy(scaler.scale)
+    clip = scaler.clip or math.inf
+    return ((rows - offset) / scale).clamp(-clip, clip)
+
+
 @dataclass
 class Reference:
     """The neighbour terms' scaled rows, their reach, and their terms against each other."""
 
-    rows: np.ndarray  # float32 [rows, inputs]
+    rows: np.ndarray  # float32 [rows, inputs], in the distances' units
     reach: np.ndarray  # float32 [rows]
     terms: dict[str, np.ndarray]  # [rows]: neighbour, relative (leave-one-out), density, discrete
     density: Density  # the rows' principal components and their histograms
     discrete: Discrete | None  # their discrete columns' values, where they have such columns
+    units: Scaler | None = None  # the distances' units, on the model's (``units``)
 
 
 def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
@@ -288,6 +317,9 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     from the model's fixed-size blocks, as ``row_terms`` computes them.
     """
     blocks = fitted.blocks(values)
+    scaled = torch.cat(blocks.tensors)[: blocks.rows]
+    own = units(fitted.scaler, fitted.row_shape, scaled.numpy())
+    blocks.tensors = [in_units(block, own) for block in blocks.tensors]
     reference = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
     means = [neighbourhood(reference, block)[1] for block in blocks.tensors]
     reach = reaches(torch.cat(means)[: blocks.rows])
@@ -300,4 +332,4 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     counted = discrete.fit(values)
     if counted is not None:
         terms["discrete"] = counted.term(values)
-    return Reference(rows, reach.numpy(), terms, fitted_density, counted)
+    return Reference(rows, reach.numpy(), terms, fitted_density, counted, own)

@@ -23,6 +23,7 @@ MODELS = {
     "relu-images": ["--activation", "relu", "--image-shape", "8x8"],
     "vae": ["--kind", "vae"],
     "vae-bce": ["--kind", "vae", "--loss", "bce", "--scale", "minmax"],
+    "minmax": ["--scale", "minmax"],  # the distances in their own units (format 6)
     "conv-tied": ["--arch", "conv", "--channels", "4,8", "--image-shape", "8x8", "--tied"],
     "conv-vae": ["--arch", "conv", "--channels", "4", "--image-shape", "8x8", "--kind", "vae"],
     "old-score": [],  # a model file without the score's statistics (before they existed)
@@ -107,6 +108,22 @@ def test_every_part_matches_the_commands(
     assert score.shape == (400,) and per_feature.shape == (400, 64)
     _close(score, scores[:, 0], SCORE_RTOL)
     _close(per_feature, scores[:, 1:])
+
+
+def test_the_models_with_their_own_distance_units_are_among_those_matched(
+    models: dict[str, Path],
+) -> None:
+    """What makes the graph's ``in_units`` checked: min-max scaled rows get the distances'
+    own units, robust-scaled ones and images keep the model's."""
+    from aecli import modelfile
+
+    def units(name: str) -> object:
+        stats = modelfile.load(str(models[name])).code_stats
+        assert stats is not None
+        return stats.units
+
+    assert units("minmax") is not None and units("vae-bce") is not None
+    assert units("basic") is None and units("relu-images") is None
 
 
 @pytest.mark.parametrize("name", ["vae", "vae-bce", "conv-vae"])

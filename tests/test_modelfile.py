@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 5
+    assert meta["format"] == 6
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "5"
+        assert handle.metadata()["aecli.format"] == "6"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -400,3 +400,19 @@ def test_info_refuses_the_column_names_every_other_command_refuses(
         assert result.code == 1, (args, result.stderr)
         assert result.stderr.startswith(f"aecli: error: {path}: inconsistent aecli model file")
         assert says in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.determinism
+def test_a_format_5_file_keeps_its_distances_in_the_models_units() -> None:
+    """Written by aecli before the distances had their own units (format 5), on rows in
+    [0, 1] (a flag and three shares, two of them narrow): it scores as it did then."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format5-unit.safetensors", data / "format5-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "5"
+    fitted = modelfile.load(str(model))
+    stats = fitted.code_stats
+    assert fitted.scaler.method == "none" and stats is not None and stats.discrete is not None
+    assert stats.units is None
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    assert_same_table(result.text, (data / "format5-unit-scores.csv").read_text())

@@ -304,3 +304,75 @@ def test_the_quick_and_the_graphs_reach_agree_on_ties() -> None:
     for got, want in zip(quick, graph):
         assert got is not None and want is not None
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+def _distance_terms(model: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
+    from aecli.diagnostics import row_terms
+
+    terms = row_terms(modelfile.load(str(model)), rows)
+    return {name: terms[name] for name in ("neighbour", "relative", "density")}
+
+
+def test_a_table_and_its_min_max_copy_have_the_same_distances(
+    tmp_path: Path, table: np.ndarray
+) -> None:
+    """The autoencoder keeps a [0, 1] table's units, but the distances count each column by
+    its own robust spread on any table: those of a table and of its min-max normalised copy
+    (the commonest preprocessing) are the same, new rows and far ones included."""
+    wide = table.astype(np.float64) * np.geomspace(1e-3, 1e3, table.shape[1])
+    low, span = wide.min(0), np.ptp(wide, 0)
+    unit = (wide - low) / span
+    rng = np.random.default_rng(3)
+    new = wide[:40] + rng.normal(scale=0.3, size=(40, wide.shape[1])) * wide.std(0)
+    new[0] *= 50.0  # beyond the robust clip in some columns
+    models = {}
+    for name, rows in (("raw", wide), ("unit", unit)):
+        data, models[name] = tmp_path / f"{name}.npy", tmp_path / f"{name}.safetensors"
+        np.save(data, rows.astype(np.float32))
+        assert invoke(["train", data, "-o", models[name], "--epochs", "2", "-q"]).code == 0
+    raw, unit_fit = (modelfile.load(str(models[k])) for k in ("raw", "unit"))
+    assert raw.scaler.method == "robust" and unit_fit.scaler.method == "none"
+    assert raw.code_stats.units is None and unit_fit.code_stats.units is not None
+    got = _distance_terms(models["unit"], ((new - low) / span).astype(np.float32))
+    want = _distance_terms(models["raw"], new.astype(np.float32))
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_a_flag_outweighs_no_narrow_column_in_the_distances(tmp_path: Path) -> None:
+    """In [0, 1] units a share that never leaves [0, 0.02] counts for nothing beside a flag:
+    in its own units a share ten spreads out is farther than a flag half set (one spread)."""
+    rng = np.random.default_rng(4)
+    share = rng.normal(0.01, 0.001, size=(400, 1))
+    flags = (rng.uniform(size=(400, 3)) < 0.5).astype(np.float64)
+    rows = np.hstack([share, flags]).astype(np.float32)
+    data, model = tmp_path / "t.npy", tmp_path / "m.safetensors"
+    np.save(data, rows)
+    assert invoke(["train", data, "-o", model, "--epochs", "2", "-q"]).code == 0
+    probe = rows[:2].copy()
+    probe[0, 0] = 0.02  # ten spreads off
+    probe[1, 1] = 0.5  # 0.5 off in [0, 1] units, a spread in the flag's own
+    terms = _distance_terms(model, probe)
+    assert terms["neighbour"][0] > 3 * terms["neighbour"][1]
+    assert terms["density"][0] > terms["density"][1]
+
+
+def test_a_damaged_units_tensor_is_refused(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    rows = np.random.default_rng(5).uniform(size=(60, 3)).astype(np.float32)
+    data, model = tmp_path / "t.npy", tmp_path / "m.safetensors"
+    np.save(data, rows)
+    assert invoke(["train", data, "-o", model, "--epochs", "2", "-q"]).code == 0
+    metadata, _, _ = modelfile.read_header(str(model))
+    arrays = load_file(str(model))
+    for change, said in (
+        ({"neighbours.scale": -arrays["neighbours.scale"]}, "not finite and positive"),
+        ({"neighbours.offset": arrays["neighbours.offset"][:2]}, "number of inputs"),
+        ({"neighbours.scale": None}, "incomplete"),
+    ):
+        damaged = tmp_path / "d.safetensors"
+        changed = {k: v for k, v in {**arrays, **change}.items() if v is not None}
+        damaged.write_bytes(modelfile.serialize(changed, metadata))
+        result = invoke(["score", damaged, data])
+        assert result.code != 0 and said in result.stderr and "Traceback" not in result.stderr

@@ -290,11 +290,7 @@ def units(scaler: Scaler, row_shape: tuple[int, ...], rows: np.ndarray) -> Scale
 
 def in_units(rows: torch.Tensor, scaler: Scaler | None) -> torch.Tensor:
     """Rows in the model's units, in the distances' units (``units``)."""
-    if scaler is None:
-        return rows
-    offset, scale = torch.from_numpy(scaler.offset), torch.from_numpy(scaler.scale)
-    clip = scaler.clip or math.inf
-    return ((rows - offset) / scale).clamp(-clip, clip)
+    return rows if scaler is None else torch.from_numpy(scaler.transform(rows.numpy()))
 
 
 @dataclass

@@ -42,8 +42,8 @@ MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and A
 # such a file by the old formula against the new percentiles, so it is told to upgrade; format
 # 1 files still load, and score as written. 3: the relative term (neighbours.reach); 4: the
 # density term (density.*); 5: the discrete term (discrete.*); 6: the distances' own units
-# (neighbours.offset, neighbours.scale); each for the same reason.
-FORMAT_VERSION = 6
+# (neighbours.offset, neighbours.scale); 7: a wide table's reference rows in float16.
+FORMAT_VERSION = 7
 
 # Every choice of rows (held out, sampled for the scale and the score's statistics, kept for
 # the neighbours) is drawn from this seed, not --seed: two seeds differ only in the network's

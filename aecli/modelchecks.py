@@ -151,7 +151,7 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         ):
             raise ValueError("residual statistics do not match the number of inputs")
     if "neighbours.reference" in tensors:
-        stats.reference = tensors["neighbours.reference"].numpy()
+        stats.reference = tensors["neighbours.reference"].float().numpy()  # float16 too
         names: tuple[str, ...] = ("residual", "code", "neighbour")
         if "neighbours.reach" in tensors:
             stats.reach = tensors["neighbours.reach"].numpy()

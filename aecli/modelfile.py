@@ -253,7 +253,18 @@ def to_bytes(fitted: FittedModel) -> bytes:
         "aecli.summary": _json(fitted.summary),
         **extra,
     }
-    return serialize({k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}, metadata)
+    return serialize({k: np.asarray(v, dtype=_dtype(k, v)) for k, v in tensors.items()}, metadata)
+
+
+def _dtype(name: str, values: Any) -> Any:
+    """float32 for every tensor but a reference that ``neighbours.stored_half`` keeps in
+    float16 (its values rounded so at training, so the cast loses nothing)."""
+    import numpy as np
+
+    from aecli.neighbours import stored_half
+
+    half = name == "neighbours.reference" and stored_half(np.asarray(values))
+    return np.float16 if half else np.float32
 
 
 def save(fitted: FittedModel, path: str, *, protect: Sequence[str] = ()) -> None:

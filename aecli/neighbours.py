@@ -6,8 +6,9 @@ clean (issue 39): a row far from every training row is unusual whether or not th
 autoencoder reconstructs it.
 That distance over the neighbours' own (``relative``) is what lets the local outlier
 factor win where normal rows come in clusters of different densities. The rows are kept
-as a sample of at most ``REFERENCE_VALUES`` values in the model file (with one float each,
-their reach), so the file stays bounded (8 MB) whatever the table.
+as a sample of at most ``REFERENCE_VALUES`` float32 values in the model file, or twice as
+many float16 ones where that keeps more rows (with one float each, their reach), so the
+file stays bounded (8 MB) whatever the table.
 
 Terms with different units and tails add through ``tail``: each becomes how far into the
 training rows' own distribution of that term it lies, ``-log(1 - F(x))`` with F read off
@@ -35,12 +36,29 @@ if TYPE_CHECKING:
     from aecli.fitted import FittedModel
 
 REFERENCE_ROWS = 10_000  # training rows kept for the neighbour term, at most
-REFERENCE_VALUES = 2**21  # and at most this many values (8 MB of float32) in all
+REFERENCE_VALUES = 2**21  # and at most this many float32 values (8 MB), or twice as many
+HALF_MAX = 2.0**15  # float16 values (the same 8 MB) where every value is within this
+# float16 keeps 11 significant bits: a distance summed over the hundreds of columns of a
+# table too wide for float32 moves by about 1e-4 of itself, the sampling it replaces cost
+# the terms more (docs/anomaly.md); narrower tables keep float32, where a near copy's
+# distance is a few columns' rounding.
 
 
 def reference_size(rows: int, width: int) -> int:
-    """How many training rows the neighbour term keeps."""
-    return max(1, min(rows, REFERENCE_ROWS, REFERENCE_VALUES // max(width, 1)))
+    """How many training rows the neighbour term keeps: all of them up to REFERENCE_ROWS,
+    where they fit in REFERENCE_VALUES float32 values or twice as many float16 ones."""
+    width = max(width, 1)
+    kept = min(rows, REFERENCE_ROWS)
+    if kept * width <= REFERENCE_VALUES:
+        return max(1, kept)
+    return max(1, min(kept, 2 * REFERENCE_VALUES // width))
+
+
+def stored_half(rows: np.ndarray) -> bool:
+    """Whether the reference ``rows`` are kept in float16: more values than float32 holds
+    in the bound, all of them within HALF_MAX (a table's units are clipped at 5 spreads; a
+    picture's raw 16-bit levels need not be, and stay float32, beyond the bound)."""
+    return rows.size > REFERENCE_VALUES and bool((np.abs(rows) <= HALF_MAX).all())
 
 
 # Squared distances within this share of the rows' squared norms are float32 rounding:
@@ -316,16 +334,18 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     scaled = torch.cat(blocks.tensors)[: blocks.rows]
     own = units(fitted.scaler, fitted.row_shape, scaled.numpy())
     blocks.tensors = [in_units(block, own) for block in blocks.tensors]
-    reference = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
+    exact = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
+    # the rows as the file will hold them (``stored_half``), so that training's terms are
+    # what ``score`` computes; the density's components are of the rows themselves
+    reference = exact.half().float() if stored_half(exact.numpy()) else exact
     means = [neighbourhood(reference, block)[1] for block in blocks.tensors]
     reach = reaches(torch.cat(means)[: blocks.rows])
     parts = [neighbourhood(reference, block, reach) for block in blocks.tensors]
     near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
     terms = {"neighbour": near.numpy(), "relative": relative(mean, around).numpy()}
-    rows = reference.numpy()
-    fitted_density = density.fit(rows)
-    terms["density"] = fitted_density.term(rows)
+    fitted_density = density.fit(exact.numpy())
+    terms["density"] = fitted_density.term(exact.numpy())
     counted = discrete.fit(values)
     if counted is not None:
         terms["discrete"] = counted.term(values)
-    return Reference(rows, reach.numpy(), terms, fitted_density, counted, own)
+    return Reference(reference.numpy(), reach.numpy(), terms, fitted_density, counted, own)

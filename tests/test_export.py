@@ -27,6 +27,7 @@ MODELS = {
     "conv-tied": ["--arch", "conv", "--channels", "4,8", "--image-shape", "8x8", "--tied"],
     "conv-vae": ["--arch", "conv", "--channels", "4", "--image-shape", "8x8", "--kind", "vae"],
     "old-score": [],  # a model file without the score's statistics (before they existed)
+    "half-reference": [],  # neighbour rows in float16 (format 7), as a wide table keeps them
 }
 
 
@@ -36,7 +37,10 @@ def models(tmp_path_factory: pytest.TempPathFactory, digits_csv: Path) -> dict[s
     paths = {}
     for name, flags in MODELS.items():
         path = folder / f"{name}.safetensors"
-        result = invoke(["train", digits_csv, "-o", path, "--seed", "3", *FAST, *flags])
+        with pytest.MonkeyPatch.context() as patch:
+            if name == "half-reference":  # float32 would keep 64 of the 400 rows, float16 128
+                patch.setattr("aecli.neighbours.REFERENCE_VALUES", 64 * 64)
+            result = invoke(["train", digits_csv, "-o", path, "--seed", "3", *FAST, *flags])
         assert result.code == 0, result.stderr
         paths[name] = path
     _strip_score_statistics(paths["old-score"])
@@ -124,6 +128,15 @@ def test_the_models_with_their_own_distance_units_are_among_those_matched(
 
     assert units("minmax") is not None and units("vae-bce") is not None
     assert units("basic") is None and units("relu-images") is None
+
+
+def test_a_float16_reference_is_among_those_matched(models: dict[str, Path]) -> None:
+    """The graph holds the float16 rows as the float32 values the commands compute with."""
+    from aecli import modelfile
+
+    _, tensors, _ = modelfile.read_header(str(models["half-reference"]))
+    assert tensors["neighbours.reference"]["dtype"] == "F16"
+    assert tensors["neighbours.reference"]["shape"] == [128, 64]
 
 
 @pytest.mark.parametrize("name", ["vae", "vae-bce", "conv-vae"])

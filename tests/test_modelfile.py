@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 6
+    assert meta["format"] == 7
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "6"
+        assert handle.metadata()["aecli.format"] == "7"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 

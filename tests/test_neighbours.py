@@ -74,19 +74,55 @@ def test_nearest_skips_the_row_itself_but_not_a_copy() -> None:
 def test_the_reference_is_bounded_by_rows_and_values() -> None:
     assert neighbours.reference_size(500, 10) == 500
     assert neighbours.reference_size(50_000, 10) == neighbours.REFERENCE_ROWS
+    # 2,000,000 values fit in float32; 10,000 x 500 do not, and float16 holds 8,388 rows
+    assert neighbours.reference_size(10_000, 200) == 10_000
     rows = neighbours.reference_size(10_000, 500)
-    assert rows * 500 <= neighbours.REFERENCE_VALUES and rows * 500 * 4 < 20 * 2**20
+    assert rows == 2 * neighbours.REFERENCE_VALUES // 500 == 8388
+    assert rows * 500 * 2 <= 8 * 2**20  # bytes of float16: the bound float32 had
 
 
-def test_a_wide_table_keeps_a_bounded_model_file(tmp_path: Path) -> None:
+def test_a_reference_is_float16_only_where_float32_would_drop_rows_and_it_fits() -> None:
+    width = 1100
+    narrow = np.zeros((neighbours.REFERENCE_VALUES // width, width), np.float32)
+    assert not neighbours.stored_half(narrow)
+    wide = np.zeros((len(narrow) + 1, width), np.float32)
+    assert neighbours.stored_half(wide)
+    wide[0, 0] = 40_000.0  # a raw 16-bit picture level: float16 would round it to inf
+    assert not neighbours.stored_half(wide)
+
+
+def test_a_wide_table_keeps_every_row_in_a_bounded_model_file(tmp_path: Path) -> None:
     data = tmp_path / "wide.npy"
     np.save(data, np.random.default_rng(0).normal(size=(2500, 1100)).astype(np.float32))
     model = tmp_path / "m.safetensors"
     assert invoke(["train", data, "-o", model, "--epochs", "1", "-q"]).code == 0
     stats = modelfile.load(str(model)).code_stats
     assert stats is not None and stats.reference is not None
-    assert stats.reference.shape == (neighbours.REFERENCE_VALUES // 1100, 1100)
+    # 2,750,000 values: float32's bound held 1,906 of the rows, float16 holds them all
+    assert stats.reference.shape == (2500, 1100) and stats.reference.dtype == np.float32
+    _, header, _ = modelfile.read_header(str(model))
+    assert header["neighbours.reference"]["dtype"] == "F16"
     assert model.stat().st_size < 20 * 2**20
+
+
+def test_a_float16_reference_scores_the_training_rows_as_training_did(
+    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terms training reads its percentiles from are those of the rows the file holds
+    (rounded to float16 before the reach and the percentiles), so ``score`` of the training
+    file flags the share asked for, and a training row still skips itself."""
+    monkeypatch.setattr(neighbours, "REFERENCE_VALUES", 256)  # float32 would keep a few rows
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table_csv, "-o", model, "--epochs", "3", "-q"]).code == 0
+    _, header, _ = modelfile.read_header(str(model))
+    assert header["neighbours.reference"]["dtype"] == "F16"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.reference is not None
+    assert stats.reference.shape == (2 * 256 // 10, 10)  # twice float32's 25 rows
+    np.testing.assert_array_equal(stats.reference, stats.reference.astype(np.float16))
+    result = invoke(["score", model, table_csv, "--contamination", "0.1"])
+    flags = np.loadtxt(result.text.splitlines()[1:], delimiter=",")[:, 1]
+    assert flags.mean() == pytest.approx(0.1, abs=0.02)
 
 
 def test_scores_are_calibrated_on_the_rows_trained_on(tmp_path: Path, table_csv: Path) -> None:

@@ -57,7 +57,7 @@ def reference_size(rows: int, width: int) -> int:
 def stored_half(rows: np.ndarray) -> bool:
     """Whether the reference ``rows`` are kept in float16: more values than float32 holds
     in the bound, all of them within HALF_MAX (a table's units are clipped at 5 spreads; a
-    picture's raw 16-bit levels need not be, and stay float32, beyond the bound)."""
+    picture's raw 16-bit levels need not be, and keep float32's bound: ``as_stored``)."""
     return rows.size > REFERENCE_VALUES and bool((np.abs(rows) <= HALF_MAX).all())
 
 
@@ -323,6 +323,24 @@ class Reference:
     units: Scaler | None = None  # the distances' units, on the model's (``units``)
 
 
+def as_stored(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The reference ``rows`` as the file will hold them, and which rows those are (None:
+    all), so that training's terms are what ``score`` computes from the file.
+
+    In float16 where ``stored_half`` says so; where the rows are too many for float32 and
+    too large for float16 (a raw 16-bit picture), a sample that float32 holds in the bound,
+    drawn by a fixed seed. The terms of the rows left out are then those of new rows.
+    """
+    if rows.numel() <= REFERENCE_VALUES:
+        return rows, None
+    if stored_half(rows.numpy()):
+        return rows.half().float(), None
+    rng = np.random.default_rng(ROWS_SEED + 4)
+    kept = np.sort(rng.choice(len(rows), REFERENCE_VALUES // rows.shape[1], replace=False))
+    index = torch.from_numpy(kept)
+    return rows[index].contiguous(), index
+
+
 def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     """The neighbour terms' statistics from their raw rows (``neighbour_rows``).
 
@@ -335,15 +353,13 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     own = units(fitted.scaler, fitted.row_shape, scaled.numpy())
     blocks.tensors = [in_units(block, own) for block in blocks.tensors]
     exact = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
-    # the rows as the file will hold them (``stored_half``), so that training's terms are
-    # what ``score`` computes; the density's components are of the rows themselves
-    reference = exact.half().float() if stored_half(exact.numpy()) else exact
-    means = [neighbourhood(reference, block)[1] for block in blocks.tensors]
-    reach = reaches(torch.cat(means)[: blocks.rows])
+    reference, kept = as_stored(exact)
+    means = torch.cat([neighbourhood(reference, block)[1] for block in blocks.tensors])
+    reach = reaches(means[: blocks.rows] if kept is None else means[kept])
     parts = [neighbourhood(reference, block, reach) for block in blocks.tensors]
     near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
     terms = {"neighbour": near.numpy(), "relative": relative(mean, around).numpy()}
-    fitted_density = density.fit(exact.numpy())
+    fitted_density = density.fit(exact.numpy())  # the rows' own components, not rounded
     terms["density"] = fitted_density.term(exact.numpy())
     counted = discrete.fit(values)
     if counted is not None:

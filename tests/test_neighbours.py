@@ -125,6 +125,25 @@ def test_a_float16_reference_scores_the_training_rows_as_training_did(
     assert flags.mean() == pytest.approx(0.1, abs=0.02)
 
 
+def test_rows_too_large_for_float16_keep_float32s_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw 16-bit picture levels overflow float16: a seeded sample float32 holds instead."""
+    monkeypatch.setattr(neighbours, "REFERENCE_VALUES", 64 * 64)  # 64 rows of 8x8 in float32
+    rng = np.random.default_rng(0)
+    data = tmp_path / "levels.npy"
+    np.save(data, rng.integers(0, 60_000, size=(200, 8, 8)).astype(np.float32))
+    model = tmp_path / "m.safetensors"
+    flags = ["--scale", "none", "--epochs", "2", "-q"]
+    assert invoke(["train", data, "-o", model, *flags]).code == 0
+    _, header, _ = modelfile.read_header(str(model))
+    assert header["neighbours.reference"]["dtype"] == "F32"
+    assert header["neighbours.reference"]["shape"] == [64, 64]
+    result = invoke(["score", model, data, "--contamination", "0.1"])
+    flags_out = np.loadtxt(result.text.splitlines()[1:], delimiter=",")[:, 1]
+    assert flags_out.mean() == pytest.approx(0.1, abs=0.03)
+
+
 def test_scores_are_calibrated_on_the_rows_trained_on(tmp_path: Path, table_csv: Path) -> None:
     """Rows scored against a reference that holds them would score low and --contamination
     would flag too many new rows: the training percentiles are of rows that skip themselves,

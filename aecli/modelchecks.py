@@ -50,8 +50,17 @@ def fields(decoded: dict[str, Any]) -> None:
 
 
 def check_values(tensors: dict[str, Any]) -> None:
-    """Finite weights, scaling and statistics, and score percentiles that never decrease."""
+    """Finite weights, scaling and statistics, and score percentiles that never decrease.
+
+    Every tensor float32 as aecli writes them, but a wide table's reference rows, which may
+    be float16 (format 7): a half-precision weight would fail in the first product.
+    """
+    import torch
+
     for name, tensor in tensors.items():
+        allowed = (torch.float32, torch.float16) if name == "neighbours.reference" else ()
+        if tensor.dtype != torch.float32 and tensor.dtype not in allowed:
+            raise ValueError(f"{name} is {str(tensor.dtype).removeprefix('torch.')}, not float32")
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise ValueError(f"{name} holds values that are not finite")
         if name.startswith(("scores.", "terms.")) and bool((tensor.diff() < 0).any()):

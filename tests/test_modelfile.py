@@ -382,6 +382,28 @@ def test_a_file_with_values_no_model_has_is_damaged(
         assert says in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.int32])
+def test_a_tensor_aecli_does_not_write_so_is_refused_in_one_line(
+    tmp_path: Path, basic_model: Path, digits_csv: Path, dtype: Any
+) -> None:
+    """float16 is for a wide table's reference rows only (format 7): a float16 weight failed
+    in the first product with an internal error, and an int32 weight was read as a float."""
+    from safetensors.numpy import save_file as save_arrays
+
+    metadata, _, _ = modelfile.read_header(str(basic_model))
+    arrays = load_file(str(basic_model))
+    arrays["model.encoder.0.weight"] = arrays["model.encoder.0.weight"].astype(dtype)
+    path = tmp_path / "d.safetensors"
+    save_arrays(arrays, str(path), metadata=metadata)
+    result = invoke(["score", path, digits_csv])
+    name = np.dtype(dtype).name
+    assert result.code == 1 and result.stdout == b""
+    assert result.stderr == (
+        f"aecli: error: {path}: inconsistent aecli model file "
+        f"(model.encoder.0.weight is {name}, not float32)\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("columns", "says"),
     [(list(range(64)), "columns are not a list of names"), (["a", "b"], "2 column names for")],

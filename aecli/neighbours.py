@@ -39,9 +39,9 @@ REFERENCE_ROWS = 10_000  # training rows kept for the neighbour term, at most
 REFERENCE_VALUES = 2**21  # and at most this many float32 values (8 MB), or twice as many
 HALF_MAX = 2.0**15  # float16 values (the same 8 MB) where every value is within this
 # float16 keeps 11 significant bits: a distance summed over the hundreds of columns of a
-# table too wide for float32 moves by about 1e-4 of itself, the sampling it replaces cost
-# the terms more (docs/anomaly.md); narrower tables keep float32, where a near copy's
-# distance is a few columns' rounding.
+# table too wide for float32 moves by about 1e-4 of itself, while the sample of rows it
+# replaces cost the terms up to 0.009 AUROC (docs/anomaly.md). Narrower tables keep float32:
+# there a near copy's distance is a few columns' rounding.
 
 
 def reference_size(rows: int, width: int) -> int:

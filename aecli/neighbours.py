@@ -117,10 +117,12 @@ def neighbourhood(
     k nearest, and, given the reference rows' ``reach``, the mean reach of the rows within
     the k-th distance. Every row tied at that distance counts (integer data ties often):
     which of them a partial sort keeps differs between torch and onnxruntime, so a term
-    that read only the kept ones would differ too. Rows with no tie beyond the k kept
-    (almost all) average the kept ones' reach; only tied rows compare against every
-    reference row, which ``graph`` (the ONNX export, whose shapes cannot depend on the
-    data) does for all.
+    that read only the kept ones would differ too. A row just past it (within TIE_SHARE)
+    counts in part, less the farther it is, so that a rounding of its distance moves the
+    term by a rounding, not by a row (a step there had torch and onnxruntime differ by 0.03
+    in a row's score). Rows with none of these beyond the k kept (almost all) average the
+    kept ones' reach; only the others compare against every reference row, which ``graph``
+    (the ONNX export, whose shapes cannot depend on the data) does for all.
     """
     norms = rows.square().sum(1)
     ref_norms = reference.square().sum(1)
@@ -138,28 +140,32 @@ def neighbourhood(
     if reference.shape[0] == 1:
         return near, mean, reach.expand(rows.shape[0])
     last = kept[:, -1]
-    threshold = last + TIE_SHARE * (last + norms).abs()
+    width = TIE_SHARE * (last + norms).abs()
+    threshold = last + width
     if graph:
-        return near, mean, _reach_within(partial, threshold, index, itself, reach)
+        return near, mean, _reach_within(partial, last, width, index, itself, reach)
     around = reach[index.gather(1, columns)].mean(1)
     after = columns[:, -1] + 1  # the nearest row past the kept ones, where there is one
     beyond = values.gather(1, after.clamp_max(values.shape[1] - 1)[:, None])[:, 0]
     tied = ((after < values.shape[1]) & (beyond <= threshold)).nonzero()[:, 0]
     if len(tied):
-        part = (partial[tied], threshold[tied], index[tied], itself[tied], reach)
+        part = (partial[tied], last[tied], width[tied], index[tied], itself[tied], reach)
         around[tied] = _reach_within(*part)
     return near, mean, around
 
 
 def _reach_within(
     partial: torch.Tensor,
-    threshold: torch.Tensor,
+    last: torch.Tensor,
+    width: torch.Tensor,
     index: torch.Tensor,
     itself: torch.Tensor,
     reach: torch.Tensor,
 ) -> torch.Tensor:
-    """The mean reach of every reference row within each row's threshold, but itself."""
-    inside = (partial <= threshold[:, None]).to(reach.dtype)
+    """The mean reach of the reference rows within each row's k-th distance (``last``), but
+    itself, each row past it by up to ``width`` counting less the farther it is."""
+    weight = (1.0 - (partial - last[:, None]) / width.clamp_min(1e-30)[:, None]).clamp(0.0, 1.0)
+    inside = weight.to(reach.dtype)
     # the row itself is the nearest, so inside: it leaves before the sum (subtracting its
     # reach afterwards could cancel the others' to 0 in float32)
     first_column = index[:, :1]

@@ -221,7 +221,8 @@ def _hand_neighbours(
     rows: np.ndarray, reference: np.ndarray, reach: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The nearest reference row's distance and the relative distance, row by row: a row's
-    own copy (the first at distance 0) is skipped; every row tied with the 10th counts.
+    own copy (the first at distance 0) is skipped; every row tied with the 10th counts, and
+    one past it by a share s < 1e-5 of its squared distance counts 1 - s / 1e-5.
     Without ``reach``: the mean distance to the 10 nearest, floored at 1% of its mean."""
     k = min(10, len(reference) - 1)
     nearest, relative = [], []
@@ -237,8 +238,8 @@ def _hand_neighbours(
         if reach is None:
             relative.append(mean)
             continue
-        inside = gaps <= kept[-1] * (1 + 1e-5)
-        relative.append(mean / reach[inside].mean())
+        weight = np.clip(1 - (gaps - kept[-1]) / max(1e-5 * kept[-1], 1e-30), 0, 1)
+        relative.append(mean / (weight @ reach / weight.sum()))
     if reach is None:
         means = np.array(relative)
         return np.array(nearest), np.maximum(means, 0.01 * means.mean())

@@ -209,6 +209,29 @@ def test_neighbourhood_averages_the_k_nearest_and_the_reach_of_every_tie() -> No
     assert around.item() == pytest.approx(float(reach[:11].sum() - reach[5]) / 10)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 0.9])
+def test_a_row_just_past_the_kth_counts_in_part_so_its_rounding_moves_little(
+    share: float,
+) -> None:
+    """(5 + e, 0.1) is about 5 - e from (10, 0), its tenth nearest, and 5 + e from (0, 0):
+    past the tenth by 20e in squared distance. Within TIE_SHARE of the tenth's it counts the
+    more, the nearer it is, so a float32 rounding of either distance (torch against
+    onnxruntime) moves the reach by a rounding's worth, not by a whole row's."""
+    reference = torch.zeros(12, 2, dtype=torch.float64)
+    reference[:, 0] = torch.arange(12)
+    reach = torch.arange(1, 13, dtype=torch.float64)  # row i's reach is i + 1
+    e = (1.0 - share) * neighbours.TIE_SHARE * 25.0 / 20.0
+    row = torch.tensor([[5.0 + e, 0.1]], dtype=torch.float64)
+    tenth, past = (5.0 - e) ** 2 + 0.01, (5.0 + e) ** 2 + 0.01
+    weight = 1.0 - (past - tenth) / (neighbours.TIE_SHARE * tenth)
+    assert weight == pytest.approx(share, abs=2e-3)
+    for graph in (False, True):
+        around = neighbours.neighbourhood(reference, row, reach, graph=graph)[2]
+        assert around is not None
+        # rows 1..10 (reach 2..11, 65 in all) whole, row 0 (reach 1) by its weight
+        assert around.item() == pytest.approx((65.0 + weight) / (10.0 + weight), rel=1e-9)
+
+
 def test_the_relative_term_sees_a_row_off_a_dense_cluster_that_distance_misses() -> None:
     """The local outlier factor's case: the same distance is ordinary in a sparse cluster
     and unusual beside a dense one."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from aecli import losses, neighbours
+from aecli import losses, neighbours, tails
 from aecli.config import ROWS_SEED, Kind, Loss
 from aecli.models import VariationalAutoencoder
 
@@ -117,7 +117,7 @@ def row_terms(
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
                 named.update({name: term.numpy() for name, term in near_terms.items()})
-                result["score"] = torch.from_numpy(neighbours.combined(named, stats.grids))
+                result["score"] = torch.from_numpy(tails.combined(named, stats.grids))
             else:
                 result["score"] = first / stats.error_norm + distance / stats.distance_norm
             result["score"] = result["score"].float()

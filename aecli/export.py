@@ -247,10 +247,10 @@ def _graph_module() -> type:
             return score.float(), squared
 
         def tail(self, values: torch.Tensor, name: str) -> torch.Tensor:
-            """aecli/neighbours.py's ``tail``: the same clamped ramps, op for op."""
+            """aecli/tails.py's ``tail``: the same clamped ramps, op for op."""
             import torch
 
-            from aecli.neighbours import TIE_WIDTH
+            from aecli.tails import TIE_WIDTH
 
             grid = getattr(self, f"grid_{name}")
             q99, decades = getattr(self, f"knees_{name}")

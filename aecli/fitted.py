@@ -66,7 +66,7 @@ class CodeStats:
     divided by its mean, as it was then.
 
     Files with a ``reference`` add a third term, the distance to the nearest training row,
-    and combine the three by their tails (aecli/neighbours.py) instead of their medians;
+    and combine the three by their tails (aecli/tails.py) instead of their medians;
     files with a ``reach`` a fourth, that distance relative to the neighbours' own; files
     with a ``density`` a fifth, how rare the row is along each principal component; with a
     ``discrete`` a sixth, how rare its value is in each discrete column.

@@ -35,7 +35,7 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
     """
     if stats is None or stats.reference is None or stats.grids is None:
         return False
-    from aecli.neighbours import knees, weights
+    from aecli.tails import knees, weights
 
     graph.register_buffer("reference", as_buffer(stats.reference, torch.float32))
     graph.has_units = register_units(graph, stats.units)

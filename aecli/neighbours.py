@@ -1,4 +1,4 @@
-"""The anomaly score's neighbour terms, and the tail transform that lets its six terms add.
+"""The anomaly score's neighbour terms.
 
 A row's distance to its nearest training row, each column in its own robust units
 (``units``), is what lets k-nearest-neighbour detectors win when the training rows are
@@ -8,18 +8,11 @@ That distance over the neighbours' own (``relative``) is what lets the local out
 factor win where normal rows come in clusters of different densities. The rows are kept
 as a sample of at most ``REFERENCE_VALUES`` float32 values in the model file, or twice as
 many float16 ones where that keeps more rows (with one float each, their reach), so the
-file stays bounded (8 MB) whatever the table.
-
-Terms with different units and tails add through ``tail``: each becomes how far into the
-training rows' own distribution of that term it lies, ``-log(1 - F(x))`` with F read off
-the stored percentiles (a row above 99% of training rows adds 4.6, a median one 0.7),
-extended beyond the training maximum by how many decades past the 99th percentile it is,
-so that extreme rows stay ordered. No term can dominate by its scale alone.
+file stays bounded (8 MB) whatever the table. How the terms add is aecli/tails.py.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,6 +96,49 @@ def relative_k(reference_rows: int) -> int:
     return max(1, min(RELATIVE_K, reference_rows - 1))
 
 
+@dataclass
+class Nearest:
+    """A block of rows' nearest reference rows: what the relative term's reach needs later.
+
+    ``neighbour_reference`` finds every block's before the reach exists (it is the
+    reference rows' own mean distance), so ``partial`` is dropped there and recomputed
+    for a block only where a tie needs every reference row: the same block shape gives
+    the same roundings, so training's terms are what ``score`` computes in one pass.
+    """
+
+    rows: torch.Tensor  # [n, inputs]
+    norms: torch.Tensor  # [n]: the rows' squared norms
+    partial: torch.Tensor | None  # [n, reference rows]: squared distances less the norms
+    values: torch.Tensor  # [n, k + 2]: the smallest partial ones, ascending
+    index: torch.Tensor  # [n, k + 2]: their reference rows
+    itself: torch.Tensor  # [n]: whether the first is the row itself
+    columns: torch.Tensor  # [n, k]: which of values are the k nearest others
+    near: torch.Tensor  # [n]: the distance to the nearest other
+    mean: torch.Tensor  # [n]: the mean distance to the k nearest others
+
+
+def _partial(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """|r|^2 - 2 x.r for every row and reference row, in one product."""
+    ref_norms = reference.square().sum(1)
+    return torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
+
+
+@torch.inference_mode()
+def nearest_k(reference: torch.Tensor, rows: torch.Tensor) -> Nearest:
+    """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``."""
+    norms = rows.square().sum(1)
+    partial = _partial(reference, rows)
+    k = relative_k(reference.shape[0])
+    values, index = partial.topk(min(k + 2, reference.shape[0]), dim=1, largest=False)
+    first = (values[:, 0] + norms).clamp_min(0.0)
+    ref_norms = reference.square().sum(1)
+    itself = first <= SAME_ROW * (norms + ref_norms[index[:, 0]])
+    columns = (torch.arange(k)[None, :] + itself.long()[:, None]).clamp_max(values.shape[1] - 1)
+    distances = (values.gather(1, columns) + norms[:, None]).clamp_min(0.0).sqrt()
+    near, mean = distances[:, 0], distances.mean(1)
+    return Nearest(rows, norms, partial, values, index, itself, columns, near, mean)
+
+
 @torch.inference_mode()
 def neighbourhood(
     reference: torch.Tensor,
@@ -115,43 +151,46 @@ def neighbourhood(
 
     Returns the distance to the nearest (``nearest``'s value), the mean distance to the
     k nearest, and, given the reference rows' ``reach``, the mean reach of the rows within
-    the k-th distance. Every row tied at that distance counts (integer data ties often):
-    which of them a partial sort keeps differs between torch and onnxruntime, so a term
-    that read only the kept ones would differ too. A row just past it (within TIE_SHARE)
-    counts in part, less the farther it is, so that a rounding of its distance moves the
-    term by a rounding, not by a row (a step there had torch and onnxruntime differ by 0.03
-    in a row's score). Rows with none of these beyond the k kept (almost all) average the
-    kept ones' reach; only the others compare against every reference row, which ``graph``
-    (the ONNX export, whose shapes cannot depend on the data) does for all.
+    the k-th distance (``reach_around``).
     """
-    norms = rows.square().sum(1)
-    ref_norms = reference.square().sum(1)
-    partial = torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
-    k = relative_k(reference.shape[0])
-    values, index = partial.topk(min(k + 2, reference.shape[0]), dim=1, largest=False)
-    first = (values[:, 0] + norms).clamp_min(0.0)
-    itself = first <= SAME_ROW * (norms + ref_norms[index[:, 0]])
-    columns = (torch.arange(k)[None, :] + itself.long()[:, None]).clamp_max(values.shape[1] - 1)
-    kept = values.gather(1, columns)
-    distances = (kept + norms[:, None]).clamp_min(0.0).sqrt()
-    near, mean = distances[:, 0], distances.mean(1)
+    found = nearest_k(reference, rows)
     if reach is None:
-        return near, mean, None
+        return found.near, found.mean, None
+    return found.near, found.mean, reach_around(reference, found, reach, graph=graph)
+
+
+@torch.inference_mode()
+def reach_around(
+    reference: torch.Tensor, found: Nearest, reach: torch.Tensor, *, graph: bool = False
+) -> torch.Tensor:
+    """The mean reach of the reference rows within each row's k-th distance, but itself.
+
+    Every row tied at that distance counts (integer data ties often): which of them a
+    partial sort keeps differs between torch and onnxruntime, so a term that read only the
+    kept ones would differ too. A row just past it (within TIE_SHARE) counts in part, less
+    the farther it is, so that a rounding of its distance moves the term by a rounding, not
+    by a row (a step there had torch and onnxruntime differ by 0.03 in a row's score). Rows
+    with none of these beyond the k kept (almost all) average the kept ones' reach; only
+    the others compare against every reference row, which ``graph`` (the ONNX export,
+    whose shapes cannot depend on the data) does for all.
+    """
     if reference.shape[0] == 1:
-        return near, mean, reach.expand(rows.shape[0])
-    last = kept[:, -1]
-    width = TIE_SHARE * (last + norms).abs()
-    threshold = last + width
+        return reach.expand(found.rows.shape[0])
+    values, index, columns = found.values, found.index, found.columns
+    last = values.gather(1, columns)[:, -1]
+    width = TIE_SHARE * (last + found.norms).abs()
     if graph:
-        return near, mean, _reach_within(partial, last, width, index, itself, reach)
+        partial = found.partial if found.partial is not None else _partial(reference, found.rows)
+        return _reach_within(partial, last, width, index, found.itself, reach)
     around = reach[index.gather(1, columns)].mean(1)
     after = columns[:, -1] + 1  # the nearest row past the kept ones, where there is one
     beyond = values.gather(1, after.clamp_max(values.shape[1] - 1)[:, None])[:, 0]
-    tied = ((after < values.shape[1]) & (beyond <= threshold)).nonzero()[:, 0]
+    tied = ((after < values.shape[1]) & (beyond <= last + width)).nonzero()[:, 0]
     if len(tied):
-        part = (partial[tied], last[tied], width[tied], index[tied], itself[tied], reach)
+        partial = found.partial if found.partial is not None else _partial(reference, found.rows)
+        part = (partial[tied], last[tied], width[tied], index[tied], found.itself[tied], reach)
         around[tied] = _reach_within(*part)
-    return near, mean, around
+    return around
 
 
 def _reach_within(
@@ -192,95 +231,6 @@ def reaches(mean_distance: torch.Tensor) -> torch.Tensor:
     make a row next to them look infinitely far for where it is."""
     floor = max(float(mean_distance.double().mean()) * REACH_FLOOR, 1e-12)
     return mean_distance.clamp_min(floor)
-
-
-# Percentiles that tie (a term with few distinct values: neighbour distances of integer
-# data) rise over this share of their value, not at a point: a term that float32 rounds
-# differently (ONNX against torch) then moves the score by a rounding's worth, not a step.
-TIE_WIDTH = 1e-4
-
-
-def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """How far into the training rows' distribution of a term each value lies.
-
-    ``grid``: the term's G percentiles over the training rows, 0 to 100 in equal steps.
-    F(x) interpolates linearly between them, from 0 at the minimum to (G - 1) / G at the
-    maximum, so the score is continuous in x and ``-log(1 - F)`` stays finite (6.9 at
-    most for 1001 percentiles); past the 99th percentile ``ln(x / q99) / ln(q99 / q50)``
-    is added, so rows beyond every training row stay ordered. F is a sum of clamped ramps,
-    one per gap between percentiles, which the ONNX graph repeats op for op.
-    """
-    grid64 = np.asarray(grid, dtype=np.float64)
-    x = np.asarray(values, dtype=np.float64)
-    low = grid64[:-1]
-    width = np.maximum(np.diff(grid64), TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
-    share = ramp_sum(x, low, width) / len(grid64)
-    q50, q99 = knees(grid64)
-    beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
-    return -np.log1p(-share) + beyond
-
-
-# Ramps that end this share of x below it are whole: far beyond the float64 rounding of
-# (x - low) / width, so the formula would give exactly 1 for them too.
-WHOLE_BELOW = 1e-9
-
-
-def ramp_sum(x: np.ndarray, low: np.ndarray, width: np.ndarray) -> np.ndarray:
-    """The sum over gaps of ``clip((x - low) / width, 0, 1)``, without a pass over every gap.
-
-    A ramp that starts at or above x is 0 and one that ends well below it is 1, so for
-    each x two binary searches count them (the starts rise, and the ends rise with them),
-    and only the ramps x lies on are evaluated, by the same formula: its own gap, and
-    where percentiles tie, the widened ramps of the tie. For 200,000 values against 1,001
-    percentiles, every ramp of every value took 1.1 s; this takes 0.05 s.
-    """
-    started = np.searchsorted(low, x, side="left")  # ramps with low < x: the rest are 0
-    ends = np.maximum.accumulate(low + width)  # sorted though rounding jiggles an end
-    slack = WHOLE_BELOW * np.clip(np.abs(x), 1e-300, 1e300)  # finite: inf - slack is inf
-    whole = np.minimum(np.searchsorted(ends, x - slack, side="left"), started)
-    total = whole.astype(np.float64)
-    pending = np.flatnonzero(started > whole)
-    offset = 0
-    while len(pending):  # one partial ramp at a time: most rows have one, ties a few more
-        gap = whole[pending] + offset
-        total[pending] += np.clip((x[pending] - low[gap]) / width[gap], 0.0, 1.0)
-        offset += 1
-        pending = pending[started[pending] > whole[pending] + offset]
-    total[np.isnan(x)] = np.nan  # as the ramps give: an undefined term stays undefined
-    return total
-
-
-def knees(grid: np.ndarray) -> tuple[float, float]:
-    """The median and the 99th percentile of a grid, kept apart and positive."""
-    q50 = max(float(grid[(len(grid) - 1) // 2]), 1e-30)
-    q99 = max(float(grid[round(0.99 * (len(grid) - 1))]), q50 * 1.0001)
-    return q50, q99
-
-
-# How the terms add: the residual and the code are two views of the one autoencoder, the
-# distance and the relative distance two views of the neighbours; each counts half
-# (aecli's measurements: docs/anomaly.md).
-# The density along the principal components (aecli/density.py) and the rarity of the
-# values of discrete columns (aecli/discrete.py, on tables that have such columns) are
-# the two views of the histograms, half each as well. Files written before a term keep
-# the others, and files before the relative term count the distance whole.
-WEIGHTS = {
-    "residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5, "density": 0.5,
-    "discrete": 0.5,
-}  # fmt: skip
-WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
-
-
-def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
-    """The terms a file's score adds, and their weights."""
-    if "relative" not in grids:
-        return WEIGHTS_BEFORE_RELATIVE
-    return {name: weight for name, weight in WEIGHTS.items() if name in grids}
-
-
-def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
-    """The anomaly score: the weighted sum of each term's ``tail``."""
-    return sum(weight * tail(terms[name], grids[name]) for name, weight in weights(grids).items())
 
 
 def neighbour_rows(rows: int, width: int) -> np.ndarray:
@@ -360,10 +310,13 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     blocks.tensors = [in_units(block, own) for block in blocks.tensors]
     exact = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
     reference, kept = as_stored(exact)
-    means = torch.cat([neighbourhood(reference, block)[1] for block in blocks.tensors])
+    found = [nearest_k(reference, block) for block in blocks.tensors]
+    for each in found:
+        each.partial = None  # every block's at once would hold rows x reference floats
+    means = torch.cat([each.mean for each in found])
     reach = reaches(means[: blocks.rows] if kept is None else means[kept])
-    parts = [neighbourhood(reference, block, reach) for block in blocks.tensors]
-    near, mean, around = (torch.cat(part)[: blocks.rows] for part in zip(*parts))
+    around = torch.cat([reach_around(reference, each, reach) for each in found])[: blocks.rows]
+    near, mean = torch.cat([each.near for each in found])[: blocks.rows], means[: blocks.rows]
     terms = {"neighbour": near.numpy(), "relative": relative(mean, around).numpy()}
     fitted_density = density.fit(exact.numpy())  # the rows' own components, not rounded
     terms["density"] = fitted_density.term(exact.numpy())

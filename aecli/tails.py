@@ -1,0 +1,102 @@
+"""The tail transform that lets the anomaly score's six terms add, and their weights.
+
+Terms with different units and tails add through ``tail``: each becomes how far into the
+training rows' own distribution of that term it lies, ``-log(1 - F(x))`` with F read off
+the stored percentiles (a row above 99% of training rows adds 4.6, a median one 0.7),
+extended beyond the training maximum by how many decades past the 99th percentile it is,
+so that extreme rows stay ordered. No term can dominate by its scale alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Percentiles that tie (a term with few distinct values: neighbour distances of integer
+# data) rise over this share of their value, not at a point: a term that float32 rounds
+# differently (ONNX against torch) then moves the score by a rounding's worth, not a step.
+TIE_WIDTH = 1e-4
+
+
+def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """How far into the training rows' distribution of a term each value lies.
+
+    ``grid``: the term's G percentiles over the training rows, 0 to 100 in equal steps.
+    F(x) interpolates linearly between them, from 0 at the minimum to (G - 1) / G at the
+    maximum, so the score is continuous in x and ``-log(1 - F)`` stays finite (6.9 at
+    most for 1001 percentiles); past the 99th percentile ``ln(x / q99) / ln(q99 / q50)``
+    is added, so rows beyond every training row stay ordered. F is a sum of clamped ramps,
+    one per gap between percentiles, which the ONNX graph repeats op for op.
+    """
+    grid64 = np.asarray(grid, dtype=np.float64)
+    x = np.asarray(values, dtype=np.float64)
+    low = grid64[:-1]
+    width = np.maximum(np.diff(grid64), TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
+    share = ramp_sum(x, low, width) / len(grid64)
+    q50, q99 = knees(grid64)
+    beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
+    return -np.log1p(-share) + beyond
+
+
+# Ramps that end this share of x below it are whole: far beyond the float64 rounding of
+# (x - low) / width, so the formula would give exactly 1 for them too.
+WHOLE_BELOW = 1e-9
+
+
+def ramp_sum(x: np.ndarray, low: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """The sum over gaps of ``clip((x - low) / width, 0, 1)``, without a pass over every gap.
+
+    A ramp that starts at or above x is 0 and one that ends well below it is 1, so for
+    each x two binary searches count them (the starts rise, and the ends rise with them),
+    and only the ramps x lies on are evaluated, by the same formula: its own gap, and
+    where percentiles tie, the widened ramps of the tie. For 200,000 values against 1,001
+    percentiles, every ramp of every value took 1.1 s; this takes 0.05 s.
+    """
+    started = np.searchsorted(low, x, side="left")  # ramps with low < x: the rest are 0
+    ends = np.maximum.accumulate(low + width)  # sorted though rounding jiggles an end
+    slack = WHOLE_BELOW * np.clip(np.abs(x), 1e-300, 1e300)  # finite: inf - slack is inf
+    whole = np.minimum(np.searchsorted(ends, x - slack, side="left"), started)
+    total = whole.astype(np.float64)
+    pending = np.flatnonzero(started > whole)
+    offset = 0
+    while len(pending):  # one partial ramp at a time: most rows have one, ties a few more
+        gap = whole[pending] + offset
+        total[pending] += np.clip((x[pending] - low[gap]) / width[gap], 0.0, 1.0)
+        offset += 1
+        pending = pending[started[pending] > whole[pending] + offset]
+    total[np.isnan(x)] = np.nan  # as the ramps give: an undefined term stays undefined
+    return total
+
+
+def knees(grid: np.ndarray) -> tuple[float, float]:
+    """The median and the 99th percentile of a grid, kept apart and positive."""
+    q50 = max(float(grid[(len(grid) - 1) // 2]), 1e-30)
+    q99 = max(float(grid[round(0.99 * (len(grid) - 1))]), q50 * 1.0001)
+    return q50, q99
+
+
+# How the terms add: the residual and the code are two views of the one autoencoder, the
+# distance and the relative distance two views of the neighbours; each counts half
+# (aecli's measurements: docs/anomaly.md).
+# The density along the principal components (aecli/density.py) and the rarity of the
+# values of discrete columns (aecli/discrete.py, on tables that have such columns) are
+# the two views of the histograms, half each as well. Files written before a term keep
+# the others, and files before the relative term count the distance whole.
+WEIGHTS = {
+    "residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5, "density": 0.5,
+    "discrete": 0.5,
+}  # fmt: skip
+WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
+
+
+def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
+    """The terms a file's score adds, and their weights."""
+    if "relative" not in grids:
+        return WEIGHTS_BEFORE_RELATIVE
+    return {name: weight for name, weight in WEIGHTS.items() if name in grids}
+
+
+def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
+    """The anomaly score: the weighted sum of each term's ``tail``."""
+    return sum(weight * tail(terms[name], grids[name]) for name, weight in weights(grids).items())

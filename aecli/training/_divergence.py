@@ -75,7 +75,7 @@ def _untrained_error(config: ModelConfig, seed: int, rows: np.ndarray, bce: bool
     if not len(rows):
         return float("nan")
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # as the run: it builds the model on the CPU
         model = build_model(config).eval()
         step = max(1, len(rows) // UNTRAINED_ROWS)  # spread over the sample, which is in row order
         x = torch.from_numpy(np.ascontiguousarray(rows[::step][:UNTRAINED_ROWS]))

@@ -110,6 +110,18 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
+def reseed(seed: int, device: torch.device) -> None:
+    """Seed the generators a run draws from: the CPU's, and the GPUs' when it trains on one.
+
+    ``torch.manual_seed`` seeds the same ones, and queues a seed for every accelerator torch
+    was built for besides, recording a stack trace for each until it starts: once an epoch,
+    that was 7% of a 10-column table's fit.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+
+
 def _snapshot(
     model: Autoencoder, optimizer: FusedAdam
 ) -> tuple[dict[str, torch.Tensor], OptimizerState]:
@@ -190,6 +202,7 @@ def fit(
     it as each epoch starts (a caller's time limit, or a signal the CLI only recorded).
     """
     config = config.sized(0)  # a run's is sized; a direct call left on auto gets 64 at 3e-3
+    device = next(model.parameters()).device
     optimizer = make_optimizer(model, config)
     step = TrainingStep.choose(model, optimizer, config, world)
     if resume_state is not None:
@@ -207,7 +220,7 @@ def fit(
             epoch_start = time.perf_counter()
             if sync is None and stop_requested is not None and stop_requested():
                 raise KeyboardInterrupt  # asked to stop, as at Ctrl-C: the epochs so far stay
-            torch.manual_seed(epoch_seed(config.seed, epoch))
+            reseed(epoch_seed(config.seed, epoch), device)
             model.kl_weight = config.kl_weight(epoch)
             terms = _run_epoch(model, optimizer, train, config, epoch, step, sync)
             if not all(math.isfinite(v) for v in terms.values()):

@@ -24,7 +24,7 @@ from aecli.scaler import UNIT_TOLERANCE, Scaler
 from aecli.training._device import choose_threads, matmul_precision
 from aecli.training._distributed import World, agree, rank_device
 from aecli.training._divergence import diverged_run
-from aecli.training._loop import EpochCallback, EpochStats, History, evaluate_loss, fit
+from aecli.training._loop import EpochCallback, EpochStats, History, evaluate_loss, fit, reseed
 from aecli.training._order import (
     MIN_CHUNK_ROWS,
     SAMPLE_ROWS,
@@ -157,7 +157,7 @@ def build(
     if config.loss is Loss.bce:
         _check_unit_range(scaler, source, train_config.scale)
     val = scaler.transform(source.at(order.held_out))
-    torch.manual_seed(train_config.seed)
+    reseed(train_config.seed, device)
     model = build_model(config) if resumed is None else resumed.model
     threads = 0
     if device.type == "cpu":

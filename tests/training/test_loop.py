@@ -161,3 +161,27 @@ def test_kept_memory_spares_the_page_faults_of_every_step() -> None:
     assert _faults(FAULTS_PER_STEP) < 10
     default, kept = _faults(FAULTS_PER_ROUND, "default"), _faults(FAULTS_PER_ROUND, "kept")
     assert default > 5000 and kept < 100, (default, kept)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ),
+    ],
+)
+def test_reseed_gives_the_streams_torch_manual_seed_gives(device: str) -> None:
+    """The run's draws (initial weights on the CPU, noise and shuffles where it trains) are
+    what they were with torch.manual_seed, which also seeds every other accelerator."""
+    from aecli.training._loop import reseed
+
+    torch.manual_seed(11)
+    want = torch.rand(5), torch.rand(5, device=device)
+    torch.manual_seed(999)  # some other state between
+    reseed(11, torch.device(device))
+    got = torch.rand(5), torch.rand(5, device=device)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

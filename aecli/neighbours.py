@@ -117,21 +117,23 @@ class Nearest:
     mean: torch.Tensor  # [n]: the mean distance to the k nearest others
 
 
-def _partial(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """|r|^2 - 2 x.r for every row and reference row, in one product."""
-    ref_norms = reference.square().sum(1)
+def _partial(
+    reference: torch.Tensor, rows: torch.Tensor, ref_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """|r|^2 - 2 x.r for every row and reference row, in one product (``ref_norms``: the
+    reference rows' squared norms, where the caller has them)."""
+    ref_norms = reference.square().sum(1) if ref_norms is None else ref_norms
     return torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
 
 
 @torch.inference_mode()
 def nearest_k(reference: torch.Tensor, rows: torch.Tensor) -> Nearest:
     """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``."""
-    norms = rows.square().sum(1)
-    partial = _partial(reference, rows)
+    norms, ref_norms = rows.square().sum(1), reference.square().sum(1)
+    partial = _partial(reference, rows, ref_norms)
     k = relative_k(reference.shape[0])
     values, index = partial.topk(min(k + 2, reference.shape[0]), dim=1, largest=False)
     first = (values[:, 0] + norms).clamp_min(0.0)
-    ref_norms = reference.square().sum(1)
     itself = first <= SAME_ROW * (norms + ref_norms[index[:, 0]])
     columns = (torch.arange(k)[None, :] + itself.long()[:, None]).clamp_max(values.shape[1] - 1)
     distances = (values.gather(1, columns) + norms[:, None]).clamp_min(0.0).sqrt()

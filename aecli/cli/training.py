@@ -164,7 +164,9 @@ def train(
         int,
         typer.Option(
             help="Random seed of the network (initial weights, batch order, noise); the same "
-            "seed gives the same file. Which rows are held out does not depend on it."
+            "seed gives the same file. Which rows are held out does not depend on it, and a "
+            "model of the default shape without --noise starts from the rows' principal "
+            "components, its random weights a hundredth of their size."
         ),
     ] = _T.seed,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _T.device,

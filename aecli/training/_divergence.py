@@ -13,6 +13,7 @@ import torch
 from aecli.config import Kind, Loss, ModelConfig
 from aecli.models import build_model
 from aecli.training._loop import History
+from aecli.training._start import start_principal, starts_principal
 
 DIVERGED_OVER_MEAN = 2.0  # a reconstruction this many times worse than the column means
 DIVERGED_OVER_FIRST = 10.0  # or a loss this many times the first epoch's
@@ -55,19 +56,27 @@ def diverged(history: History, baseline: float, untrained: float = 0.0) -> bool:
     )
 
 
-def diverged_run(history: History, rows: np.ndarray, config: ModelConfig, seed: int) -> bool:
+def diverged_run(
+    history: History,
+    rows: np.ndarray,
+    config: ModelConfig,
+    seed: int,
+    start: np.ndarray | None = None,
+) -> bool:
     """``diverged`` against the mean-prediction error of ``rows`` (a sample of the scaled
     training rows), and against the error there of the network as ``seed`` built it."""
     bce = config.loss is Loss.bce
     baseline = mean_error(rows, bce)
-    untrained = _untrained_error(config, seed, rows, bce)
+    untrained = _untrained_error(config, seed, rows, bce, start)
     if config.kind is Kind.vae:  # its reconstruction is summed over values (and halved)
         factor = config.n_inputs * (1.0 if bce else 0.5)
         baseline, untrained = baseline * factor, untrained * factor
     return diverged(history, baseline, untrained)
 
 
-def _untrained_error(config: ModelConfig, seed: int, rows: np.ndarray, bce: bool) -> float:
+def _untrained_error(
+    config: ModelConfig, seed: int, rows: np.ndarray, bce: bool, start: np.ndarray | None
+) -> float:
     """The reconstruction error per value of the network before training (rebuilt from the
     seed as the run built it, on the CPU, the global random state left as it was)."""
     from aecli import losses
@@ -77,6 +86,8 @@ def _untrained_error(config: ModelConfig, seed: int, rows: np.ndarray, bce: bool
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.default_generator.manual_seed(seed)  # as the run: it builds the model on the CPU
         model = build_model(config).eval()
+        if start is not None and starts_principal(config):
+            start_principal(model, start)
         step = max(1, len(rows) // UNTRAINED_ROWS)  # spread over the sample, which is in row order
         x = torch.from_numpy(np.ascontiguousarray(rows[::step][:UNTRAINED_ROWS]))
         decoded = model.decode(model.codes(x))

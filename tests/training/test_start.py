@@ -12,7 +12,7 @@ from aecli import modelfile
 from aecli.config import Arch, Kind, ModelConfig, Noise
 from aecli.models import build_model
 from aecli.training._divergence import _untrained_error, mean_error
-from aecli.training._start import slope, start_principal, starts_principal
+from aecli.training._start import components, slope, start_principal, starts_principal
 from tests.conftest import invoke
 
 
@@ -35,7 +35,7 @@ def _started(rows: np.ndarray, seed: int, activation: str = "elu") -> torch.nn.M
     config = ModelConfig(n_inputs=10, hidden=(16,), latent=4, activation=activation)
     torch.manual_seed(seed)
     model = build_model(config).eval()
-    start_principal(model, rows)
+    start_principal(model, components(rows))
     return model
 
 
@@ -109,7 +109,7 @@ def test_only_the_plain_dense_shape_starts_from_the_components() -> None:
 def test_the_divergence_check_measures_the_network_the_run_started_from() -> None:
     rows = _rows()
     config = ModelConfig(kind=Kind.basic, n_inputs=10, hidden=(16,), latent=4)
-    started = _untrained_error(config, 0, rows, False, rows)
+    started = _untrained_error(config, 0, rows, False, components(rows))
     random = _untrained_error(config, 0, rows, False, None)
     assert started < 0.3 * mean_error(rows, False) < random
 

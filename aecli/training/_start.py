@@ -9,9 +9,9 @@ same directions. Units left in their bent range keep what training needs to go b
 read at a quarter of the score, where the pairs are almost linear, the network stayed near
 PCA and reconstructed held-out digits 6% worse than from a random start (at the whole
 score, as well). The seed's random weights stay, at a hundredth of their size, so that
-units differ; they no longer choose where the network goes. Two seeds started at random
-learnt different networks, and on a contaminated table that alone moved the anomaly AUROC
-by up to 0.045 (pendigits); from the components they agree (issue 39, docs/anomaly.md).
+units differ; they no longer set where the network starts. Two seeds started at random
+learnt unrelated codes; from the components their codes agree, and what still moves with
+the seed is mostly the batch order (issue 39: measured in docs/anomaly.md).
 
 Only the plain dense shape trained on clean inputs has this start: one hidden layer, a
 linear coding layer, untied weights, no ``--noise``. A sparse code is a sigmoid, a VAE's a

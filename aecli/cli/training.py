@@ -165,8 +165,8 @@ def train(
         typer.Option(
             help="Random seed of the network (initial weights, batch order, noise); the same "
             "seed gives the same file. Which rows are held out does not depend on it, and a "
-            "model of the default shape without --noise starts from the rows' principal "
-            "components, its random weights a hundredth of their size."
+            "model of the default shape without --noise (up to 1,024 inputs) starts from the "
+            "rows' principal components, its random weights a hundredth of their size."
         ),
     ] = _T.seed,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _T.device,

@@ -12,7 +12,13 @@ from aecli import modelfile
 from aecli.config import Arch, Kind, ModelConfig, Noise
 from aecli.models import build_model
 from aecli.training._divergence import _untrained_error, mean_error
-from aecli.training._start import components, slope, start_principal, starts_principal
+from aecli.training._start import (
+    START_INPUTS,
+    components,
+    slope,
+    start_principal,
+    starts_principal,
+)
 from tests.conftest import invoke
 
 
@@ -93,6 +99,7 @@ def test_two_seeds_start_almost_alike() -> None:
 def test_only_the_plain_dense_shape_starts_from_the_components() -> None:
     plain = ModelConfig(kind=Kind.basic, n_inputs=10, hidden=(8,), latent=2)
     assert starts_principal(plain)
+    assert starts_principal(ModelConfig(n_inputs=START_INPUTS, hidden=(256,), latent=32))
     for other in (
         ModelConfig(kind=Kind.denoise, n_inputs=10, hidden=(8,), latent=2, noise=Noise.gaussian),
         ModelConfig(kind=Kind.basic, n_inputs=10, hidden=(8,), latent=2, noise=Noise.dropout),
@@ -101,6 +108,7 @@ def test_only_the_plain_dense_shape_starts_from_the_components() -> None:
         ModelConfig(kind=Kind.basic, n_inputs=10, hidden=(8,), latent=2, tied=True),
         ModelConfig(kind=Kind.basic, n_inputs=10, hidden=(8, 4), latent=2),
         ModelConfig(kind=Kind.basic, n_inputs=10, hidden=(), latent=2),
+        ModelConfig(kind=Kind.basic, n_inputs=START_INPUTS + 1, hidden=(64,), latent=16),
         ModelConfig(kind=Kind.basic, n_inputs=64, latent=4, arch=Arch.conv, image=(8, 8)),
     ):
         assert not starts_principal(other), other

@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from aecli.fitted import FittedModel
 
 OPSET = 18
+HALVED_VALUES = 4096  # constants this large are worth a Cast when float16 holds them
 MIN_TORCH = (2, 6)  # torch.onnx.export(dynamo=True) with dynamic_shapes and external_data
 PARTS = ("encode", "reconstruct", "score", "sample")
 EXTRA_HINT = (
@@ -112,6 +114,7 @@ def to_onnx(fitted: FittedModel, part: str) -> bytes:
                 proto = program.model_proto
     finally:
         logger.setLevel(level)
+    _halve_exact(proto)
     proto.doc_string = f"aecli {part} of a {fitted.config.kind} autoencoder"
     proto.producer_name, proto.producer_version = "aecli", __version__
     for key, value in metadata(fitted, part).items():
@@ -119,6 +122,35 @@ def to_onnx(fitted: FittedModel, part: str) -> bytes:
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+def _halve_exact(proto: Any) -> None:
+    """Keep a float32 constant whose every value is a float16 as float16 behind a Cast.
+
+    The neighbour reference of a wide table is stored in float16 (format 7); the exporter
+    folds its Cast into a float32 constant of twice the bytes. Undone here: the same numbers,
+    half the file (ONNX Runtime casts it once, at load). Weights are never all float16.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    inputs = {value.name for value in graph.input}
+    casts = []
+    for constant in graph.initializer:
+        if constant.data_type != TensorProto.FLOAT or constant.name in inputs:
+            continue
+        if math.prod(constant.dims) < HALVED_VALUES:
+            continue
+        values = numpy_helper.to_array(constant)
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = constant.name
+        constant.CopyFrom(numpy_helper.from_array(half, f"{name}_float16"))
+        casts.append(helper.make_node("Cast", [f"{name}_float16"], [name], to=TensorProto.FLOAT))
+    for cast in reversed(casts):
+        graph.node.insert(0, cast)
 
 
 def _traced(
@@ -236,7 +268,7 @@ def _graph_module() -> type:
             if self.has_neighbours:
                 reach = self.reach if self.has_reach else None
                 apart = in_units(self, scaled) if self.has_units else scaled
-                near = _neighbour_terms(self.reference, reach, apart)
+                near = _neighbour_terms(self.reference, self.reference_norms, reach, apart)
                 terms = {"residual": first, "code": distance, **near}
                 terms.update(histogram_terms(self, apart, x))
                 score = sum(
@@ -268,25 +300,28 @@ def _graph_module() -> type:
 
 
 def _neighbour_terms(
-    reference: torch.Tensor, reach: torch.Tensor | None, scaled: torch.Tensor
+    reference: torch.Tensor,
+    ref_norms: torch.Tensor,
+    reach: torch.Tensor | None,
+    scaled: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """aecli/neighbours.py's terms, as ``diagnostics.row_terms`` computes them."""
     if reach is None:
-        return {"neighbour": _nearest(reference, scaled).double()}
+        return {"neighbour": _nearest(reference, ref_norms, scaled).double()}
     from aecli.neighbours import neighbourhood, relative
 
-    near, mean, around = neighbourhood(reference, scaled, reach, graph=True)
+    near, mean, around = neighbourhood(reference, scaled, reach, graph=True, ref_norms=ref_norms)
     return {"neighbour": near.double(), "relative": relative(mean, around).double()}
 
 
-def _nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def _nearest(reference: torch.Tensor, norms_of: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """aecli/neighbours.py's ``nearest``, op for op: the nearest reference row but itself."""
     import torch
 
     from aecli.neighbours import SAME_ROW
 
     norms = (rows * rows).sum(1, keepdim=True)
-    ref_norms = (reference * reference).sum(1)[None, :]
+    ref_norms = norms_of[None, :]
     squared = (norms - 2.0 * rows @ reference.T + ref_norms).clamp_min(0.0)
     if reference.shape[0] == 1:
         return squared[:, 0].sqrt()

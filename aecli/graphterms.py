@@ -37,7 +37,11 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
         return False
     from aecli.tails import knees, weights
 
-    graph.register_buffer("reference", as_buffer(stats.reference, torch.float32))
+    reference = as_buffer(stats.reference, torch.float32)
+    graph.register_buffer("reference", reference)
+    # their squared norms as torch computes them at `score`; from the reference in the
+    # graph, the exporter folded the squares into a second reference-sized constant
+    graph.register_buffer("reference_norms", reference.square().sum(1))
     graph.has_units = register_units(graph, stats.units)
     graph.weights = weights(stats.grids)
     graph.has_reach = stats.reach is not None

@@ -127,9 +127,13 @@ def _partial(
 
 
 @torch.inference_mode()
-def nearest_k(reference: torch.Tensor, rows: torch.Tensor) -> Nearest:
-    """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``."""
-    norms, ref_norms = rows.square().sum(1), reference.square().sum(1)
+def nearest_k(
+    reference: torch.Tensor, rows: torch.Tensor, ref_norms: torch.Tensor | None = None
+) -> Nearest:
+    """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``
+    (``ref_norms``: the reference rows' squared norms, where the caller keeps them)."""
+    norms = rows.square().sum(1)
+    ref_norms = reference.square().sum(1) if ref_norms is None else ref_norms
     partial = _partial(reference, rows, ref_norms)
     k = relative_k(reference.shape[0])
     values, index = partial.topk(min(k + 2, reference.shape[0]), dim=1, largest=False)
@@ -148,6 +152,7 @@ def neighbourhood(
     reach: torch.Tensor | None = None,
     *,
     graph: bool = False,
+    ref_norms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``.
 
@@ -155,7 +160,7 @@ def neighbourhood(
     k nearest, and, given the reference rows' ``reach``, the mean reach of the rows within
     the k-th distance (``reach_around``).
     """
-    found = nearest_k(reference, rows)
+    found = nearest_k(reference, rows, ref_norms)
     if reach is None:
         return found.near, found.mean, None
     return found.near, found.mean, reach_around(reference, found, reach, graph=graph)

@@ -139,6 +139,31 @@ def test_a_float16_reference_is_among_those_matched(models: dict[str, Path]) -> 
     assert tensors["neighbours.reference"]["shape"] == [128, 64]
 
 
+def test_the_graph_keeps_a_float16_reference_in_float16_and_once(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The rows are one float16 constant behind a Cast, not the float32 copy the exporter
+    folds the Cast into, nor a second reference-sized constant of their squares (their
+    norms are a constant of one value a row). A model of float32 rows keeps them so."""
+    from onnx import TensorProto, numpy_helper
+
+    proto = onnx.load(str(_export(models["half-reference"], "score", tmp_path)))
+    large = {c.name: c for c in proto.graph.initializer if np.prod(c.dims) >= 128 * 64}
+    assert [c.data_type for c in large.values()] == [TensorProto.FLOAT16], list(large)
+    (reference,) = large.values()
+    from aecli import modelfile
+
+    stats = modelfile.load(str(models["half-reference"])).code_stats
+    assert stats is not None and stats.reference is not None
+    np.testing.assert_array_equal(
+        numpy_helper.to_array(reference).astype(np.float32), stats.reference.astype(np.float32)
+    )
+    casts = [n for n in proto.graph.node if n.op_type == "Cast" and n.input == [reference.name]]
+    assert len(casts) == 1 and casts[0].output == ["reference"]
+    plain = onnx.load(str(_export(models["basic"], "score", tmp_path)))
+    assert all(c.data_type != TensorProto.FLOAT16 for c in plain.graph.initializer)
+
+
 @pytest.mark.parametrize("name", ["vae", "vae-bce", "conv-vae"])
 def test_sample_decodes_the_given_noise_as_aecli_sample_does(
     name: str, models: dict[str, Path], tmp_path: Path

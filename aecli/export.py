@@ -314,14 +314,16 @@ def _neighbour_terms(
     return {"neighbour": near.double(), "relative": relative(mean, around).double()}
 
 
-def _nearest(reference: torch.Tensor, norms_of: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def _nearest(
+    reference: torch.Tensor, reference_norms: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
     """aecli/neighbours.py's ``nearest``, op for op: the nearest reference row but itself."""
     import torch
 
     from aecli.neighbours import SAME_ROW
 
     norms = (rows * rows).sum(1, keepdim=True)
-    ref_norms = norms_of[None, :]
+    ref_norms = reference_norms[None, :]
     squared = (norms - 2.0 * rows @ reference.T + ref_norms).clamp_min(0.0)
     if reference.shape[0] == 1:
         return squared[:, 0].sqrt()

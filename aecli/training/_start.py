@@ -75,7 +75,9 @@ def components(rows: np.ndarray) -> Components:
     directions of near-equal spread: 0.5 s for 10,000 rows of 784 columns, half an SVD's
     time. The squared condition costs nothing here: directions of under 1e-5 of the leading
     spread are left out. Each direction's largest entry is positive, so the start does not
-    hang on the sign a LAPACK build returns.
+    hang on the sign a LAPACK build returns. Not ``density._principal_axes`` (nor
+    ``pca.PCA.fit``): their numpy products and eigensolver run on as many BLAS threads as
+    the process has, and at 784 inputs two thread counts gave directions of different bytes.
     """
     values = torch.from_numpy(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1))
     threads = torch.get_num_threads()

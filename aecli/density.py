@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aecli import principal
+
 BINS = 10  # HBOS's and PyOD's default: coarse enough for a table of a hundred rows
 COMPONENT_FLOOR = 1e-6  # components with less variance, as a share of the largest, are noise
 BLOCK = 8192  # rows per float64 block, so that a wide table is never copied whole
@@ -102,18 +104,15 @@ def _principal_axes(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Variances and unit axes of centred rows, largest first.
 
     From the inputs' covariance (inputs x inputs), or where there are fewer rows than
-    inputs from the rows' Gram matrix (rows x rows), whichever is the smaller problem.
+    inputs from the rows' Gram matrix (rows x rows), whichever is the smaller problem; in
+    ``aecli.principal``, so that the axes are the same bytes at any thread count.
     """
     rows, width = centred.shape
     if rows >= width:
-        moment = np.zeros((width, width))
-        for start in range(0, rows, BLOCK):
-            block = centred[start : start + BLOCK]
-            moment += block.T @ block
-        variances, vectors = np.linalg.eigh(moment)
+        blocks = (centred[start : start + BLOCK] for start in range(0, rows, BLOCK))
+        variances, vectors = principal.eigh(principal.scatter(blocks, np.zeros(width)))
     else:
-        variances, gram_vectors = np.linalg.eigh(centred @ centred.T)
-        vectors = centred.T @ gram_vectors
+        variances, gram_vectors = principal.eigh(principal.product(centred, centred.T))
+        vectors = principal.product(centred.T, gram_vectors)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=0), 1e-300)
-    order = np.argsort(variances)[::-1]
-    return np.maximum(variances[order], 0.0) / max(rows - 1, 1), vectors[:, order]
+    return np.maximum(variances, 0.0) / max(rows - 1, 1), vectors

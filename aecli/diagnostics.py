@@ -23,6 +23,7 @@ import torch
 
 from aecli import losses, neighbours, tails
 from aecli.config import ROWS_SEED, Kind, Loss
+from aecli.gaussian import robust_gaussian
 from aecli.models import VariationalAutoencoder
 
 if TYPE_CHECKING:
@@ -159,8 +160,6 @@ def row_terms(
 
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda, Grosse & Salakhutdinov (2016), importance-weighted AEs
 STATS_ROWS = 100_000  # training rows (a seeded sample beyond) that set the score's statistics
-KEEP_SHARE = 0.75  # robust Gaussians are refitted on this share of rows, the nearest ones
-RIDGE = 1e-2  # added to a covariance's diagonal, as a share of its mean variance
 FULL_COVARIANCE_MAX = 1024  # wider residuals get a diagonal covariance (a d x d file cost)
 
 
@@ -197,43 +196,6 @@ def code_stats(
         reference.discrete,
         reference.units,
     )
-
-
-def robust_gaussian(
-    rows: np.ndarray, diagonal: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and precision of rows, refitted once on the KEEP_SHARE nearest of them.
-
-    One reweighting step of the minimum covariance determinant idea (Rousseeuw
-    & Van Driessen 1999, with h = 0.75 n): a first fit on every row, then a
-    second on the three quarters nearest to it, so that up to a quarter of the
-    rows (the anomalies an unlabelled table holds) do not widen the normal
-    profile. A ridge keeps a unit that never varies (a dead code unit, a column
-    reconstructed exactly) from making the covariance singular. Returns the
-    squared distances of all rows under the second fit too.
-    """
-    from aecli.fitted import mahalanobis
-
-    mean, precision = _gaussian(rows, diagonal)
-    distance = mahalanobis(rows, mean, precision)
-    near = distance <= np.quantile(distance, KEEP_SHARE)
-    mean, precision = _gaussian(rows[near], diagonal)
-    return mean, precision, mahalanobis(rows, mean, precision)
-
-
-def _gaussian(rows: np.ndarray, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and ridged inverse covariance (float32), accumulated in float64 blocks."""
-    width = rows.shape[1]
-    mean = rows.astype(np.float64).mean(0) if len(rows) else np.zeros(width)
-    moment = np.zeros(width) if diagonal else np.zeros((width, width))
-    for start in range(0, len(rows), 8192):
-        centred = rows[start : start + 8192].astype(np.float64) - mean
-        moment += (centred * centred).sum(0) if diagonal else centred.T @ centred
-    cov = moment / max(len(rows) - 1, 1)
-    variances = cov if diagonal else np.diag(cov)
-    ridge = RIDGE * max(float(variances.mean()), 1e-12)
-    precision = 1.0 / (cov + ridge) if diagonal else np.linalg.inv(cov + ridge * np.eye(width))
-    return mean.astype(np.float32), precision.astype(np.float32)
 
 
 def score_quantiles(

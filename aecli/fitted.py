@@ -59,7 +59,7 @@ class CodeStats:
     autoencoder implies. Each is divided by its median over the training rows
     so that the two count alike on any table.
 
-    Both Gaussians are robust estimates (see ``diagnostics.robust_gaussian``):
+    Both Gaussians are robust estimates (see ``gaussian.robust_gaussian``):
     the training rows of an anomaly detector hold anomalies, which must not
     set the profile of a normal row. Files written before the residual terms
     existed have no ``residual_*``; their first term is the scaled error

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aecli import principal
+
 
 @dataclass
 class PCA:
@@ -25,7 +27,8 @@ class PCA:
         """The top-k principal directions of the centred rows.
 
         From the eigenvectors of the d x d scatter matrix, accumulated in
-        chunks of rows: memory stays at d x d however many rows there are.
+        chunks of rows: memory stays at d x d however many rows there are. In
+        ``aecli.principal``, so that the file's baseline does not hang on the threads.
         """
         data = np.asarray(values)
         d = data.shape[1]
@@ -33,12 +36,9 @@ class PCA:
         for start in range(0, len(data), 65536):
             total += data[start : start + 65536].astype(np.float64).sum(0)
         mean = total / len(data)
-        scatter = np.zeros((d, d))
-        for start in range(0, len(data), 65536):
-            centred = data[start : start + 65536].astype(np.float64) - mean
-            scatter += centred.T @ centred
-        _, vectors = np.linalg.eigh(scatter)  # ascending eigenvalues
-        return cls(mean, np.ascontiguousarray(vectors[:, ::-1][:, :k].T))
+        blocks = (data[start : start + 65536] for start in range(0, len(data), 65536))
+        _, vectors = principal.eigh(principal.scatter(blocks, mean))
+        return cls(mean, np.ascontiguousarray(vectors[:, :k].T))
 
     @classmethod
     def fit_chunks(cls, chunks: Callable[[], Iterable[np.ndarray]], k: int) -> PCA:
@@ -50,12 +50,8 @@ class PCA:
             count += len(data)
         assert total is not None and count
         mean = total / count
-        scatter = np.zeros((len(mean), len(mean)))
-        for chunk in chunks():
-            centred = chunk.astype(np.float64) - mean
-            scatter += centred.T @ centred
-        _, vectors = np.linalg.eigh(scatter)
-        return cls(mean, np.ascontiguousarray(vectors[:, ::-1][:, :k].T))
+        _, vectors = principal.eigh(principal.scatter(chunks(), mean))
+        return cls(mean, np.ascontiguousarray(vectors[:, :k].T))
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         return (np.asarray(values, dtype=np.float64) - self.mean) @ self.components.T

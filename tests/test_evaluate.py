@@ -308,7 +308,7 @@ def test_score_statistics_are_robust_training_moments(tmp_path: Path, table_csv:
 
 def test_robust_statistics_ignore_a_quarter_of_far_rows() -> None:
     """Anomalies among the training rows do not widen the normal profile."""
-    from aecli.diagnostics import robust_gaussian
+    from aecli.gaussian import robust_gaussian
 
     rng = np.random.default_rng(0)
     normal = rng.normal(size=(900, 3))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from aecli import principal
 from aecli.config import Arch, Kind, ModelConfig, Noise
 from aecli.models import ACTIVATIONS, Autoencoder
 
@@ -70,25 +71,18 @@ class Components:
 def components(rows: np.ndarray) -> Components:
     """The principal components of ``rows`` (scaled rows), in float64.
 
-    From the covariance's eigendecomposition, on one thread so that the process's thread
-    count (torchrun's workers run one) cannot move a sum's rounding, let alone turn two
-    directions of near-equal spread: 0.5 s for 10,000 rows of 784 columns, half an SVD's
-    time. The squared condition costs nothing here: directions of under 1e-5 of the leading
-    spread are left out. Each direction's largest entry is positive, so the start does not
-    hang on the sign a LAPACK build returns. Not ``density._principal_axes`` (nor
-    ``pca.PCA.fit``): their numpy products and eigensolver run on as many BLAS threads as
-    the process has, and at 784 inputs two thread counts gave directions of different bytes.
+    From the covariance's eigendecomposition in ``aecli.principal``, on one thread so that
+    the process's thread count (torchrun's workers run one) cannot move a sum's rounding,
+    let alone turn two directions of near-equal spread: 0.5 s for 10,000 rows of 784
+    columns, half an SVD's time. The squared condition costs nothing here: directions of
+    under 1e-5 of the leading spread are left out. Each direction's largest entry is
+    positive, so the start does not hang on the sign a LAPACK build returns.
     """
-    values = torch.from_numpy(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # sums in one order, whatever threads the process has
-    try:
-        mean = values.mean(0)
-        centred = values - mean
-        variance, vectors = torch.linalg.eigh(centred.T @ centred / max(1, len(values) - 1))
-    finally:
-        torch.set_num_threads(threads)
-    mean, variance, vectors = mean.numpy(), variance.numpy()[::-1], vectors.numpy()[:, ::-1].T
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    mean = values.mean(0)
+    moment = principal.scatter([values], mean) / max(1, len(values) - 1)
+    variance, vectors = principal.eigh(moment)
+    vectors = vectors.T
     kept = variance > max(float(variance[0]) if len(variance) else 0.0, 1e-24) * 1e-10
     directions = vectors[kept]
     flip = directions[np.arange(len(directions)), np.abs(directions).argmax(1)] < 0

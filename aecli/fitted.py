@@ -37,6 +37,9 @@ class OptimizerState:
 
     step: int
     moments: dict[str, torch.Tensor]
+    # The epochs in the weights' moving average (``{parameter}.average`` in moments;
+    # training/_average.py); 0 where there is none.
+    averaged: int = 0
 
 
 @dataclass

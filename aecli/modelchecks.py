@@ -293,3 +293,21 @@ def scale_clip(clip: Any) -> float | None:
     if type(clip) not in (int, float) or not math.isfinite(clip) or clip <= 0:
         raise ValueError(f"bad scale_clip {clip!r}")
     return float(clip)
+
+
+def optimizer_state(optim: Any, tensors: dict[str, Any], model: Any) -> Any:
+    """What ``--resume`` continues from: Adam's moments, and the weights' running mean."""
+    moments = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
+    counts = (optim["step"], optim.get("averaged", 0))
+    if any(type(n) is not int or n < 0 for n in counts):
+        raise ValueError(f"bad optimizer step counts {counts!r}")
+    finished = any(name.endswith(".last") for name in moments)  # the model is the average
+    averaged = (("last",) if finished else ("average",)) if counts[1] else ()
+    for name, param in model.named_parameters():
+        for moment in ("exp_avg", "exp_avg_sq", *averaged):
+            saved = moments.get(f"{name}.{moment}")
+            if saved is None or saved.shape != param.shape:
+                raise ValueError(f"optimizer state for {name} is missing or misshapen")
+    from aecli.fitted import OptimizerState
+
+    return OptimizerState(counts[0], moments, counts[1])

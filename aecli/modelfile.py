@@ -9,7 +9,10 @@ Layout: tensors ``model.*`` (the state dict) and ``scaler.offset`` /
 - ``aecli.data``: column names, the shape of one input row, the scaling
 - ``aecli.summary``: the training summary (rows, epochs, final losses)
 - ``aecli.optim``: Adam's step count; its moments are tensors ``optim.*``,
-  so ``aecli train --resume`` can continue exactly where training stopped
+  so ``aecli train --resume`` can continue exactly where training stopped; with the
+  weights' moving average over the ``averaged`` epochs so far (``optim.*.average``) or,
+  once the run finished and the model is that average, the last step's weights
+  (``optim.*.last``)
 
 Tensors ``pca.mean`` / ``pca.components`` hold PCA of the same code size fitted
 on the training rows (``evaluate --baseline pca``); ``codes.*``, ``residual.*``,
@@ -230,7 +233,11 @@ def to_bytes(fitted: FittedModel) -> bytes:
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()
-        extra["aecli.optim"] = _json({"step": fitted.optimizer_state.step})
+        state = fitted.optimizer_state
+        optim = {"step": state.step}
+        if state.averaged:
+            optim["averaged"] = state.averaged
+        extra["aecli.optim"] = _json(optim)
     data = {
         "columns": fitted.columns,
         "row_shape": list(fitted.row_shape),
@@ -304,7 +311,7 @@ def from_bytes(raw: bytes, path: str) -> FittedModel:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
-    from aecli.fitted import FittedModel, OptimizerState
+    from aecli.fitted import FittedModel
     from aecli.models import build_model
     from aecli.pca import PCA
     from aecli.scaler import Scaler
@@ -355,18 +362,7 @@ def from_bytes(raw: bytes, path: str) -> FittedModel:
         stats = checks.code_stats(tensors, config.latent, config.n_inputs)
         optimizer_state = None
         if "aecli.optim" in meta:
-            moments = {
-                k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")
-            }
-            for name, param in model.named_parameters():
-                for moment in ("exp_avg", "exp_avg_sq"):
-                    saved = moments.get(f"{name}.{moment}")
-                    if saved is None or saved.shape != param.shape:
-                        raise ValueError(f"optimizer state for {name} is missing or misshapen")
-            step = meta["aecli.optim"]["step"]
-            if type(step) is not int or step < 0:
-                raise ValueError(f"bad optimizer step count {step!r}")
-            optimizer_state = OptimizerState(step, moments)
+            optimizer_state = checks.optimizer_state(meta["aecli.optim"], tensors, model)
     except (AecliError, KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ModelFileError(f"{path}: inconsistent aecli model file ({detail})") from None

@@ -8,6 +8,7 @@ device and read back once per epoch (no host sync per step).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import torch
 from aecli.config import TrainConfig
 from aecli.fitted import OptimizerState
 from aecli.models import Autoencoder
+from aecli.training._average import Average
 from aecli.training._distributed import BatchShare, Sync, World, all_sum_
 from aecli.training._fastpath import bf16_pays
 from aecli.training._optim import FusedAdam
@@ -207,13 +209,15 @@ def fit(
     step = TrainingStep.choose(model, optimizer, config, world)
     if resume_state is not None:
         import_state(model, optimizer, resume_state)
+    average = Average(model, config, start_epoch, resume_state)  # a finished file: its last step
     sync = Sync(world, model, stop_requested) if world is not None and world.many else None
     history = History()
     start = time.perf_counter()
     # The last good state and how many of history.epochs it includes: one tuple, stored in
     # one step, so that a signal between two statements cannot pair weights with the
     # wrong epoch (a stop would then save epoch N-1's weights as epoch N's).
-    good = (*_snapshot(model, optimizer), 0)
+    weights, state = _snapshot(model, optimizer)
+    good = (weights, average.state(state), 0)
     best: tuple[float, int, tuple[Any, ...]] | None = None
     try:
         for epoch in range(start_epoch, config.epochs + 1):
@@ -237,7 +241,9 @@ def fit(
             seconds = time.perf_counter() - epoch_start
             stats = EpochStats(epoch, config.epochs, terms, val_loss, seconds)
             history.epochs.append(stats)
-            good = (*_snapshot(model, optimizer), len(history.epochs))
+            average.add(model, epoch)
+            weights, state = _snapshot(model, optimizer)
+            good = (weights, average.state(state), len(history.epochs))
             if on_epoch is not None:
                 on_epoch(stats)
             every = config.checkpoint_every
@@ -261,6 +267,11 @@ def fit(
         history.message = f"interrupted during epoch {start_epoch + len(history.epochs)}"
     model.kl_weight = 1.0
     history.optimizer_state = good[1]
+    if history.stop is None and history.epochs and average.count:
+        history.optimizer_state = average.apply(model, good[1])
+        last = history.epochs[-1]  # its val loss is the mean's, the weights the file keeps
+        val_loss = None if val is None else evaluate_loss(model, val, config.batch_size, world)
+        history.epochs[-1] = dataclasses.replace(last, val_loss=val_loss)
     if best is not None:
         model.load_state_dict(best[2][0])
         history.optimizer_state = best[2][1]

@@ -74,22 +74,29 @@ class Average:
             else:
                 self.mean[name].lerp_(weight.detach(), 1.0 - keep)
 
-    def state(self, state: OptimizerState) -> OptimizerState:
-        """``state`` with the average, where there is one."""
-        if not self.count:
-            return state
-        moments = {**state.moments, **{f"{k}.{AVERAGE}": v.clone() for k, v in self.mean.items()}}
-        return OptimizerState(state.step, moments, self.count)
-
     @torch.no_grad()
-    def apply(self, model: Autoencoder, state: OptimizerState) -> OptimizerState:
-        """Put the average into ``model``. The state keeps the last step's weights in place of
-        the average (the model now holds it: one copy of the weights fewer in the file)."""
-        last = {f"{n}.{LAST}": w.detach().clone() for n, w in model.named_parameters()}
+    def apply(self, model: Autoencoder) -> dict[str, torch.Tensor] | None:
+        """Put the average into ``model`` (after its last epoch); the last step's weights, or
+        None where nothing is averaged."""
+        if not self.count:
+            return None
+        last = {name: w.detach().clone() for name, w in model.named_parameters()}
         for name, weight in model.named_parameters():
             weight.copy_(self.mean[name])
-        kept = {k: v for k, v in state.moments.items() if not k.endswith(f".{AVERAGE}")}
-        return OptimizerState(state.step, {**kept, **last}, self.count)
+        return last
+
+    def state(
+        self, state: OptimizerState, last: dict[str, torch.Tensor] | None = None
+    ) -> OptimizerState:
+        """``state`` with the average so far; once the model holds it (``apply``), with the
+        last step's weights instead: one copy of the weights fewer in the file."""
+        if not self.count:
+            return state
+        if last is not None:
+            kept = {f"{name}.{LAST}": value for name, value in last.items()}
+        else:
+            kept = {f"{name}.{AVERAGE}": value.clone() for name, value in self.mean.items()}
+        return OptimizerState(state.step, {**state.moments, **kept}, self.count)
 
 
 @torch.no_grad()

@@ -8,7 +8,6 @@ device and read back once per epoch (no host sync per step).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -235,15 +234,16 @@ def fit(
                     f"(now {config.lr:g}) or --scale standard"
                 )
                 break
+            average.add(model, epoch)
+            last = average.apply(model) if epoch == config.epochs else None  # the model: its mean
             val_loss = None
             if val is not None:
                 val_loss = evaluate_loss(model, val, config.batch_size, world)
             seconds = time.perf_counter() - epoch_start
             stats = EpochStats(epoch, config.epochs, terms, val_loss, seconds)
             history.epochs.append(stats)
-            average.add(model, epoch)
             weights, state = _snapshot(model, optimizer)
-            good = (weights, average.state(state), len(history.epochs))
+            good = (weights, average.state(state, last), len(history.epochs))
             if on_epoch is not None:
                 on_epoch(stats)
             every = config.checkpoint_every
@@ -267,11 +267,6 @@ def fit(
         history.message = f"interrupted during epoch {start_epoch + len(history.epochs)}"
     model.kl_weight = 1.0
     history.optimizer_state = good[1]
-    if history.stop is None and history.epochs and average.count:
-        history.optimizer_state = average.apply(model, good[1])
-        last = history.epochs[-1]  # its val loss is the mean's, the weights the file keeps
-        val_loss = None if val is None else evaluate_loss(model, val, config.batch_size, world)
-        history.epochs[-1] = dataclasses.replace(last, val_loss=val_loss)
     if best is not None:
         model.load_state_dict(best[2][0])
         history.optimizer_state = best[2][1]

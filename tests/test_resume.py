@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aecli import diagnostics, modelfile
+from aecli import diagnostics, modelfile, models
 from aecli.config import ModelConfig, TrainConfig
 from aecli.fitted import FittedModel
 from aecli.io import read_table
@@ -217,6 +217,31 @@ def test_every_config_field_is_either_fixed_or_resumable() -> None:
     assert set(training.FIXED_MODEL) == model_fields
     lists = [*training.FIXED_TRAIN, *training.RESUMABLE_TRAIN]
     assert sorted(lists) == sorted(train_fields)  # each once, none missing, none extra
+
+
+def test_an_interrupt_during_the_divergence_check_keeps_the_model(
+    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the last epoch, ``train`` rebuilds the untrained network to tell whether the run
+    diverged; Ctrl-C there escaped the statistics' guard and lost the run."""
+    registered = models.MODELS["basic"]
+
+    class InterruptedRebuild(registered):  # type: ignore[misc, valid-type]
+        built = 0
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            InterruptedRebuild.built += 1
+            if InterruptedRebuild.built == 2:  # the first is the run's network
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setitem(models.MODELS, "basic", InterruptedRebuild)
+    out = tmp_path / "m.safetensors"
+    result = invoke(["train", table_csv, "-o", out, "--epochs", "3", "-q"])
+    assert InterruptedRebuild.built >= 2
+    assert result.code == 130, result.stderr
+    assert "interrupted after epoch 3, before its statistics" in result.stderr
+    assert modelfile.load(str(out)).summary["kept_epoch"] == 3
 
 
 def test_an_interrupt_while_the_statistics_are_computed_keeps_the_model(

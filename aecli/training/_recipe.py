@@ -292,17 +292,17 @@ def keep(session: Session, history: History) -> FittedModel:
         return fitted
     if config.precision == "bf16" and session.device.type == "cpu" and not _any_bf16(session):
         fitted.summary["bf16_in_fp32"] = True  # said by the summary line and info
-    sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, ROWS_SEED + 1)
-    rows = session.scaler.transform(sample)
-    config, seed = session.config, session.train_config.seed
-    if diverged_run(history, rows, config, seed, session.principal):
-        fitted.summary["diverged"] = True
     try:
+        sample = session.order.train_sample(session.source, DIVERGENCE_ROWS, ROWS_SEED + 1)
+        rows = session.scaler.transform(sample)
+        config, seed = session.config, session.train_config.seed
+        if diverged_run(history, rows, config, seed, session.principal):
+            fitted.summary["diverged"] = True
         _add_baselines(fitted, session)
     except KeyboardInterrupt:
-        # F05: an interrupt while the baselines are computed keeps the trained
-        # model; it goes without them (score falls back to the error; a --resume
-        # computes them again at its end).
+        # F05: an interrupt while the divergence check or the baselines are computed
+        # keeps the trained model; it goes without them (score falls back to the
+        # error; a --resume computes them again at its end).
         fitted.pca, fitted.code_stats, fitted.score_quantiles = None, None, {}
         history.stop = fitted.summary["stop"] = "interrupted"
         if session.fingerprint is not None:

@@ -46,8 +46,10 @@ def scatter(blocks: Iterable[np.ndarray], mean: np.ndarray) -> np.ndarray:
     total = np.zeros((len(mean), len(mean)))
     centre = np.asarray(mean, dtype=np.float64)
     for block in blocks:
-        centred = np.asarray(block, dtype=np.float64) - centre
-        total += product(centred.T, centred)
+        centred = np.ascontiguousarray(np.asarray(block, dtype=np.float64) - centre)
+        with one_thread() as torch:
+            rows = torch.from_numpy(centred)
+            total += (rows.T @ rows).numpy()  # the transpose a view: no copy of the block
     return total
 
 

@@ -76,6 +76,48 @@ def test_a_text_label_points_at_exclude(tmp_path: Path, labelled: Path) -> None:
     )
 
 
+READERS = [
+    ["score"],
+    ["encode"],
+    ["reconstruct"],
+    ["evaluate"],
+    ["interpolate", "--rows", "0,1", "--steps", "2"],
+]
+
+
+@pytest.mark.parametrize("command", READERS, ids=lambda c: c[0])
+def test_every_reader_takes_the_flags_its_text_hint_names(
+    tmp_path: Path, labelled: Path, command: list[str]
+) -> None:
+    """A model trained on bare numbers, then a table with its ids: the error names two flags,
+    and each works on the command that named it, not on `train` alone."""
+    rows = np.loadtxt(labelled, delimiter=",", skiprows=1, usecols=range(1, 6))
+    np.save(tmp_path / "rows.npy", rows.astype(np.float32))
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", tmp_path / "rows.npy", "-o", model, *QUIET]).code == 0
+    table = tmp_path / "table.csv"
+    table.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in labelled.open()))
+    refused = invoke([command[0], model, table, *command[1:]])
+    assert refused.code == 1
+    assert refused.stderr.endswith(
+        "carry it with --id-column record_id, or leave it out with --exclude record_id\n"
+    ), refused.stderr
+    outputs = []
+    for flag in ("--id-column", "--exclude"):
+        taken = invoke([command[0], model, table, *command[1:], flag, "record_id"])
+        assert taken.code == 0, taken.stderr
+        outputs.append(taken.stdout.decode())
+    plain = invoke([command[0], model, tmp_path / "rows.npy", *command[1:]]).stdout.decode()
+    carried, left_out = outputs
+    if command[0] in ("score", "encode", "reconstruct"):  # the ids lead each output row
+        assert carried.splitlines()[1].startswith("c00000,")
+        without_ids = [line.split(",", 1)[1] for line in carried.splitlines()[1:]]
+        assert left_out.splitlines()[1:] == without_ids
+    else:
+        assert carried == left_out
+    assert left_out.splitlines()[1:] == plain.splitlines()[1:]  # the same rows, read right
+
+
 # 2. Another delimiter, or decimal commas: named, never guessed ----------------------------
 
 

@@ -128,7 +128,7 @@ ExcludeOpt = Annotated[
     typer.Option(
         metavar="COLS",
         help="Columns to leave out (a label, a timestamp), as --columns names them: "
-        "label or 0,5 or 'meta_*'. The model records the columns it used.",
+        "label or 0,5 or 'meta_*'. A model records the columns it was trained on.",
         show_default=False,
     ),
 ]

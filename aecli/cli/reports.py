@@ -14,6 +14,7 @@ from aecli.cli.options import (
     ColumnsOpt,
     DataArg,
     DelimiterOpt,
+    ExcludeOpt,
     FormatOpt,
     HeaderOpt,
     IdColumnOpt,
@@ -44,6 +45,8 @@ def evaluate(
         ),
     ] = None,
     columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    exclude: ExcludeOpt = None,
     allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
@@ -64,7 +67,8 @@ def evaluate(
             flag="--baseline",
         )
     evaluator = Evaluator(fitted, baseline_pca=baseline == "pca")
-    with model_input(fitted, data, (header, delimiter, columns, None, allow_nan)) as (_, chunks):
+    options = (header, delimiter, columns, id_column, allow_nan, exclude)
+    with model_input(fitted, data, options) as (_, chunks):
         for chunk in chunks:
             evaluator.update(chunk.values)
     report = evaluator.result()
@@ -149,6 +153,7 @@ def score(
     stdout_format: FormatOpt = StdoutFormat.csv,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
+    exclude: ExcludeOpt = None,
     allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
@@ -179,7 +184,7 @@ def score(
         threshold=threshold,
         contamination=contamination,
     )
-    options = (header, delimiter, columns, id_column, allow_nan)
+    options = (header, delimiter, columns, id_column, allow_nan, exclude)
     with (
         model_input(fitted, data, options) as (first, chunks),
         TableWriter(

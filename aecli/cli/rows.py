@@ -13,6 +13,7 @@ from aecli.cli.options import (
     ColumnsOpt,
     DataArg,
     DelimiterOpt,
+    ExcludeOpt,
     FormatOpt,
     GridOpt,
     GridOutputOpt,
@@ -38,12 +39,13 @@ def encode(
     stdout_format: FormatOpt = StdoutFormat.csv,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
+    exclude: ExcludeOpt = None,
     allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
     """Write the codes of DATA's rows (a VAE gives the posterior mean), columns z0, z1, ..."""
-    options = (header, delimiter, columns, id_column, allow_nan)
+    options = (header, delimiter, columns, id_column, allow_nan, exclude)
     _transform(model, data, output, options, codes=True, stdout_format=stdout_format)
 
 
@@ -57,6 +59,7 @@ def reconstruct(
     show: Annotated[int, typer.Option(help="Rows drawn by --grid.", min=1)] = 20,
     columns: ColumnsOpt = None,
     id_column: IdColumnOpt = None,
+    exclude: ExcludeOpt = None,
     allow_nan: AllowNanOpt = False,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
@@ -65,7 +68,7 @@ def reconstruct(
 
     With --grid, the first --show rows are drawn above their reconstructions.
     """
-    options = (header, delimiter, columns, id_column, allow_nan)
+    options = (header, delimiter, columns, id_column, allow_nan, exclude)
     fmt = stdout_format
     if grid is None:
         _transform(model, data, output or "-", options, codes=False, stdout_format=fmt)
@@ -143,7 +146,10 @@ class model_input:
         from aecli.io import ReadStats, describe, iter_table
 
         self.stats = ReadStats()
-        reading = reading_options(*self.options, model_columns=self.fitted.columns)
+        header, delimiter, columns, id_column, allow_nan, exclude = self.options
+        reading = reading_options(
+            header, delimiter, columns, id_column, allow_nan, self.fitted.columns, exclude
+        )
         reading["model_id_column"] = self.fitted.id_column
         chunks = iter_table(self.data, stats=self.stats, **reading)
         first = next(chunks)
@@ -258,6 +264,8 @@ def interpolate(
     grid: GridOpt = None,
     image_shape: ImageShapeOpt = None,
     columns: ColumnsOpt = None,
+    id_column: IdColumnOpt = None,
+    exclude: ExcludeOpt = None,
     header: HeaderOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
@@ -278,7 +286,8 @@ def interpolate(
         pictures.check_target(grid, "--grid")
     fitted = modelfile.load(model)
     wanted = {first_row, second_row}
-    with model_input(fitted, data, (header, delimiter, columns, None, False)) as (first, chunks):
+    options = (header, delimiter, columns, id_column, False, exclude)
+    with model_input(fitted, data, options) as (first, chunks):
         shape = first.row_shape
         found, seen = pick_rows(chunks, wanted)
     missing = sorted(wanted - found.keys())

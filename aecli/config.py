@@ -38,12 +38,12 @@ from aecli.sizes import check_image
 MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
 
 
-# 2: the score's neighbour term (neighbours.reference, terms.*): a format 1 reader would score
-# such a file by the old formula against the new percentiles, so it is told to upgrade; format
-# 1 files still load, and score as written. 3: the relative term (neighbours.reach); 4: the
-# density term (density.*); 5: the discrete term (discrete.*); 6: the distances' own units
-# (neighbours.offset, neighbours.scale); 7: a wide table's reference rows in float16.
-FORMAT_VERSION = 7
+# 2: the neighbour term (neighbours.reference, terms.*): a format 1 reader would score such a
+# file by the old formula, so it is told to upgrade; older files score as written. 3: relative
+# term (neighbours.reach); 4: density (density.*); 5: discrete (discrete.*); 6: distances in
+# their own units (neighbours.offset, .scale); 7: wide references in float16; 8: the
+# autoencoder's terms counted above their medians (floor.*, which a format 7 reader ignores).
+FORMAT_VERSION = 8
 
 # Every choice of rows (held out, sampled for the scale and the score's statistics, kept for
 # the neighbours) is drawn from this seed, not --seed: two seeds differ only in the network's

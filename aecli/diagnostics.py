@@ -118,7 +118,7 @@ def row_terms(
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
                 named.update({name: term.numpy() for name, term in near_terms.items()})
-                result["score"] = torch.from_numpy(tails.combined(named, stats.grids))
+                result["score"] = torch.from_numpy(tails.combined(named, stats.grids, stats.floors))
             else:
                 result["score"] = first / stats.error_norm + distance / stats.distance_norm
             result["score"] = result["score"].float()
@@ -195,6 +195,7 @@ def code_stats(
         reference.density,
         reference.discrete,
         reference.units,
+        dict(tails.FLOORS),
     )
 
 

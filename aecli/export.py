@@ -272,7 +272,8 @@ def _graph_module() -> type:
                 terms = {"residual": first, "code": distance, **near}
                 terms.update(histogram_terms(self, apart, x))
                 score = sum(
-                    weight * self.tail(terms[name], name) for name, weight in self.weights.items()
+                    weight * self.counted(self.tail(terms[name], name), name)
+                    for name, weight in self.weights.items()
                 )
                 return score.float(), squared
             score = first / self.norms[0] + distance / self.norms[1]
@@ -292,6 +293,11 @@ def _graph_module() -> type:
             share = ramps.sum(1) / grid.shape[0]
             beyond = torch.log(values.clamp_min(1e-30) / q99).clamp_min(0.0) / decades
             return -torch.log1p(-share) + beyond
+
+        def counted(self, tails: torch.Tensor, name: str) -> torch.Tensor:
+            """aecli/tails.py's ``counted``: the tail above the term's floor."""
+            floor = self.floors.get(name, 0.0)
+            return (tails - floor).clamp_min(0.0) if floor > 0 else tails
 
         def unscale(self, values: torch.Tensor) -> torch.Tensor:
             return values * self.spread + self.offset

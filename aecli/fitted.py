@@ -96,6 +96,9 @@ class CodeStats:
     # The distances' units on the model's (aecli/neighbours.py ``units``): the reference rows
     # are in them. None where they are the model's, and in files before format 6.
     units: Scaler | None = None
+    # Where each term starts to count, on its tail (aecli/tails.py ``FLOORS``); a term
+    # without one counts whole, as every term did in files before format 8.
+    floors: dict[str, float] = field(default_factory=dict)
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

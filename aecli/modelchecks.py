@@ -185,12 +185,27 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         stats.units = units(tensors, width)
         if any(g.ndim != 1 or len(g) < 101 or (np.diff(g) < 0).any() for g in stats.grids.values()):
             raise ValueError("the score's term percentiles are not ordered")
+        stats.floors = floors(tensors, stats.grids)
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
     arrays += [stats.reference, stats.reach, *(stats.grids or {}).values()]
     finite = all(a is None or np.isfinite(a).all() for a in arrays)
     if not (finite and (norms > 0).all()):
         raise ValueError("code statistics are not finite and positive")
     return stats
+
+
+def floors(tensors: dict[str, Any], grids: dict[str, Any]) -> dict[str, float]:
+    """Where each term starts to count (``floor.*``, format 8): one number in [0, 7), the
+    range of a tail within the training rows, for a term the score has."""
+    found = {
+        name.removeprefix("floor."): t for name, t in tensors.items() if name.startswith("floor.")
+    }
+    for name, floor in found.items():
+        if name not in grids:
+            raise ValueError(f"a floor for {name!r}, a term the score does not have")
+        if tuple(floor.shape) != (1,) or not 0.0 <= float(floor[0]) < 7.0:
+            raise ValueError(f"floor.{name} is not one number in [0, 7)")
+    return {name: float(floor[0]) for name, floor in found.items()}
 
 
 def units(tensors: dict[str, Any], width: int) -> Any:

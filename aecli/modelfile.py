@@ -230,6 +230,7 @@ def to_bytes(fitted: FittedModel) -> bytes:
             if stats.discrete is not None:
                 tensors.update(term_tensors("discrete", stats.discrete))
             tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
+            tensors.update({f"floor.{name}": [floor] for name, floor in stats.floors.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()

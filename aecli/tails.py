@@ -89,6 +89,16 @@ WEIGHTS = {
 }  # fmt: skip
 WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
 
+# Where a term starts to count: the autoencoder's two terms only above their training median
+# (format 8; docs/anomaly.md). Both are distances from a Gaussian fitted to the training rows'
+# codes and residuals, and a row nearer its centre than the median row is no more normal for
+# it: codes of several kinds of rows may leave the centre empty, and an autoencoder
+# reconstructs some unusual rows unusually well. Below their medians the other terms still
+# count, since what they measure there is evidence: a training row close by, or a value many
+# training rows hold. ln 2 is the tail at the median, as float32 stores it.
+MEDIAN = float(np.float32(math.log(2.0)))
+FLOORS = {"residual": MEDIAN, "code": MEDIAN}
+
 
 def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     """The terms a file's score adds, and their weights."""
@@ -97,6 +107,20 @@ def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     return {name: weight for name, weight in WEIGHTS.items() if name in grids}
 
 
-def combined(terms: dict[str, np.ndarray], grids: dict[str, np.ndarray]) -> np.ndarray:
-    """The anomaly score: the weighted sum of each term's ``tail``."""
-    return sum(weight * tail(terms[name], grids[name]) for name, weight in weights(grids).items())
+def combined(
+    terms: dict[str, np.ndarray],
+    grids: dict[str, np.ndarray],
+    floors: dict[str, float] | None = None,
+) -> np.ndarray:
+    """The anomaly score: the weighted sum of each term's ``tail`` above its floor (a file's
+    ``floor.*``; none, as in files before format 8: all of it)."""
+    floors = floors or {}
+    return sum(
+        weight * counted(tail(terms[name], grids[name]), floors.get(name, 0.0))
+        for name, weight in weights(grids).items()
+    )
+
+
+def counted(tails: np.ndarray, floor: float) -> np.ndarray:
+    """The part of a term's tail that the score adds: what lies above ``floor``."""
+    return np.maximum(tails - floor, 0.0) if floor > 0 else tails

@@ -15,7 +15,7 @@ import torch
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
-from aecli import modelfile
+from aecli import modelfile, tails
 from aecli.errors import ModelFileError
 from tests.conftest import FAST, assert_same_table, invoke
 
@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 7
+    assert meta["format"] == 8
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "7"
+        assert handle.metadata()["aecli.format"] == "8"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -306,6 +306,59 @@ def test_a_format_4_file_keeps_its_five_term_score(tmp_path: Path) -> None:
     counted = modelfile.load(str(today)).code_stats
     assert counted is not None and counted.discrete is not None
     assert counted.discrete.columns.tolist() == [2, 3]
+
+
+@pytest.mark.determinism
+def test_a_format_7_file_counts_its_autoencoder_terms_whole(tmp_path: Path) -> None:
+    """Written by aecli before the autoencoder's terms counted above their medians only
+    (format 7, no floor.*): it scores as it did then. A file of today's format has the
+    floors, and its score is the formula with them."""
+    from aecli.diagnostics import row_terms
+    from aecli.io import read_table
+
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format7-basic.safetensors", data / "format4-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "7"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.discrete is not None and stats.floors == {}
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    assert_same_table(result.text, (data / "format7-basic-scores.csv").read_text())
+    today = tmp_path / "m.safetensors"
+    assert invoke(["train", rows, "-o", today, "--epochs", "3", "--seed", "1", "-q"]).code == 0
+    fitted = modelfile.load(str(today))
+    assert fitted.code_stats is not None and fitted.code_stats.grids is not None
+    median = float(np.float32(np.log(2)))
+    assert fitted.code_stats.floors == {"residual": median, "code": median}
+    terms = row_terms(fitted, read_table(str(rows)).values)
+    grids = fitted.code_stats.grids
+    keys = {"residual": "residual", "code": "distance"}
+    want = sum(
+        0.5 * np.maximum(tails.tail(terms[keys.get(name, name)], grid) - (name in keys) * median, 0)
+        for name, grid in grids.items()
+    )
+    np.testing.assert_allclose(terms["score"], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("floor.noise", [0.5], "floor for 'noise', a term the score does not have"),
+        ("floor.code", [0.5, 0.5], "floor.code is not one number in [0, 7)"),
+        ("floor.code", [-0.1], "floor.code is not one number in [0, 7)"),
+        ("floor.code", [7.5], "floor.code is not one number in [0, 7)"),
+    ],
+)
+def test_a_bad_floor_is_refused(
+    tmp_path: Path, basic_model: Path, name: str, value: list[float], says: str
+) -> None:
+    metadata, _, _ = modelfile.read_header(str(basic_model))
+    arrays = load_file(str(basic_model))
+    arrays[name] = np.array(value, np.float32)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(modelfile.serialize(arrays, metadata))
+    result = invoke(["score", bad, tmp_path / "none.csv"])
+    assert result.code == 1 and says in result.stderr, result.stderr
 
 
 def test_reading_the_metadata_reads_the_header_only(tmp_path: Path, basic_model: Path) -> None:

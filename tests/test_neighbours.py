@@ -218,7 +218,11 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     arrays = load_file(str(model))
     assert arrays["neighbours.reach"].shape == (len(rows),)
     later = ("neighbours.reach", "terms.relative", "terms.density")
-    kept = {k: v for k, v in arrays.items() if k not in later and not k.startswith("density.")}
+    kept = {
+        k: v
+        for k, v in arrays.items()
+        if k not in later and not k.startswith(("density.", "floor."))
+    }
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     fitted = modelfile.load(str(before))
@@ -232,14 +236,13 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
         + tails.tail(old["neighbour"], grids["neighbour"])
     )
     np.testing.assert_allclose(old["score"], want, rtol=1e-5)
+    median = tails.MEDIAN  # today's file counts the autoencoder's terms above their medians
     new = sum(
-        0.5 * tails.tail(now[key], grids[name])
-        for key, name in (
-            ("residual", "residual"),
-            ("distance", "code"),
-            ("neighbour", "neighbour"),
-        )
-    ) + 0.5 * tails.tail(now["relative"], arrays["terms.relative"])
+        0.5 * np.maximum(tails.tail(now[key], grids[name]) - median, 0)
+        for key, name in (("residual", "residual"), ("distance", "code"))
+    )
+    new += 0.5 * tails.tail(now["neighbour"], grids["neighbour"])
+    new += 0.5 * tails.tail(now["relative"], arrays["terms.relative"])
     new += 0.5 * tails.tail(now["density"], arrays["terms.density"])
     np.testing.assert_allclose(now["score"], new, rtol=1e-5)
 
@@ -255,8 +258,13 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
     rows = read_table(str(table_csv)).values
     metadata, _, _ = modelfile.read_header(str(model))
     arrays = load_file(str(model))
-    kept = {k: v for k, v in arrays.items() if k != "terms.density" and "density." not in k}
-    assert len(kept) == len(arrays) - 6  # density.{mean,axes,low,step,knots}, terms.density
+    kept = {
+        k: v
+        for k, v in arrays.items()
+        if k != "terms.density" and "density." not in k and not k.startswith("floor.")
+    }
+    # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}
+    assert len(kept) == len(arrays) - 8
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

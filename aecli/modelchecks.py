@@ -186,6 +186,8 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         if any(g.ndim != 1 or len(g) < 101 or (np.diff(g) < 0).any() for g in stats.grids.values()):
             raise ValueError("the score's term percentiles are not ordered")
         stats.floors = floors(tensors, stats.grids)
+    elif any(name.startswith("floor.") for name in tensors):
+        raise ValueError("floors for a score without its terms' percentiles")
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
     arrays += [stats.reference, stats.reach, *(stats.grids or {}).values()]
     finite = all(a is None or np.isfinite(a).all() for a in arrays)

@@ -347,6 +347,7 @@ def test_a_format_7_file_counts_its_autoencoder_terms_whole(tmp_path: Path) -> N
         ("floor.code", [0.5, 0.5], "floor.code is not one number in [0, 7)"),
         ("floor.code", [-0.1], "floor.code is not one number in [0, 7)"),
         ("floor.code", [7.5], "floor.code is not one number in [0, 7)"),
+        ("floor.alone", [0.5], "floors for a score without its terms' percentiles"),
     ],
 )
 def test_a_bad_floor_is_refused(
@@ -354,6 +355,10 @@ def test_a_bad_floor_is_refused(
 ) -> None:
     metadata, _, _ = modelfile.read_header(str(basic_model))
     arrays = load_file(str(basic_model))
+    if name == "floor.alone":  # a format 1 file's statistics: no neighbour terms, no grids
+        terms = ("neighbours.", "terms.", "density.", "discrete.", "floor.")
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(terms)}
+        name = "floor.code"
     arrays[name] = np.array(value, np.float32)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(modelfile.serialize(arrays, metadata))

@@ -141,6 +141,15 @@ IdColumnOpt = Annotated[
         show_default=False,
     ),
 ]
+IdColumnReadOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--id-column",
+        metavar="NAME",
+        help="A column (name or index) of ids or other text, read past: not a feature.",
+        show_default=False,
+    ),
+]
 AllowNanOpt = Annotated[
     bool,
     typer.Option(

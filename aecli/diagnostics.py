@@ -45,6 +45,7 @@ def row_terms(
     want_codes: bool = False,
     want_residuals: bool = False,
     known: dict[str, np.ndarray] | None = None,
+    parts: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-row quantities for raw rows, computed in the model's fixed-size blocks.
 
@@ -57,7 +58,8 @@ def row_terms(
     ``neg_elbo_at_mean`` (reconstruction at z = mu, plus KL; deterministic),
     and with ``elbo_samples`` a Monte Carlo ``neg_elbo``. ``per_feature``
     adds the scaled squared error of every value; ``activations`` the codes;
-    ``want_residuals`` the scaled residuals (reconstruction minus row).
+    ``want_residuals`` the scaled residuals (reconstruction minus row); ``parts`` what each
+    of the score's terms adds to it, a column each in ``FittedModel.score_parts``'s order.
     With the score's statistics: ``distance`` (code) and ``residual``, and with a
     neighbour reference ``neighbour`` and ``relative`` (aecli/neighbours.py), unless
     ``known`` gives them for these rows already (training's reference rows, whose
@@ -91,6 +93,7 @@ def row_terms(
             "mse": (diff * scale).square().mean(1),
             "score": error,
         }
+        added = [error]  # the score's parts
         if stats is not None:
             distance = torch.from_numpy(stats.distance(codes.numpy()))
             residual = stats.residual_distance(diff.numpy())
@@ -118,10 +121,14 @@ def row_terms(
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
                 named.update({name: term.numpy() for name, term in near_terms.items()})
-                result["score"] = torch.from_numpy(tails.combined(named, stats.grids, stats.floors))
+                added = list(tails.parts(named, stats.grids, stats.floors).values())
+                result["score"] = torch.from_numpy(sum(added))
             else:
-                result["score"] = first / stats.error_norm + distance / stats.distance_norm
+                added = [first / stats.error_norm, distance / stats.distance_norm]
+                result["score"] = added[0] + added[1]
             result["score"] = result["score"].float()
+        if parts:
+            result["parts"] = torch.stack([torch.as_tensor(part) for part in added], 1).float()
         if per_feature:
             result["per_feature"] = sq
         if bce:

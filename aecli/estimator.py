@@ -232,6 +232,15 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
 
         return -row_terms(self._fitted(), self._check_X(X))["score"].astype(np.float64)
 
+    def score_terms(self, X: Any) -> dict[str, np.ndarray]:
+        """What each of the score's terms adds, by name, as ``aecli score --terms`` writes
+        them: they sum to minus ``score_samples`` (within float32 rounding)."""
+        from aecli.diagnostics import row_terms
+
+        fitted = self._fitted()
+        added = row_terms(fitted, self._check_X(X), parts=True)["parts"].astype(np.float64)
+        return dict(zip(fitted.score_parts, added.T, strict=True))
+
     def decision_function(self, X: Any) -> np.ndarray:
         """Negative for outliers: ``score_samples(X) - offset_``."""
         return self.score_samples(X) - self.offset_

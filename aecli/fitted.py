@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aecli import tails
 from aecli.config import ModelConfig, TrainConfig
 from aecli.density import Density
 from aecli.discrete import Discrete
@@ -108,6 +109,15 @@ class CodeStats:
             return None
         return mahalanobis(residuals, self.residual_mean, self.residual_precision)
 
+    def parts(self) -> tuple[str, ...]:
+        """The terms the score adds, in order (``score --terms``): the tails' terms where
+        the file has a reference, else the first term (residual, or the error in files
+        before it) and the code's distance, each over its median."""
+        if self.reference is not None and self.grids is not None:
+            return tuple(tails.weights(self.grids))
+        has_residual = self.residual_mean is not None and self.residual_precision is not None
+        return ("residual" if has_residual else "error", "code")
+
 
 def mahalanobis(rows: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """Squared Mahalanobis distance of each row; a 1-d precision is a diagonal one.
@@ -150,6 +160,11 @@ class FittedModel:
     def column_names(self) -> list[str]:
         """Input names for outputs: the header's, or x0, x1, ... when there was none."""
         return self.columns or [f"x{i}" for i in range(self.config.n_inputs)]
+
+    @property
+    def score_parts(self) -> tuple[str, ...]:
+        """The terms the anomaly score adds (``CodeStats.parts``; the error alone without)."""
+        return self.code_stats.parts() if self.code_stats is not None else ("error",)
 
     @property
     def code_names(self) -> list[str]:

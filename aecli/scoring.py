@@ -2,8 +2,9 @@
 
 The per-row quantities come from ``diagnostics.row_terms``; this module
 decides what a score request means: the default score or a VAE's negative
-ELBO, each column's squared error, and a 0/1 flag from a threshold or from a
-share of the training rows (their stored score percentiles).
+ELBO, what each of the score's terms adds, each column's squared error, and a 0/1
+flag from a threshold or from a share of the training rows (their stored score
+percentiles).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ScoreTable:
     field: str  # the row_terms key of the score
     per_feature: bool
     threshold: float | None
+    parts: tuple[str, ...] = ()  # the score's terms written beside it (``--terms``)
 
     @staticmethod
     def check_request(threshold: float | None, contamination: float | None) -> None:
@@ -51,8 +53,13 @@ class ScoreTable:
         per_feature: bool = False,
         threshold: float | None = None,
         contamination: float | None = None,
+        terms: bool = False,
     ) -> ScoreTable:
         cls.check_request(threshold, contamination)
+        if terms and elbo:
+            raise UsageError(
+                "writes the terms of the default score; --elbo scores by the ELBO", flag="--terms"
+            )
         key = "score" if "score" in fitted.score_quantiles else "error"
         if elbo:
             if fitted.config.kind != "vae":
@@ -69,11 +76,12 @@ class ScoreTable:
                 )
             threshold = threshold_for(fitted.score_quantiles[key], contamination)
         field = "neg_elbo_at_mean" if elbo else "score"
-        return cls(fitted, field, per_feature, threshold)
+        return cls(fitted, field, per_feature, threshold, fitted.score_parts if terms else ())
 
     @property
     def names(self) -> list[str]:
-        names = ["score"] + (list(self.fitted.column_names) if self.per_feature else [])
+        names = ["score", *(f"score.{name}" for name in self.parts)]
+        names += list(self.fitted.column_names) if self.per_feature else []
         return [*names, "anomaly"] if self.threshold is not None else names
 
     @property
@@ -83,8 +91,10 @@ class ScoreTable:
 
     def rows(self, values: np.ndarray) -> np.ndarray:
         """The table's rows for raw rows: score, per-feature errors, flag."""
-        terms = row_terms(self.fitted, values, per_feature=self.per_feature)
+        terms = row_terms(self.fitted, values, per_feature=self.per_feature, parts=bool(self.parts))
         parts = [terms[self.field][:, None]]
+        if self.parts:
+            parts.append(terms["parts"])
         if self.per_feature:
             parts.append(terms["per_feature"])
         if self.threshold is not None:

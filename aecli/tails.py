@@ -107,18 +107,21 @@ def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     return {name: weight for name, weight in WEIGHTS.items() if name in grids}
 
 
-def combined(
+def parts(
     terms: dict[str, np.ndarray],
     grids: dict[str, np.ndarray],
     floors: dict[str, float] | None = None,
-) -> np.ndarray:
-    """The anomaly score: the weighted sum of each term's ``tail`` above its floor (a file's
-    ``floor.*``; none, as in files before format 8: all of it)."""
+) -> dict[str, np.ndarray]:
+    """What each term adds to the anomaly score, which is their sum: its weight times its
+    ``tail`` above its floor (a file's ``floor.*``; none, as in files before format 8: all
+    of it). ``score --terms`` writes them, so that a user sees why a row scored high: far
+    from every training row, unlike the rows the autoencoder learnt, or holding values few
+    training rows hold."""
     floors = floors or {}
-    return sum(
-        weight * counted(tail(terms[name], grids[name]), floors.get(name, 0.0))
+    return {
+        name: weight * counted(tail(terms[name], grids[name]), floors.get(name, 0.0))
         for name, weight in weights(grids).items()
-    )
+    }
 
 
 def counted(tails: np.ndarray, floor: float) -> np.ndarray:

@@ -56,6 +56,12 @@ def test_shell_and_notebook_use_each_others_files(tmp_path, digits, digits_csv) 
     np.testing.assert_allclose(estimator.transform(rows), codes, rtol=1e-6, atol=1e-6)
     scores = _csv_rows(invoke(["score", path, digits_csv]).text)[:, 0]
     np.testing.assert_allclose(-estimator.score_samples(rows), scores, rtol=1e-6)
+    result = invoke(["score", path, digits_csv, "--terms"])
+    parts = estimator.score_terms(rows)  # by name, as the CLI heads its columns
+    assert [f"score.{name}" for name in parts] == result.text.splitlines()[0].split(",")[1:]
+    np.testing.assert_allclose(np.stack(list(parts.values()), 1), _csv_rows(result.text)[:, 1:],
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(sum(parts.values()), scores, rtol=1e-6, atol=1e-6)
     sampled = _csv_rows(invoke(["sample", path, "-n", "5", "--seed", "4"]).text)
     np.testing.assert_allclose(estimator.sample(5, seed=4), sampled, rtol=1e-5, atol=1e-5)
     report = invoke(["evaluate", path, digits_csv, "--json", "--baseline", "pca"])

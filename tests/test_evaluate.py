@@ -152,27 +152,51 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     assert lines[0].split(",")[-1] == "anomaly"
     table = np.loadtxt(lines[1:], delimiter=",")
     assert table.shape == (400, 66)
-    # score = 1/2 [T(d_M(residual)^2) - ln 2]+ + 1/2 [T(d_M(code)^2) - ln 2]+
-    # + 1/2 T(nearest training row)
-    # + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
-    # + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
-    # + 1/2 T(sum over integer columns of at most 32 values of -log(share of the row's value)),
-    # T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles,
-    # [t]+ = max(t, 0): the autoencoder's terms count above their training medians (T = ln 2)
-    fitted = modelfile.load(str(basic_model))
+    parts, residuals = _hand_parts(basic_model, digits_csv)
+    np.testing.assert_allclose(table[:, 1:65], residuals**2, rtol=1e-3, atol=1e-5)
+    # atol: the hand terms are float64, the CLI's float32 products; where a row's 10th
+    # neighbour is tied within float32's rounding of a squared distance, its relative term
+    # moves by 1e-4 of itself (the tie window is 1e-5), and its score by up to 0.003
+    np.testing.assert_allclose(table[:, 0], sum(parts.values()), rtol=1e-3, atol=5e-3)
+    np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
+
+
+def test_terms_are_what_each_term_adds_to_the_score(basic_model: Path, digits_csv: Path) -> None:
+    result = invoke(["score", basic_model, digits_csv, "--terms", "--threshold", "2.5"])
+    assert result.code == 0, result.stderr
+    lines = result.text.splitlines()
+    parts, _ = _hand_parts(basic_model, digits_csv)
+    assert lines[0].split(",") == ["score", *(f"score.{name}" for name in parts), "anomaly"]
+    table = np.loadtxt(lines[1:], delimiter=",")
+    for column, (name, expected) in enumerate(parts.items(), start=1):
+        np.testing.assert_allclose(table[:, column], expected, rtol=1e-3, atol=5e-3, err_msg=name)
+    # they add to the score, which is computed from the same float64 parts
+    np.testing.assert_allclose(table[:, 1:-1].sum(1), table[:, 0], rtol=1e-6, atol=1e-6)
+    assert (table[:, 1:3] == 0).any(0).all()  # the autoencoder's, below their medians
+    alone = np.loadtxt(invoke(["score", basic_model, digits_csv]).text.splitlines()[1:])
+    np.testing.assert_array_equal(table[:, 0], alone)  # --terms leaves the score as it was
+
+
+def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """What each term adds to the score by its formula, and the rows' scaled residuals:
+
+    score = 1/2 [T(d_M(residual)^2) - ln 2]+ + 1/2 [T(d_M(code)^2) - ln 2]+
+    + 1/2 T(nearest training row)
+    + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
+    + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
+    + 1/2 T(sum over integer columns of at most 32 values of -log(share of the row's value)),
+    T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles,
+    [t]+ = max(t, 0): the autoencoder's terms count above their training medians (T = ln 2).
+    """
+    fitted = modelfile.load(str(model))
     stats = fitted.code_stats
     assert stats is not None and stats.residual_precision is not None
     assert stats.reference is not None and stats.grids is not None
-    codes = np.loadtxt(
-        invoke(["encode", basic_model, digits_csv]).text.splitlines()[1:], delimiter=","
-    )
-    recon = np.loadtxt(
-        invoke(["reconstruct", basic_model, digits_csv]).text.splitlines()[1:], delimiter=","
-    )
-    rows = read_table(str(digits_csv)).values
+    codes = np.loadtxt(invoke(["encode", model, csv]).text.splitlines()[1:], delimiter=",")
+    recon = np.loadtxt(invoke(["reconstruct", model, csv]).text.splitlines()[1:], delimiter=",")
+    rows = read_table(str(csv)).values
     scaler = fitted.scaler
     residuals = scaler.transform(recon, clip=False) - scaler.transform(rows, clip=False)
-    np.testing.assert_allclose(table[:, 1:65], residuals**2, rtol=1e-3, atol=1e-5)
     distance = _hand_mahalanobis(codes, stats.mean, stats.precision)
     residual = _hand_mahalanobis(residuals, stats.residual_mean, stats.residual_precision)
     scaled = scaler.transform(rows).astype(np.float64)
@@ -181,19 +205,15 @@ def test_score_adds_residual_and_code_distances(basic_model: Path, digits_csv: P
     near, relative = _hand_neighbours(scaled, reference, stats.reach.astype(np.float64))
     _, reach = _hand_neighbours(reference, reference, None)
     np.testing.assert_allclose(stats.reach, reach, rtol=1e-4)
-    expected = (
-        0.5 * np.maximum(_hand_tail(residual, stats.grids["residual"]) - np.log(2), 0)
-        + 0.5 * np.maximum(_hand_tail(distance, stats.grids["code"]) - np.log(2), 0)
-        + 0.5 * _hand_tail(near, stats.grids["neighbour"])
-        + 0.5 * _hand_tail(relative, stats.grids["relative"])
-        + 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"])
-        + 0.5 * _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"])
-    )
-    # atol: the hand terms are float64, the CLI's float32 products; where a row's 10th
-    # neighbour is tied within float32's rounding of a squared distance, its relative term
-    # moves by 1e-4 of itself (the tie window is 1e-5), and its score by up to 0.003
-    np.testing.assert_allclose(table[:, 0], expected, rtol=1e-3, atol=5e-3)
-    np.testing.assert_array_equal(table[:, 65], (table[:, 0] > 2.5).astype(float))
+    parts = {
+        "residual": 0.5 * np.maximum(_hand_tail(residual, stats.grids["residual"]) - np.log(2), 0),
+        "code": 0.5 * np.maximum(_hand_tail(distance, stats.grids["code"]) - np.log(2), 0),
+        "neighbour": 0.5 * _hand_tail(near, stats.grids["neighbour"]),
+        "relative": 0.5 * _hand_tail(relative, stats.grids["relative"]),
+        "density": 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"]),
+        "discrete": 0.5 * _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"]),
+    }
+    return parts, residuals
 
 
 def _hand_discrete(rows: np.ndarray, training: np.ndarray) -> np.ndarray:
@@ -354,6 +374,14 @@ def test_score_ids_and_flag_errors(tmp_path: Path, basic_model: Path, vae_model:
     assert not_vae.code == 2 and "needs a vae" in not_vae.stderr
     elbo = invoke(["score", vae_model, data, "--elbo", "--contamination", "0.1"])
     assert elbo.code == 0, elbo.stderr
+    elbo_terms = invoke(["score", vae_model, data, "--elbo", "--terms", "-o", tmp_path / "s.csv"])
+    assert elbo_terms.code == 2 and "--terms: writes the terms of the default score" in (
+        elbo_terms.stderr
+    )
+    assert not (tmp_path / "s.csv").exists()
+    terms = invoke(["score", vae_model, data, "--terms", "--id-column", "who"])  # a vae's too
+    assert terms.code == 0, terms.stderr
+    assert terms.text.splitlines()[0].startswith("who,score,score.residual,score.code,")
     assert invoke(["evaluate", basic_model, data, "--baseline", "svd"]).code == 2
 
 

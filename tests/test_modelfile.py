@@ -289,6 +289,30 @@ def test_a_format_2_file_keeps_its_three_term_score() -> None:
     assert_same_table(result.text, (data / "format2-basic-scores.csv").read_text())
 
 
+@pytest.mark.parametrize(
+    ("model", "parts"),
+    [
+        ("format1-basic", ["error"]),  # no statistics: the reconstruction error alone
+        ("format1-robust", ["error", "code"]),  # each over its training median
+        ("format1-residual", ["residual", "code"]),
+        ("format2-basic", ["residual", "code", "neighbour"]),  # their tails, ½ ½ 1
+    ],
+)
+def test_an_older_files_terms_add_to_the_score_it_gives(model: str, parts: list[str]) -> None:
+    """``score --terms`` on files of older scores: the terms that score adds, as written."""
+    data = Path(__file__).parent / "data"
+    args = [data / f"{model}.safetensors", data / "format1-rows.csv"]
+    result = invoke(["score", *args, "--terms"])
+    assert result.code == 0, result.stderr
+    lines = result.text.splitlines()
+    assert lines[0].split(",") == ["score", *(f"score.{name}" for name in parts)]
+    table = np.loadtxt(lines[1:], delimiter=",")
+    np.testing.assert_allclose(table[:, 1:].sum(1), table[:, 0], rtol=1e-6, atol=1e-6)
+    assert (table[:, 1:] > 0).any(0).all()
+    alone = np.loadtxt(invoke(["score", *args]).text.splitlines()[1:])
+    np.testing.assert_array_equal(table[:, 0], alone)
+
+
 @pytest.mark.determinism
 def test_a_format_4_file_keeps_its_five_term_score(tmp_path: Path) -> None:
     """Written by aecli before the discrete term (format 4), on rows with two integer columns

@@ -117,9 +117,10 @@ def test_one_row_at_a_time_scores_as_all_at_once(tmp_path: Path, table_csv: Path
     assert invoke(["train", table_csv, "-o", model, "--epochs", "3", "-q"]).code == 0
     fitted = modelfile.load(str(model))
     rows = read_table(str(table_csv)).values[:40]
-    together = row_terms(fitted, rows)["score"]
-    alone = np.concatenate([row_terms(fitted, rows[i : i + 1])["score"] for i in range(40)])
-    np.testing.assert_array_equal(alone, together)
+    together = row_terms(fitted, rows, parts=True)
+    alone = [row_terms(fitted, rows[i : i + 1], parts=True) for i in range(40)]
+    for key in ("score", "parts"):  # the score and what each term adds to it (--terms)
+        np.testing.assert_array_equal(np.concatenate([one[key] for one in alone]), together[key])
 
 
 def test_the_neighbour_term_is_the_tables_not_the_seeds(tmp_path: Path, table_csv: Path) -> None:

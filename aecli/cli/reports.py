@@ -142,6 +142,15 @@ def score(
             "--elbo", help="VAEs: score by the negative ELBO (at the posterior mean) instead."
         ),
     ] = False,
+    terms: Annotated[
+        bool,
+        typer.Option(
+            "--terms",
+            help="Also write what each of the score's terms adds to it (score.residual, "
+            "score.code, score.neighbour, ...): they sum to the score, and say why a row "
+            "scored high.",
+        ),
+    ] = False,
     hist: Annotated[
         str | None,
         typer.Option(
@@ -184,6 +193,7 @@ def score(
         per_feature=per_feature,
         threshold=threshold,
         contamination=contamination,
+        terms=terms,
     )
     options = (header, delimiter, columns, id_column, allow_nan, exclude)
     with (

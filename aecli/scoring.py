@@ -80,9 +80,13 @@ class ScoreTable:
 
     @property
     def names(self) -> list[str]:
-        names = ["score", *(f"score.{name}" for name in self.parts)]
-        names += list(self.fitted.column_names) if self.per_feature else []
-        return [*names, "anomaly"] if self.threshold is not None else names
+        """The header. A column's error is headed by its name, or ``error.NAME`` where the
+        name is one of the table's own (a feature called ``score``): a table cannot hold two
+        columns of one name (JSON Lines would keep one value, Parquet readers refuse)."""
+        own = ["score", *(f"score.{name}" for name in self.parts)]
+        flag = ["anomaly"] if self.threshold is not None else []
+        columns = self.fitted.column_names if self.per_feature else []
+        return [*own, *(f"error.{c}" if c in own + flag else c for c in columns), *flag]
 
     @property
     def integer_columns(self) -> tuple[int, ...]:

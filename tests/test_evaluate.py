@@ -517,3 +517,29 @@ def test_wide_inputs_get_a_diagonal_residual_profile(
     centred = terms["residuals"].astype(np.float64) - stats.residual_mean
     expected = (centred**2 * stats.residual_precision).sum(1)
     np.testing.assert_allclose(terms["residual"], expected, rtol=1e-4)
+
+
+def test_a_feature_called_score_keeps_its_error_beside_the_score(tmp_path: Path) -> None:
+    """A table's own column named score or anomaly (a credit score) wrote a second 'score'
+    column with --per-feature: JSON Lines kept one of the two values, and pandas refused the
+    Parquet file. Its error is now headed error.score."""
+    import pandas as pd
+
+    rows = np.random.default_rng(0).normal(size=(120, 3)).astype(np.float32)
+    data = tmp_path / "d.csv"
+    pd.DataFrame(rows, columns=["score", "anomaly", "c"]).to_csv(data, index=False)
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", data, "-o", model, *FAST]).code == 0
+    errors = row_terms(modelfile.load(str(model)), rows, per_feature=True)["per_feature"]
+    for name in ("s.jsonl", "s.parquet"):
+        argv = ["score", model, data, "--per-feature", "--terms", "--threshold", "3"]
+        assert invoke([*argv, "-o", tmp_path / name]).code == 0
+        table = (
+            pd.read_json(tmp_path / name, lines=True)
+            if name.endswith(".jsonl")
+            else pd.read_parquet(tmp_path / name)
+        )
+        assert list(table.columns[-4:]) == ["error.score", "error.anomaly", "c", "anomaly"]
+        assert list(table.columns[:2]) == ["score", "score.residual"]
+        np.testing.assert_allclose(table.iloc[:, -4:-1].to_numpy(), errors, rtol=1e-6)
+        assert (table["anomaly"] == (table["score"] > 3)).all()

@@ -122,7 +122,12 @@ def score(
     data: DataArg,
     output: OutputOpt = "-",
     per_feature: Annotated[
-        bool, typer.Option("--per-feature", help="Also write each column's squared error.")
+        bool,
+        typer.Option(
+            "--per-feature",
+            help="Also write each column's squared error, headed by the column's name "
+            "(error.NAME where that is score, anomaly or score.*).",
+        ),
     ] = False,
     threshold: Annotated[
         float | None,

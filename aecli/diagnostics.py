@@ -121,7 +121,7 @@ def row_terms(
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
                 named.update({name: term.numpy() for name, term in near_terms.items()})
-                added = list(tails.parts(named, stats.grids, stats.floors).values())
+                added = list(tails.parts(named, stats.grids, stats.floors, stats.lowers).values())
                 result["score"] = torch.from_numpy(sum(added))
             else:
                 added = [first / stats.error_norm, distance / stats.distance_norm]
@@ -203,6 +203,7 @@ def code_stats(
         reference.discrete,
         reference.units,
         dict(tails.FLOORS),
+        dict(tails.LOWER),
     )
 
 

@@ -271,28 +271,37 @@ def _graph_module() -> type:
                 near = _neighbour_terms(self.reference, self.reference_norms, reach, apart)
                 terms = {"residual": first, "code": distance, **near}
                 terms.update(histogram_terms(self, apart, x))
-                score = sum(
-                    weight * self.counted(self.tail(terms[name], name), name)
-                    for name, weight in self.weights.items()
-                )
+                score = sum(self.adds(terms[name], name) for name in self.weights)
                 return score.float(), squared
             score = first / self.norms[0] + distance / self.norms[1]
             return score.float(), squared
 
-        def tail(self, values: torch.Tensor, name: str) -> torch.Tensor:
-            """aecli/tails.py's ``tail``: the same clamped ramps, op for op."""
+        def adds(self, values: torch.Tensor, name: str) -> torch.Tensor:
+            """aecli/tails.py's ``parts`` for one term: its tail above its floor, and its
+            lower tail at its share where it has one, op for op."""
+            import torch
+
+            weight, share = self.weights[name], self.below(values, name)
+            q99, decades = getattr(self, f"knees_{name}")
+            beyond = torch.log(values.clamp_min(1e-30) / q99).clamp_min(0.0) / decades
+            added = weight * self.counted(-torch.log1p(-share) + beyond, name)
+            if name not in self.lowers:
+                return added
+            least = 1.0 / getattr(self, f"grid_{name}").shape[0]
+            lower = (-torch.log(2.0 * share.clamp_min(least))).clamp_min(0.0)
+            return added + weight * self.lowers[name] * lower
+
+        def below(self, values: torch.Tensor, name: str) -> torch.Tensor:
+            """aecli/tails.py's ``below``: the same clamped ramps, op for op."""
             import torch
 
             from aecli.tails import TIE_WIDTH
 
             grid = getattr(self, f"grid_{name}")
-            q99, decades = getattr(self, f"knees_{name}")
             low = grid[:-1]
             width = torch.maximum(grid[1:] - low, TIE_WIDTH * low.abs().clamp_min(1e-30))
             ramps = ((values[:, None] - low[None, :]) / width[None, :]).clamp(0.0, 1.0)
-            share = ramps.sum(1) / grid.shape[0]
-            beyond = torch.log(values.clamp_min(1e-30) / q99).clamp_min(0.0) / decades
-            return -torch.log1p(-share) + beyond
+            return ramps.sum(1) / grid.shape[0]
 
         def counted(self, tails: torch.Tensor, name: str) -> torch.Tensor:
             """aecli/tails.py's ``counted``: the tail above the term's floor."""

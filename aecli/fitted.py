@@ -100,6 +100,9 @@ class CodeStats:
     # Where each term starts to count, on its tail (aecli/tails.py ``FLOORS``); a term
     # without one counts whole, as every term did in files before format 8.
     floors: dict[str, float] = field(default_factory=dict)
+    # The terms whose lower tail counts too, at what share of their weight (``tails.LOWER``);
+    # none in files before format 9.
+    lowers: dict[str, float] = field(default_factory=dict)
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

@@ -30,7 +30,8 @@ def as_buffer(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool:
     """The terms beside the autoencoder's as buffers: the reference rows, their units and
-    reach, the histogram terms, each term's percentiles and tail knees, the weights and floors.
+    reach, the histogram terms, each term's percentiles and tail knees, the weights, floors and
+    lower tails.
     False for a file written before the neighbour term (or without the score's statistics).
     """
     if stats is None or stats.reference is None or stats.grids is None:
@@ -45,6 +46,7 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
     graph.has_units = register_units(graph, stats.units)
     graph.weights = weights(stats.grids)
     graph.floors = dict(stats.floors)
+    graph.lowers = dict(stats.lowers)
     graph.has_reach = stats.reach is not None
     if graph.has_reach:
         graph.register_buffer("reach", as_buffer(stats.reach, torch.float32))

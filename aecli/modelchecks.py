@@ -186,8 +186,9 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         if any(g.ndim != 1 or len(g) < 101 or (np.diff(g) < 0).any() for g in stats.grids.values()):
             raise ValueError("the score's term percentiles are not ordered")
         stats.floors = floors(tensors, stats.grids)
-    elif any(name.startswith("floor.") for name in tensors):
-        raise ValueError("floors for a score without its terms' percentiles")
+        stats.lowers = lowers(tensors, stats.grids)
+    elif any(name.startswith(("floor.", "lower.")) for name in tensors):
+        raise ValueError("floors or lower tails for a score without its terms' percentiles")
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
     arrays += [stats.reference, stats.reach, *(stats.grids or {}).values()]
     finite = all(a is None or np.isfinite(a).all() for a in arrays)
@@ -208,6 +209,20 @@ def floors(tensors: dict[str, Any], grids: dict[str, Any]) -> dict[str, float]:
         if tuple(floor.shape) != (1,) or not 0.0 <= float(floor[0]) < 7.0:
             raise ValueError(f"floor.{name} is not one number in [0, 7)")
     return {name: float(floor[0]) for name, floor in found.items()}
+
+
+def lowers(tensors: dict[str, Any], grids: dict[str, Any]) -> dict[str, float]:
+    """The terms whose lower tail counts too (``lower.*``, format 9), at a share of their
+    weight: one number in (0, 1], for a term the score has."""
+    found = {
+        name.removeprefix("lower."): t for name, t in tensors.items() if name.startswith("lower.")
+    }
+    for name, share in found.items():
+        if name not in grids:
+            raise ValueError(f"a lower tail for {name!r}, a term the score does not have")
+        if tuple(share.shape) != (1,) or not 0.0 < float(share[0]) <= 1.0:
+            raise ValueError(f"lower.{name} is not one number in (0, 1]")
+    return {name: float(share[0]) for name, share in found.items()}
 
 
 def units(tensors: dict[str, Any], width: int) -> Any:

@@ -231,6 +231,7 @@ def to_bytes(fitted: FittedModel) -> bytes:
                 tensors.update(term_tensors("discrete", stats.discrete))
             tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
             tensors.update({f"floor.{name}": [floor] for name, floor in stats.floors.items()})
+            tensors.update({f"lower.{name}": [share] for name, share in stats.lowers.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()

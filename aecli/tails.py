@@ -31,12 +31,26 @@ def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """
     grid64 = np.asarray(grid, dtype=np.float64)
     x = np.asarray(values, dtype=np.float64)
-    low = grid64[:-1]
-    width = np.maximum(np.diff(grid64), TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
-    share = ramp_sum(x, low, width) / len(grid64)
     q50, q99 = knees(grid64)
     beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
-    return -np.log1p(-share) + beyond
+    return -np.log1p(-below(x, grid64)) + beyond
+
+
+def below(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """F(x): the share of training rows below each value, as ``tail`` reads it."""
+    grid64 = np.asarray(grid, dtype=np.float64)
+    low = grid64[:-1]
+    width = np.maximum(np.diff(grid64), TIE_WIDTH * np.maximum(np.abs(low), 1e-30))
+    return ramp_sum(np.asarray(values, dtype=np.float64), low, width) / len(grid64)
+
+
+def lower_tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """How far into the lower half of the training rows' distribution each value lies:
+    ``-log(2 F(x))``, 0 from the median up, log(G / 2) (6.2) at or below the minimum. The
+    mirror of ``tail`` above the median (``tail - ln 2`` there is ``-log(2 (1 - F))``)."""
+    grid64 = np.asarray(grid, dtype=np.float64)
+    share = np.maximum(below(values, grid64), 1.0 / len(grid64))
+    return np.maximum(-np.log(2.0 * share), 0.0)
 
 
 # Ramps that end this share of x below it are whole: far beyond the float64 rounding of
@@ -99,6 +113,15 @@ WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
 MEDIAN = float(np.float32(math.log(2.0)))
 FLOORS = {"residual": MEDIAN, "code": MEDIAN}
 
+# A term whose lower tail counts too, and at what share of its weight (format 9;
+# docs/anomaly.md): the code. A row whose code lies nearer the centre of the training codes
+# than almost every training row's is as rare, by the training rows' own distances, as one
+# beyond them (the typicality test of Nalisnick et al. 2019): an anomaly that sits between
+# the kinds of normal rows (a land cover between two others) is coded there. It counts half
+# the upper tail: anomalies lie beyond the training codes far more often than inside them,
+# and counted whole the lower tail costs the tables where they lie beyond.
+LOWER = {"code": 0.5}
+
 
 def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     """The terms a file's score adds, and their weights."""
@@ -111,17 +134,21 @@ def parts(
     terms: dict[str, np.ndarray],
     grids: dict[str, np.ndarray],
     floors: dict[str, float] | None = None,
+    lowers: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """What each term adds to the anomaly score, which is their sum: its weight times its
     ``tail`` above its floor (a file's ``floor.*``; none, as in files before format 8: all
-    of it). ``score --terms`` writes them, so that a user sees why a row scored high: far
+    of it), plus its ``lower_tail`` at the file's share (``lower.*``; none before format
+    9). ``score --terms`` writes them, so that a user sees why a row scored high: far
     from every training row, unlike the rows the autoencoder learnt, or holding values few
     training rows hold."""
-    floors = floors or {}
-    return {
-        name: weight * counted(tail(terms[name], grids[name]), floors.get(name, 0.0))
-        for name, weight in weights(grids).items()
-    }
+    floors, lowers = floors or {}, lowers or {}
+    added = {}
+    for name, weight in weights(grids).items():
+        added[name] = weight * counted(tail(terms[name], grids[name]), floors.get(name, 0.0))
+        if name in lowers:  # and its lower tail, at its share (``lower.*``, format 9)
+            added[name] = added[name] + weight * lowers[name] * lower_tail(terms[name], grids[name])
+    return added
 
 
 def counted(tails: np.ndarray, floor: float) -> np.ndarray:

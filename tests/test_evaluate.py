@@ -172,7 +172,8 @@ def test_terms_are_what_each_term_adds_to_the_score(basic_model: Path, digits_cs
         np.testing.assert_allclose(table[:, column], expected, rtol=1e-3, atol=5e-3, err_msg=name)
     # they add to the score, which is computed from the same float64 parts
     np.testing.assert_allclose(table[:, 1:-1].sum(1), table[:, 0], rtol=1e-6, atol=1e-6)
-    assert (table[:, 1:3] == 0).any(0).all()  # the autoencoder's, below their medians
+    assert (table[:, 1] == 0).any()  # the residual adds nothing below its median
+    assert (table[:, 2] > 0).mean() > 0.9  # the code adds its tail on both sides of it
     alone = np.loadtxt(invoke(["score", basic_model, digits_csv]).text.splitlines()[1:])
     np.testing.assert_array_equal(table[:, 0], alone)  # --terms leaves the score as it was
 
@@ -181,12 +182,14 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     """What each term adds to the score by its formula, and the rows' scaled residuals:
 
     score = 1/2 [T(d_M(residual)^2) - ln 2]+ + 1/2 [T(d_M(code)^2) - ln 2]+
+    + 1/4 L(d_M(code)^2)
     + 1/2 T(nearest training row)
     + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
     + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
     + 1/2 T(sum over integer columns of at most 32 values of -log(share of the row's value)),
     T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles,
-    [t]+ = max(t, 0): the autoencoder's terms count above their training medians (T = ln 2).
+    [t]+ = max(t, 0): the autoencoder's terms count above their training medians (T = ln 2);
+    L(x) = max(0, -log(2 max(F(x), 1 / G))): the code's lower tail, 0 above the median.
     """
     fitted = modelfile.load(str(model))
     stats = fitted.code_stats
@@ -207,7 +210,8 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     np.testing.assert_allclose(stats.reach, reach, rtol=1e-4)
     parts = {
         "residual": 0.5 * np.maximum(_hand_tail(residual, stats.grids["residual"]) - np.log(2), 0),
-        "code": 0.5 * np.maximum(_hand_tail(distance, stats.grids["code"]) - np.log(2), 0),
+        "code": 0.5 * np.maximum(_hand_tail(distance, stats.grids["code"]) - np.log(2), 0)
+        + 0.25 * _hand_tail(distance, stats.grids["code"], lower=True),
         "neighbour": 0.5 * _hand_tail(near, stats.grids["neighbour"]),
         "relative": 0.5 * _hand_tail(relative, stats.grids["relative"]),
         "density": 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"]),
@@ -271,8 +275,9 @@ def _hand_neighbours(
     return np.array(nearest), np.array(relative)
 
 
-def _hand_tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """-log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F interpolating the percentiles.
+def _hand_tail(values: np.ndarray, grid: np.ndarray, lower: bool = False) -> np.ndarray:
+    """-log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F interpolating the percentiles;
+    ``lower``: the lower tail instead, max(0, -log(2 max(F, 1 / G))).
 
     F rises linearly from 0 at the lowest percentile to (G - 1) / G at the highest, over
     each gap between neighbouring percentiles (a tie rises over 1e-4 of its value).
@@ -285,6 +290,9 @@ def _hand_tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
             width = max(high - low, 1e-4 * max(abs(low), 1e-30))
             steps += min(max((x - low) / width, 0.0), 1.0)
         share = steps / len(g)
+        if lower:
+            out.append(max(-np.log(2 * max(share, 1 / len(g))), 0.0))
+            continue
         q50, q99 = g[500], max(g[990], g[500] * 1.0001)
         out.append(-np.log1p(-share) + max(np.log(max(x, 1e-30) / q99), 0.0) / np.log(q99 / q50))
     return np.array(out)

@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 8
+    assert meta["format"] == 9
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "8"
+        assert handle.metadata()["aecli.format"] == "9"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -333,27 +333,38 @@ def test_a_format_4_file_keeps_its_five_term_score(tmp_path: Path) -> None:
 
 
 @pytest.mark.determinism
-def test_a_format_7_file_counts_its_autoencoder_terms_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "floors"), [("7", {}), ("8", {"residual": 0.5, "code": 0.5})])
+def test_a_file_before_the_codes_lower_tail_scores_as_written(
+    version: str, floors: dict[str, float]
+) -> None:
     """Written by aecli before the autoencoder's terms counted above their medians only
-    (format 7, no floor.*): it scores as it did then. A file of today's format has the
-    floors, and its score is the formula with them."""
+    (format 7, no floor.*), or before the code's lower tail counted (format 8, no lower.*):
+    each scores as it did then."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / f"format{version}-basic.safetensors", data / "format4-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == version
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.discrete is not None and stats.lowers == {}
+    assert stats.floors == pytest.approx({name: np.log(2) for name in floors}, rel=1e-6)
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    assert_same_table(result.text, (data / f"format{version}-basic-scores.csv").read_text())
+
+
+def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path) -> None:
+    """Format 9: the autoencoder's terms count above their medians, and the code's lower
+    tail counts too, at half its weight: the score is the formula with them."""
     from aecli.diagnostics import row_terms
     from aecli.io import read_table
 
-    data = Path(__file__).parent / "data"
-    model, rows = data / "format7-basic.safetensors", data / "format4-rows.csv"
-    assert modelfile.read_header(str(model))[0]["aecli.format"] == "7"
-    stats = modelfile.load(str(model)).code_stats
-    assert stats is not None and stats.discrete is not None and stats.floors == {}
-    result = invoke(["score", model, rows])
-    assert result.code == 0, result.stderr
-    assert_same_table(result.text, (data / "format7-basic-scores.csv").read_text())
+    rows = Path(__file__).parent / "data" / "format4-rows.csv"
     today = tmp_path / "m.safetensors"
     assert invoke(["train", rows, "-o", today, "--epochs", "3", "--seed", "1", "-q"]).code == 0
     fitted = modelfile.load(str(today))
     assert fitted.code_stats is not None and fitted.code_stats.grids is not None
     median = float(np.float32(np.log(2)))
     assert fitted.code_stats.floors == {"residual": median, "code": median}
+    assert fitted.code_stats.lowers == {"code": 0.5}
     terms = row_terms(fitted, read_table(str(rows)).values)
     grids = fitted.code_stats.grids
     keys = {"residual": "residual", "code": "distance"}
@@ -361,7 +372,10 @@ def test_a_format_7_file_counts_its_autoencoder_terms_whole(tmp_path: Path) -> N
         0.5 * np.maximum(tails.tail(terms[keys.get(name, name)], grid) - (name in keys) * median, 0)
         for name, grid in grids.items()
     )
+    share = np.maximum(tails.below(terms["distance"], grids["code"]), 1 / len(grids["code"]))
+    want += 0.25 * np.maximum(-np.log(2 * share), 0)
     np.testing.assert_allclose(terms["score"], want, rtol=1e-5)
+    assert (tails.below(terms["distance"], grids["code"]) < 0.5).any()  # the lower tail counts
 
 
 @pytest.mark.parametrize(
@@ -371,7 +385,12 @@ def test_a_format_7_file_counts_its_autoencoder_terms_whole(tmp_path: Path) -> N
         ("floor.code", [0.5, 0.5], "floor.code is not one number in [0, 7)"),
         ("floor.code", [-0.1], "floor.code is not one number in [0, 7)"),
         ("floor.code", [7.5], "floor.code is not one number in [0, 7)"),
-        ("floor.alone", [0.5], "floors for a score without its terms' percentiles"),
+        ("floor.alone", [0.5], "floors or lower tails for a score without its terms'"),
+        ("lower.alone", [0.5], "floors or lower tails for a score without its terms'"),
+        ("lower.noise", [0.5], "lower tail for 'noise', a term the score does not have"),
+        ("lower.code", [0.0], "lower.code is not one number in (0, 1]"),
+        ("lower.code", [1.5], "lower.code is not one number in (0, 1]"),
+        ("lower.code", [0.5, 0.5], "lower.code is not one number in (0, 1]"),
     ],
 )
 def test_a_bad_floor_is_refused(
@@ -379,10 +398,10 @@ def test_a_bad_floor_is_refused(
 ) -> None:
     metadata, _, _ = modelfile.read_header(str(basic_model))
     arrays = load_file(str(basic_model))
-    if name == "floor.alone":  # a format 1 file's statistics: no neighbour terms, no grids
-        terms = ("neighbours.", "terms.", "density.", "discrete.", "floor.")
+    if name.endswith(".alone"):  # a format 1 file's statistics: no neighbour terms, no grids
+        terms = ("neighbours.", "terms.", "density.", "discrete.", "floor.", "lower.")
         arrays = {k: v for k, v in arrays.items() if not k.startswith(terms)}
-        name = "floor.code"
+        name = name.replace("alone", "code")
     arrays[name] = np.array(value, np.float32)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(modelfile.serialize(arrays, metadata))

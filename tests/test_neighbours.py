@@ -222,7 +222,7 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     kept = {
         k: v
         for k, v in arrays.items()
-        if k not in later and not k.startswith(("density.", "floor."))
+        if k not in later and not k.startswith(("density.", "floor.", "lower."))
     }
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
@@ -242,6 +242,7 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
         0.5 * np.maximum(tails.tail(now[key], grids[name]) - median, 0)
         for key, name in (("residual", "residual"), ("distance", "code"))
     )
+    new += 0.25 * tails.lower_tail(now["distance"], grids["code"])  # and the code's lower tail
     new += 0.5 * tails.tail(now["neighbour"], grids["neighbour"])
     new += 0.5 * tails.tail(now["relative"], arrays["terms.relative"])
     new += 0.5 * tails.tail(now["density"], arrays["terms.density"])
@@ -262,10 +263,10 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
     kept = {
         k: v
         for k, v in arrays.items()
-        if k != "terms.density" and "density." not in k and not k.startswith("floor.")
+        if k != "terms.density" and "density." not in k and not k.startswith(("floor.", "lower."))
     }
-    # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}
-    assert len(kept) == len(arrays) - 8
+    # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code
+    assert len(kept) == len(arrays) - 9
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

@@ -94,7 +94,7 @@ class ScoreTable:
         return (len(self.names) - 1,) if self.threshold is not None else ()
 
     def rows(self, values: np.ndarray) -> np.ndarray:
-        """The table's rows for raw rows: score, per-feature errors, flag."""
+        """The table's rows for raw rows: score, its terms, per-feature errors, flag."""
         terms = row_terms(self.fitted, values, per_feature=self.per_feature, parts=bool(self.parts))
         parts = [terms[self.field][:, None]]
         if self.parts:

@@ -19,7 +19,7 @@ import numpy as np
 TIE_WIDTH = 1e-4
 
 
-def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def tail(values: np.ndarray, grid: np.ndarray, share: np.ndarray | None = None) -> np.ndarray:
     """How far into the training rows' distribution of a term each value lies.
 
     ``grid``: the term's G percentiles over the training rows, 0 to 100 in equal steps.
@@ -27,13 +27,15 @@ def tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     maximum, so the score is continuous in x and ``-log(1 - F)`` stays finite (6.9 at
     most for 1001 percentiles); past the 99th percentile ``ln(x / q99) / ln(q99 / q50)``
     is added, so rows beyond every training row stay ordered. F is a sum of clamped ramps,
-    one per gap between percentiles, which the ONNX graph repeats op for op.
+    one per gap between percentiles, which the ONNX graph repeats op for op. ``share``:
+    F(x), where the caller has it (``below``).
     """
     grid64 = np.asarray(grid, dtype=np.float64)
     x = np.asarray(values, dtype=np.float64)
+    share = below(x, grid64) if share is None else share
     q50, q99 = knees(grid64)
     beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
-    return -np.log1p(-below(x, grid64)) + beyond
+    return -np.log1p(-share) + beyond
 
 
 def below(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -44,13 +46,13 @@ def below(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return ramp_sum(np.asarray(values, dtype=np.float64), low, width) / len(grid64)
 
 
-def lower_tail(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def lower_tail(values: np.ndarray, grid: np.ndarray, share: np.ndarray | None = None) -> np.ndarray:
     """How far into the lower half of the training rows' distribution each value lies:
     ``-log(2 F(x))``, 0 from the median up, log(G / 2) (6.2) at or below the minimum. The
-    mirror of ``tail`` above the median (``tail - ln 2`` there is ``-log(2 (1 - F))``)."""
-    grid64 = np.asarray(grid, dtype=np.float64)
-    share = np.maximum(below(values, grid64), 1.0 / len(grid64))
-    return np.maximum(-np.log(2.0 * share), 0.0)
+    mirror of ``tail`` above the median (``tail - ln 2`` there is ``-log(2 (1 - F))``).
+    ``share``: F(x), where the caller has it."""
+    share = below(values, grid) if share is None else share
+    return np.maximum(-np.log(2.0 * np.maximum(share, 1.0 / len(grid))), 0.0)
 
 
 # Ramps that end this share of x below it are whole: far beyond the float64 rounding of
@@ -116,10 +118,10 @@ FLOORS = {"residual": MEDIAN, "code": MEDIAN}
 # A term whose lower tail counts too, and at what share of its weight (format 9;
 # docs/anomaly.md): the code. A row whose code lies nearer the centre of the training codes
 # than almost every training row's is as rare, by the training rows' own distances, as one
-# beyond them (the typicality test of Nalisnick et al. 2019): an anomaly that sits between
-# the kinds of normal rows (a land cover between two others) is coded there. It counts half
-# the upper tail: anomalies lie beyond the training codes far more often than inside them,
-# and counted whole the lower tail costs the tables where they lie beyond.
+# beyond them (the typicality test of Nalisnick et al. 2019): an anomaly that sits among the
+# kinds of normal rows, not beyond them, may be coded there. It counts half the upper tail:
+# anomalies lie beyond the training codes far more often than inside them, and counted whole
+# the lower tail costs the tables where they lie beyond.
 LOWER = {"code": 0.5}
 
 
@@ -145,9 +147,11 @@ def parts(
     floors, lowers = floors or {}, lowers or {}
     added = {}
     for name, weight in weights(grids).items():
-        added[name] = weight * counted(tail(terms[name], grids[name]), floors.get(name, 0.0))
+        values, grid = terms[name], grids[name]
+        share = below(values, grid)  # F(x), once for both tails
+        added[name] = weight * counted(tail(values, grid, share), floors.get(name, 0.0))
         if name in lowers:  # and its lower tail, at its share (``lower.*``, format 9)
-            added[name] = added[name] + weight * lowers[name] * lower_tail(terms[name], grids[name])
+            added[name] = added[name] + weight * lowers[name] * lower_tail(values, grid, share)
     return added
 
 

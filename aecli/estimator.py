@@ -36,10 +36,10 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
     ``hidden``: "auto" (one layer sized from the data), "none", or a tuple of
     sizes; ``latent``: None for a quarter of the width (1 to 32). ``arch="conv"``
     needs ``image_shape`` (H, W) or (C, H, W) and uses ``channels``. ``contamination``
-    is the share of training rows that ``predict`` calls outliers (estimator
-    only; the CLI's ``score --contamination`` is the same idea). ``batch_size`` and ``lr``
-    0: chosen from the table, as the CLI's defaults (64 at 3e-3, or 128 at 6e-3 from 4096
-    rows); ``summary_`` says which.
+    is the share of training rows that ``predict`` calls outliers, or of the rows training
+    held out where they score higher (the CLI's ``score --contamination``). ``batch_size``
+    and ``lr`` 0: chosen from the table, as the CLI's defaults (64 at 3e-3, or 128 at 6e-3
+    from 4096 rows); ``summary_`` says which.
     """
 
     def __init__(
@@ -246,7 +246,7 @@ class Autoencoder(TransformerMixin, OutlierMixin, BaseEstimator):
         return self.score_samples(X) - self.offset_
 
     def predict(self, X: Any) -> np.ndarray:
-        """+1 for inliers, -1 for outliers (the ``contamination`` share of training rows)."""
+        """+1 for inliers, -1 for outliers (above ``score --contamination``'s threshold)."""
         return np.where(self.decision_function(X) < 0, -1, 1)
 
     # -- the rest of the CLI --------------------------------------------------

@@ -284,6 +284,8 @@ class Reference:
     density: Density  # the rows' principal components and their histograms
     discrete: Discrete | None  # their discrete columns' values, where they have such columns
     units: Scaler | None = None  # the distances' units, on the model's (``units``)
+    # The density without the held-out rows, and its terms on the others (``unseen_density``)
+    unseen: tuple[Density, np.ndarray] | None = None
 
 
 def as_stored(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -304,12 +306,15 @@ def as_stored(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     return rows[index].contiguous(), index
 
 
-def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
+def neighbour_reference(
+    fitted: FittedModel, values: np.ndarray, held_out: np.ndarray | None = None
+) -> Reference:
     """The neighbour terms' statistics from their raw rows (``neighbour_rows``).
 
     The rows' leave-one-out terms are the training distributions: a new row's distance to
     the reference is distributed as a reference row's to the others. The distances come
-    from the model's fixed-size blocks, as ``row_terms`` computes them.
+    from the model's fixed-size blocks, as ``row_terms`` computes them. ``held_out``: which
+    of the rows training held out, for the density they did not shape (``unseen``).
     """
     blocks = fitted.blocks(values)
     scaled = torch.cat(blocks.tensors)[: blocks.rows]
@@ -330,4 +335,26 @@ def neighbour_reference(fitted: FittedModel, values: np.ndarray) -> Reference:
     counted = discrete.fit(values)
     if counted is not None:
         terms["discrete"] = counted.term(values)
-    return Reference(reference.numpy(), reach.numpy(), terms, fitted_density, counted, own)
+    unseen = unseen_density(exact.numpy(), held_out)
+    return Reference(reference.numpy(), reach.numpy(), terms, fitted_density, counted, own, unseen)
+
+
+def unseen_density(
+    rows: np.ndarray, held_out: np.ndarray | None
+) -> tuple[Density, np.ndarray] | None:
+    """The density of ``rows`` fitted without the held-out ones, and its terms on the
+    others (its training distribution); None where none (or all) of them are held out.
+
+    A row's leave-one-out neighbour terms and its discrete term (the row is among its
+    value's count either way: ``Discrete.rarity``) are what a new copy of it would get, but
+    its density term is not: the components are fitted to it. On a table of fewer rows
+    than columns (137 image embeddings of 512 values) the trailing components span its own
+    rows exactly, so every new row lies beyond them: the held-out rows' scores, which
+    ``--contamination`` reads, must come from a density that never saw them, read against
+    its own training rows' terms: a density of fewer rows has fewer components, and its
+    term is a sum over them.
+    """
+    if held_out is None or not held_out.any() or held_out.all():
+        return None
+    fitted = density.fit(rows[~held_out])
+    return fitted, fitted.term(rows[~held_out])

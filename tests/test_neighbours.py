@@ -88,8 +88,8 @@ def test_rows_too_large_for_float16_keep_float32s_bound(
     data = tmp_path / "levels.npy"
     np.save(data, rng.integers(0, 60_000, size=(200, 8, 8)).astype(np.float32))
     model = tmp_path / "m.safetensors"
-    flags = ["--scale", "none", "--epochs", "2", "-q"]
-    assert invoke(["train", data, "-o", model, *flags]).code == 0
+    flags = ["--scale", "none", "--epochs", "2", "--val-fraction", "0", "-q"]
+    assert invoke(["train", data, "-o", model, *flags]).code == 0  # the percentiles: its rows
     _, header, _ = modelfile.read_header(str(model))
     assert header["neighbours.reference"]["dtype"] == "F32"
     assert header["neighbours.reference"]["shape"] == [64, 64]
@@ -298,20 +298,80 @@ def test_a_reach_that_does_not_match_the_reference_is_refused(
     assert result.code != 0 and "reach does not match" in result.stderr
 
 
-def test_the_stored_percentiles_are_the_scores_of_the_rows_given(
+def test_the_stored_percentiles_are_the_rows_given_or_the_held_out_ones(
     tmp_path: Path, table_csv: Path
 ) -> None:
-    """Training reuses its reference rows' leave-one-out terms for the score percentiles
-    (on a table up to 10,000 rows they are the rows given): scoring the rows again gives
-    the same percentiles."""
-    from aecli.diagnostics import score_quantiles
+    """The score percentiles are those of every row given (training reuses its reference
+    rows' leave-one-out terms: scoring the rows again gives the same), or where higher
+    those of the held-out rows, scored with a density fitted without them."""
+    from dataclasses import replace
+
+    from aecli import density
+    from aecli.config import ROWS_SEED
+    from aecli.diagnostics import percentiles, score_quantiles
     from aecli.io import read_table
 
     model = tmp_path / "m.safetensors"
     assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
     fitted = modelfile.load(str(model))
-    again = score_quantiles(fitted, read_table(str(table_csv)).values)
-    np.testing.assert_allclose(again["score"], fitted.score_quantiles["score"], rtol=1e-6)
+    rows = read_table(str(table_csv)).values
+    given = score_quantiles(fitted, rows)["score"]
+    held = np.zeros(len(rows), dtype=bool)  # the rows training held out (10%, a fixed seed)
+    held[np.random.default_rng(ROWS_SEED).choice(len(rows), round(0.1 * len(rows)), False)] = True
+    stats = fitted.code_stats
+    assert stats is not None and stats.reference is not None and stats.grids is not None
+    assert len(stats.reference) == len(rows)  # every row, in order, in the distances' units
+    own = density.fit(stats.reference[~held])
+    grids = {**stats.grids, "density": percentiles(own.term(stats.reference[~held]))}
+    unseen = replace(fitted, code_stats=replace(stats, density=own, grids=grids))
+    held_out = percentiles(score_quantiles(unseen, rows[held])["score"])
+    stored = fitted.score_quantiles["score"]
+    np.testing.assert_allclose(stored, np.maximum(given, held_out), rtol=1e-6)
+    assert (held_out > given).any() and (held_out < given).any()  # each sets some of them
+
+
+def test_contamination_flags_about_the_share_of_new_rows_on_a_small_table(
+    tmp_path: Path,
+) -> None:
+    """An autoencoder of 64 inputs learns 180 training rows closely, so new rows like them
+    score above the training rows' 90th percentile far more often than 10% (137 image
+    embeddings of 512: 100%). The held-out rows, scored as new ones, raise the stored
+    percentiles there: about the share asked is flagged, not most rows."""
+    from aecli.diagnostics import score_quantiles, threshold_for
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(8, 64))
+    table = (rng.normal(size=(400, 8)) @ basis + 0.3 * rng.normal(size=(400, 64))).astype("f4")
+    train, new = tmp_path / "train.npy", tmp_path / "new.npy"
+    np.save(train, table[:200])
+    np.save(new, table[200:])
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", train, "-o", model, "--epochs", "30", "-q"]).code == 0
+    given = score_quantiles(modelfile.load(str(model)), table[:200])["score"]
+    result = invoke(["score", model, new, "--contamination", "0.1"])
+    assert result.code == 0, result.stderr
+    scores = np.loadtxt(result.text.splitlines()[1:], delimiter=",")
+    assert np.mean(scores[:, 0] > threshold_for(given, 0.1)) > 0.5  # the rows given: most
+    assert 0.02 <= scores[:, 1].mean() <= 0.2
+
+
+def test_the_unseen_density_is_fitted_without_the_held_out_rows() -> None:
+    """The density the held-out rows are scored with, and its terms on the other rows (its
+    training distribution); none where no row, or every row, is held out."""
+    from aecli import density
+
+    rows = np.random.default_rng(2).normal(size=(30, 3))
+    held = np.arange(30) < 5
+    unseen = neighbours.unseen_density(rows, held)
+    assert unseen is not None
+    own, terms = unseen
+    alone = density.fit(rows[5:])
+    np.testing.assert_array_equal(own.axes, alone.axes)
+    np.testing.assert_array_equal(terms, alone.term(rows[5:]))
+    assert not np.array_equal(own.axes, density.fit(rows).axes)
+    assert neighbours.unseen_density(rows, None) is None
+    assert neighbours.unseen_density(rows, np.zeros(30, dtype=bool)) is None
+    assert neighbours.unseen_density(rows, np.ones(30, dtype=bool)) is None
 
 
 def test_copies_among_the_rows_keep_the_relative_term_finite() -> None:

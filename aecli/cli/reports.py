@@ -137,7 +137,8 @@ def score(
         float | None,
         typer.Option(
             help="Add a 0/1 'anomaly' column flagging scores above the (1-q) percentile of "
-            "the training rows' scores.",
+            "the training rows' scores, or of the held-out rows' where higher: at most about "
+            "a share q of new rows like them.",
             show_default=False,
         ),
     ] = None,

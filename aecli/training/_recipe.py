@@ -327,6 +327,7 @@ def _trained(resumed: FittedModel) -> History:
     return History([last], optimizer_state=resumed.optimizer_state)
 
 
+HELD_ROWS = 20_000  # held-out rows whose scores check the training rows' (calibrated)
 STATS_WORK = 512 * 10_000 * 32  # multiply-adds of one block's nearest rows: a big product
 
 
@@ -350,7 +351,11 @@ def _add_baselines(fitted: FittedModel, session: Session) -> None:
     reference_rows = source.at(reference_index)
     same = np.array_equal(score_index, reference_index)  # every row, on tables up to 10,000
     score_rows = reference_rows if same else source.at(score_index)
-    add_baselines(fitted, order.train_blocks(source), code_rows, score_rows, reference_rows)
+    held_index = order.held_out[seeded_sample(len(order.held_out), HELD_ROWS, ROWS_SEED + 5)]
+    held_in_reference = np.isin(reference_index, order.held_out)
+    blocks = order.train_blocks(source)
+    rows = code_rows, score_rows, reference_rows, source.at(held_index), held_in_reference
+    add_baselines(fitted, blocks, *rows)
 
 
 def _check_unit_range(scaler: Scaler, source: Source, scale: str) -> None:

@@ -57,7 +57,9 @@ def eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A symmetric matrix's eigenvalues, largest first, and unit eigenvectors (columns)."""
     with one_thread() as torch:
         values, vectors = torch.linalg.eigh(torch.from_numpy(np.asarray(matrix, np.float64)))
-    return values.numpy()[::-1].copy(), np.ascontiguousarray(vectors.numpy()[:, ::-1])
+    # copies, not views: a reversed 1 x 1 array counts as contiguous, negative strides and all,
+    # and torch refuses those (the density of the one row a held-out table may leave)
+    return values.numpy()[::-1].copy(), vectors.numpy()[:, ::-1].copy()
 
 
 def inverse(matrix: np.ndarray) -> np.ndarray:

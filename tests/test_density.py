@@ -80,6 +80,29 @@ def test_a_constant_column_adds_no_component() -> None:
     assert np.all(np.isfinite(fitted.term(moved)))
 
 
+def test_a_single_row_has_no_component() -> None:
+    """One row does not vary, so it has no component and the term is 0 for any row. The
+    row's Gram matrix is 1 x 1, whose reversed eigenvectors numpy calls contiguous with a
+    negative stride: torch refused them (two rows trained with half held out)."""
+    one = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    fitted = density.fit(one)
+    assert fitted.axes.shape == (4, 0)
+    np.testing.assert_array_equal(fitted.term(np.vstack([one, one + 5.0])), [0.0, 0.0])
+
+
+def test_two_rows_train_with_one_held_out(tmp_path: Path) -> None:
+    """The held-out row is scored with a density of the one row left: train and score work."""
+    data = tmp_path / "two.csv"
+    rows = [[0.1, 0.5, 0.2, 0.9], [0.4, 0.3, 0.8, 0.1]]
+    np.savetxt(data, rows, delimiter=",", header="a,b,c,d", comments="")
+    model = tmp_path / "m.safetensors"
+    flags = ["--epochs", "2", "--val-fraction", "0.5", "-q"]
+    result = invoke(["train", data, "-o", model, *flags])
+    assert result.code == 0, result.stderr
+    scored = invoke(["score", model, data, "--contamination", "0.5"])
+    assert scored.code == 0 and len(scored.text.splitlines()) == 3
+
+
 def test_the_axes_stay_within_their_bound() -> None:
     rows = np.random.default_rng(3).normal(size=(1200, 1100)).astype(np.float32)
     fitted = density.fit(rows)

@@ -359,7 +359,8 @@ def add_baselines(
     the same array, its neighbour terms are computed once). The score percentiles are
     those of ``score_rows``, a sample of every row given, held-out ones included, or where
     higher those of ``held_rows`` (a sample of the held-out rows; ``held_in_reference``
-    says which reference rows they are) scored as new rows: ``calibrated``.
+    says which reference rows they are) scored as new rows: ``calibrated``. The estimator's
+    ``offset_`` after ``fit`` is then the one ``load`` reads back.
     """
     from aecli.pca import PCA
 
@@ -385,11 +386,12 @@ def calibrated(
     but a training row's score is in-sample: on a small, wide table the autoencoder
     reconstructs its own rows closely and the density's components are fitted to them, so
     every new row can score above them (137 rows of 512: 100% of new normal rows flagged
-    at q = 0.1). The held-out rows were never trained on, and scored with a density fitted
-    without them (``unseen``) and their leave-one-out neighbour terms, each scores as a
-    new row would: their percentiles are an honest estimate, but a noisy one where they
-    are few. Each percentile is the higher of the two estimates, since the in-sample one
-    errs low only: ``--contamination`` flags at most about the share asked.
+    at q = 0.1). The held-out rows were never trained on; scored with a density fitted
+    without them (``unseen``), and with leave-one-out neighbour terms where they are
+    reference rows, each scores as a new row would. Their percentiles are the honest
+    estimate, but a noisy one where they are few, while the in-sample one errs low where
+    it errs at all: each percentile is the higher of the two, so ``--contamination``
+    flags at most about the share asked.
     """
     stats = fitted.code_stats
     if unseen is not None and stats is not None and stats.grids is not None:

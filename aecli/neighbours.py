@@ -349,7 +349,7 @@ def unseen_density(
     value's count either way: ``Discrete.rarity``) are what a new copy of it would get, but
     its density term is not: the components are fitted to it. On a table of fewer rows
     than columns (137 image embeddings of 512 values) the trailing components span its own
-    rows exactly, so every new row lies beyond them: the held-out rows' scores, which
+    rows exactly, so new rows land beyond their range along them: the held-out rows' scores, which
     ``--contamination`` reads, must come from a density that never saw them, read against
     its own training rows' terms: a density of fewer rows has fewer components, and its
     term is a sum over them.

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aecli import diagnostics, modelfile, training
+from aecli import baselines, modelfile, training
 from tests.conftest import invoke
 
 pa = pytest.importorskip("pyarrow")
@@ -201,13 +201,13 @@ def test_a_run_stopped_during_its_statistics_is_finished(
         signal.raise_signal(signal.SIGINT)
 
     with monkeypatch.context() as patch:
-        patch.setattr(diagnostics, "add_baselines", interrupted)
+        patch.setattr(baselines, "add_baselines", interrupted)
         assert invoke(["train", table_csv, "-o", out, *flags]).code == 130
     again = invoke(["train", table_csv, "-o", out, *flags])  # a requeue: the same command
     assert again.code == 0, again.stderr
     assert out.read_bytes() == whole.read_bytes()
     with monkeypatch.context() as patch:
-        patch.setattr(diagnostics, "add_baselines", interrupted)
+        patch.setattr(baselines, "add_baselines", interrupted)
         assert invoke(["train", table_csv, "-o", out, *flags]).code == 130
     advised = invoke(["train", table_csv, "--resume", out, "-o", out])  # what stderr advises
     assert advised.code == 0, advised.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aecli import diagnostics, modelfile, models
+from aecli import baselines, modelfile, models
 from aecli.config import ModelConfig, TrainConfig
 from aecli.fitted import FittedModel
 from aecli.io import read_table
@@ -252,7 +252,7 @@ def test_an_interrupt_while_the_statistics_are_computed_keeps_the_model(
     def interrupted(*args: object) -> None:  # Ctrl-C arriving inside the statistics step
         signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(diagnostics, "add_baselines", interrupted)
+    monkeypatch.setattr(baselines, "add_baselines", interrupted)
     out = tmp_path / "m.safetensors"
     result = invoke(["train", table_csv, "-o", out, "--epochs", "3", "-q"])
     assert result.code == 130

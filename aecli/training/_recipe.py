@@ -332,13 +332,13 @@ STATS_WORK = 512 * 10_000 * 32  # multiply-adds of one block's nearest rows: a b
 
 
 def _add_baselines(fitted: FittedModel, session: Session) -> None:
-    """The statistics, from the rows ``ROWS_SEED`` picks (aecli.diagnostics.add_baselines).
+    """The statistics, from the rows ``ROWS_SEED`` picks (aecli.baselines.add_baselines).
 
     On a CPU they run with the threads their own work calls for: training a small model
     takes one thread (its steps are too short to share), but the statistics' products
     (every row against the neighbour reference) are large.
     """
-    from aecli.diagnostics import add_baselines
+    from aecli.baselines import add_baselines
     from aecli.neighbours import neighbour_rows
 
     config = session.train_config

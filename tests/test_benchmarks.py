@@ -63,6 +63,31 @@ def test_anomaly_benchmark_prints_both_regimes_per_family(tmp_path: Path) -> Non
     assert "seed spread mean" in result.stdout  # two seeds: the same split, two --seed
 
 
+def test_calibration_benchmark_prints_shares_beside_the_rows_given(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = np.zeros(300, dtype=np.int8)
+    x[:30] += 6.0
+    y[:30] = 1
+    np.savez(tmp_path / "toy.npz", X=x, y=y)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/calibration.py", str(tmp_path), "--seeds", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0][0] == "| set (normal train rows x columns)" and len(rows) == 4
+    toy = rows[2]
+    assert toy[0] == "| toy (162 x 4)" and toy[3] == "0.100"  # 18 anomalies of 180 train rows
+    now, given = (float(v.strip(" ()")) for v in toy[4].split(" ("))
+    assert 0.0 <= now <= 0.2 and 0.0 < given <= 0.2  # at most about the share asked
+    precision = float(toy[5].split(" (")[0])
+    assert precision > 0.1  # above the base rate: the flagged rows are mostly the far ones
+
+
 def test_batch_size_benchmark_prints_a_row_per_table() -> None:
     done = subprocess.run(
         [sys.executable, "benchmarks/batch_size.py", "--seeds", "0"],

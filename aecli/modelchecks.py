@@ -3,6 +3,7 @@ numbers, percentiles in order (aecli/modelfile.py calls these while it loads).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # Summary fields that commands read, and the types they must have.
@@ -200,29 +201,36 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
 def floors(tensors: dict[str, Any], grids: dict[str, Any]) -> dict[str, float]:
     """Where each term starts to count (``floor.*``, format 8): one number in [0, 7), the
     range of a tail within the training rows, for a term the score has."""
-    found = {
-        name.removeprefix("floor."): t for name, t in tensors.items() if name.startswith("floor.")
-    }
-    for name, floor in found.items():
-        if name not in grids:
-            raise ValueError(f"a floor for {name!r}, a term the score does not have")
-        if tuple(floor.shape) != (1,) or not 0.0 <= float(floor[0]) < 7.0:
-            raise ValueError(f"floor.{name} is not one number in [0, 7)")
-    return {name: float(floor[0]) for name, floor in found.items()}
+    return per_term(tensors, grids, "floor", "a floor", (lambda v: 0.0 <= v < 7.0, "[0, 7)"))
 
 
 def lowers(tensors: dict[str, Any], grids: dict[str, Any]) -> dict[str, float]:
     """The terms whose lower tail counts too (``lower.*``, format 9), at a share of their
     weight: one number in (0, 1], for a term the score has."""
+    return per_term(tensors, grids, "lower", "a lower tail", (lambda v: 0.0 < v <= 1.0, "(0, 1]"))
+
+
+def per_term(
+    tensors: dict[str, Any],
+    grids: dict[str, Any],
+    prefix: str,
+    what: str,
+    allowed: tuple[Callable[[float], bool], str],
+) -> dict[str, float]:
+    """The ``PREFIX.TERM`` numbers of a file: one each, for a term the score has, in the
+    range ``allowed`` checks (and names)."""
+    inside, span = allowed
     found = {
-        name.removeprefix("lower."): t for name, t in tensors.items() if name.startswith("lower.")
+        name.removeprefix(f"{prefix}."): t
+        for name, t in tensors.items()
+        if name.startswith(f"{prefix}.")
     }
-    for name, share in found.items():
+    for name, value in found.items():
         if name not in grids:
-            raise ValueError(f"a lower tail for {name!r}, a term the score does not have")
-        if tuple(share.shape) != (1,) or not 0.0 < float(share[0]) <= 1.0:
-            raise ValueError(f"lower.{name} is not one number in (0, 1]")
-    return {name: float(share[0]) for name, share in found.items()}
+            raise ValueError(f"{what} for {name!r}, a term the score does not have")
+        if tuple(value.shape) != (1,) or not inside(float(value[0])):
+            raise ValueError(f"{prefix}.{name} is not one number in {span}")
+    return {name: float(value[0]) for name, value in found.items()}
 
 
 def units(tensors: dict[str, Any], width: int) -> Any:

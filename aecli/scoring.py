@@ -3,8 +3,8 @@
 The per-row quantities come from ``diagnostics.row_terms``; this module
 decides what a score request means: the default score or a VAE's negative
 ELBO, what each of the score's terms adds, each column's squared error, and a 0/1
-flag from a threshold or from a share of the training rows (their stored score
-percentiles).
+flag from a threshold or from a share (the stored score percentiles: the training
+rows', or the held-out rows' where higher).
 """
 
 from __future__ import annotations

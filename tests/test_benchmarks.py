@@ -130,3 +130,54 @@ def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> 
     assert all(t != 0 for t, out in zip(found, y) if not out)  # every other digit is an inlier
     again = build(tmp_path / "b")  # seeded: the same files every run
     assert all(np.array_equal(sets[n]["X"], again[n]["X"]) for n in sets)
+
+
+def test_anomaly_types_plant_each_kind_in_the_normal_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    normal = np.concatenate([rng.normal(0, 1, (150, 4)), rng.normal(6, 1, (150, 4))])
+    x = np.concatenate([normal, rng.normal(20, 1, (30, 4))]).astype(np.float32)
+    y = np.repeat([0, 1], [300, 30]).astype(np.int8)
+    (tmp_path / "in").mkdir()
+    np.savez(tmp_path / "in" / "toy.npz", X=x, y=y)
+    wide = rng.normal(size=(40, 101)).astype(np.float32)  # a mixture of 101 columns says little
+    np.savez(tmp_path / "in" / "wide.npz", X=wide, y=np.repeat([0, 1], [36, 4]).astype(np.int8))
+
+    def build(out: Path) -> dict[str, np.lib.npyio.NpzFile]:
+        done = subprocess.run(
+            [sys.executable, "benchmarks/anomaly_types.py", str(tmp_path / "in"), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+        return {p.parent.name: np.load(p) for p in sorted(out.glob("*/*.npz"))}
+
+    sets = build(tmp_path / "a")
+    assert sorted(sets) == ["clustered", "dependency", "global", "local"]  # not the wide one
+    real = x[:300]
+    z_mean, z_spread = real.mean(0), real.std(0)
+    apart, spread = {}, {}
+    for kind, data in sets.items():
+        rows, labels = data["X"], data["y"]
+        assert rows.dtype == np.float32 and list(labels) == [0] * 300 + [1] * 30, kind
+        inliers, outliers = rows[:300], rows[300:]
+        if kind in ("global", "dependency"):  # the real normal rows, as they are
+            assert np.array_equal(inliers, real), kind
+        if kind == "dependency":  # each value one of its column's normal values
+            assert all(np.isin(outliers[:, j], real[:, j]).all() for j in range(4))
+        if kind == "global":  # within each column's range, widened by a tenth either side
+            pad = 0.1 * (real.max(0) - real.min(0))
+            assert (outliers >= real.min(0) - pad - 1e-4).all()
+            assert (outliers <= real.max(0) + pad + 1e-4).all()
+        z_in, z_out = (inliers - z_mean) / z_spread, (outliers - z_mean) / z_spread
+        apart[kind] = np.median(np.linalg.norm(z_out[:, None] - z_in[None], axis=2).min(1))
+        among = np.linalg.norm(z_in[:, None] - z_in[None], axis=2)
+        np.fill_diagonal(among, np.inf)
+        spread[kind] = np.median(among.min(1))  # a normal row's nearest other normal row
+    # clustered: the mixture's means times 5, far from every normal row; local: its
+    # covariances times 5, near the normal modes but looser than them
+    assert apart["clustered"] > 2.0
+    assert spread["local"] < apart["local"] < apart["clustered"] / 3
+    again = build(tmp_path / "b")  # seeded: the same files every run
+    assert all(np.array_equal(sets[k]["X"], again[k]["X"]) for k in sets)

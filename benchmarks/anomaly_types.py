@@ -54,7 +54,7 @@ def mixture(normal: np.ndarray, seed: int) -> object:
     rows = normal[rng.choice(len(normal), min(len(normal), FIT_ROWS), replace=False)]
     fits = [
         GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(rows)
-        for k in range(1, min(10, len(rows) // 10 + 1))
+        for k in range(1, max(2, min(10, len(rows) // 10 + 1)))  # 10 rows a component
     ]
     return min(fits, key=lambda fit: fit.bic(rows))
 

@@ -353,6 +353,15 @@ ESTIMATOR_ARGUMENTS = sorted(
 )  # fmt: skip
 
 
+def _capped(value: object, most: int) -> object:
+    """``value`` with every integer in it (itself, or a list's) at most ``most``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return min(value, most)
+    if isinstance(value, list):
+        return [_capped(each, most) for each in value]
+    return value
+
+
 @settings(max_examples=80, deadline=4000, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(ESTIMATOR_ARGUMENTS), JSONISH)
 def test_estimator_arguments_are_a_result_or_a_value_error(name: str, value: object) -> None:
@@ -366,6 +375,8 @@ def test_estimator_arguments_are_a_result_or_a_value_error(name: str, value: obj
         arguments["epochs"] = min(max(value, -1), 2)  # a huge count is valid, and slow
     if name == "batch_size" and isinstance(value, int) and not isinstance(value, bool):
         arguments["batch_size"] = min(max(value, -1), 64)
+    if name in ("hidden", "latent"):  # a layer of 300,000 units is valid, and takes seconds
+        arguments[name] = _capped(value, 64)
     try:
         with warnings.catch_warnings():  # an lr or a decay that diverges: a result, with advice
             warnings.filterwarnings("ignore", "training diverged", RuntimeWarning)

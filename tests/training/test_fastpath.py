@@ -12,6 +12,7 @@ from aecli.config import ModelConfig
 from aecli.models import build_model
 from aecli.training._device import missing_compiler
 from aecli.training._fastpath import BF16_FROM, ELU_BY_EXP, _elu, manual_step
+from aecli.training._optim import FusedAdam
 
 
 def test_elu_by_exp_is_elu() -> None:
@@ -93,6 +94,35 @@ def test_manual_gradients_match_autograd(
     for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
         assert p.grad is not None, name
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("vae", [False, True])
+def test_the_step_follows_its_weights_through_updates_and_restores(vae: bool) -> None:
+    """The step keeps views of the weights (``_Layer``): Adam's updates and a restored
+    snapshot must reach them, so every step's loss is autograd's on the same weights."""
+    torch.manual_seed(0)
+    config = ModelConfig(kind="vae" if vae else "basic", n_inputs=8, hidden=(6,), latent=2)
+    model = build_model(config)
+    twin = copy.deepcopy(model)
+    batch = torch.rand(16, 8)
+    step = manual_step(model, "fp32", model)
+    assert step is not None
+    adam, twin_adam = FusedAdam(model.parameters(), 0.05), FusedAdam(twin.parameters(), 0.05)
+    snapshot = copy.deepcopy(model.state_dict())
+    for i in range(4):
+        if i == 2:  # as a non-finite epoch or early stopping restores the weights
+            model.load_state_dict(snapshot)
+            twin.load_state_dict(snapshot)
+        torch.manual_seed(i)
+        loss, _ = step(batch)
+        torch.manual_seed(i)
+        twin_loss, _ = twin(batch)
+        twin_adam.zero_grad()
+        twin_loss.backward()
+        torch.testing.assert_close(loss, twin_loss.detach(), rtol=1e-5, atol=1e-6)
+        adam.step()
+        twin_adam.step()
+    assert not torch.equal(model.state_dict()["encoder.0.weight"], snapshot["encoder.0.weight"])
 
 
 @pytest.mark.parametrize(

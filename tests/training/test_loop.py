@@ -16,7 +16,8 @@ import torch
 
 from aecli.config import ModelConfig, TrainConfig
 from aecli.models import Autoencoder, build_model
-from aecli.training._loop import fit
+from aecli.training import _loop
+from aecli.training._loop import evaluate_loss, fit
 from aecli.training._steps import TrainingStep
 
 
@@ -187,3 +188,20 @@ def test_reseed_gives_the_streams_torch_manual_seed_gives(device: str) -> None:
     got = torch.rand(5), torch.rand(5, device=device)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_validation_loss_is_the_rows_mean_loss_whatever_the_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Validation rows go through in blocks of EVAL_VALUES values, not training batches:
+    one block or many, the loss is the mean over the rows of each row's loss."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_inputs=6, hidden=(5,), latent=2))
+    val = torch.rand(50, 6)
+    with torch.no_grad():
+        model.eval()
+        each = [float(model(val[i : i + 1])[0]) for i in range(len(val))]
+    one_block = evaluate_loss(model, val, 16)
+    monkeypatch.setattr(_loop, "EVAL_VALUES", 6 * 7)  # blocks of 16 rows (the batch): four
+    assert evaluate_loss(model, val, 16) == pytest.approx(one_block, rel=1e-6)
+    assert one_block == pytest.approx(sum(each) / len(each), rel=1e-5)

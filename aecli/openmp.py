@@ -30,3 +30,15 @@ def wait_briefly(env: MutableMapping[str, str] = os.environ) -> None:
         return
     for name, value in SHORT_WAIT.items():
         env.setdefault(name, value)
+
+
+def threads_sleep(env: MutableMapping[str, str] = os.environ) -> bool:
+    """Whether idle OpenMP threads sleep soon after a parallel region, so that each region
+    must wake them: the short wait above, a short one the user set, or ``PASSIVE``."""
+    policy = env.get("OMP_WAIT_POLICY", "").strip().upper()
+    if policy:
+        return policy == "PASSIVE"
+    spins, block = env.get("GOMP_SPINCOUNT", ""), env.get("KMP_BLOCKTIME", "")
+    if spins.isdigit():  # GNU OpenMP's, torch's Linux wheels' runtime: it decides where set
+        return int(spins) <= int(SHORT_WAIT["GOMP_SPINCOUNT"])
+    return block.isdigit() and int(block) <= int(SHORT_WAIT["KMP_BLOCKTIME"])

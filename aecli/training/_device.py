@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import torch
 
 from aecli.errors import UsageError
+from aecli.openmp import threads_sleep
 
 
 def resolve_device(text: str) -> torch.device:
@@ -47,19 +48,33 @@ def resolve_device(text: str) -> torch.device:
     return device
 
 
+# Multiply-adds of a step from which a second thread pays. Spinning threads (the Python
+# API: the OpenMP runtime's own wait) share a step of a few million: 2 threads trained a
+# 200-128-32 model at batch 64 (3.8M) 1.25x faster, a 784-256-32 one (27M) 1.25x. Threads
+# that sleep between the step's 35-odd parallel regions (the command's short wait,
+# aecli/openmp.py) must be woken at each, some 50 us: there 2 threads trained those two
+# models 2.3x and 1.37x slower, and the 512-256-32 of a 512-wide embedding at batch 64
+# (18M) 1.5x slower; 784-256-32 at batch 256 (107M) tied and at 512 was 1.23x faster.
+# (2-core Intel Xeon, epochs 3-8 of 8; the embedding's weights were the same on 1 and 2.)
+SPINNING_WORK = 5e6
+SLEEPING_WORK = 1e8
+
+
 def choose_threads(requested: int, work_per_step: float, processes: int = 1) -> int:
     """Thread count for CPU work: ``requested`` if set, else by problem size.
 
     Small steps (tabular models) are dominated by per-op overhead, where extra
     OpenMP threads only add synchronisation and, when another program holds a
-    core, spin and collapse throughput; one thread is then the fast choice.
-    ``work_per_step`` is the multiply-adds of one training step; ``processes``
-    training processes on this machine (torchrun) share its cores.
+    core, spin and collapse throughput; one thread is then the fast choice. Where
+    idle threads sleep (``threads_sleep``), waking them costs more, so the step
+    must be larger (SLEEPING_WORK). ``work_per_step`` is the multiply-adds of one
+    training step; ``processes`` training processes on this machine (torchrun)
+    share its cores.
     """
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if work_per_step < 5e6:
+    if work_per_step < (SLEEPING_WORK if threads_sleep() else SPINNING_WORK):
         return 1
     return max(1, min((cores or 1) // max(processes, 1), 8))
 

@@ -372,7 +372,7 @@ def evaluate_loss(
     model.eval()
     many = world is not None and world.many
     total = torch.zeros((), device=data.device)
-    batch_size = max(batch_size, EVAL_VALUES // max(data[0].numel(), 1))
+    batch_size = max(batch_size, EVAL_VALUES // max(math.prod(data.shape[1:]), 1))
     for start in range(0, data.shape[0], batch_size):
         lo, hi = 0, min(batch_size, data.shape[0] - start)
         if many:

@@ -170,7 +170,6 @@ class _Layer:
         self.weight: torch.nn.Parameter = module.weight
         self.bias: torch.nn.Parameter = module.bias
         self.weight_t = module.weight.detach().t()  # no autograd: steps run without it
-        self.shape = tuple(module.weight.shape)
 
     def cast(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight in ``dtype`` and its transpose (the kept view where no cast is needed)."""
@@ -202,7 +201,7 @@ class _HandStep:
 
     def low(self, rows: int, layer: _Layer) -> torch.dtype:
         """The dtype of a layer's products: bf16 where asked, but on a CPU only if they are big."""
-        if not self.bf16 or (self.on_cpu and not bf16_product(rows, *layer.shape)):
+        if not self.bf16 or (self.on_cpu and not bf16_product(rows, *layer.weight.shape)):
             return torch.float32
         return torch.bfloat16
 

@@ -71,11 +71,13 @@ def row_terms(
     bce = fitted.config.loss == Loss.bce
 
     stats = fitted.code_stats
-    reference = reach = None
+    reference = reach = samples = None
     if stats is not None and stats.reference is not None:
         reference = torch.from_numpy(stats.reference)
         if stats.reach is not None:
             reach = torch.from_numpy(stats.reach)
+        if stats.samples is not None:
+            samples = torch.from_numpy(stats.samples)
 
     def terms(
         x: torch.Tensor, target: torch.Tensor, given: dict[str, torch.Tensor]
@@ -103,16 +105,12 @@ def row_terms(
             if reference is not None and stats.grids is not None:
                 apart = neighbours.in_units(x, stats.units)
                 if "neighbour" in given:
-                    near, relative = given["neighbour"], given.get("relative")
+                    near_terms = {name: given[name] for name in NEAR_TERMS if name in given}
                 elif reach is not None:
-                    near, mean, around = neighbours.neighbourhood(reference, apart, reach)
-                    relative = neighbours.relative(mean, around)  # type: ignore[arg-type]
+                    near_terms = neighbours.neighbour_terms(reference, apart, reach, samples)
                 else:
-                    near, relative = neighbours.nearest(reference, apart), None
-                result["neighbour"] = near
-                near_terms = {"neighbour": near}
-                if relative is not None:
-                    result["relative"] = near_terms["relative"] = relative
+                    near_terms = {"neighbour": neighbours.nearest(reference, apart)}
+                result.update(near_terms)
                 if stats.density is not None:
                     density = torch.from_numpy(stats.density.term(apart.numpy()))
                     result["density"] = near_terms["density"] = density.float()
@@ -164,6 +162,8 @@ def row_terms(
     return {key: torch.cat([p[key] for p in parts])[: blocks.rows].numpy() for key in parts[0]}
 
 
+# The neighbour terms training computes for its reference rows (``known``), in their order.
+NEAR_TERMS = ("neighbour", "sampled", "relative")
 ACTIVE_UNIT_VARIANCE = 0.01  # Burda, Grosse & Salakhutdinov (2016), importance-weighted AEs
 STATS_ROWS = 100_000  # training rows (a seeded sample beyond) that set the score's statistics
 FULL_COVARIANCE_MAX = 1024  # wider residuals get a diagonal covariance (a d x d file cost)
@@ -203,6 +203,7 @@ def code_stats(
         reference.units,
         dict(tails.FLOORS),
         dict(tails.LOWER),
+        reference.samples,
     )
 
 

@@ -266,9 +266,8 @@ def _graph_module() -> type:
             else:
                 first = error.double()
             if self.has_neighbours:
-                reach = self.reach if self.has_reach else None
                 apart = in_units(self, scaled) if self.has_units else scaled
-                near = _neighbour_terms(self.reference, self.reference_norms, reach, apart)
+                near = _neighbour_terms(self, apart)
                 terms = {"residual": first, "code": distance, **near}
                 terms.update(histogram_terms(self, apart, x))
                 score = sum(self.adds(terms[name], name) for name in self.weights)
@@ -314,19 +313,19 @@ def _graph_module() -> type:
     return Graph
 
 
-def _neighbour_terms(
-    reference: torch.Tensor,
-    ref_norms: torch.Tensor,
-    reach: torch.Tensor | None,
-    scaled: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """aecli/neighbours.py's terms, as ``diagnostics.row_terms`` computes them."""
-    if reach is None:
+def _neighbour_terms(graph: torch.nn.Module, scaled: torch.Tensor) -> dict[str, torch.Tensor]:
+    """aecli/neighbours.py's terms, as ``diagnostics.row_terms`` computes them, from the
+    graph's buffers (aecli/graphterms.py ``register_neighbours``)."""
+    reference, ref_norms = graph.reference, graph.reference_norms
+    if not graph.has_reach:
         return {"neighbour": _nearest(reference, ref_norms, scaled).double()}
-    from aecli.neighbours import neighbourhood, relative
+    from aecli.neighbours import neighbour_terms
 
-    near, mean, around = neighbourhood(reference, scaled, reach, graph=True, ref_norms=ref_norms)
-    return {"neighbour": near.double(), "relative": relative(mean, around).double()}
+    samples = graph.samples if graph.has_samples else None
+    found = neighbour_terms(
+        reference, scaled, graph.reach, samples, graph=True, ref_norms=ref_norms
+    )
+    return {name: term.double() for name, term in found.items()}
 
 
 def _nearest(

@@ -103,6 +103,9 @@ class CodeStats:
     # The terms whose lower tail counts too, at what share of their weight (``tails.LOWER``);
     # none in files before format 9.
     lowers: dict[str, float] = field(default_factory=dict)
+    # The sampled term's samples of reference rows (aecli/sampled.py), int64 [samples, rows];
+    # none in files before format 10.
+    samples: np.ndarray | None = None
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

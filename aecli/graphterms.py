@@ -29,9 +29,9 @@ def as_buffer(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool:
-    """The terms beside the autoencoder's as buffers: the reference rows, their units and
-    reach, the histogram terms, each term's percentiles and tail knees, the weights, floors and
-    lower tails.
+    """The terms beside the autoencoder's as buffers: the reference rows, their units,
+    reach and samples, the histogram terms, each term's percentiles and tail knees, the
+    weights, floors and lower tails.
     False for a file written before the neighbour term (or without the score's statistics).
     """
     if stats is None or stats.reference is None or stats.grids is None:
@@ -50,6 +50,9 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
     graph.has_reach = stats.reach is not None
     if graph.has_reach:
         graph.register_buffer("reach", as_buffer(stats.reach, torch.float32))
+    graph.has_samples = stats.samples is not None
+    if graph.has_samples:
+        graph.register_buffer("samples", as_buffer(stats.samples, torch.int64))
     graph.has_density = register_density(graph, stats.density)
     graph.has_discrete = register_discrete(graph, stats.discrete)
     for name in graph.weights:

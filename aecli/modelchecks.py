@@ -168,6 +168,11 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
             names += ("relative",)
             if stats.reach.shape != stats.reference.shape[:1] or not (stats.reach > 0).all():
                 raise ValueError("the neighbour rows' reach does not match them")
+        if "neighbours.samples" in tensors:
+            if stats.reach is None:
+                raise ValueError("a sampled term without the relative term before it")
+            stats.samples = samples(tensors["neighbours.samples"], len(stats.reference))
+            names += ("sampled",)
         if "density.axes" in tensors:
             if stats.reach is None:
                 raise ValueError("a density term without the relative term before it")
@@ -196,6 +201,22 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
     if not (finite and (norms > 0).all()):
         raise ValueError("code statistics are not finite and positive")
     return stats
+
+
+def samples(tensor: Any, rows: int) -> Any:
+    """The sampled term's samples (``neighbours.samples``): int64 [samples, size], each of
+    ``size`` distinct reference rows (of ``rows``), as aecli/sampled.py draws them."""
+    import numpy as np
+
+    values = tensor.double().numpy()
+    if values.ndim != 2 or 0 in values.shape or values.shape[1] > max(rows - 1, 1):
+        raise ValueError("the sampled term's samples do not match the neighbour rows")
+    if not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise ValueError("the sampled term's samples are not row numbers")
+    index = values.astype(np.int64)
+    if (index < 0).any() or (index >= rows).any() or (np.diff(index, axis=1) <= 0).any():
+        raise ValueError("the sampled term's samples are not distinct neighbour rows")
+    return index
 
 
 def floors(tensors: dict[str, Any], grids: dict[str, Any]) -> dict[str, float]:

@@ -225,6 +225,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
                 tensors["neighbours.scale"] = stats.units.scale
             if stats.reach is not None:
                 tensors["neighbours.reach"] = stats.reach
+            if stats.samples is not None:
+                tensors["neighbours.samples"] = stats.samples  # float32 holds them exactly
             if stats.density is not None:
                 tensors.update(term_tensors("density", stats.density))
             if stats.discrete is not None:

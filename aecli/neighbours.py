@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from aecli import density, discrete
+from aecli import density, discrete, sampled
 from aecli.config import ROWS_SEED, Scale
 from aecli.density import Density
 from aecli.discrete import Discrete
@@ -167,6 +167,33 @@ def neighbourhood(
 
 
 @torch.inference_mode()
+def neighbour_terms(
+    reference: torch.Tensor,
+    rows: torch.Tensor,
+    reach: torch.Tensor,
+    samples: torch.Tensor | None = None,
+    *,
+    graph: bool = False,
+    ref_norms: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The rows' neighbour terms: ``neighbour``, ``relative`` and, given the reference's
+    ``samples`` (format 10), ``sampled`` (aecli/sampled.py)."""
+    found = nearest_k(reference, rows, ref_norms)
+    found_terms = {"neighbour": found.near}
+    if samples is not None:
+        found_terms["sampled"] = sampled_term(reference, found, samples)
+    around = reach_around(reference, found, reach, graph=graph)
+    return {**found_terms, "relative": relative(found.mean, around)}
+
+
+def sampled_term(reference: torch.Tensor, found: Nearest, samples: torch.Tensor) -> torch.Tensor:
+    """aecli/sampled.py's term for rows whose nearest reference rows ``found`` holds."""
+    partial = found.partial if found.partial is not None else _partial(reference, found.rows)
+    nearest_row = found.index[:, 0]
+    return sampled.term(partial, found.norms, samples, nearest_row, found.itself, found.near)
+
+
+@torch.inference_mode()
 def reach_around(
     reference: torch.Tensor, found: Nearest, reach: torch.Tensor, *, graph: bool = False
 ) -> torch.Tensor:
@@ -286,6 +313,7 @@ class Reference:
     units: Scaler | None = None  # the distances' units, on the model's (``units``)
     # The density without the held-out rows, and its terms on the others (``unseen_density``)
     unseen: tuple[Density, np.ndarray] | None = None
+    samples: np.ndarray | None = None  # int64 [samples, rows]: the sampled term's (sampled.py)
 
 
 def as_stored(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -323,6 +351,9 @@ def neighbour_reference(
     exact = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
     reference, kept = as_stored(exact)
     found = [nearest_k(reference, block) for block in blocks.tensors]
+    samples = sampled.draw(reference.shape[0])
+    drawn = torch.from_numpy(samples)
+    far = [sampled_term(reference, each, drawn) for each in found]
     for each in found:
         each.partial = None  # every block's at once would hold rows x reference floats
     means = torch.cat([each.mean for each in found])
@@ -330,13 +361,16 @@ def neighbour_reference(
     around = torch.cat([reach_around(reference, each, reach) for each in found])[: blocks.rows]
     near, mean = torch.cat([each.near for each in found])[: blocks.rows], means[: blocks.rows]
     terms = {"neighbour": near.numpy(), "relative": relative(mean, around).numpy()}
+    terms["sampled"] = torch.cat(far)[: blocks.rows].numpy()
     fitted_density = density.fit(exact.numpy())  # the rows' own components, not rounded
     terms["density"] = fitted_density.term(exact.numpy())
     counted = discrete.fit(values)
     if counted is not None:
         terms["discrete"] = counted.term(values)
     unseen = unseen_density(exact.numpy(), held_out)
-    return Reference(reference.numpy(), reach.numpy(), terms, fitted_density, counted, own, unseen)
+    return Reference(
+        reference.numpy(), reach.numpy(), terms, fitted_density, counted, own, unseen, samples
+    )
 
 
 def unseen_density(

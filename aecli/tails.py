@@ -99,10 +99,14 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
 # values of discrete columns (aecli/discrete.py, on tables that have such columns) are
 # the two views of the histograms, half each as well. Files written before a term keep
 # the others, and files before the relative term count the distance whole.
+# The distance to the nearest row is read two ways (format 10), a quarter each: against
+# every reference row, and against small samples of them (aecli/sampled.py), which a group
+# of anomalies among the training rows cannot fill with its own members.
 WEIGHTS = {
-    "residual": 0.5, "code": 0.5, "neighbour": 0.5, "relative": 0.5, "density": 0.5,
-    "discrete": 0.5,
+    "residual": 0.5, "code": 0.5, "neighbour": 0.25, "sampled": 0.25, "relative": 0.5,
+    "density": 0.5, "discrete": 0.5,
 }  # fmt: skip
+WEIGHTS_BEFORE_SAMPLED = {**WEIGHTS, "neighbour": 0.5}
 WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
 
 # Where a term starts to count: the autoencoder's two terms only above their training median
@@ -129,7 +133,8 @@ def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     """The terms a file's score adds, and their weights."""
     if "relative" not in grids:
         return WEIGHTS_BEFORE_RELATIVE
-    return {name: weight for name, weight in WEIGHTS.items() if name in grids}
+    table = WEIGHTS if "sampled" in grids else WEIGHTS_BEFORE_SAMPLED
+    return {name: weight for name, weight in table.items() if name in grids}
 
 
 def parts(

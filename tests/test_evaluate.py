@@ -183,7 +183,8 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
 
     score = 1/2 [T(d_M(residual)^2) - ln 2]+ + 1/2 [T(d_M(code)^2) - ln 2]+
     + 1/4 L(d_M(code)^2)
-    + 1/2 T(nearest training row)
+    + 1/4 T(nearest training row)
+    + 1/4 T(mean over the file's samples of the distance to the sample's nearest row)
     + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
     + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
     + 1/2 T(sum over integer columns of at most 32 values of -log(share of the row's value)),
@@ -207,12 +208,15 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     assert stats.reach is not None
     near, relative = _hand_neighbours(scaled, reference, stats.reach.astype(np.float64))
     _, reach = _hand_neighbours(reference, reference, None)
+    assert stats.samples is not None and stats.samples.shape == (32, 64)
+    sampled = _hand_sampled(scaled, reference, stats.samples)
     np.testing.assert_allclose(stats.reach, reach, rtol=1e-4)
     parts = {
         "residual": 0.5 * np.maximum(_hand_tail(residual, stats.grids["residual"]) - np.log(2), 0),
         "code": 0.5 * np.maximum(_hand_tail(distance, stats.grids["code"]) - np.log(2), 0)
         + 0.25 * _hand_tail(distance, stats.grids["code"], lower=True),
-        "neighbour": 0.5 * _hand_tail(near, stats.grids["neighbour"]),
+        "neighbour": 0.25 * _hand_tail(near, stats.grids["neighbour"]),
+        "sampled": 0.25 * _hand_tail(sampled, stats.grids["sampled"]),
         "relative": 0.5 * _hand_tail(relative, stats.grids["relative"]),
         "density": 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"]),
         "discrete": 0.5 * _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"]),
@@ -273,6 +277,19 @@ def _hand_neighbours(
         means = np.array(relative)
         return np.array(nearest), np.maximum(means, 0.01 * means.mean())
     return np.array(nearest), np.array(relative)
+
+
+def _hand_sampled(rows: np.ndarray, reference: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Row by row, the mean over the samples of the distance to each sample's nearest row,
+    a row's own copy (the first reference row at distance 0) left out of every sample."""
+    out = []
+    for row in rows:
+        gaps = ((reference - row) ** 2).sum(1)
+        first = int(np.argmin(gaps))
+        if gaps[first] <= 1e-5 * ((row**2).sum() + (reference[first] ** 2).sum()):
+            gaps[first] = np.inf  # itself
+        out.append(np.mean([np.sqrt(gaps[sample].min()) for sample in samples]))
+    return np.array(out)
 
 
 def _hand_tail(values: np.ndarray, grid: np.ndarray, lower: bool = False) -> np.ndarray:

@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 9
+    assert meta["format"] == 10
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "9"
+        assert handle.metadata()["aecli.format"] == "10"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -357,7 +357,8 @@ def test_a_file_before_the_codes_lower_tail_scores_as_written(
 
 def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path) -> None:
     """Format 9: the autoencoder's terms count above their medians, and the code's lower
-    tail counts too, at half its weight: the score is the formula with them."""
+    tail counts too, at half its weight; format 10: the distance to the nearest row and to
+    the nearest of each sample a quarter each: the score is the formula with them."""
     from aecli.diagnostics import row_terms
     from aecli.io import read_table
 
@@ -372,8 +373,10 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
     terms = row_terms(fitted, read_table(str(rows)).values)
     grids = fitted.code_stats.grids
     keys = {"residual": "residual", "code": "distance"}
+    weight = {name: 0.25 if name in ("neighbour", "sampled") else 0.5 for name in grids}
     want = sum(
-        0.5 * np.maximum(tails.tail(terms[keys.get(name, name)], grid) - (name in keys) * median, 0)
+        weight[name]
+        * np.maximum(tails.tail(terms[keys.get(name, name)], grid) - (name in keys) * median, 0)
         for name, grid in grids.items()
     )
     share = np.maximum(tails.below(terms["distance"], grids["code"]), 1 / len(grids["code"]))

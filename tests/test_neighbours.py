@@ -219,6 +219,7 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     arrays = load_file(str(model))
     assert arrays["neighbours.reach"].shape == (len(rows),)
     later = ("neighbours.reach", "terms.relative", "terms.density")
+    later += ("neighbours.samples", "terms.sampled")
     kept = {
         k: v
         for k, v in arrays.items()
@@ -243,7 +244,8 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
         for key, name in (("residual", "residual"), ("distance", "code"))
     )
     new += 0.25 * tails.lower_tail(now["distance"], grids["code"])  # and the code's lower tail
-    new += 0.5 * tails.tail(now["neighbour"], grids["neighbour"])
+    new += 0.25 * tails.tail(now["neighbour"], grids["neighbour"])
+    new += 0.25 * tails.tail(now["sampled"], arrays["terms.sampled"])
     new += 0.5 * tails.tail(now["relative"], arrays["terms.relative"])
     new += 0.5 * tails.tail(now["density"], arrays["terms.density"])
     np.testing.assert_allclose(now["score"], new, rtol=1e-5)
@@ -263,10 +265,13 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
     kept = {
         k: v
         for k, v in arrays.items()
-        if k != "terms.density" and "density." not in k and not k.startswith(("floor.", "lower."))
+        if k not in ("terms.density", "terms.sampled", "neighbours.samples")
+        and "density." not in k
+        and not k.startswith(("floor.", "lower."))
     }
-    # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code
-    assert len(kept) == len(arrays) - 9
+    # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code,
+    # neighbours.samples, terms.sampled
+    assert len(kept) == len(arrays) - 11
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

@@ -1,0 +1,58 @@
+"""The anomaly score's sampled-neighbour term: the distance to the nearest of a few rows.
+
+The distance to the nearest training row (aecli/neighbours.py) is blind to a group of
+anomalies among the training rows: each is the others' nearest row (issue 39: pendigits,
+cardio and optdigits trained on raw rows). Against a small random sample of the rows, a
+group that holds a small share of them is absent from most samples, so its rows are far
+from the sample's nearest one, while a row of a common kind has one of its kind in almost
+every sample. This is what the subsampling of an isolation forest (Liu et al. 2008) and
+the one-nearest-neighbour detector on a small sample (Sugiyama & Borgwardt 2013) rest on.
+The term is the mean over SAMPLES fixed samples of SAMPLE_ROWS reference rows (a Monte
+Carlo estimate of the expected distance to the nearest of that many random rows), drawn by
+a fixed seed and kept in the model file, so the score of a row depends on the row alone
+and not on ``--seed``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aecli.config import ROWS_SEED
+
+SAMPLE_ROWS = 64  # rows in each sample: a group under about 1% of the rows misses half of them
+SAMPLES = 32  # samples averaged
+
+
+def draw(rows: int) -> np.ndarray:
+    """SAMPLES samples of ``rows`` reference rows (int64 [SAMPLES, size]), each of
+    SAMPLE_ROWS distinct rows, or of all rows but one in a smaller reference (a reference
+    row is not its own neighbour, so a sample of all of them would be the nearest row's)."""
+    size = max(1, min(SAMPLE_ROWS, rows - 1))
+    rng = np.random.default_rng(ROWS_SEED + 6)
+    return np.stack([np.sort(rng.choice(rows, size, replace=False)) for _ in range(SAMPLES)])
+
+
+def term(
+    partial: torch.Tensor,
+    norms: torch.Tensor,
+    samples: torch.Tensor,
+    nearest: torch.Tensor,
+    itself: torch.Tensor,
+    near: torch.Tensor,
+) -> torch.Tensor:
+    """Each row's mean distance, over the samples, to the nearest row of each sample.
+
+    ``partial``: the rows' squared distances to every reference row less their own squared
+    norms (``norms``), as aecli/neighbours.py's ``nearest_k`` computes them; ``nearest``
+    the nearest reference row and ``itself`` whether it is the row itself, which is not
+    its own neighbour here either. A sample that holds nothing else (a reference of two
+    rows) counts the distance to the nearest other row, ``near``.
+    """
+    rows, shape = partial.shape[0], samples.shape
+    values = partial.index_select(1, samples.reshape(-1)).reshape(rows, *shape)
+    own = (samples[None] == nearest[:, None, None]) & itself[:, None, None]
+    values = values.masked_fill(own, float("inf"))
+    distance = (values.min(2).values + norms[:, None]).clamp_min(0.0).sqrt()
+    distance = torch.where(distance.isinf(), near[:, None].to(distance.dtype), distance)
+    return distance.mean(1)

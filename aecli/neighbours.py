@@ -313,7 +313,7 @@ class Reference:
     units: Scaler | None = None  # the distances' units, on the model's (``units``)
     # The density without the held-out rows, and its terms on the others (``unseen_density``)
     unseen: tuple[Density, np.ndarray] | None = None
-    samples: np.ndarray | None = None  # int64 [samples, rows]: the sampled term's (sampled.py)
+    samples: np.ndarray | None = None  # int64 [samples, size]: the sampled term's (sampled.py)
 
 
 def as_stored(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -350,12 +350,14 @@ def neighbour_reference(
     blocks.tensors = [in_units(block, own) for block in blocks.tensors]
     exact = torch.cat(blocks.tensors)[: blocks.rows].contiguous()
     reference, kept = as_stored(exact)
-    found = [nearest_k(reference, block) for block in blocks.tensors]
     samples = sampled.draw(reference.shape[0])
     drawn = torch.from_numpy(samples)
-    far = [sampled_term(reference, each, drawn) for each in found]
-    for each in found:
+    found, far = [], []
+    for block in blocks.tensors:
+        each = nearest_k(reference, block)
+        far.append(sampled_term(reference, each, drawn))
         each.partial = None  # every block's at once would hold rows x reference floats
+        found.append(each)
     means = torch.cat([each.mean for each in found])
     reach = reaches(means[: blocks.rows] if kept is None else means[kept])
     around = torch.cat([reach_around(reference, each, reach) for each in found])[: blocks.rows]

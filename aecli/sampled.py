@@ -54,5 +54,7 @@ def term(
     own = (samples[None] == nearest[:, None, None]) & itself[:, None, None]
     values = values.masked_fill(own, float("inf"))
     distance = (values.min(2).values + norms[:, None]).clamp_min(0.0).sqrt()
-    distance = torch.where(distance.isinf(), near[:, None].to(distance.dtype), distance)
+    # by the mask, not by an infinite distance: the ONNX graph clamps inf to float32's largest
+    alone = own.all(2)
+    distance = torch.where(alone, near[:, None].to(distance.dtype), distance)
     return distance.mean(1)

@@ -279,3 +279,20 @@ def test_far_and_undefined_rows_score_as_the_commands_do(
     assert np.isnan(score[2]) and np.isnan(want[2])
     finite = [0, 1, 3, 4]
     _close(score[finite], want[finite], SCORE_RTOL)
+
+
+@pytest.mark.parametrize("rows", [2, 3, 70])
+def test_a_reference_smaller_than_a_sample_scores_as_the_command_does(
+    rows: int, digits: np.ndarray, tmp_path: Path
+) -> None:
+    """The sampled term (format 10) of a reference of fewer rows than a sample: each sample
+    holds all rows but one, and a sample of the row itself alone counts its nearest other
+    row. The graph must not read that by an infinite distance, which it clamps to float32's
+    largest (a two-row table scored 1e5 there, the command 1.55)."""
+    table = tmp_path / "rows.npy"
+    np.save(table, digits[:rows])
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", table, "-o", model, *FAST]).code == 0
+    want = _cli_npy(["score", model, table], tmp_path)
+    score, _ = _run(_export(model, "score", tmp_path), digits[:rows])
+    _close(score, want[:, 0], SCORE_RTOL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,23 @@ def invoke(args: list[str], input: bytes | str | None = None) -> Outcome:
         sys.stdout.flush()
         sys.stderr.flush()
         return Outcome(code, out.getvalue(), err.getvalue().decode())
+
+
+def rewrite_model(
+    source: Path, target: Path, edit: Callable[[dict[str, np.ndarray]], None]
+) -> dict[str, np.ndarray]:
+    """Write ``target`` as the model file ``source`` with its tensors changed by ``edit``
+    (in place: a file of an older format, or a damaged one); returns the tensors before."""
+    from safetensors.numpy import load_file
+
+    from aecli import modelfile
+
+    metadata, _, _ = modelfile.read_header(str(source))
+    before = load_file(str(source))
+    arrays = dict(before)
+    edit(arrays)
+    Path(target).write_bytes(modelfile.serialize(arrays, metadata))
+    return before
 
 
 def train_on(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aecli import density, modelfile
-from tests.conftest import invoke
+from tests.conftest import invoke, rewrite_model
 
 
 def by_hand(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -137,15 +137,9 @@ def test_a_trained_file_scores_with_the_term(tmp_path: Path, table_csv: Path) ->
 def test_a_damaged_density_term_is_refused(
     tmp_path: Path, table_csv: Path, change, message: str
 ) -> None:
-    from safetensors.numpy import load_file
-
-    model = tmp_path / "m.safetensors"
+    model, damaged = tmp_path / "m.safetensors", tmp_path / "damaged.safetensors"
     assert invoke(["train", table_csv, "-o", model, "--epochs", "1", "-q"]).code == 0
-    metadata, _, _ = modelfile.read_header(str(model))
-    arrays = load_file(str(model))
-    change(arrays)
-    damaged = tmp_path / "damaged.safetensors"
-    damaged.write_bytes(modelfile.serialize(arrays, metadata))
+    rewrite_model(model, damaged, change)
     result = invoke(["score", damaged, table_csv])
     assert result.code != 0 and message in result.stderr and not result.stdout
     assert "Traceback" not in result.stderr and damaged.name in result.stderr

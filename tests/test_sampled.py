@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from aecli import modelfile, neighbours, sampled, tails
-from tests.conftest import invoke
+from tests.conftest import invoke, rewrite_model
+
+LATER = ("neighbours.samples", "terms.sampled")  # format 10's tensors
 
 
 def test_samples_are_distinct_rows_drawn_by_a_fixed_seed() -> None:
@@ -82,21 +84,14 @@ def test_training_reads_the_term_on_the_reference_rows_as_score_does(
 
 def test_files_before_the_sampled_term_keep_their_score(tmp_path: Path, table_csv: Path) -> None:
     """Format 9 files: the distance to the nearest row counts half, and no sampled term."""
-    from safetensors.numpy import load_file
-
     from aecli.diagnostics import row_terms
     from aecli.io import read_table
 
-    model = tmp_path / "m.safetensors"
+    model, before = tmp_path / "m.safetensors", tmp_path / "before.safetensors"
     assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
     rows = read_table(str(table_csv)).values
     now = row_terms(modelfile.load(str(model)), rows)
-    metadata, _, _ = modelfile.read_header(str(model))
-    arrays = load_file(str(model))
-    kept = {k: v for k, v in arrays.items() if k not in ("neighbours.samples", "terms.sampled")}
-    assert len(kept) == len(arrays) - 2
-    before = tmp_path / "before.safetensors"
-    before.write_bytes(modelfile.serialize(kept, metadata))
+    arrays = rewrite_model(model, before, _without_the_sampled_term)
     old = row_terms(modelfile.load(str(before)), rows)
     assert "sampled" not in old and "sampled" in now
     nearest = tails.tail(now["neighbour"], arrays["terms.neighbour"])
@@ -105,6 +100,11 @@ def test_files_before_the_sampled_term_keep_their_score(tmp_path: Path, table_cs
     np.testing.assert_allclose(
         old["score"], now["score"] + 0.25 * nearest - 0.25 * far, rtol=1e-5, atol=1e-5
     )
+
+
+def _without_the_sampled_term(arrays: dict[str, np.ndarray]) -> None:
+    for name in LATER:
+        del arrays[name]
 
 
 @pytest.mark.parametrize(
@@ -119,14 +119,13 @@ def test_files_before_the_sampled_term_keep_their_score(tmp_path: Path, table_cs
 def test_samples_that_are_not_reference_rows_are_refused(
     tmp_path: Path, table_csv: Path, change, says: str
 ) -> None:
-    from safetensors.numpy import load_file
-
     model = tmp_path / "m.safetensors"
     assert invoke(["train", table_csv, "-o", model, "--epochs", "1", "-q"]).code == 0
-    metadata, _, _ = modelfile.read_header(str(model))
-    arrays = load_file(str(model))
-    arrays["neighbours.samples"] = change(arrays["neighbours.samples"]).astype(np.float32)
-    model.write_bytes(modelfile.serialize(arrays, metadata))
+
+    def damage(arrays: dict[str, np.ndarray]) -> None:
+        arrays["neighbours.samples"] = change(arrays["neighbours.samples"]).astype(np.float32)
+
+    rewrite_model(model, model, damage)
     result = invoke(["score", model, table_csv])
     assert result.code != 0 and says in result.stderr
     assert "Traceback" not in result.stderr and not result.text

@@ -104,9 +104,9 @@ def test_batch_size_benchmark_prints_a_row_per_table() -> None:
 def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
-    def build(folder: Path) -> dict[str, np.lib.npyio.NpzFile]:
+    def build(folder: Path, *flags: str) -> dict[str, np.lib.npyio.NpzFile]:
         done = subprocess.run(
-            [sys.executable, "benchmarks/bundled_sets.py", str(folder)],
+            [sys.executable, "benchmarks/bundled_sets.py", str(folder), *flags],
             capture_output=True,
             text=True,
             timeout=120,
@@ -130,6 +130,11 @@ def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> 
     assert all(t != 0 for t, out in zip(found, y) if not out)  # every other digit is an inlier
     again = build(tmp_path / "b")  # seeded: the same files every run
     assert all(np.array_equal(sets[n]["X"], again[n]["X"]) for n in sets)
+    every = build(tmp_path / "c", "--every-class")
+    assert sorted(every) == sorted([*sets, *(f"digits{k}" for k in range(1, 10)), "wine1", "wine2"])
+    found = [label[row.tobytes()] for row in every["digits7"]["X"]]
+    y = every["digits7"]["y"]
+    assert int(y.sum()) == 50 and all((t == 7) == bool(out) for t, out in zip(found, y))
 
 
 def test_anomaly_types_plant_each_kind_in_the_normal_rows(tmp_path: Path) -> None:

@@ -146,27 +146,6 @@ def nearest_k(
 
 
 @torch.inference_mode()
-def neighbourhood(
-    reference: torch.Tensor,
-    rows: torch.Tensor,
-    reach: torch.Tensor | None = None,
-    *,
-    graph: bool = False,
-    ref_norms: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Each row's ``relative_k`` nearest reference rows other than itself, as ``nearest``.
-
-    Returns the distance to the nearest (``nearest``'s value), the mean distance to the
-    k nearest, and, given the reference rows' ``reach``, the mean reach of the rows within
-    the k-th distance (``reach_around``).
-    """
-    found = nearest_k(reference, rows, ref_norms)
-    if reach is None:
-        return found.near, found.mean, None
-    return found.near, found.mean, reach_around(reference, found, reach, graph=graph)
-
-
-@torch.inference_mode()
 def neighbour_terms(
     reference: torch.Tensor,
     rows: torch.Tensor,
@@ -181,16 +160,17 @@ def neighbour_terms(
     found = nearest_k(reference, rows, ref_norms)
     found_terms = {"neighbour": found.near}
     if samples is not None:
-        found_terms["sampled"] = sampled_term(reference, found, samples)
+        found_terms["sampled"] = sampled_term(found, samples)
     around = reach_around(reference, found, reach, graph=graph)
     return {**found_terms, "relative": relative(found.mean, around)}
 
 
-def sampled_term(reference: torch.Tensor, found: Nearest, samples: torch.Tensor) -> torch.Tensor:
-    """aecli/sampled.py's term for rows whose nearest reference rows ``found`` holds."""
-    partial = found.partial if found.partial is not None else _partial(reference, found.rows)
+def sampled_term(found: Nearest, samples: torch.Tensor) -> torch.Tensor:
+    """aecli/sampled.py's term for rows whose nearest reference rows ``found`` holds, from
+    their distances to every reference row (before ``neighbour_reference`` drops them)."""
+    assert found.partial is not None
     nearest_row = found.index[:, 0]
-    return sampled.term(partial, found.norms, samples, nearest_row, found.itself, found.near)
+    return sampled.term(found.partial, found.norms, samples, nearest_row, found.itself, found.near)
 
 
 @torch.inference_mode()
@@ -355,7 +335,7 @@ def neighbour_reference(
     found, far = [], []
     for block in blocks.tensors:
         each = nearest_k(reference, block)
-        far.append(sampled_term(reference, each, drawn))
+        far.append(sampled_term(each, drawn))
         each.partial = None  # every block's at once would hold rows x reference floats
         found.append(each)
     means = torch.cat([each.mean for each in found])

@@ -13,6 +13,21 @@ from aecli import modelfile, neighbours, tails
 from tests.conftest import invoke
 
 
+def _neighbourhood(
+    reference: torch.Tensor,
+    rows: torch.Tensor,
+    reach: torch.Tensor | None = None,
+    *,
+    graph: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The nearest distance, the mean distance to the k nearest and, given ``reach``, the
+    mean reach around (``reach_around``): what ``neighbour_terms`` builds its terms from."""
+    found = neighbours.nearest_k(reference, rows)
+    if reach is None:
+        return found.near, found.mean, None
+    return found.near, found.mean, neighbours.reach_around(reference, found, reach, graph=graph)
+
+
 def test_nearest_skips_the_row_itself_but_not_a_copy() -> None:
     reference = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0], [10.0, 0.0]])
     rows = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [10.0, 0.0]])
@@ -149,7 +164,7 @@ def test_neighbourhood_averages_the_k_nearest_and_the_reach_of_every_tie() -> No
     reference = torch.arange(12, dtype=torch.float32)[:, None]
     reach = torch.arange(1, 13, dtype=torch.float32)
     rows = torch.tensor([[0.0], [5.5], [20.0]])
-    near, mean, around = neighbours.neighbourhood(reference, rows, reach)
+    near, mean, around = _neighbourhood(reference, rows, reach)
     assert around is not None
     np.testing.assert_allclose(near.numpy(), [1.0, 0.5, 9.0], rtol=1e-6)
     # 0: the others 1..10; 20: 19..10 away from 11..2
@@ -159,7 +174,7 @@ def test_neighbourhood_averages_the_k_nearest_and_the_reach_of_every_tie() -> No
     assert mean[1].item() == pytest.approx(2.5)
     np.testing.assert_allclose(around.numpy(), [6.5, 6.5, 7.5], rtol=1e-6)
     # a tie at the k-th distance counts whole: 5 is 5 from both 0 and 10, its 9th and 10th
-    _, _, around = neighbours.neighbourhood(reference, torch.tensor([[5.0]]), reach)
+    _, _, around = _neighbourhood(reference, torch.tensor([[5.0]]), reach)
     assert around is not None  # rows 1..10 within 5, plus row 0 tied with row 10
     assert around.item() == pytest.approx(float(reach[:11].sum() - reach[5]) / 10)
 
@@ -181,7 +196,7 @@ def test_a_row_just_past_the_kth_counts_in_part_so_its_rounding_moves_little(
     weight = 1.0 - (past - tenth) / (neighbours.TIE_SHARE * tenth)
     assert weight == pytest.approx(share, abs=2e-3)
     for graph in (False, True):
-        around = neighbours.neighbourhood(reference, row, reach, graph=graph)[2]
+        around = _neighbourhood(reference, row, reach, graph=graph)[2]
         assert around is not None
         # rows 1..10 (reach 2..11, 65 in all) whole, row 0 (reach 1) by its weight
         assert around.item() == pytest.approx((65.0 + weight) / (10.0 + weight), rel=1e-9)
@@ -194,10 +209,10 @@ def test_the_relative_term_sees_a_row_off_a_dense_cluster_that_distance_misses()
     dense = rng.normal(0.0, 0.1, size=(200, 2))
     sparse = rng.normal(10.0, 2.0, size=(200, 2))
     reference = torch.from_numpy(np.concatenate([dense, sparse]).astype(np.float32))
-    means = neighbours.neighbourhood(reference, reference)[1]
+    means = _neighbourhood(reference, reference)[1]
     reach = neighbours.reaches(means)
     rows = torch.tensor([[0.5, 0.5], [13.0, 13.0]])  # beside the dense one, in the sparse
-    near, mean, around = neighbours.neighbourhood(reference, rows, reach)
+    near, mean, around = _neighbourhood(reference, rows, reach)
     assert around is not None
     relative = neighbours.relative(mean, around)
     assert near[0] < near[1]  # by distance the first is the less unusual
@@ -386,10 +401,10 @@ def test_copies_among_the_rows_keep_the_relative_term_finite() -> None:
     copies = np.zeros((60, 2))
     spread = np.array([[1e4, 0.0], [0.0, 1e4], [-1e4, 0.0], [3.0, 4.0]])
     reference = torch.from_numpy(np.concatenate([copies, spread]).astype(np.float32))
-    reach = neighbours.reaches(neighbours.neighbourhood(reference, reference)[1])
+    reach = neighbours.reaches(_neighbourhood(reference, reference)[1])
     assert (reach > 0).all()
     rows = torch.cat([reference, torch.tensor([[0.1, 0.0]])])
-    _, mean, around = neighbours.neighbourhood(reference, rows, reach)
+    _, mean, around = _neighbourhood(reference, rows, reach)
     assert around is not None
     relative = neighbours.relative(mean, around)
     assert torch.isfinite(relative).all() and (around > 0).all()
@@ -402,12 +417,12 @@ def test_the_quick_and_the_graphs_reach_agree_on_ties() -> None:
     tie, both give the same terms."""
     rng = np.random.default_rng(1)
     reference = torch.from_numpy(rng.integers(0, 3, size=(300, 4)).astype(np.float32))
-    reach = neighbours.reaches(neighbours.neighbourhood(reference, reference)[1])
+    reach = neighbours.reaches(_neighbourhood(reference, reference)[1])
     rows = torch.cat(
         [reference[:50], torch.from_numpy(rng.normal(1, 1, (50, 4)).astype(np.float32))]
     )
-    quick = neighbours.neighbourhood(reference, rows, reach)
-    graph = neighbours.neighbourhood(reference, rows, reach, graph=True)
+    quick = _neighbourhood(reference, rows, reach)
+    graph = _neighbourhood(reference, rows, reach, graph=True)
     for got, want in zip(quick, graph):
         assert got is not None and want is not None
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)

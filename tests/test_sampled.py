@@ -32,7 +32,7 @@ def test_the_term_is_the_mean_distance_to_each_samples_nearest_row_but_itself() 
     samples = torch.tensor([[0, 2], [1, 3], [3, 4]])
     rows = torch.tensor([[0.0], [2.0], [15.0], [20.0]])
     found = neighbours.nearest_k(reference, rows)
-    got = neighbours.sampled_term(reference, found, samples).numpy()
+    got = neighbours.sampled_term(found, samples).numpy()
     want = [
         (3 + 1 + 7) / 3,  # [0] is reference row 0: the first sample's nearest other is 3
         (1 + 1 + 5) / 3,  # [2] is new: 1 from 3, 1 from 1, 5 from 7
@@ -41,7 +41,7 @@ def test_the_term_is_the_mean_distance_to_each_samples_nearest_row_but_itself() 
     ]
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # a sample of the row itself alone counts its nearest other row instead
-    alone = neighbours.sampled_term(reference, found, torch.tensor([[0], [4]])).numpy()
+    alone = neighbours.sampled_term(found, torch.tensor([[0], [4]])).numpy()
     np.testing.assert_allclose(alone[0], (1 + 15) / 2, rtol=1e-6)
 
 
@@ -55,7 +55,7 @@ def test_a_group_among_the_training_rows_is_far_from_most_samples() -> None:
     reference = torch.from_numpy(np.vstack([normal, group]))
     drawn = torch.from_numpy(sampled.draw(len(reference)))
     found = neighbours.nearest_k(reference, reference)
-    far = neighbours.sampled_term(reference, found, drawn).numpy()
+    far = neighbours.sampled_term(found, drawn).numpy()
     near = found.near.numpy()
     assert near[2000:].max() < np.quantile(near[:2000], 0.01)
     assert far[2000:].min() > np.quantile(far[:2000], 0.99)

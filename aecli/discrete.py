@@ -10,9 +10,13 @@ autoencoder as one more digit), a value that few rows take in some column is wha
 marks them (issue 39: measured in docs/anomaly.md). Columns of non-integer values (image
 embeddings, measurements) are never discrete, so on them the score is the five terms.
 
-The term is ``sum_c -log p_c(x_c)``, p_c the share of training rows with the row's value in
-column c, smoothed by one row per value (``Discrete.rarity``): a training row and a new copy
-of it score alike, as in the neighbour terms.
+The term is ``sum_c -log((p_c(x_c) + a) / (1 + a))``, p_c the share of training rows with the
+row's value in column c, smoothed by one row per value (``Discrete.rarity``): a training row
+and a new copy of it score alike, as in the neighbour terms. ``a`` (format 11) is HBOS's
+regulariser (Goldstein & Dengel 2012): a value held by far fewer than a tenth of the rows
+counts about -log a, however few hold it, so the term counts the columns in which a row is
+rare rather than how rare its rarest value is, which grows with log n and lets one column's
+stray value outweigh many (docs/anomaly.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ import numpy as np
 
 LEVELS = 32  # a column of integers with at most this many distinct values is discrete
 
+# The share added to each value's share before its log (format 11; 0 in files before it, which
+# count -log p whole): HBOS's default regulariser, where a rare value stops counting for more.
+SATURATION = 0.1
+
 
 @dataclass
 class Discrete:
@@ -31,19 +39,28 @@ class Discrete:
     columns: np.ndarray  # int64 [C]: the discrete inputs, ascending
     levels: np.ndarray  # float32 [C, LEVELS]: each column's values, ascending, the last repeated
     counts: np.ndarray  # float32 [C, LEVELS]: rows with each value; 0 where a value is repeated
+    saturation: float = 0.0  # ``SATURATION`` from format 11; 0 before: each -log p whole
 
     def rarity(self) -> tuple[np.ndarray, np.ndarray]:
-        """-log share of each value (0 where repeated) and of a value never seen, float64.
+        """How rare each value is (0 where repeated) and a value never seen, float64.
 
-        A value k of n rows hold, in a column of m values: -log(k / (n + m)), the share with
-        one row added to each value, the row itself among the k: what a training row gets
-        against the other rows, so a training row scores as a new copy of it does. A value
-        never seen: -log(1 / (n + m + 1)), a value the row alone would hold.
+        A value k of n rows hold, in a column of m values, has the share p = k / (n + m):
+        one row added to each value, the row itself among the k, which is what a training
+        row gets against the other rows, so a training row scores as a new copy of it does.
+        A value never seen has p = 1 / (n + m + 1), a value the row alone would hold. Its
+        rarity is -log((p + a) / (1 + a)), a the ``saturation``: 0 for the commonest value a
+        column could have (p = 1), about -log a for any value far rarer than a.
         """
         counts = self.counts.astype(np.float64)
         total = counts.sum(1, keepdims=True) + (counts > 0).sum(1, keepdims=True)
-        rarity = np.where(counts > 0, -np.log(np.maximum(counts, 1.0) / total), 0.0)
-        return rarity, np.log(total[:, 0] + 1.0)
+        share = np.maximum(counts, 1.0) / total
+        rarity = np.where(counts > 0, self.surprise(share), 0.0)
+        return rarity, self.surprise(1.0 / (total[:, 0] + 1.0))
+
+    def surprise(self, share: np.ndarray) -> np.ndarray:
+        """-log((share + a) / (1 + a)), a the ``saturation``: -log share where a is 0."""
+        a = float(self.saturation)
+        return np.log1p(a) - np.log(share + a) if a > 0 else -np.log(share)
 
     def term(self, rows: np.ndarray) -> np.ndarray:
         """The term for raw rows (float32 [rows, inputs]), in float64; a NaN matches no
@@ -76,4 +93,4 @@ def fit(rows: np.ndarray) -> Discrete | None:
         levels[c, : len(values)], levels[c, len(values) :] = values, values[-1]
         counts[c, : len(values)] = held
     columns = np.array([column for column, _, _ in kept], dtype=np.int64)
-    return Discrete(columns, levels, counts)
+    return Discrete(columns, levels, counts, float(np.float32(SATURATION)))

@@ -282,8 +282,14 @@ TERM_PARTS = {
 
 
 def term_tensors(name: str, term: Any) -> dict[str, Any]:
-    """A histogram term's arrays (``name``: density or discrete) by their names in the file."""
-    return {f"{name}.{part}": getattr(term, part) for part in TERM_PARTS[name]}
+    """A histogram term's arrays (``name``: density or discrete) by their names in the file,
+    and the discrete term's saturation where it has one (format 11)."""
+    import numpy as np
+
+    tensors = {f"{name}.{part}": getattr(term, part) for part in TERM_PARTS[name]}
+    if getattr(term, "saturation", 0.0) > 0:
+        tensors[f"{name}.saturation"] = np.array([term.saturation], dtype=np.float32)
+    return tensors
 
 
 def _term_parts(tensors: dict[str, Any], name: str) -> dict[str, Any]:
@@ -333,7 +339,19 @@ def discrete(tensors: dict[str, Any], width: int) -> Any:
         and (counts >= 0).all() and (counts[:, 0] > 0).all() and (rows == rows[0]).all()
     ):  # fmt: skip
         raise ValueError("the discrete term's columns, values or counts are damaged")
-    return Discrete(columns.astype(np.int64), levels, counts)
+    return Discrete(columns.astype(np.int64), levels, counts, saturation(tensors))
+
+
+def saturation(tensors: dict[str, Any]) -> float:
+    """The discrete term's saturation (format 11): one share in (0, 1); 0 where a file
+    before it has none, which counts each value's -log share whole."""
+
+    if "discrete.saturation" not in tensors:
+        return 0.0
+    value = tensors["discrete.saturation"].numpy()
+    if value.shape != (1,) or not 0.0 < float(value[0]) < 1.0:  # NaN fails both
+        raise ValueError("the discrete term's saturation is not one share in (0, 1)")
+    return float(value[0])
 
 
 def scale_method(method: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ from aecli import discrete, modelfile
 from tests.conftest import invoke
 
 
-def by_hand(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Over the columns of 2 to 32 integers: -log(k / (n + m)), k the training rows with the
-    row's value, n the rows, m the values; -log(1 / (n + m + 1)) for a value never seen."""
+def by_hand(train: np.ndarray, rows: np.ndarray, a: float = 0.1) -> np.ndarray:
+    """Over the columns of 2 to 32 integers: -log((p + a) / (1 + a)), p = k / (n + m), k the
+    training rows with the row's value, n the rows, m the values; p = 1 / (n + m + 1) for a
+    value never seen. a = 0: -log p, as files before format 11 count it."""
     total = np.zeros(len(rows))
     for column in range(train.shape[1]):
         counts = Counter(train[:, column].tolist())
@@ -23,10 +25,12 @@ def by_hand(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
             continue
         n, m = len(train), len(counts)
         for i, value in enumerate(rows[:, column].tolist()):
-            total[i] += (
-                -math.log(counts[value] / (n + m)) if value in counts else math.log(n + m + 1)
-            )
+            p = counts[value] / (n + m) if value in counts else 1 / (n + m + 1)
+            total[i] += -math.log((p + a) / (1 + a))
     return total
+
+
+SATURATION = float(np.float32(0.1))  # as the file holds it
 
 
 @pytest.fixture
@@ -51,8 +55,31 @@ def test_the_term_counts_the_values_of_the_discrete_columns(mixed: np.ndarray) -
     new = mixed[:20].copy()
     new[:5, 1] = 5.0  # a category never seen
     new[5:8, 3] = np.nan  # nothing matches NaN
-    np.testing.assert_allclose(counted.term(mixed), by_hand(mixed, mixed), rtol=1e-12)
-    np.testing.assert_allclose(counted.term(new), by_hand(mixed, new), rtol=1e-12)
+    assert counted.saturation == SATURATION
+    np.testing.assert_allclose(counted.term(mixed), by_hand(mixed, mixed, SATURATION), rtol=1e-12)
+    np.testing.assert_allclose(counted.term(new), by_hand(mixed, new, SATURATION), rtol=1e-12)
+    before = replace(counted, saturation=0.0)  # a file before format 11: -log p whole
+    np.testing.assert_allclose(before.term(new), by_hand(mixed, new, 0.0), rtol=1e-12)
+
+
+def test_a_rare_value_counts_about_minus_log_a_however_rare() -> None:
+    """Why it saturates: counted whole, a value never seen adds log(n + m + 1), which grows
+    with the table; saturated, it adds about -log(a / (1 + a)) on any table, so that the
+    term counts in how many columns a row is rare."""
+    three = np.array([[1.0, 1.0, 1.0]], np.float32)  # a value of 1% of rows, in three columns
+    stray = np.array([[5.0, 0.0, 0.0]], np.float32)  # a value never seen, in one
+    rare = -math.log(SATURATION / (1 + SATURATION))
+    whole = []
+    for rows in (1000, 100_000):
+        flags = np.zeros((rows, 3), np.float32)
+        for column in range(3):
+            flags[column * rows // 100 : (column + 1) * rows // 100, column] = 1.0
+        counted = discrete.fit(flags)
+        assert counted is not None
+        assert counted.term(stray)[0] == pytest.approx(rare, abs=0.03)  # + two common values
+        assert counted.term(three)[0] == pytest.approx(3 * (rare - math.log(1.1)), abs=0.2)
+        whole.append(replace(counted, saturation=0.0).term(stray)[0])
+    assert whole[1] - whole[0] == pytest.approx(math.log(100), abs=0.01)
 
 
 def test_a_training_row_scores_as_a_new_copy_of_it(mixed: np.ndarray) -> None:
@@ -66,8 +93,11 @@ def test_a_training_row_scores_as_a_new_copy_of_it(mixed: np.ndarray) -> None:
     alone = discrete.fit(mixed[:, 3:4])
     assert alone is not None
     row = np.array([[1.0]], np.float32)
-    assert alone.term(row)[0] == pytest.approx(-math.log(k / (n + m)))
-    assert alone.term(row)[0] == pytest.approx(-math.log((k - 1 + 1) / (n - 1 + m + 1)))
+    a = SATURATION
+    assert alone.term(row)[0] == pytest.approx(-math.log((k / (n + m) + a) / (1 + a)))
+    assert alone.term(row)[0] == pytest.approx(
+        -math.log(((k - 1 + 1) / (n - 1 + m + 1) + a) / (1 + a))
+    )
 
 
 def test_a_table_of_measurements_has_no_discrete_term(table: np.ndarray) -> None:
@@ -86,7 +116,8 @@ def test_a_trained_file_scores_with_the_term(tmp_path: Path, mixed: np.ndarray) 
     assert stats is not None and stats.discrete is not None and stats.grids is not None
     assert stats.discrete.columns.dtype == np.int64
     terms = row_terms(fitted, mixed)
-    np.testing.assert_allclose(terms["discrete"], by_hand(mixed, mixed), rtol=1e-6)
+    assert stats.discrete.saturation == SATURATION
+    np.testing.assert_allclose(terms["discrete"], by_hand(mixed, mixed, SATURATION), rtol=1e-6)
     # the training rows' own terms set the percentiles, each row scored as it is now
     np.testing.assert_allclose(
         stats.grids["discrete"], np.quantile(terms["discrete"], np.linspace(0, 1, 1001)), rtol=1e-5
@@ -109,6 +140,9 @@ def _trained(tmp_path: Path, mixed: np.ndarray) -> Path:
         (lambda a: a.update({"discrete.levels": a["discrete.levels"][:, ::-1].copy()}), "damaged"),
         (lambda a: a.update({"discrete.counts": -a["discrete.counts"]}), "damaged"),
         (lambda a: a.update({"discrete.levels": a["discrete.levels"][:1]}), "does not match"),
+        (lambda a: a.update({"discrete.saturation": np.array([1.5], np.float32)}), "saturation"),
+        (lambda a: a.update({"discrete.saturation": np.array([np.nan], np.float32)}), "saturation"),
+        (lambda a: a.update({"discrete.saturation": np.zeros(2, np.float32)}), "saturation"),
     ],
 )
 def test_a_damaged_discrete_term_is_refused(

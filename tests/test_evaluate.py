@@ -187,7 +187,8 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     + 1/4 T(mean over the file's samples of the distance to the sample's nearest row)
     + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
     + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
-    + 1/2 T(sum over integer columns of at most 32 values of -log(share of the row's value)),
+    + 1/2 T(sum over integer columns of at most 32 values of -log((p + 0.1) / 1.1)), p the
+    share of training rows with the row's value,
     T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles,
     [t]+ = max(t, 0): the autoencoder's terms count above their training medians (T = ln 2);
     L(x) = max(0, -log(2 max(F(x), 1 / G))): the code's lower tail, 0 above the median.
@@ -225,18 +226,21 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
 
 
 def _hand_discrete(rows: np.ndarray, training: np.ndarray) -> np.ndarray:
-    """Over the training rows' columns of integers with 2 to 32 values: -log(k / (n + m)),
-    k the training rows with the row's value, n rows, m values; 1 / (n + m + 1) if unseen."""
+    """Over the training rows' columns of integers with 2 to 32 values: -log((p + a) / (1 +
+    a)), p = k / (n + m), k the training rows with the row's value, n rows, m values;
+    p = 1 / (n + m + 1) if unseen; a = 0.1 as float32 holds it."""
     from collections import Counter
 
+    a = float(np.float32(0.1))
     total = np.zeros(len(rows))
     for column in range(training.shape[1]):
         counts = Counter(training[:, column].tolist())
         if not 2 <= len(counts) <= 32 or any(v != int(v) for v in counts):
             continue
         n, m = len(training), len(counts)
-        total += [-math.log(counts[v] / (n + m)) if v in counts else math.log(n + m + 1)
+        shares = [counts[v] / (n + m) if v in counts else 1 / (n + m + 1)
                   for v in rows[:, column].tolist()]  # fmt: skip
+        total += [-math.log((p + a) / (1 + a)) for p in shares]
     return total
 
 

@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 10
+    assert meta["format"] == 11
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "10"
+        assert handle.metadata()["aecli.format"] == "11"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -352,6 +352,23 @@ def test_a_file_before_the_codes_lower_tail_scores_as_written(
     assert result.code == 0, result.stderr
     assert_same_table(
         result.text, (data / f"format{version}-basic-scores.csv").read_text(), rtol=SCORE_RTOL
+    )
+
+
+@pytest.mark.determinism
+def test_a_file_before_the_discrete_terms_saturation_scores_as_written() -> None:
+    """Written by aecli before the discrete term's rarity saturated (format 10, no
+    discrete.saturation): each value counts its -log share whole, as it did then."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format10-basic.safetensors", data / "format4-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "10"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.discrete is not None and stats.discrete.saturation == 0
+    assert stats.samples is not None and stats.lowers == {"code": 0.5}
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    assert_same_table(
+        result.text, (data / "format10-basic-scores.csv").read_text(), rtol=SCORE_RTOL
     )
 
 

@@ -19,8 +19,10 @@ These are small and few: a check of direction, not a benchmark to tune to.
 
 ``--every-class`` writes, beside them, the same sets with each other class in turn as the
 outliers (``digits1`` to ``digits9``, ``wine1`` and ``wine2``): the same tables, anomalies of
-another kind. The nine digit sets show whether a term that helps on the zeros (ink where
-other digits have none) hurts on the ones (less ink than any other digit).
+another kind; and iris, each species in turn (``iris0`` to ``iris2``). The nine digit sets show
+whether a term that helps on the zeros (ink where other digits have none) hurts on the ones
+(less ink than any other digit); ``iris1``'s outliers lie between the other two species, where
+one Gaussian of the rows puts its centre.
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ SETS = {
 
 
 def every_class() -> dict[str, tuple[str, object, int, int]]:
-    """The sets of ``--every-class``: each other class of digits and wine as the outliers."""
+    """The sets of ``--every-class``: each other class of digits and wine as the outliers,
+    and each iris species (5 of its 50 rows kept): one of them lies between the other two."""
     sets: dict[str, tuple[str, object, int, int]] = {}
     for name, classes in (("digits", range(1, 10)), ("wine", range(1, 3))):
         loader, _, _, kept = SETS["optdigits" if name == "digits" else "wine"]
         for k in classes:
             sets[f"{name}{k}"] = (loader, lambda t, k=k: t != k, k, kept)
+    for k in range(3):
+        sets[f"iris{k}"] = ("load_iris", lambda t, k=k: t != k, k, 5)
     return sets
 
 

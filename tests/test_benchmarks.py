@@ -102,7 +102,7 @@ def test_batch_size_benchmark_prints_a_row_per_table() -> None:
 
 
 def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> None:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits, load_iris
 
     def build(folder: Path, *flags: str) -> dict[str, np.lib.npyio.NpzFile]:
         done = subprocess.run(
@@ -131,10 +131,17 @@ def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> 
     again = build(tmp_path / "b")  # seeded: the same files every run
     assert all(np.array_equal(sets[n]["X"], again[n]["X"]) for n in sets)
     every = build(tmp_path / "c", "--every-class")
-    assert sorted(every) == sorted([*sets, *(f"digits{k}" for k in range(1, 10)), "wine1", "wine2"])
+    others = [*(f"digits{k}" for k in range(1, 10)), "wine1", "wine2", "iris0", "iris1", "iris2"]
+    assert sorted(every) == sorted([*sets, *others])
     found = [label[row.tobytes()] for row in every["digits7"]["X"]]
     y = every["digits7"]["y"]
     assert int(y.sum()) == 50 and all((t == 7) == bool(out) for t, out in zip(found, y))
+    iris = load_iris()
+    species = {row.tobytes(): t for row, t in zip(iris.data.astype(np.float32), iris.target)}
+    found = [species[row.tobytes()] for row in every["iris1"]["X"]]
+    y = every["iris1"]["y"]
+    assert every["iris1"]["X"].shape == (105, 4) and int(y.sum()) == 5
+    assert all((t == 1) == bool(out) for t, out in zip(found, y))  # versicolor, 5 of its 50
 
 
 def test_anomaly_types_plant_each_kind_in_the_normal_rows(tmp_path: Path) -> None:

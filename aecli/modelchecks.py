@@ -345,7 +345,6 @@ def discrete(tensors: dict[str, Any], width: int) -> Any:
 def saturation(tensors: dict[str, Any]) -> float:
     """The discrete term's saturation (format 11): one share in (0, 1); 0 where a file
     before it has none, which counts each value's -log share whole."""
-
     if "discrete.saturation" not in tensors:
         return 0.0
     value = tensors["discrete.saturation"].numpy()

@@ -12,21 +12,27 @@ bf16, whose short products leave the threads waiting between them more often
 ``OMP_WAIT_POLICY=ACTIVE`` on a machine that runs nothing else.
 
 The runtime reads these once, when torch loads it, so they go into the process
-environment before the first ``import torch``; torch-free on purpose.
+environment before the first ``import torch``; torch-free on purpose. Once torch is loaded
+(a notebook that imported it before calling the CLI's ``main``) they are left alone: the
+runtime has its wait already, and ``threads_sleep`` must describe that one.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import MutableMapping
 
 # GNU OpenMP (torch's Linux wheels) counts spins; Intel's OpenMP counts milliseconds.
 SHORT_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 
 
-def wait_briefly(env: MutableMapping[str, str] = os.environ) -> None:
-    """Ask for short OpenMP spins in ``env``, unless it names a wait policy or a spin already."""
-    if "OMP_WAIT_POLICY" in env:
+def wait_briefly(env: MutableMapping[str, str] = os.environ, loaded: bool | None = None) -> None:
+    """Ask for short OpenMP spins in ``env``, unless it names a wait policy or a spin already,
+    or torch is ``loaded`` (by default: whether this process has imported it), when the
+    runtime has read them: set then, they would only mislead ``threads_sleep``, which would
+    give a model one thread where the runtime's spinning threads would share its steps."""
+    if "OMP_WAIT_POLICY" in env or ("torch" in sys.modules if loaded is None else loaded):
         return
     for name, value in SHORT_WAIT.items():
         env.setdefault(name, value)

@@ -11,21 +11,47 @@ from aecli.openmp import SHORT_WAIT, threads_sleep, wait_briefly
 
 def test_short_spins_by_default() -> None:
     env: dict[str, str] = {"PATH": "/bin"}
-    wait_briefly(env)
+    wait_briefly(env, loaded=False)
     assert env == {"PATH": "/bin", **SHORT_WAIT}
     assert env["GOMP_SPINCOUNT"] == "1000"
 
 
 def test_a_wait_policy_the_user_chose_is_left_alone() -> None:
     env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    wait_briefly(env)
+    wait_briefly(env, loaded=False)
     assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
 
 
 def test_a_spin_count_the_user_chose_is_kept() -> None:
     env = {"GOMP_SPINCOUNT": "300000"}
-    wait_briefly(env)
+    wait_briefly(env, loaded=False)
     assert env == {"GOMP_SPINCOUNT": "300000", "KMP_BLOCKTIME": "1"}
+
+
+def test_nothing_is_asked_once_torch_is_loaded() -> None:
+    """Its runtime read the wait when it loaded: the environment keeps saying which one."""
+    env: dict[str, str] = {"PATH": "/bin"}
+    wait_briefly(env, loaded=True)
+    assert env == {"PATH": "/bin"} and not threads_sleep(env)
+
+
+@pytest.mark.parametrize(
+    ("first", "spins"), [("", "1000"), ("import torch", None)], ids=["command", "torch-first"]
+)
+def test_the_cli_asks_only_before_torch_loads(first: str, spins: str | None) -> None:
+    """``main`` in a process that has not loaded torch (the command) asks for short spins; in
+    one that has (a notebook that imported torch first) it leaves the environment alone."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", *SHORT_WAIT)}
+    code = f"{first}\nimport os\nfrom aecli.cli import main\nmain(['--version'])\n"
+    code += "print(os.environ.get('GOMP_SPINCOUNT'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == str(spins)
 
 
 @pytest.mark.parametrize(

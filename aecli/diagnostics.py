@@ -23,6 +23,7 @@ import torch
 from aecli import losses, neighbours, tails
 from aecli.config import ROWS_SEED, Kind, Loss
 from aecli.gaussian import robust_gaussian
+from aecli.mixture import fit as fit_mixture
 from aecli.models import VariationalAutoencoder
 
 if TYPE_CHECKING:
@@ -117,6 +118,9 @@ def row_terms(
                 if "discrete" in given:
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
+                if stats.mixture is not None:  # the code's second reading (format 12)
+                    named["mixture"] = stats.mixture.term(codes.numpy())
+                    result["mixture"] = torch.from_numpy(named["mixture"]).float()
                 named.update({name: term.numpy() for name, term in near_terms.items()})
                 added = list(tails.parts(named, stats.grids, stats.floors, stats.lowers).values())
                 result["score"] = torch.from_numpy(sum(added))
@@ -187,7 +191,9 @@ def code_stats(
     codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])
     diagonal = terms["residuals"].shape[1] > FULL_COVARIANCE_MAX
     residual_mean, residual_precision, residual = robust_gaussian(terms["residuals"], diagonal)
-    grid = {"residual": residual, "code": distance, **reference.terms}
+    mixture = fit_mixture(terms["codes"], ROWS_SEED + 7)
+    grid = {"residual": residual, "code": distance, "mixture": mixture.term(terms["codes"])}
+    grid.update(reference.terms)
     return CodeStats(
         codes_mean,
         codes_precision,
@@ -204,6 +210,7 @@ def code_stats(
         dict(tails.FLOORS),
         dict(tails.LOWER),
         reference.samples,
+        mixture,
     )
 
 

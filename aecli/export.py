@@ -214,7 +214,13 @@ def _graph_module() -> type:
     """The torch module class, made on first use so that importing this file needs no torch."""
     import torch
 
-    from aecli.graphterms import as_buffer, histogram_terms, in_units, register_neighbours
+    from aecli.graphterms import (
+        as_buffer,
+        histogram_terms,
+        in_units,
+        mixture_term,
+        register_neighbours,
+    )
 
     class Graph(torch.nn.Module):
         """One part of a fitted model as a pure function of its input, for the exporter.
@@ -270,37 +276,30 @@ def _graph_module() -> type:
                 near = _neighbour_terms(self, apart)
                 terms = {"residual": first, "code": distance, **near}
                 terms.update(histogram_terms(self, apart, x))
-                score = sum(self.adds(terms[name], name) for name in self.weights)
+                if self.has_mixture:
+                    terms["mixture"] = mixture_term(self, codes)
+                score = sum(self.adds(terms, name) for name in self.weights)
                 return score.float(), squared
             score = first / self.norms[0] + distance / self.norms[1]
             return score.float(), squared
 
-        def adds(self, values: torch.Tensor, name: str) -> torch.Tensor:
-            """aecli/tails.py's ``parts`` for one term: its tail above its floor, and its
-            lower tail at its share where it has one, op for op."""
+        def adds(self, terms: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+            """aecli/tails.py's ``parts`` for one term: its tail above its floor (the rarer
+            of its readings, where it has two), and its lower tail at its share where it has
+            one, op for op."""
             import torch
 
-            weight, share = self.weights[name], self.below(values, name)
-            q99, decades = getattr(self, f"knees_{name}")
-            beyond = torch.log(values.clamp_min(1e-30) / q99).clamp_min(0.0) / decades
-            added = weight * self.counted(-torch.log1p(-share) + beyond, name)
+            values = terms[name]
+            weight, share = self.weights[name], _below(self, values, name)
+            upper = _tail(self, values, name, share)
+            if name == "code" and self.has_mixture:  # the rarer of its two readings
+                upper = torch.maximum(upper, _tail(self, terms["mixture"], "mixture"))
+            added = weight * self.counted(upper, name)
             if name not in self.lowers:
                 return added
             least = 1.0 / getattr(self, f"grid_{name}").shape[0]
             lower = (-torch.log(2.0 * share.clamp_min(least))).clamp_min(0.0)
             return added + weight * self.lowers[name] * lower
-
-        def below(self, values: torch.Tensor, name: str) -> torch.Tensor:
-            """aecli/tails.py's ``below``: the same clamped ramps, op for op."""
-            import torch
-
-            from aecli.tails import TIE_WIDTH
-
-            grid = getattr(self, f"grid_{name}")
-            low = grid[:-1]
-            width = torch.maximum(grid[1:] - low, TIE_WIDTH * low.abs().clamp_min(1e-30))
-            ramps = ((values[:, None] - low[None, :]) / width[None, :]).clamp(0.0, 1.0)
-            return ramps.sum(1) / grid.shape[0]
 
         def counted(self, tails: torch.Tensor, name: str) -> torch.Tensor:
             """aecli/tails.py's ``counted``: the tail above the term's floor."""
@@ -311,6 +310,31 @@ def _graph_module() -> type:
             return values * self.spread + self.offset
 
     return Graph
+
+
+def _tail(
+    graph: torch.nn.Module, values: torch.Tensor, name: str, share: torch.Tensor | None = None
+) -> torch.Tensor:
+    """aecli/tails.py's ``tail``: -log(1 - F) and the decades past q99, op for op."""
+    import torch
+
+    share = _below(graph, values, name) if share is None else share
+    q99, decades = getattr(graph, f"knees_{name}")
+    beyond = torch.log(values.clamp_min(1e-30) / q99).clamp_min(0.0) / decades
+    return -torch.log1p(-share) + beyond
+
+
+def _below(graph: torch.nn.Module, values: torch.Tensor, name: str) -> torch.Tensor:
+    """aecli/tails.py's ``below``: the same clamped ramps, op for op."""
+    import torch
+
+    from aecli.tails import TIE_WIDTH
+
+    grid = getattr(graph, f"grid_{name}")
+    low = grid[:-1]
+    width = torch.maximum(grid[1:] - low, TIE_WIDTH * low.abs().clamp_min(1e-30))
+    ramps = ((values[:, None] - low[None, :]) / width[None, :]).clamp(0.0, 1.0)
+    return ramps.sum(1) / grid.shape[0]
 
 
 def _neighbour_terms(graph: torch.nn.Module, scaled: torch.Tensor) -> dict[str, torch.Tensor]:

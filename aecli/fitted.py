@@ -20,6 +20,7 @@ from aecli.density import Density
 from aecli.discrete import Discrete
 from aecli.errors import DataError, UsageError
 from aecli.io import Table
+from aecli.mixture import Mixture
 from aecli.models import Autoencoder, VariationalAutoencoder
 from aecli.pca import PCA
 from aecli.scaler import Scaler
@@ -106,6 +107,9 @@ class CodeStats:
     # The sampled term's samples of reference rows (aecli/sampled.py), int64 [samples, rows];
     # none in files before format 10.
     samples: np.ndarray | None = None
+    # A mixture of Gaussians of the training codes (aecli/mixture.py), the code's second
+    # reading; none in files before format 12.
+    mixture: Mixture | None = None
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

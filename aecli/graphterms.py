@@ -55,12 +55,34 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
         graph.register_buffer("samples", as_buffer(stats.samples, torch.int64))
     graph.has_density = register_density(graph, stats.density)
     graph.has_discrete = register_discrete(graph, stats.discrete)
-    for name in graph.weights:
+    graph.has_mixture = register_mixture(graph, stats)
+    for name in [*graph.weights, *(["mixture"] if graph.has_mixture else [])]:
         grid = stats.grids[name].astype("float64")
         graph.register_buffer(f"grid_{name}", as_buffer(grid, torch.float64))
         q50, q99 = knees(grid)
         setattr(graph, f"knees_{name}", (q99, math.log(q99 / q50)))
     return True
+
+
+def register_mixture(graph: torch.nn.Module, stats: CodeStats) -> bool:
+    """The code mixture's means, precisions and offsets as float64 buffers; False for a
+    file written before it (format 12)."""
+    if stats.mixture is None:
+        return False
+    mixture = stats.mixture
+    graph.register_buffer("mixture_means", as_buffer(mixture.means, torch.float64))
+    graph.register_buffer("mixture_precisions", as_buffer(mixture.precisions, torch.float64))
+    graph.register_buffer("mixture_offsets", as_buffer(mixture.offsets(), torch.float64))
+    return True
+
+
+def mixture_term(graph: torch.nn.Module, codes: torch.Tensor) -> torch.Tensor:
+    """aecli/mixture.py's ``term``, op for op: -log sum_k exp(offset_k - d_k / 2)."""
+    centred = codes.double()[:, None, :] - graph.mixture_means[None]  # [rows, K, D]
+    squared = (torch.einsum("nkd,kde->nke", centred, graph.mixture_precisions) * centred).sum(2)
+    logs = graph.mixture_offsets[None, :] - 0.5 * squared
+    top = logs.max(1, keepdim=True).values
+    return -(top[:, 0] + torch.log(torch.exp(logs - top).sum(1)))
 
 
 def register_units(graph: torch.nn.Module, units: Scaler | None) -> bool:

@@ -98,6 +98,8 @@ def first_non_finite(fitted: Any) -> str | None:
             named += list(term_tensors("density", stats.density).items())
         if stats.discrete is not None:
             named += list(term_tensors("discrete", stats.discrete).items())
+        if stats.mixture is not None:
+            named += [(f"mixture.{k}", v) for k, v in vars(stats.mixture).items()]
     for name, values in named:
         # float32 as the file holds them: a float64 statistic beyond 3.4e38 is inf there
         if values is not None and not np.isfinite(np.asarray(values, np.float32)).all():
@@ -183,6 +185,10 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
                 raise ValueError("a discrete term without the density term before it")
             stats.discrete = discrete(tensors, width)
             names += ("discrete",)
+        if "mixture.weights" in tensors:  # the code's second reading (format 12)
+            from aecli.mixture import checked
+
+            stats.mixture, names = checked(tensors, latent), (*names, "mixture")
         if any(f"terms.{name}" not in tensors for name in names):
             raise ValueError("the score's term percentiles are missing")
         stats.grids = {name: tensors[f"terms.{name}"].numpy() for name in names}

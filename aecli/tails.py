@@ -128,6 +128,13 @@ FLOORS = {"residual": MEDIAN, "code": MEDIAN}
 # the lower tail costs the tables where they lie beyond.
 LOWER = {"code": 0.5}
 
+# A term read two ways, where the rarer reading counts (format 12; docs/anomaly.md): the code,
+# by one Gaussian of the training codes and by a mixture of a few (aecli/mixture.py). Where
+# the rows are of several kinds the one Gaussian's centre can lie between them; where a group
+# of anomalies among the training rows has a component of the mixture, the one Gaussian still
+# sees it beyond the rest.
+READINGS = {"code": "mixture"}
+
 
 def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     """The terms a file's score adds, and their weights."""
@@ -154,7 +161,11 @@ def parts(
     for name, weight in weights(grids).items():
         values, grid = terms[name], grids[name]
         share = below(values, grid)  # F(x), once for both tails
-        added[name] = weight * counted(tail(values, grid, share), floors.get(name, 0.0))
+        upper = tail(values, grid, share)
+        other = READINGS.get(name)
+        if other in grids:  # and its second reading (format 12): the rarer counts
+            upper = np.maximum(upper, tail(terms[other], grids[other]))
+        added[name] = weight * counted(upper, floors.get(name, 0.0))
         if name in lowers:  # and its lower tail, at its share (``lower.*``, format 9)
             added[name] = added[name] + weight * lowers[name] * lower_tail(values, grid, share)
     return added

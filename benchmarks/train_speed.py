@@ -335,7 +335,7 @@ def as_openmp(mode: str) -> None:
     """
     env = dict(os.environ)
     if mode == "aecli":
-        wait_briefly(env)
+        wait_briefly(env, loaded=False)  # for a new process, which has not loaded torch
     else:
         for name in SHORT_WAIT:
             env.pop(name, None)

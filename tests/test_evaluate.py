@@ -181,7 +181,8 @@ def test_terms_are_what_each_term_adds_to_the_score(basic_model: Path, digits_cs
 def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """What each term adds to the score by its formula, and the rows' scaled residuals:
 
-    score = 1/2 [T(d_M(residual)^2) - ln 2]+ + 1/2 [T(d_M(code)^2) - ln 2]+
+    score = 1/2 [T(d_M(residual)^2) - ln 2]+
+    + 1/2 [max(T(d_M(code)^2), T(-log sum_k w_k N(code; mu_k, P_k^-1))) - ln 2]+
     + 1/4 L(d_M(code)^2)
     + 1/4 T(nearest training row)
     + 1/4 T(mean over the file's samples of the distance to the sample's nearest row)
@@ -212,9 +213,14 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     assert stats.samples is not None and stats.samples.shape == (32, 64)
     sampled = _hand_sampled(scaled, reference, stats.samples)
     np.testing.assert_allclose(stats.reach, reach, rtol=1e-4)
+    assert stats.mixture is not None
+    mixture = _hand_mixture(codes, stats.mixture)
+    code_tail = np.maximum(
+        _hand_tail(distance, stats.grids["code"]), _hand_tail(mixture, stats.grids["mixture"])
+    )
     parts = {
         "residual": 0.5 * np.maximum(_hand_tail(residual, stats.grids["residual"]) - np.log(2), 0),
-        "code": 0.5 * np.maximum(_hand_tail(distance, stats.grids["code"]) - np.log(2), 0)
+        "code": 0.5 * np.maximum(code_tail - np.log(2), 0)
         + 0.25 * _hand_tail(distance, stats.grids["code"], lower=True),
         "neighbour": 0.25 * _hand_tail(near, stats.grids["neighbour"]),
         "sampled": 0.25 * _hand_tail(sampled, stats.grids["sampled"]),
@@ -223,6 +229,17 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
         "discrete": 0.5 * _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"]),
     }
     return parts, residuals
+
+
+def _hand_mixture(codes: np.ndarray, mixture) -> np.ndarray:
+    """-log sum_k w_k (2 pi)^(-D/2) det(P_k)^(1/2) exp(-(x - mu_k)' P_k (x - mu_k) / 2)."""
+    density = np.zeros(len(codes))
+    for w, mu, p in zip(mixture.weights, mixture.means, mixture.precisions):
+        p = p.astype(np.float64)
+        d = codes - mu
+        norm = (2 * math.pi) ** (-len(mu) / 2) * math.sqrt(np.linalg.det(p))
+        density += float(w) * norm * np.exp(-0.5 * np.einsum("nd,de,ne->n", d, p, d))
+    return -np.log(density)
 
 
 def _hand_discrete(rows: np.ndarray, training: np.ndarray) -> np.ndarray:

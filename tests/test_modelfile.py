@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 11
+    assert meta["format"] == 12
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "11"
+        assert handle.metadata()["aecli.format"] == "12"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -372,10 +372,28 @@ def test_a_file_before_the_discrete_terms_saturation_scores_as_written() -> None
     )
 
 
+@pytest.mark.determinism
+def test_a_file_before_the_code_mixture_scores_as_written() -> None:
+    """Written by aecli before the code was read by a mixture too (format 11, no mixture.*):
+    its code counts by its one Gaussian, as it did then."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format11-basic.safetensors", data / "format4-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "11"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.mixture is None and stats.grids is not None
+    assert "mixture" not in stats.grids and stats.discrete is not None
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    assert_same_table(
+        result.text, (data / "format11-basic-scores.csv").read_text(), rtol=SCORE_RTOL
+    )
+
+
 def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path) -> None:
     """Format 9: the autoencoder's terms count above their medians, and the code's lower
     tail counts too, at half its weight; format 10: the distance to the nearest row and to
-    the nearest of each sample a quarter each: the score is the formula with them."""
+    the nearest of each sample a quarter each; format 12: the code's upper tail is the larger
+    of its Gaussian's and its mixture's: the score is the formula with them."""
     from aecli.diagnostics import row_terms
     from aecli.io import read_table
 
@@ -391,10 +409,10 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
     grids = fitted.code_stats.grids
     keys = {"residual": "residual", "code": "distance"}
     weight = {name: 0.25 if name in ("neighbour", "sampled") else 0.5 for name in grids}
+    upper = {name: tails.tail(terms[keys.get(name, name)], grid) for name, grid in grids.items()}
+    upper["code"] = np.maximum(upper["code"], upper.pop("mixture"))
     want = sum(
-        weight[name]
-        * np.maximum(tails.tail(terms[keys.get(name, name)], grid) - (name in keys) * median, 0)
-        for name, grid in grids.items()
+        weight[name] * np.maximum(tail - (name in keys) * median, 0) for name, tail in upper.items()
     )
     share = np.maximum(tails.below(terms["distance"], grids["code"]), 1 / len(grids["code"]))
     want += 0.25 * np.maximum(-np.log(2 * share), 0)
@@ -423,7 +441,7 @@ def test_a_bad_floor_is_refused(
     metadata, _, _ = modelfile.read_header(str(basic_model))
     arrays = load_file(str(basic_model))
     if name.endswith(".alone"):  # a format 1 file's statistics: no neighbour terms, no grids
-        terms = ("neighbours.", "terms.", "density.", "discrete.", "floor.", "lower.")
+        terms = ("neighbours.", "terms.", "density.", "discrete.", "floor.", "lower.", "mixture.")
         arrays = {k: v for k, v in arrays.items() if not k.startswith(terms)}
         name = name.replace("alone", "code")
     arrays[name] = np.array(value, np.float32)

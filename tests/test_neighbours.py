@@ -234,11 +234,11 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     arrays = load_file(str(model))
     assert arrays["neighbours.reach"].shape == (len(rows),)
     later = ("neighbours.reach", "terms.relative", "terms.density")
-    later += ("neighbours.samples", "terms.sampled")
+    later += ("neighbours.samples", "terms.sampled", "terms.mixture")
     kept = {
         k: v
         for k, v in arrays.items()
-        if k not in later and not k.startswith(("density.", "floor.", "lower."))
+        if k not in later and not k.startswith(("density.", "floor.", "lower.", "mixture."))
     }
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
@@ -254,10 +254,12 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     )
     np.testing.assert_allclose(old["score"], want, rtol=1e-5)
     median = tails.MEDIAN  # today's file counts the autoencoder's terms above their medians
-    new = sum(
-        0.5 * np.maximum(tails.tail(now[key], grids[name]) - median, 0)
-        for key, name in (("residual", "residual"), ("distance", "code"))
+    new = 0.5 * np.maximum(tails.tail(now["residual"], grids["residual"]) - median, 0)
+    code = np.maximum(  # the rarer of the code's two readings (format 12)
+        tails.tail(now["distance"], grids["code"]),
+        tails.tail(now["mixture"], arrays["terms.mixture"]),
     )
+    new += 0.5 * np.maximum(code - median, 0)
     new += 0.25 * tails.lower_tail(now["distance"], grids["code"])  # and the code's lower tail
     new += 0.25 * tails.tail(now["neighbour"], grids["neighbour"])
     new += 0.25 * tails.tail(now["sampled"], arrays["terms.sampled"])
@@ -280,13 +282,13 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
     kept = {
         k: v
         for k, v in arrays.items()
-        if k not in ("terms.density", "terms.sampled", "neighbours.samples")
+        if k not in ("terms.density", "terms.sampled", "neighbours.samples", "terms.mixture")
         and "density." not in k
-        and not k.startswith(("floor.", "lower."))
+        and not k.startswith(("floor.", "lower.", "mixture."))
     }
     # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code,
-    # neighbours.samples, terms.sampled
-    assert len(kept) == len(arrays) - 11
+    # neighbours.samples, terms.sampled, mixture.{weights,means,precisions}, terms.mixture
+    assert len(kept) == len(arrays) - 15
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

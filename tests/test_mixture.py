@@ -1,0 +1,108 @@
+"""The code's second reading (aecli/mixture.py): a mixture of Gaussians, by formula and by BIC."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aecli import mixture, modelfile, tails
+from tests.conftest import invoke, rewrite_model
+
+
+def by_hand(codes: np.ndarray, fitted: mixture.Mixture) -> np.ndarray:
+    """-log sum_k w_k (2 pi)^(-D/2) det(P_k)^(1/2) exp(-(x - mu_k)' P_k (x - mu_k) / 2)."""
+    total = np.zeros(len(codes))
+    for w, mu, p in zip(fitted.weights, fitted.means, fitted.precisions):
+        p = p.astype(np.float64)
+        for i, x in enumerate(codes.astype(np.float64)):
+            d = x - mu
+            norm = (2 * math.pi) ** (-len(mu) / 2) * math.sqrt(np.linalg.det(p))
+            total[i] += float(w) * norm * math.exp(-0.5 * d @ p @ d)
+    return -np.log(total)
+
+
+def blobs(centres: list[list[float]], rows: int = 200, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(c, 0.5, (rows, len(c))) for c in centres]).astype(np.float32)
+
+
+def test_the_term_is_the_mixtures_density_by_its_formula() -> None:
+    codes = blobs([[0.0, 0.0], [4.0, 1.0]])
+    fitted = mixture.fit(codes, seed=1)
+    new = np.array([[0.0, 0.0], [2.0, 0.5], [4.0, 1.0], [9.0, -3.0]], np.float32)
+    np.testing.assert_allclose(fitted.term(new), by_hand(new, fitted), rtol=1e-10)
+    assert fitted.weights.dtype == fitted.means.dtype == fitted.precisions.dtype == np.float32
+    assert float(fitted.weights.sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("centres", "count"),
+    [([[0.0, 0.0]], 1), ([[0.0, 0.0], [5.0, 0.0]], 2), ([[0, 0], [5, 0], [0, 5]], 3)],
+)
+def test_bic_finds_as_many_components_as_clusters(centres: list, count: int) -> None:
+    fitted = mixture.fit(blobs(centres), seed=1)
+    assert len(fitted.weights) == count
+    found = sorted(map(tuple, np.round(fitted.means).astype(int).tolist()))
+    assert found == sorted(map(tuple, np.array(centres, dtype=int).tolist()))
+
+
+def test_the_same_codes_give_the_same_mixture() -> None:
+    codes = blobs([[0.0, 0.0, 1.0], [3.0, 3.0, 0.0]], rows=3000)  # over FIT_ROWS: sampled
+    first, second = mixture.fit(codes, seed=4), mixture.fit(codes.copy(), seed=4)
+    for part in mixture.PARTS:
+        assert np.array_equal(getattr(first, part), getattr(second, part))
+
+
+def test_a_code_between_two_kinds_is_rare_by_the_mixture_not_by_one_gaussian() -> None:
+    """Why the code has a second reading: one Gaussian of two clusters puts its centre
+    between them, where no training code is; the mixture finds it emptiest there."""
+    from aecli.fitted import mahalanobis
+    from aecli.gaussian import robust_gaussian
+
+    codes = blobs([[-3.0, 0.0], [3.0, 0.0]])
+    mean, precision, distance = robust_gaussian(codes)
+    fitted = mixture.fit(codes, seed=1)
+    between = np.array([[0.0, 0.0]], np.float32)
+    gaussian_grid = np.quantile(distance, np.linspace(0, 1, 1001))
+    mixture_grid = np.quantile(fitted.term(codes), np.linspace(0, 1, 1001))
+    by_gaussian = tails.tail(mahalanobis(between, mean, precision), gaussian_grid)[0]
+    by_mixture = tails.tail(fitted.term(between), mixture_grid)[0]
+    assert by_gaussian < math.log(2)  # nearer the centre than the median training code
+    assert by_mixture > -math.log(0.01)  # rarer than 99% of the training codes
+
+
+def test_a_trained_file_holds_the_mixture_and_its_percentiles(tmp_path: Path) -> None:
+    rows = blobs([[0.0, 0.0, 0.0, 0.0], [6.0, 6.0, 0.0, 0.0]])
+    np.save(tmp_path / "t.npy", rows)
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", tmp_path / "t.npy", "-o", model, "--epochs", "3", "-q"]).code == 0
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.mixture is not None and stats.grids is not None
+    assert len(stats.mixture.weights) >= 2 and "mixture" in stats.grids
+    assert "mixture" not in stats.parts()  # it is the code's reading, not a part of its own
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.pop("mixture.means"), "tensors are incomplete"),
+        (lambda a: a.update({"mixture.means": a["mixture.means"][:, :1].copy()}), "code size"),
+        (lambda a: a.update({"mixture.weights": a["mixture.weights"] * 2}), "damaged"),
+        (lambda a: a.update({"mixture.weights": -a["mixture.weights"]}), "damaged"),
+        (lambda a: a.update({"mixture.precisions": -a["mixture.precisions"]}), "positive definite"),
+        (lambda a: a.update({"mixture.means": a["mixture.means"] * np.nan}), "damaged"),
+    ],
+)
+def test_a_damaged_mixture_is_refused(tmp_path: Path, change, message: str) -> None:
+    rows = blobs([[0.0, 0.0, 0.0], [6.0, 6.0, 0.0]])
+    np.save(tmp_path / "t.npy", rows)
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", tmp_path / "t.npy", "-o", model, "--epochs", "1", "-q"]).code == 0
+    damaged = tmp_path / "damaged.safetensors"
+    rewrite_model(model, damaged, change)
+    result = invoke(["score", damaged, tmp_path / "t.npy"])
+    assert result.code != 0 and message in result.stderr and not result.stdout
+    assert "Traceback" not in result.stderr and damaged.name in result.stderr

@@ -177,12 +177,13 @@ def score(
     """Write one anomaly score per row of DATA, in order (higher = more unusual).
 
     The score adds how far the row's reconstruction residual is from the training rows'
-    residuals, how far its code is from their codes, how far the row is from the nearest
+    residuals, how rare its code is among their codes (by one Gaussian of them and by a
+    mixture of a few, the rarer reading counting), how far the row is from the nearest
     training row and from the nearest of each of a few fixed samples of them (which a small
     group of unusual rows cannot fill), how far from its nearest rows relative to their own
-    distances, how rare
-    it is along each principal component of the training rows and, in columns of a few
-    integer values, how rare its values are, each read on its own training distribution:
+    distances, how rare it is along each principal component of the training rows and, in
+    columns of a few integer values, how rare its values are, each read on its own training
+    distribution:
     the first two only beyond their medians, and the code also where it lies nearer their
     centre than almost all of theirs (about 1.6 for a typical row; docs/anomaly.md).
     """

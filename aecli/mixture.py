@@ -31,6 +31,7 @@ KMEANS_STEPS = 10  # Lloyd's steps from the k-means++ seeds
 EM_STEPS = 5  # expectation-maximisation steps at most from the k-means clusters
 TOLERANCE = 1e-3  # ... stopping once the mean log-likelihood rises less (sklearn's default)
 LOG_2PI = math.log(2.0 * math.pi)
+BLOCK = 8192  # codes a term is computed for at once: [K, BLOCK, D] float64 at most 19 MB at D 32
 
 
 @dataclass
@@ -50,9 +51,16 @@ class Mixture:
         return np.log(self.weights.astype(np.float64)) + 0.5 * logdet - 0.5 * dims * LOG_2PI
 
     def term(self, codes: np.ndarray) -> np.ndarray:
-        """-log of the mixture's density at each code ([rows, D]), float64."""
-        logs = component_logs(codes, self.means, self.precisions, self.offsets())
-        return -log_sum_exp(logs)
+        """-log of the mixture's density at each code ([rows, D]), float64, in blocks of
+        ``BLOCK`` rows: the training rows' codes can be 100,000 of them."""
+        offsets = self.offsets()
+        out = np.empty(len(codes), dtype=np.float64)
+        for start in range(0, len(codes), BLOCK):
+            block = codes[start : start + BLOCK]
+            out[start : start + BLOCK] = -log_sum_exp(
+                component_logs(block, self.means, self.precisions, offsets)
+            )
+        return out
 
 
 PARTS = ("weights", "means", "precisions")  # the file's mixture.weights, ...

@@ -106,3 +106,12 @@ def test_a_damaged_mixture_is_refused(tmp_path: Path, change, message: str) -> N
     result = invoke(["score", damaged, tmp_path / "t.npy"])
     assert result.code != 0 and message in result.stderr and not result.stdout
     assert "Traceback" not in result.stderr and damaged.name in result.stderr
+
+
+def test_the_term_in_blocks_is_the_term_whole() -> None:
+    codes = blobs([[0.0, 0.0], [3.0, 1.0]], rows=mixture.BLOCK)  # two blocks and none over
+    fitted = mixture.fit(codes, seed=2)
+    whole = -mixture.log_sum_exp(
+        mixture.component_logs(codes, fitted.means, fitted.precisions, fitted.offsets())
+    )
+    np.testing.assert_array_equal(fitted.term(codes), whole)

@@ -148,16 +148,15 @@ def expectation_maximisation(
     resp = np.zeros((len(x), count))
     resp[np.arange(len(x)), labels] = 1.0
     previous = -math.inf
-    for _ in range(EM_STEPS):
+    for step in range(EM_STEPS + 1):
         mixture = maximisation(x, resp, ridge)
         logs = component_logs(x, mixture.means, mixture.precisions, mixture.offsets())
         total = log_sum_exp(logs)
-        if float(total.mean()) - previous < TOLERANCE:
-            break
+        if step == EM_STEPS or float(total.mean()) - previous < TOLERANCE:
+            return mixture, float(total.sum())
         previous = float(total.mean())
         resp = np.exp(logs - total[:, None])
-    mixture = maximisation(x, resp, ridge)
-    return mixture, float(-mixture.term(x).sum())
+    raise AssertionError("unreachable: the last step returns")
 
 
 def maximisation(x: np.ndarray, resp: np.ndarray, ridge: float) -> Mixture:

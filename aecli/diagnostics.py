@@ -234,6 +234,9 @@ def percentiles(scores: np.ndarray) -> np.ndarray:
     ordered and finite and such a row is still flagged (findings4 #1).
     """
     finite = np.nan_to_num(scores.astype(np.float64), nan=FLOAT32_MAX, posinf=FLOAT32_MAX)
+    # Sorted first: the same quantiles, where numpy's partition around 2,002 indices of
+    # unsorted values took 2-3x as long as a sort (6,000 rows: 0.6 against 0.3 ms).
+    finite.sort()
     return np.minimum(np.quantile(finite, QUANTILE_GRID), FLOAT32_MAX).astype(np.float32)
 
 

@@ -160,17 +160,18 @@ def neighbour_terms(
     found = nearest_k(reference, rows, ref_norms)
     found_terms = {"neighbour": found.near}
     if samples is not None:
-        found_terms["sampled"] = sampled_term(found, samples)
+        found_terms["sampled"] = sampled_term(found, samples, graph=graph)
     around = reach_around(reference, found, reach, graph=graph)
     return {**found_terms, "relative": relative(found.mean, around)}
 
 
-def sampled_term(found: Nearest, samples: torch.Tensor) -> torch.Tensor:
+def sampled_term(found: Nearest, samples: torch.Tensor, *, graph: bool = False) -> torch.Tensor:
     """aecli/sampled.py's term for rows whose nearest reference rows ``found`` holds, from
     their distances to every reference row (before ``neighbour_reference`` drops them)."""
     assert found.partial is not None
     nearest_row = found.index[:, 0]
-    return sampled.term(found.partial, found.norms, samples, nearest_row, found.itself, found.near)
+    parts = (found.partial, found.norms, samples, nearest_row, found.itself, found.near)
+    return sampled.term(*parts, graph=graph)
 
 
 @torch.inference_mode()

@@ -40,6 +40,8 @@ def term(
     nearest: torch.Tensor,
     itself: torch.Tensor,
     near: torch.Tensor,
+    *,
+    graph: bool = False,
 ) -> torch.Tensor:
     """Each row's mean distance, over the samples, to the nearest row of each sample.
 
@@ -47,14 +49,51 @@ def term(
     norms (``norms``), as aecli/neighbours.py's ``nearest_k`` computes them; ``nearest``
     the nearest reference row and ``itself`` whether it is the row itself, which is not
     its own neighbour here either. A sample that holds nothing else (a reference of two
-    rows) counts the distance to the nearest other row, ``near``.
+    rows) counts the distance to the nearest other row, ``near``. ``graph``: the ONNX
+    export's trace, whose shapes cannot depend on which rows are reference rows.
     """
     rows, shape = partial.shape[0], samples.shape
-    values = partial.index_select(1, samples.reshape(-1)).reshape(rows, *shape)
-    own = (samples[None] == nearest[:, None, None]) & itself[:, None, None]
-    values = values.masked_fill(own, float("inf"))
+    values = partial.index_select(1, samples.reshape(-1))
+    if graph:
+        values = values.reshape(rows, *shape)
+        own = (samples[None] == nearest[:, None, None]) & itself[:, None, None]
+        values = values.masked_fill(own, float("inf"))
+    else:
+        own = _leave_out(values, partial.shape[1], samples, nearest, itself)
+        values = values.reshape(rows, *shape)
     distance = (values.min(2).values + norms[:, None]).clamp_min(0.0).sqrt()
     # by the mask, not by an infinite distance: the ONNX graph clamps inf to float32's largest
-    alone = own.all(2)
-    distance = torch.where(alone, near[:, None].to(distance.dtype), distance)
+    if own is not None:
+        alone = own.all(2)
+        distance = torch.where(alone, near[:, None].to(distance.dtype), distance)
     return distance.mean(1)
+
+
+def _leave_out(
+    values: torch.Tensor,
+    reference_rows: int,
+    samples: torch.Tensor,
+    nearest: torch.Tensor,
+    itself: torch.Tensor,
+) -> torch.Tensor | None:
+    """Set to inf, in ``values`` ([rows, samples x size]), each row's own place in the
+    samples where its nearest reference row is itself; the mask the graph builds, where
+    a sample can be all the row itself (samples of one row), else None.
+
+    The same values as the graph's mask over [rows, samples, size], from a lookup of where
+    each reference row sits in the samples: a training row is almost always its own
+    nearest, and the mask cost a third of the term there.
+    """
+    count, size = samples.shape
+    flat = samples.reshape(-1)
+    who = itself.nonzero()[:, 0]
+    if len(who):
+        # slot[r, s]: the position of reference row r in the flattened samples, or -1
+        slot = torch.full((reference_rows, count), -1, dtype=torch.long)
+        slot[flat, torch.arange(count).repeat_interleave(size)] = torch.arange(flat.numel())
+        places = slot[nearest[who]]
+        hit = (places >= 0).nonzero()
+        values[who[hit[:, 0]], places[hit[:, 0], hit[:, 1]]] = float("inf")
+    if size > 1:
+        return None
+    return (samples[None] == nearest[:, None, None]) & itself[:, None, None]

@@ -27,12 +27,14 @@ def test_samples_are_distinct_rows_drawn_by_a_fixed_seed() -> None:
     assert sampled.draw(1).shape == (sampled.SAMPLES, 1)
 
 
-def test_the_term_is_the_mean_distance_to_each_samples_nearest_row_but_itself() -> None:
+@pytest.mark.parametrize("graph", [False, True])
+def test_the_term_is_the_mean_distance_to_each_samples_nearest_row_but_itself(graph: bool) -> None:
+    """By formula, as eager code computes it and as the ONNX export traces it."""
     reference = torch.tensor([[0.0], [1.0], [3.0], [7.0], [15.0]])
     samples = torch.tensor([[0, 2], [1, 3], [3, 4]])
     rows = torch.tensor([[0.0], [2.0], [15.0], [20.0]])
     found = neighbours.nearest_k(reference, rows)
-    got = neighbours.sampled_term(found, samples).numpy()
+    got = neighbours.sampled_term(found, samples, graph=graph).numpy()
     want = [
         (3 + 1 + 7) / 3,  # [0] is reference row 0: the first sample's nearest other is 3
         (1 + 1 + 5) / 3,  # [2] is new: 1 from 3, 1 from 1, 5 from 7
@@ -41,8 +43,26 @@ def test_the_term_is_the_mean_distance_to_each_samples_nearest_row_but_itself() 
     ]
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # a sample of the row itself alone counts its nearest other row instead
-    alone = neighbours.sampled_term(found, torch.tensor([[0], [4]])).numpy()
+    alone = neighbours.sampled_term(found, torch.tensor([[0], [4]]), graph=graph).numpy()
     np.testing.assert_allclose(alone[0], (1 + 15) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [2, 3, 40, 300])
+def test_eager_code_leaves_each_row_out_as_the_graphs_mask_does(rows: int) -> None:
+    """Eager code sets a row's own places in the samples apart by a lookup, where the
+    graph masks every sample: the same bytes, for reference rows (copies among them) and
+    new rows, in references smaller and larger than a sample."""
+    rng = np.random.default_rng(rows)
+    reference = torch.from_numpy(rng.normal(size=(rows, 3)).astype(np.float32))
+    reference[-1] = reference[0]  # a copy: its nearest other row is at 0
+    rows_given = torch.cat(
+        [reference, torch.from_numpy(rng.normal(size=(7, 3)).astype(np.float32))]
+    )
+    samples = torch.from_numpy(sampled.draw(rows))
+    found = neighbours.nearest_k(reference, rows_given)
+    assert found.itself[:rows].any() and not found.itself[rows:].any()
+    eager = neighbours.sampled_term(found, samples)
+    assert torch.equal(eager, neighbours.sampled_term(found, samples, graph=True))
 
 
 def test_a_group_among_the_training_rows_is_far_from_most_samples() -> None:

@@ -57,7 +57,7 @@ class Scale(Choice):
     auto = "auto"  # chosen from the data: none, global or robust
     minmax = "minmax"  # each column to [0, 1]
     standard = "standard"  # each column to mean 0, standard deviation 1
-    robust = "robust"  # median 0, interquartile spread 1.349, clipped at 5
+    robust = "robust"  # median 0, spread 1 (the smaller of IQR / 1.349 and SD), clipped at 5
     global_ = "global"  # one range for every column (images)
     none = "none"
 

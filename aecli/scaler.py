@@ -146,9 +146,14 @@ class Scaler:
     def _robust(
         cls, median: np.ndarray, spread: np.ndarray, std: np.ndarray, reason: str
     ) -> Scaler:
-        # A column with mostly one value (a flag, a count that is usually 0) has no
-        # interquartile spread; its standard deviation is the next measure of its width.
-        spread = np.where(spread > 0, spread, std)
+        # Both the interquartile spread (over IQR_SIGMA) and the standard deviation are a
+        # normal column's sigma, and each overstates a column that departs from normal one
+        # way: the deviation a heavy-tailed one (a few extreme values), the interquartile
+        # spread a light-tailed one (two modes, a pixel on or off: for 0s and 1s in equal
+        # shares 0.74 against 0.5), so the smaller is the one that its departure did not
+        # inflate. A column with mostly one value (a flag, a count that is usually 0) has
+        # no interquartile spread: its standard deviation, the next measure of its width.
+        spread = np.where(spread > 0, np.minimum(spread, std), std)
         return cls._make(Scale.robust, median, spread, ROBUST_CLIP, reason)
 
     @classmethod
@@ -231,6 +236,6 @@ def choose(
         return Scale.minmax, "cross-entropy needs [0, 1]: each column's min-max range"
     return (
         Scale.robust,
-        f"a table: median and interquartile spread per column, clipped at "
-        f"{ROBUST_CLIP:g} spreads, so extreme rows cannot set the scale",
+        f"a table: median and spread per column (interquartile or standard, the smaller), "
+        f"clipped at {ROBUST_CLIP:g} spreads, so extreme rows cannot set the scale",
     )

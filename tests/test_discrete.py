@@ -179,5 +179,6 @@ def test_the_onnx_graph_scores_the_term_as_the_cli(tmp_path: Path, mixed: np.nda
     scores = session.run(None, {session.get_inputs()[0].name: rows})[0].ravel()
     expected = row_terms(modelfile.load(str(model)), rows)["score"]
     assert np.array_equal(np.isnan(scores), np.isnan(expected)) and np.isnan(scores[10:12]).all()
-    np.testing.assert_allclose(scores[12:], expected[12:], rtol=1e-4, atol=1e-4)
+    # test_export.SCORE_RTOL: a float32 rounding of a term can cross one percentile step
+    np.testing.assert_allclose(scores[12:], expected[12:], rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(scores[:10], expected[:10], rtol=1e-4, atol=1e-4)

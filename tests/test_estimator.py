@@ -248,4 +248,6 @@ def test_predict_survives_save_and_load_and_agrees_with_the_cli(tmp_path) -> Non
                      "--contamination", "0.1"])  # fmt: skip
     flags = [float(line.split(",")[1]) for line in result.text.splitlines()[1:]]
     np.testing.assert_array_equal(np.array(flags) == 1, ae.predict(rows) == -1)
-    assert int(sum(flags)) == 30  # the contamination share of the rows given to fit
+    # the contamination share of the rows given to fit, or fewer where the held-out rows'
+    # percentiles are higher (``baselines.calibrated``): at most the share asked
+    assert 24 <= int(sum(flags)) <= 30

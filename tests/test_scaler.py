@@ -23,18 +23,30 @@ def test_auto_keeps_unit_data_gives_images_one_range_and_tables_robust() -> None
     assert choose(low, 16 * high, (4,), True)[0] == "minmax"  # bce needs [0, 1]
 
 
-def test_robust_scaler_is_median_and_iqr_with_std_for_flat_columns() -> None:
+def test_robust_scaler_is_median_and_the_smaller_of_iqr_and_std() -> None:
+    """The spread is the smaller of two estimates of a normal column's sigma: the
+    interquartile one for a heavy-tailed column, the deviation for a light-tailed one (two
+    modes) and for a column with no interquartile spread (a flag that is mostly 0)."""
     rng = np.random.default_rng(0)
     values = np.column_stack(
-        [rng.normal(3, 2, 1000), rng.standard_cauchy(1000), (rng.random(1000) < 0.05) * 1.0]
+        [
+            rng.normal(3, 2, 1000),
+            rng.standard_cauchy(1000),
+            (rng.random(1000) < 0.05) * 1.0,
+            (rng.random(1000) < 0.5) * 16.0,  # a pixel on or off
+        ]
     ).astype(np.float32)
-    scaler = Scaler.fit(values, "auto", row_shape=(3,))
+    scaler = Scaler.fit(values, "auto", row_shape=(4,))
     assert scaler.method == "robust" and scaler.clip == ROBUST_CLIP and "median" in scaler.reason
-    q1, mid, q3 = np.quantile(values.astype(np.float64), [0.25, 0.5, 0.75], axis=0)
+    data = values.astype(np.float64)
+    q1, mid, q3 = np.quantile(data, [0.25, 0.5, 0.75], axis=0)
+    iqr, std = (q3 - q1) / IQR_SIGMA, data.std(0)
     np.testing.assert_allclose(scaler.offset, mid, rtol=1e-6)
-    np.testing.assert_allclose(scaler.scale[:2], ((q3 - q1) / IQR_SIGMA)[:2], rtol=1e-6)
-    # The flag column has no interquartile spread: its standard deviation is used.
-    assert scaler.scale[2] == pytest.approx(values[:, 2].std(), rel=1e-5)
+    np.testing.assert_allclose(scaler.scale[:2], np.minimum(iqr, std)[:2], rtol=1e-6)
+    assert scaler.scale[1] == pytest.approx(iqr[1], rel=1e-6)  # the Cauchy column: its IQR
+    assert std[1] > 10 * iqr[1]
+    assert scaler.scale[2] == pytest.approx(std[2], rel=1e-5)  # no interquartile spread
+    assert iqr[3] > 1.4 * std[3] and scaler.scale[3] == pytest.approx(std[3], rel=1e-5)
     scaled = scaler.transform(values)
     assert scaled.min() >= -ROBUST_CLIP and scaled.max() <= ROBUST_CLIP
     assert np.abs(scaler.transform(values, clip=False)).max() > 100  # the Cauchy tail

@@ -134,7 +134,8 @@ def train(
         typer.Option(
             click_type=ChoiceOf(Scale, "--scale"),
             help="Scaling fitted on DATA; auto: [0, 1] data kept, images one range, "
-            "tables robust (median, IQR, clipped at 5); 'aecli info' says which.",
+            "tables robust (median, the smaller of IQR/1.349 and SD, clipped at 5); "
+            "'aecli info' says which.",
         ),
     ] = Scale(_T.scale),
     epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1)] = _T.epochs,

@@ -37,13 +37,13 @@ from aecli.sizes import check_image
 
 MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and Adam's moments
 
-
 # 2: the neighbour term (neighbours.reference, terms.*): a format 1 reader would score such a
 # file by the old formula, so it is told to upgrade; older files score as written. 3: relative
 # term (.reach); 4: density.*; 5: discrete.*; 6: distances in their own units (.offset, .scale);
 # 7: wide references in float16; 8: the autoencoder's terms above their medians (floor.*); 9: the
-# code's lower tail (lower.*); 10: sampled (.samples); 11: discrete.saturation; 12: mixture.*.
-FORMAT_VERSION = 12
+# code's lower tail (lower.*); 10: sampled (.samples); 11: discrete.saturation; 12: mixture.*;
+# 13: the mixture reads the rows' leading components (mixture.centre, .axes), not the codes.
+FORMAT_VERSION = 13
 
 # Every choice of rows (held out, sampled for the scale and the score's statistics, kept for
 # the neighbours) is drawn from this seed, not --seed: two seeds differ only in the network's

@@ -23,6 +23,7 @@ import torch
 from aecli import losses, neighbours, tails
 from aecli.config import ROWS_SEED, Kind, Loss
 from aecli.gaussian import robust_gaussian
+from aecli.mixture import Mixture, fit_rows
 from aecli.mixture import fit as fit_mixture
 from aecli.models import VariationalAutoencoder
 
@@ -119,7 +120,7 @@ def row_terms(
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
                 if stats.mixture is not None:  # the code's second reading (format 12)
-                    named["mixture"] = stats.mixture.term(codes.numpy())
+                    named["mixture"] = stats.mixture.read(codes.numpy(), apart.numpy())
                     result["mixture"] = torch.from_numpy(named["mixture"]).float()
                 named.update({name: term.numpy() for name, term in near_terms.items()})
                 added = list(tails.parts(named, stats.grids, stats.floors, stats.lowers).values())
@@ -191,8 +192,9 @@ def code_stats(
     codes_mean, codes_precision, distance = robust_gaussian(terms["codes"])
     diagonal = terms["residuals"].shape[1] > FULL_COVARIANCE_MAX
     residual_mean, residual_precision, residual = robust_gaussian(terms["residuals"], diagonal)
-    mixture = fit_mixture(terms["codes"], ROWS_SEED + 7)
-    grid = {"residual": residual, "code": distance, "mixture": mixture.term(terms["codes"])}
+    apart = _apart(fitted, values, reference)
+    mixture = _mixture(fitted, apart, terms["codes"], reference)
+    grid = {"residual": residual, "code": distance, "mixture": mixture.read(terms["codes"], apart)}
     grid.update(reference.terms)
     return CodeStats(
         codes_mean,
@@ -212,6 +214,25 @@ def code_stats(
         reference.samples,
         mixture,
     )
+
+
+def _apart(fitted: FittedModel, values: np.ndarray, reference: neighbours.Reference) -> np.ndarray:
+    """Raw rows in the distances' units (aecli/neighbours.py), as ``row_terms`` reads them."""
+    blocks = fitted.blocks(values)
+    scaled = torch.cat(blocks.tensors)[: blocks.rows]
+    return neighbours.in_units(scaled, reference.units).numpy()
+
+
+def _mixture(
+    fitted: FittedModel, rows: np.ndarray, codes: np.ndarray, reference: neighbours.Reference
+) -> Mixture:
+    """The code's second reading (aecli/mixture.py): a mixture of the rows' leading
+    components, as many as the code has units (format 13), or of the codes where the rows
+    have no component (rows that do not vary)."""
+    axes = reference.density.axes[:, : fitted.config.latent]
+    if not axes.shape[1]:
+        return fit_mixture(codes, ROWS_SEED + 7)
+    return fit_rows(rows, reference.density.mean, axes, ROWS_SEED + 7)
 
 
 def score_quantiles(

@@ -277,7 +277,7 @@ def _graph_module() -> type:
                 terms = {"residual": first, "code": distance, **near}
                 terms.update(histogram_terms(self, apart, x))
                 if self.has_mixture:
-                    terms["mixture"] = mixture_term(self, codes)
+                    terms["mixture"] = mixture_term(self, codes, apart)
                 score = sum(self.adds(terms, name) for name in self.weights)
                 return score.float(), squared
             score = first / self.norms[0] + distance / self.norms[1]

@@ -73,11 +73,18 @@ def register_mixture(graph: torch.nn.Module, stats: CodeStats) -> bool:
     graph.register_buffer("mixture_means", as_buffer(mixture.means, torch.float64))
     graph.register_buffer("mixture_precisions", as_buffer(mixture.precisions, torch.float64))
     graph.register_buffer("mixture_offsets", as_buffer(mixture.offsets(), torch.float64))
+    graph.mixture_reads_rows = mixture.axes is not None  # format 13: the rows' components
+    if mixture.axes is not None:
+        graph.register_buffer("mixture_centre", as_buffer(mixture.centre, torch.float64))
+        graph.register_buffer("mixture_axes", as_buffer(mixture.axes, torch.float64))
     return True
 
 
-def mixture_term(graph: torch.nn.Module, codes: torch.Tensor) -> torch.Tensor:
-    """aecli/mixture.py's ``term``, op for op: -log sum_k exp(offset_k - d_k / 2)."""
+def mixture_term(graph: torch.nn.Module, codes: torch.Tensor, apart: torch.Tensor) -> torch.Tensor:
+    """aecli/mixture.py's ``read``, op for op: -log sum_k exp(offset_k - d_k / 2), on the
+    codes or (format 13) on the rows' (``apart``: the distances' units) whitened components."""
+    if graph.mixture_reads_rows:
+        codes = (apart.double() - graph.mixture_centre) @ graph.mixture_axes
     centred = codes.double()[:, None, :] - graph.mixture_means[None]  # [rows, K, D]
     squared = (torch.einsum("nkd,kde->nke", centred, graph.mixture_precisions) * centred).sum(2)
     logs = graph.mixture_offsets[None, :] - 0.5 * squared

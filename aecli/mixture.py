@@ -1,4 +1,4 @@
-"""A mixture of Gaussians of the training codes: the code's reading where rows come in kinds.
+"""A mixture of Gaussians of the training rows: the code's second reading where rows come in kinds.
 
 The code term reads a row's code against one robust Gaussian of the training codes
 (aecli/gaussian.py). Where the rows are of several kinds (digits, species, land covers),
@@ -6,10 +6,17 @@ their codes are several clusters, and one Gaussian's centre can lie between them
 training code is: a row coded there (iris' versicolor between the other two species, a
 digit among nine others) is near the centre and scores as ordinary. A mixture of as many
 Gaussians as the Bayesian information criterion asks for (1 to ``MAX_COMPONENTS``, as
-mclust's default range) gives such a code a low density. The score reads the code both
-ways and counts the rarer reading (aecli/tails.py): the one Gaussian still sees a group of
+mclust's default range) gives such a row a low density. The score reads the row both ways
+and counts the rarer reading (aecli/tails.py): the one Gaussian still sees a group of
 anomalies among the training rows that the mixture has given a component of its own
 (issue 39: measured in docs/anomaly.md).
+
+Format 12 fitted the mixture to the codes; but how many components BIC picks moves with
+the codes, that is with ``--seed``, and so did the term (the bundled optdigits' AUROC by
+0.05 between two seeds). Since format 13 it reads the row's leading principal components
+(as many as the code has units, each over its deviation: the density's axes, in the
+distances' units, aecli/density.py), which are the code's subspace for the autoencoder
+started from them (aecli/training/_start.py) and depend on the rows alone.
 
 Fitted from k-means++ seeds (Arthur & Vassilvitskii 2007) by a few k-means steps and
 ``EM_STEPS`` of expectation-maximisation, on at most ``FIT_ROWS`` codes drawn by a fixed
@@ -36,11 +43,26 @@ BLOCK = 8192  # codes a term is computed for at once: [K, BLOCK, D] float64 at m
 
 @dataclass
 class Mixture:
-    """The components' weights, means and precisions (float32, as the file holds them)."""
+    """The components' weights, means and precisions (float32, as the file holds them), and
+    what they read: the code, or (``axes``, format 13) the row's whitened principal
+    components."""
 
     weights: np.ndarray  # [K]: positive, summing to 1
     means: np.ndarray  # [K, D]
     precisions: np.ndarray  # [K, D, D]: symmetric positive definite
+    centre: np.ndarray | None = None  # [inputs]: the rows' mean, in the distances' units
+    axes: np.ndarray | None = None  # [inputs, D]: the leading axes, each over its deviation
+
+    def read(self, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The term for rows given by their codes and by themselves in the distances'
+        units: read on the codes (format 12) or on the rows' components (format 13)."""
+        return self.term(codes if self.axes is None else self.project(rows))
+
+    def project(self, rows: np.ndarray) -> np.ndarray:
+        """Rows' whitened leading components, float64 [rows, D]."""
+        assert self.centre is not None and self.axes is not None
+        centred = np.asarray(rows, dtype=np.float64) - self.centre.astype(np.float64)
+        return centred @ self.axes.astype(np.float64)
 
     def offsets(self) -> np.ndarray:
         """log(weight) + log of each component's normaliser, float64: what the component
@@ -64,15 +86,25 @@ class Mixture:
 
 
 PARTS = ("weights", "means", "precisions")  # the file's mixture.weights, ...
+READS = ("centre", "axes")  # format 13's mixture.centre and .axes: what it reads
 
 
-def checked(tensors: dict, latent: int) -> Mixture:
-    """The mixture a file holds (``mixture.*``, format 12), refused (ValueError) unless it
-    is 1 to ``MAX_COMPONENTS`` components of the code's size, with positive weights summing
-    to 1 and symmetric positive definite precisions."""
+def checked(tensors: dict, latent: int, width: int) -> Mixture:
+    """The mixture a file holds (``mixture.*``, format 12 on the codes, 13 on the rows'
+    components), refused (ValueError) unless it is 1 to ``MAX_COMPONENTS`` components of
+    the code's size (of its axes' number), with positive weights summing to 1, symmetric
+    positive definite precisions, and axes for rows of ``width`` inputs."""
     if any(f"mixture.{part}" not in tensors for part in PARTS):
         raise ValueError("the code mixture's tensors are incomplete")
     weights, means, precisions = (tensors[f"mixture.{part}"].numpy() for part in PARTS)
+    centre = axes = None
+    if any(f"mixture.{part}" in tensors for part in READS):
+        if not all(f"mixture.{part}" in tensors for part in READS):
+            raise ValueError("the code mixture's tensors are incomplete")
+        centre, axes = (tensors[f"mixture.{part}"].numpy() for part in READS)
+        if centre.shape != (width,) or axes.ndim != 2 or axes.shape[0] != width:
+            raise ValueError("the code mixture's axes do not match the number of inputs")
+        latent = axes.shape[1]
     count = len(weights) if weights.ndim == 1 else 0
     if (
         not 1 <= count <= MAX_COMPONENTS
@@ -80,14 +112,15 @@ def checked(tensors: dict, latent: int) -> Mixture:
         or (precisions.shape != (count, latent, latent))
     ):
         raise ValueError("the code mixture does not match the code size")
-    finite = all(np.isfinite(a).all() for a in (weights, means, precisions))
+    parts = (weights, means, precisions, *(() if axes is None else (centre, axes)))
+    finite = all(np.isfinite(a).all() for a in parts)
     if not finite or not (weights > 0).all() or abs(float(weights.sum()) - 1.0) > 1e-4:
         raise ValueError("the code mixture's weights, means or precisions are damaged")
     if not np.array_equal(precisions, precisions.transpose(0, 2, 1)) or (
         np.linalg.eigvalsh(precisions.astype(np.float64)).min() <= 0
     ):
         raise ValueError("the code mixture's precisions are not positive definite")
-    return Mixture(weights, means, precisions)
+    return Mixture(weights, means, precisions, centre, axes)
 
 
 def component_logs(
@@ -104,6 +137,24 @@ def log_sum_exp(logs: np.ndarray) -> np.ndarray:
     """log sum_k exp(logs[:, k]), stably."""
     top = logs.max(1, keepdims=True)
     return top[:, 0] + np.log(np.exp(logs - top).sum(1))
+
+
+def fit_rows(rows: np.ndarray, centre: np.ndarray, axes: np.ndarray, seed: int) -> Mixture:
+    """The mixture of the rows' (distances' units) leading components along ``axes`` (the
+    density's, largest first, about ``centre``), each over its deviation on these rows.
+
+    Whitened as the codes of the principal start are (each unit a component's standardised
+    score), so that the ridge, a share of the mean variance, counts alike in every direction.
+    """
+    components = (np.asarray(rows, np.float64) - centre.astype(np.float64)) @ axes.astype(
+        np.float64
+    )
+    deviation = components.std(0)
+    deviation = np.where(deviation > 0, deviation, 1.0)
+    mixture = fit(components / deviation, seed)
+    mixture.centre = centre.astype(np.float32)
+    mixture.axes = (axes.astype(np.float64) / deviation).astype(np.float32)
+    return mixture
 
 
 def fit(codes: np.ndarray, seed: int) -> Mixture:

@@ -188,7 +188,7 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         if "mixture.weights" in tensors:  # the code's second reading (format 12)
             from aecli.mixture import checked
 
-            stats.mixture, names = checked(tensors, latent), (*names, "mixture")
+            stats.mixture, names = checked(tensors, latent, width), (*names, "mixture")
         if any(f"terms.{name}" not in tensors for name in names):
             raise ValueError("the score's term percentiles are missing")
         stats.grids = {name: tensors[f"terms.{name}"].numpy() for name in names}

@@ -232,7 +232,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
             if stats.discrete is not None:
                 tensors.update(term_tensors("discrete", stats.discrete))
             if stats.mixture is not None:
-                tensors.update({f"mixture.{k}": v for k, v in vars(stats.mixture).items()})
+                parts = vars(stats.mixture).items()
+                tensors.update({f"mixture.{k}": v for k, v in parts if v is not None})
             tensors.update({f"terms.{name}": grid for name, grid in stats.grids.items()})
             tensors.update({f"floor.{name}": [floor] for name, floor in stats.floors.items()})
             tensors.update({f"lower.{name}": [share] for name, share in stats.lowers.items()})

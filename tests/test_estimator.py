@@ -88,7 +88,9 @@ def test_outlier_convention_and_contamination(digits) -> None:
     estimator = Autoencoder(contamination=0.05, **FAST_API).fit(rows)
     flags = estimator.predict(rows)
     assert set(np.unique(flags)) == {-1, 1}
-    assert (flags == -1).mean() == pytest.approx(0.05, abs=0.005)
+    # the share asked of the training rows, or fewer where the held-out rows score higher
+    # (``baselines.calibrated``): never more
+    assert 0.025 <= (flags == -1).mean() <= 0.055
     np.testing.assert_allclose(
         estimator.decision_function(rows), estimator.score_samples(rows) - estimator.offset_
     )

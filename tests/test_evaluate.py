@@ -182,7 +182,8 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     """What each term adds to the score by its formula, and the rows' scaled residuals:
 
     score = 1/2 [T(d_M(residual)^2) - ln 2]+
-    + 1/2 [max(T(d_M(code)^2), T(-log sum_k w_k N(code; mu_k, P_k^-1))) - ln 2]+
+    + 1/2 [max(T(d_M(code)^2), T(-log sum_k w_k N(z; mu_k, P_k^-1))) - ln 2]+, z = (x - c) A
+    the row's leading principal components over their deviations (format 13)
     + 1/4 L(d_M(code)^2)
     + 1/4 T(nearest training row)
     + 1/4 T(mean over the file's samples of the distance to the sample's nearest row)
@@ -214,7 +215,10 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     sampled = _hand_sampled(scaled, reference, stats.samples)
     np.testing.assert_allclose(stats.reach, reach, rtol=1e-4)
     assert stats.mixture is not None
-    mixture = _hand_mixture(codes, stats.mixture)
+    assert stats.mixture.centre is not None and stats.mixture.axes is not None
+    whitened = (scaled - stats.mixture.centre) @ stats.mixture.axes.astype(np.float64)
+    assert whitened.shape[1] == codes.shape[1]  # as many components as the code has units
+    mixture = _hand_mixture(whitened, stats.mixture)
     code_tail = np.maximum(
         _hand_tail(distance, stats.grids["code"]), _hand_tail(mixture, stats.grids["mixture"])
     )

@@ -1,4 +1,5 @@
-"""The code's second reading (aecli/mixture.py): a mixture of Gaussians, by formula and by BIC."""
+"""The code's second reading (aecli/mixture.py): a mixture of Gaussians, by formula and by BIC,
+of the rows' whitened leading components (format 13)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,53 @@ def test_a_trained_file_holds_the_mixture_and_its_percentiles(tmp_path: Path) ->
     assert "mixture" not in stats.parts()  # it is the code's reading, not a part of its own
 
 
+def test_the_mixture_reads_the_rows_whitened_leading_components() -> None:
+    """Format 13: the components along the given axes, each over its deviation on the
+    fitting rows, and the term is the density of those."""
+    rng = np.random.default_rng(3)
+    rows = np.concatenate([rng.normal(0, 1, (300, 5)), rng.normal(4, 1, (300, 5))])
+    rows[:, 0] *= 10.0  # one wide direction: whitening puts it on the others' footing
+    centre = rows.mean(0)
+    axes = np.linalg.svd(rows - centre, full_matrices=False)[2][:2].T  # [5, 2]
+    fitted = mixture.fit_rows(rows, centre, axes, seed=1)
+    assert fitted.axes is not None and fitted.axes.shape == (5, 2)
+    assert fitted.centre is not None
+    whitened = (rows - fitted.centre.astype(np.float64)) @ fitted.axes.astype(np.float64)
+    np.testing.assert_allclose(whitened.std(0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(fitted.project(rows), whitened, rtol=1e-6)
+    codes = np.zeros((len(rows), 3))  # not read: the mixture reads the rows
+    np.testing.assert_allclose(
+        fitted.read(codes, rows[:20]), by_hand(whitened[:20], fitted), rtol=1e-5
+    )
+
+
+def test_two_seeds_store_the_same_mixture(tmp_path: Path) -> None:
+    """Why format 13 reads the rows: fitted to the codes, the mixture (its number of
+    components above all) moved with --seed, and the score with it; the rows' components
+    do not, so two seeds that train different networks store the same mixture."""
+    from safetensors.numpy import load_file
+
+    rows = blobs([[0.0, 0.0, 0.0, 0.0], [6.0, 6.0, 0.0, 0.0], [0.0, 6.0, 6.0, 0.0]])
+    np.save(tmp_path / "t.npy", rows)
+    files = []
+    for seed in ("0", "1"):
+        model = tmp_path / f"m{seed}.safetensors"
+        assert (
+            invoke(["train", tmp_path / "t.npy", "-o", model, "--epochs", "3", "--seed", seed]).code
+            == 0
+        )
+        files.append(load_file(str(model)))
+    first, second = files
+    assert not np.array_equal(first["codes.mean"], second["codes.mean"])  # two networks
+    assert first["mixture.axes"].shape == (
+        4,
+        modelfile.load(str(tmp_path / "m0.safetensors")).config.latent,
+    )
+    for name in ("weights", "means", "precisions", "centre", "axes"):
+        np.testing.assert_array_equal(first[f"mixture.{name}"], second[f"mixture.{name}"])
+    np.testing.assert_array_equal(first["terms.mixture"], second["terms.mixture"])
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -94,6 +142,13 @@ def test_a_trained_file_holds_the_mixture_and_its_percentiles(tmp_path: Path) ->
         (lambda a: a.update({"mixture.weights": -a["mixture.weights"]}), "damaged"),
         (lambda a: a.update({"mixture.precisions": -a["mixture.precisions"]}), "positive definite"),
         (lambda a: a.update({"mixture.means": a["mixture.means"] * np.nan}), "damaged"),
+        (lambda a: a.pop("mixture.axes"), "tensors are incomplete"),
+        (lambda a: a.update({"mixture.axes": a["mixture.axes"][:2].copy()}), "number of inputs"),
+        (
+            lambda a: a.update({"mixture.centre": a["mixture.centre"][:2].copy()}),
+            "number of inputs",
+        ),
+        (lambda a: a.update({"mixture.axes": a["mixture.axes"] * np.inf}), "damaged"),
     ],
 )
 def test_a_damaged_mixture_is_refused(tmp_path: Path, change, message: str) -> None:

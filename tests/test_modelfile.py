@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 12
+    assert meta["format"] == 13
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "12"
+        assert handle.metadata()["aecli.format"] == "13"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -386,6 +386,22 @@ def test_a_file_before_the_code_mixture_scores_as_written() -> None:
     assert result.code == 0, result.stderr
     assert_same_table(
         result.text, (data / "format11-basic-scores.csv").read_text(), rtol=SCORE_RTOL
+    )
+
+
+@pytest.mark.determinism
+def test_a_file_whose_mixture_reads_the_codes_scores_as_written() -> None:
+    """Written by aecli when the mixture read the codes (format 12, no mixture.axes): it
+    reads them still, as it did then."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format12-basic.safetensors", data / "format4-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "12"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.mixture is not None and stats.mixture.axes is None
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    assert_same_table(
+        result.text, (data / "format12-basic-scores.csv").read_text(), rtol=SCORE_RTOL
     )
 
 

@@ -287,8 +287,9 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
         and not k.startswith(("floor.", "lower.", "mixture."))
     }
     # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code,
-    # neighbours.samples, terms.sampled, mixture.{weights,means,precisions}, terms.mixture
-    assert len(kept) == len(arrays) - 15
+    # neighbours.samples, terms.sampled, mixture.{weights,means,precisions,centre,axes},
+    # terms.mixture
+    assert len(kept) == len(arrays) - 17
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

@@ -177,8 +177,9 @@ def score(
     """Write one anomaly score per row of DATA, in order (higher = more unusual).
 
     The score adds how far the row's reconstruction residual is from the training rows'
-    residuals, how rare its code is among their codes (by one Gaussian of them and by a
-    mixture of a few, the rarer reading counting), how far the row is from the nearest
+    residuals, how rare its code is among their codes (by one Gaussian of them) or its
+    leading principal components among theirs (by a mixture of a few Gaussians; the rarer
+    reading counts), how far the row is from the nearest
     training row and from the nearest of each of a few fixed samples of them (which a small
     group of unusual rows cannot fill), how far from its nearest rows relative to their own
     distances, how rare it is along each principal component of the training rows and, in

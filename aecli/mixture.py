@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aecli import principal
+
 MAX_COMPONENTS = 9  # mclust's default range, 1 to 9
 FIT_ROWS = 1024  # codes the mixture is fitted on, a seeded sample beyond
 ROWS_PER_COMPONENT = 10  # n codes are given at most n / 10 components
@@ -62,7 +64,7 @@ class Mixture:
         """Rows' whitened leading components, float64 [rows, D]."""
         assert self.centre is not None and self.axes is not None
         centred = np.asarray(rows, dtype=np.float64) - self.centre.astype(np.float64)
-        return centred @ self.axes.astype(np.float64)
+        return principal.product(centred, self.axes.astype(np.float64))
 
     def offsets(self) -> np.ndarray:
         """log(weight) + log of each component's normaliser, float64: what the component
@@ -146,9 +148,8 @@ def fit_rows(rows: np.ndarray, centre: np.ndarray, axes: np.ndarray, seed: int) 
     Whitened as the codes of the principal start are (each unit a component's standardised
     score), so that the ridge, a share of the mean variance, counts alike in every direction.
     """
-    components = (np.asarray(rows, np.float64) - centre.astype(np.float64)) @ axes.astype(
-        np.float64
-    )
+    centred = np.asarray(rows, np.float64) - centre.astype(np.float64)
+    components = principal.product(centred, axes.astype(np.float64))  # any thread count
     deviation = components.std(0)
     deviation = np.where(deviation > 0, deviation, 1.0)
     mixture = fit(components / deviation, seed)

@@ -23,7 +23,7 @@ import torch
 from aecli import losses, neighbours, tails
 from aecli.config import ROWS_SEED, Kind, Loss
 from aecli.gaussian import robust_gaussian
-from aecli.mixture import Mixture, fit_rows
+from aecli.mixture import ROWS_PER_COMPONENT, Mixture, fit_rows
 from aecli.mixture import fit as fit_mixture
 from aecli.models import VariationalAutoencoder
 
@@ -227,9 +227,18 @@ def _mixture(
     fitted: FittedModel, rows: np.ndarray, codes: np.ndarray, reference: neighbours.Reference
 ) -> Mixture:
     """The code's second reading (aecli/mixture.py): a mixture of the rows' leading
-    components, as many as the code has units (format 13), or of the codes where the rows
-    have no component (rows that do not vary)."""
-    axes = reference.density.axes[:, : fitted.config.latent]
+    components, as many as the code has units (format 13) but one for each
+    ``ROWS_PER_COMPONENT`` rows at most, or of the codes where the rows have no component
+    (rows that do not vary).
+
+    The bound: n rows in n - 1 or more dimensions are all at one Mahalanobis distance from
+    their mean, so the training rows' terms were one number and a new row's far beyond
+    it (20 rows of 300 columns: a held-out row scored 14,000), and a few more rows than
+    dimensions still make a new row's distance larger than a training row's by about
+    n / (n - D).
+    """
+    dims = min(fitted.config.latent, max(1, len(rows) // ROWS_PER_COMPONENT))
+    axes = reference.density.axes[:, :dims]
     if not axes.shape[1]:
         return fit_mixture(codes, ROWS_SEED + 7)
     return fit_rows(rows, reference.density.mean, axes, ROWS_SEED + 7)

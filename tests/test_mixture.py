@@ -106,6 +106,25 @@ def test_the_mixture_reads_the_rows_whitened_leading_components() -> None:
     )
 
 
+def test_a_table_wider_than_its_rows_reads_no_more_components_than_they_carry(
+    tmp_path: Path,
+) -> None:
+    """20 rows of 300 columns: read along as many components as the code has units, every
+    training row sat at one Mahalanobis distance and a held-out row far beyond it (it
+    scored 14,000); at one component for each 10 rows, every row scores as the others."""
+    rows = np.random.default_rng(0).normal(size=(20, 300)).astype(np.float32)
+    np.save(tmp_path / "wide.npy", rows)
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", tmp_path / "wide.npy", "-o", model, "--epochs", "3", "-q"]).code == 0
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.mixture is not None and stats.mixture.axes is not None
+    assert stats.mixture.axes.shape[1] <= 2  # 18 rows fitted it, 2 held out
+    result = invoke(["score", model, tmp_path / "wide.npy"])
+    assert result.code == 0, result.stderr
+    scores = np.loadtxt(result.text.splitlines()[1:])
+    assert np.isfinite(scores).all() and scores.max() < 5 * np.median(scores)
+
+
 def test_two_seeds_store_the_same_mixture(tmp_path: Path) -> None:
     """Why format 13 reads the rows: fitted to the codes, the mixture (its number of
     components above all) moved with --seed, and the score with it; the rows' components

@@ -219,8 +219,10 @@ def samples(tensor: Any, rows: int) -> Any:
         raise ValueError("the sampled term's samples do not match the neighbour rows")
     if not (np.isfinite(values).all() and (values == np.round(values)).all()):
         raise ValueError("the sampled term's samples are not row numbers")
+    if (values < 0).any() or (values >= rows).any():  # before the cast: 1e30 has no int64
+        raise ValueError("the sampled term's samples are not distinct neighbour rows")
     index = values.astype(np.int64)
-    if (index < 0).any() or (index >= rows).any() or (np.diff(index, axis=1) <= 0).any():
+    if (np.diff(index, axis=1) <= 0).any():
         raise ValueError("the sampled term's samples are not distinct neighbour rows")
     return index
 

@@ -334,6 +334,23 @@ def test_a_format_4_file_keeps_its_five_term_score(tmp_path: Path) -> None:
     assert counted.discrete.columns.tolist() == [2, 3]
 
 
+def _stats_of_fixture(version: str) -> tuple[Any, Path, Path]:
+    """The code statistics of ``tests/data/format{version}-basic``, after checking that the
+    file is of that format, and the fixture's model and rows."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / f"format{version}-basic.safetensors", data / "format4-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == version
+    return modelfile.load(str(model)).code_stats, model, rows
+
+
+def _scores_as_written(version: str, model: Path, rows: Path) -> None:
+    """``score`` gives the fixture's scores, written by the aecli of that format."""
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    want = (Path(__file__).parent / "data" / f"format{version}-basic-scores.csv").read_text()
+    assert_same_table(result.text, want, rtol=SCORE_RTOL)
+
+
 @pytest.mark.determinism
 @pytest.mark.parametrize(("version", "floors"), [("7", {}), ("8", {"residual": 0.5, "code": 0.5})])
 def test_a_file_before_the_codes_lower_tail_scores_as_written(
@@ -342,67 +359,39 @@ def test_a_file_before_the_codes_lower_tail_scores_as_written(
     """Written by aecli before the autoencoder's terms counted above their medians only
     (format 7, no floor.*), or before the code's lower tail counted (format 8, no lower.*):
     each scores as it did then."""
-    data = Path(__file__).parent / "data"
-    model, rows = data / f"format{version}-basic.safetensors", data / "format4-rows.csv"
-    assert modelfile.read_header(str(model))[0]["aecli.format"] == version
-    stats = modelfile.load(str(model)).code_stats
+    stats, model, rows = _stats_of_fixture(version)
     assert stats is not None and stats.discrete is not None and stats.lowers == {}
     assert stats.floors == pytest.approx({name: np.log(2) for name in floors}, rel=1e-6)
-    result = invoke(["score", model, rows])
-    assert result.code == 0, result.stderr
-    assert_same_table(
-        result.text, (data / f"format{version}-basic-scores.csv").read_text(), rtol=SCORE_RTOL
-    )
+    _scores_as_written(version, model, rows)
 
 
 @pytest.mark.determinism
 def test_a_file_before_the_discrete_terms_saturation_scores_as_written() -> None:
     """Written by aecli before the discrete term's rarity saturated (format 10, no
     discrete.saturation): each value counts its -log share whole, as it did then."""
-    data = Path(__file__).parent / "data"
-    model, rows = data / "format10-basic.safetensors", data / "format4-rows.csv"
-    assert modelfile.read_header(str(model))[0]["aecli.format"] == "10"
-    stats = modelfile.load(str(model)).code_stats
+    stats, model, rows = _stats_of_fixture("10")
     assert stats is not None and stats.discrete is not None and stats.discrete.saturation == 0
     assert stats.samples is not None and stats.lowers == {"code": 0.5}
-    result = invoke(["score", model, rows])
-    assert result.code == 0, result.stderr
-    assert_same_table(
-        result.text, (data / "format10-basic-scores.csv").read_text(), rtol=SCORE_RTOL
-    )
+    _scores_as_written("10", model, rows)
 
 
 @pytest.mark.determinism
 def test_a_file_before_the_code_mixture_scores_as_written() -> None:
     """Written by aecli before the code was read by a mixture too (format 11, no mixture.*):
     its code counts by its one Gaussian, as it did then."""
-    data = Path(__file__).parent / "data"
-    model, rows = data / "format11-basic.safetensors", data / "format4-rows.csv"
-    assert modelfile.read_header(str(model))[0]["aecli.format"] == "11"
-    stats = modelfile.load(str(model)).code_stats
+    stats, model, rows = _stats_of_fixture("11")
     assert stats is not None and stats.mixture is None and stats.grids is not None
     assert "mixture" not in stats.grids and stats.discrete is not None
-    result = invoke(["score", model, rows])
-    assert result.code == 0, result.stderr
-    assert_same_table(
-        result.text, (data / "format11-basic-scores.csv").read_text(), rtol=SCORE_RTOL
-    )
+    _scores_as_written("11", model, rows)
 
 
 @pytest.mark.determinism
 def test_a_file_whose_mixture_reads_the_codes_scores_as_written() -> None:
     """Written by aecli when the mixture read the codes (format 12, no mixture.axes): it
     reads them still, as it did then."""
-    data = Path(__file__).parent / "data"
-    model, rows = data / "format12-basic.safetensors", data / "format4-rows.csv"
-    assert modelfile.read_header(str(model))[0]["aecli.format"] == "12"
-    stats = modelfile.load(str(model)).code_stats
+    stats, model, rows = _stats_of_fixture("12")
     assert stats is not None and stats.mixture is not None and stats.mixture.axes is None
-    result = invoke(["score", model, rows])
-    assert result.code == 0, result.stderr
-    assert_same_table(
-        result.text, (data / "format12-basic-scores.csv").read_text(), rtol=SCORE_RTOL
-    )
+    _scores_as_written("12", model, rows)
 
 
 def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path) -> None:

@@ -123,7 +123,8 @@ def row_terms(
                     named["mixture"] = stats.mixture.read(codes.numpy(), apart.numpy())
                     result["mixture"] = torch.from_numpy(named["mixture"]).float()
                 named.update({name: term.numpy() for name, term in near_terms.items()})
-                added = list(tails.parts(named, stats.grids, stats.floors, stats.lowers).values())
+                adds = tails.parts(named, stats.grids, stats.floors, stats.lowers, stats.spans)
+                added = list(adds.values())
                 result["score"] = torch.from_numpy(sum(added))
             else:
                 added = [first / stats.error_norm, distance / stats.distance_norm]
@@ -196,6 +197,7 @@ def code_stats(
     mixture = _mixture(fitted, apart, terms["codes"], reference)
     grid = {"residual": residual, "code": distance, "mixture": mixture.read(terms["codes"], apart)}
     grid.update(reference.terms)
+    grids = {name: percentiles(values.astype(np.float64)) for name, values in grid.items()}
     return CodeStats(
         codes_mean,
         codes_precision,
@@ -204,7 +206,7 @@ def code_stats(
         residual_mean,
         residual_precision,
         reference.rows,
-        {name: percentiles(values.astype(np.float64)) for name, values in grid.items()},
+        grids,
         reference.reach,
         reference.density,
         reference.discrete,
@@ -213,6 +215,7 @@ def code_stats(
         dict(tails.LOWER),
         reference.samples,
         mixture,
+        {name: float(np.float32(tails.span(g))) for name, g in grids.items()},  # as stored
     )
 
 

@@ -110,6 +110,9 @@ class CodeStats:
     # A mixture of Gaussians of the training codes (aecli/mixture.py), the code's second
     # reading; none in files before format 12.
     mixture: Mixture | None = None
+    # The log-span over which each term's tail grows by one past its 99th percentile
+    # (``tails.span``); none in files before format 14, whose terms grow by ln(q99 / q50).
+    spans: dict[str, float] = field(default_factory=dict)
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

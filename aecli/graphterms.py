@@ -60,7 +60,8 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
         grid = stats.grids[name].astype("float64")
         graph.register_buffer(f"grid_{name}", as_buffer(grid, torch.float64))
         q50, q99 = knees(grid)
-        setattr(graph, f"knees_{name}", (q99, math.log(q99 / q50)))
+        span = stats.spans.get(name, math.log(q99 / q50))  # tails.tail's
+        setattr(graph, f"knees_{name}", (q99, span))
     return True
 
 

@@ -197,10 +197,11 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         stats.units = units(tensors, width)
         if any(g.ndim != 1 or len(g) < 101 or (np.diff(g) < 0).any() for g in stats.grids.values()):
             raise ValueError("the score's term percentiles are not ordered")
-        stats.floors = floors(tensors, stats.grids)
-        stats.lowers = lowers(tensors, stats.grids)
-    elif any(name.startswith(("floor.", "lower.")) for name in tensors):
-        raise ValueError("floors or lower tails for a score without its terms' percentiles")
+        stats.floors, stats.lowers = floors(tensors, stats.grids), lowers(tensors, stats.grids)
+        spans = (lambda v: 0.0 < v < 1000.0, "(0, 1000)")  # tails.span; format 14
+        stats.spans = per_term(tensors, stats.grids, "span", "a tail span", spans)
+    elif any(name.startswith(("floor.", "lower.", "span.")) for name in tensors):
+        raise ValueError("floors, lower tails or spans for a score without its terms' percentiles")
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
     arrays += [stats.reference, stats.reach, *(stats.grids or {}).values()]
     finite = all(a is None or np.isfinite(a).all() for a in arrays)

@@ -19,22 +19,29 @@ import numpy as np
 TIE_WIDTH = 1e-4
 
 
-def tail(values: np.ndarray, grid: np.ndarray, share: np.ndarray | None = None) -> np.ndarray:
+def tail(
+    values: np.ndarray,
+    grid: np.ndarray,
+    share: np.ndarray | None = None,
+    span: float | None = None,
+) -> np.ndarray:
     """How far into the training rows' distribution of a term each value lies.
 
     ``grid``: the term's G percentiles over the training rows, 0 to 100 in equal steps.
     F(x) interpolates linearly between them, from 0 at the minimum to (G - 1) / G at the
     maximum, so the score is continuous in x and ``-log(1 - F)`` stays finite (6.9 at
-    most for 1001 percentiles); past the 99th percentile ``ln(x / q99) / ln(q99 / q50)``
-    is added, so rows beyond every training row stay ordered. F is a sum of clamped ramps,
-    one per gap between percentiles, which the ONNX graph repeats op for op. ``share``:
-    F(x), where the caller has it (``below``).
+    most for 1001 percentiles); past the 99th percentile ``ln(x / q99) / span`` is added,
+    so rows beyond every training row stay ordered. F is a sum of clamped ramps, one per
+    gap between percentiles, which the ONNX graph repeats op for op. ``share``: F(x),
+    where the caller has it (``below``). ``span``: the file's ``span.*`` (``spans``);
+    ln(q99 / q50) where it has none, as in files before format 14.
     """
     grid64 = np.asarray(grid, dtype=np.float64)
     x = np.asarray(values, dtype=np.float64)
     share = below(x, grid64) if share is None else share
     q50, q99 = knees(grid64)
-    beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / math.log(q99 / q50)
+    span = math.log(q99 / q50) if span is None else span
+    beyond = np.maximum(np.log(np.maximum(x, 1e-30) / q99), 0.0) / span
     return -np.log1p(-share) + beyond
 
 
@@ -90,6 +97,22 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
     q50 = max(float(grid[(len(grid) - 1) // 2]), 1e-30)
     q99 = max(float(grid[round(0.99 * (len(grid) - 1))]), q50 * 1.0001)
     return q50, q99
+
+
+def span(grid: np.ndarray) -> float:
+    """The log-span over which a term's tail grows by one beyond its 99th percentile (format
+    14, stored as ``span.*``): the larger of ln(q99 / q50) and ln(max / q99).
+
+    ln(q99 / q50) alone is how fast the middle of the training rows' distribution rises, and
+    where 99% of them hold one value (a flag that 0.5% of rows raise) it is 0 to rounding:
+    then the rows that hold the other value, training rows among them, added ln(max / q99) /
+    1e-4, tens of thousands, and outscored a row 50 spreads off in every column. With the
+    larger of the two, no training row adds more than 1 past its F, and a new row gains one
+    per span beyond the training maximum (aecli's measurements: docs/anomaly.md).
+    """
+    grid64 = np.asarray(grid, dtype=np.float64)
+    q50, q99 = knees(grid64)
+    return max(math.log(q99 / q50), math.log(max(float(grid64[-1]), q99) / q99))
 
 
 # How the terms add: the residual and the code are two views of the one autoencoder, the
@@ -149,22 +172,24 @@ def parts(
     grids: dict[str, np.ndarray],
     floors: dict[str, float] | None = None,
     lowers: dict[str, float] | None = None,
+    spans: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """What each term adds to the anomaly score, which is their sum: its weight times its
     ``tail`` above its floor (a file's ``floor.*``; none, as in files before format 8: all
     of it), plus its ``lower_tail`` at the file's share (``lower.*``; none before format
-    9). ``score --terms`` writes them, so that a user sees why a row scored high: far
-    from every training row, unlike the rows the autoencoder learnt, or holding values few
-    training rows hold."""
-    floors, lowers = floors or {}, lowers or {}
+    9), each tail past its 99th percentile by the file's ``span.*`` (``span``; none before
+    format 14). ``score --terms`` writes them, so that a user sees why a row scored high:
+    far from every training row, unlike the rows the autoencoder learnt, or holding values
+    few training rows hold."""
+    floors, lowers, spans = floors or {}, lowers or {}, spans or {}
     added = {}
     for name, weight in weights(grids).items():
         values, grid = terms[name], grids[name]
         share = below(values, grid)  # F(x), once for both tails
-        upper = tail(values, grid, share)
+        upper = tail(values, grid, share, spans.get(name))
         other = READINGS.get(name)
         if other in grids:  # and its second reading (format 12): the rarer counts
-            upper = np.maximum(upper, tail(terms[other], grids[other]))
+            upper = np.maximum(upper, tail(terms[other], grids[other], None, spans.get(other)))
         added[name] = weight * counted(upper, floors.get(name, 0.0))
         if name in lowers:  # and its lower tail, at its share (``lower.*``, format 9)
             added[name] = added[name] + weight * lowers[name] * lower_tail(values, grid, share)

@@ -296,3 +296,26 @@ def test_a_reference_smaller_than_a_sample_scores_as_the_command_does(
     want = _cli_npy(["score", model, table], tmp_path)
     score, _ = _run(_export(model, "score", tmp_path), digits[:rows])
     _close(score, want[:, 0], SCORE_RTOL)
+
+
+def test_the_tails_spans_are_the_graphs_too(tmp_path: Path) -> None:
+    """Format 14: past its 99th percentile each term's tail grows by one per its file's
+    span. On a table with a flag that 2 of its 300 rows raise, the discrete term's span is
+    not ln(q99 / q50), and the graph scores the flagged rows and a far one as `score` does."""
+    from aecli import modelfile, tails
+    from aecli.io import read_table
+
+    rows = Path(__file__).parent / "data" / "format13-flag-rows.csv"
+    model = tmp_path / "m.safetensors"
+    assert invoke(["train", rows, "-o", model, "--epochs", "3", "--seed", "1", "-q"]).code == 0
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.grids is not None
+    q50, q99 = tails.knees(stats.grids["discrete"].astype(np.float64))
+    assert stats.spans["discrete"] > 100 * np.log(q99 / q50)
+    values = read_table(str(rows)).values.astype(np.float32)
+    values = np.vstack([values, values[:1] * 50])  # and a row far beyond every training row
+    table = tmp_path / "rows.npy"
+    np.save(table, values)
+    want = _cli_npy(["score", model, table], tmp_path)
+    score, _ = _run(_export(model, "score", tmp_path), values)
+    _close(score, want[:, 0], SCORE_RTOL)

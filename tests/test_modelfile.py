@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 13
+    assert meta["format"] == 14
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "13"
+        assert handle.metadata()["aecli.format"] == "14"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -386,6 +386,29 @@ def test_a_file_before_the_code_mixture_scores_as_written() -> None:
 
 
 @pytest.mark.determinism
+def test_a_file_before_the_tails_spans_scores_as_written(tmp_path: Path) -> None:
+    """Written by aecli before each term's tail grew by its own span past its 99th
+    percentile (format 13, no span.*): it grows by ln(q99 / q50), as it did then. Its
+    table has a flag that 2 of its 300 rows raise, so that the two readings differ: by
+    ln(q99 / q50), 0 to rounding, those two rows scored tens of thousands, and by the
+    span they score as the table's other rare rows do."""
+    data = Path(__file__).parent / "data"
+    model, rows = data / "format13-flag.safetensors", data / "format13-flag-rows.csv"
+    assert modelfile.read_header(str(model))[0]["aecli.format"] == "13"
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.spans == {} and stats.mixture is not None
+    result = invoke(["score", model, rows])
+    assert result.code == 0, result.stderr
+    want = (data / "format13-flag-scores.csv").read_text()
+    assert_same_table(result.text, want, rtol=SCORE_RTOL)
+    assert sorted(float(v) for v in want.split()[1:])[-2] > 1e4
+    today = tmp_path / "m.safetensors"
+    assert invoke(["train", rows, "-o", today, "--epochs", "3", "--seed", "1", "-q"]).code == 0
+    result = invoke(["score", today, rows])
+    assert result.code == 0 and max(float(v) for v in result.text.split()[1:]) < 50
+
+
+@pytest.mark.determinism
 def test_a_file_whose_mixture_reads_the_codes_scores_as_written() -> None:
     """Written by aecli when the mixture read the codes (format 12, no mixture.axes): it
     reads them still, as it did then."""
@@ -414,7 +437,13 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
     grids = fitted.code_stats.grids
     keys = {"residual": "residual", "code": "distance"}
     weight = {name: 0.25 if name in ("neighbour", "sampled") else 0.5 for name in grids}
-    upper = {name: tails.tail(terms[keys.get(name, name)], grid) for name, grid in grids.items()}
+    spans = fitted.code_stats.spans
+    assert spans.keys() == grids.keys()  # format 14: each tail's span past its q99
+    assert spans == {name: float(np.float32(tails.span(grid))) for name, grid in grids.items()}
+    upper = {
+        name: tails.tail(terms[keys.get(name, name)], grid, None, spans[name])
+        for name, grid in grids.items()
+    }
     upper["code"] = np.maximum(upper["code"], upper.pop("mixture"))
     want = sum(
         weight[name] * np.maximum(tail - (name in keys) * median, 0) for name, tail in upper.items()
@@ -432,12 +461,16 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
         ("floor.code", [0.5, 0.5], "floor.code is not one number in [0, 7)"),
         ("floor.code", [-0.1], "floor.code is not one number in [0, 7)"),
         ("floor.code", [7.5], "floor.code is not one number in [0, 7)"),
-        ("floor.alone", [0.5], "floors or lower tails for a score without its terms'"),
-        ("lower.alone", [0.5], "floors or lower tails for a score without its terms'"),
+        ("floor.alone", [0.5], "floors, lower tails or spans for a score without its terms'"),
+        ("lower.alone", [0.5], "floors, lower tails or spans for a score without its terms'"),
         ("lower.noise", [0.5], "lower tail for 'noise', a term the score does not have"),
         ("lower.code", [0.0], "lower.code is not one number in (0, 1]"),
         ("lower.code", [1.5], "lower.code is not one number in (0, 1]"),
         ("lower.code", [0.5, 0.5], "lower.code is not one number in (0, 1]"),
+        ("span.noise", [0.5], "tail span for 'noise', a term the score does not have"),
+        ("span.code", [0.0], "span.code is not one number in (0, 1000)"),
+        ("span.code", [2000.0], "span.code is not one number in (0, 1000)"),
+        ("span.alone", [0.5], "floors, lower tails or spans for a score without its terms'"),
     ],
 )
 def test_a_bad_floor_is_refused(
@@ -447,6 +480,7 @@ def test_a_bad_floor_is_refused(
     arrays = load_file(str(basic_model))
     if name.endswith(".alone"):  # a format 1 file's statistics: no neighbour terms, no grids
         terms = ("neighbours.", "terms.", "density.", "discrete.", "floor.", "lower.", "mixture.")
+        terms += ("span.",)
         arrays = {k: v for k, v in arrays.items() if not k.startswith(terms)}
         name = name.replace("alone", "code")
     arrays[name] = np.array(value, np.float32)

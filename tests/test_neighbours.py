@@ -238,7 +238,8 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     kept = {
         k: v
         for k, v in arrays.items()
-        if k not in later and not k.startswith(("density.", "floor.", "lower.", "mixture."))
+        if k not in later
+        and not k.startswith(("density.", "floor.", "lower.", "mixture.", "span."))
     }
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
@@ -284,12 +285,12 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
         for k, v in arrays.items()
         if k not in ("terms.density", "terms.sampled", "neighbours.samples", "terms.mixture")
         and "density." not in k
-        and not k.startswith(("floor.", "lower.", "mixture."))
+        and not k.startswith(("floor.", "lower.", "mixture.", "span."))
     }
     # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code,
     # neighbours.samples, terms.sampled, mixture.{weights,means,precisions,centre,axes},
-    # terms.mixture
-    assert len(kept) == len(arrays) - 17
+    # terms.mixture, span.* (one for each of the 7 terms' percentiles)
+    assert len(kept) == len(arrays) - 24
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

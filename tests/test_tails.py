@@ -54,3 +54,36 @@ def test_ramp_sum_is_the_sum_of_every_ramp() -> None:
         got = tails.ramp_sum(x, low, width)
         np.testing.assert_allclose(got, plain, rtol=1e-12, atol=1e-9, equal_nan=True)
         assert np.isnan(got[-1]) and got[-5] == len(low) and got[-4] == 0.0
+
+
+def test_span_is_the_larger_of_the_middles_and_the_tops_log_rise() -> None:
+    """Format 14: the tail grows by one per span past q99, the span the larger of
+    ln(q99 / q50) and ln(max / q99)."""
+    grid = np.arange(1, 1002, dtype=np.float64)  # q50 501, q99 991, max 1001
+    assert tails.span(grid) == pytest.approx(math.log(991 / 501))
+    heavy = grid.copy()
+    heavy[-5:] = [2e3, 5e3, 1e4, 5e4, 1e5]  # the top 0.5% far above the rest
+    assert tails.span(heavy) == pytest.approx(math.log(1e5 / 991))
+    x = np.array([991.0, 1e5, 1e6])
+    got = tails.tail(x, heavy, None, tails.span(heavy))
+    share = tails.below(x, heavy)
+    np.testing.assert_allclose(
+        got - (-np.log1p(-share)), [0.0, 1.0, 1.0 + math.log(10) / math.log(1e5 / 991)]
+    )
+
+
+def test_no_training_value_adds_more_than_one_past_its_share() -> None:
+    """Where 99% of the training rows hold one value (a flag that 0.5% of them raise),
+    ln(q99 / q50) is 0 to rounding: by it, the rows that raise the flag, training rows
+    among them, added tens of thousands past F. By the span, at most 1."""
+    grid = np.concatenate([np.full(995, 0.0046), np.full(6, 2.35)])
+    at_flag = np.array([2.35])
+    share = tails.below(at_flag, grid)
+    before = tails.tail(at_flag, grid) + np.log1p(-share)
+    assert before[0] > 1e4  # the old reading
+    now = tails.tail(at_flag, grid, None, tails.span(grid)) + np.log1p(-share)
+    assert now[0] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    for grid in (np.sort(rng.gamma(2.0, size=1001)), np.sort(rng.pareto(1.0, size=1001)) + 1):
+        past = tails.tail(grid, grid, None, tails.span(grid)) + np.log1p(-tails.below(grid, grid))
+        assert past.max() <= 1.0 + 1e-9  # any grid: the maximum adds 1 at most

@@ -20,6 +20,7 @@ row, so a float32 graph (ONNX) moves it by a rounding's worth, not by a bin.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,10 +34,11 @@ AXES_VALUES = 2**20  # the axes kept hold at most this many values (4 MB of floa
 
 @dataclass
 class Density:
-    """Principal axes of the training rows and the histogram of each component."""
+    """Principal axes of the training rows and the histogram of each component; or, with
+    no mean and no axes, the histogram of each column (the marginal term, format 15)."""
 
-    mean: np.ndarray  # float32 [inputs]
-    axes: np.ndarray  # float32 [inputs, components]
+    mean: np.ndarray | None  # float32 [inputs]; None: the columns themselves
+    axes: np.ndarray | None  # float32 [inputs, components]; None: the columns themselves
     low: np.ndarray  # float32 [components]: position 0 of each component's knots
     step: np.ndarray  # float32 [components]: one bin's width
     knots: np.ndarray  # float32 [components, BINS + 2]: -log share at each knot
@@ -44,10 +46,11 @@ class Density:
     def term(self, rows: np.ndarray) -> np.ndarray:
         """The term for scaled rows (float32 [rows, inputs]), in float64."""
         out = np.empty(len(rows), dtype=np.float64)
-        axes, mean = self.axes.astype(np.float64), self.mean.astype(np.float64)
         for start in range(0, len(rows), BLOCK):
-            block = rows[start : start + BLOCK].astype(np.float64) - mean
-            out[start : start + BLOCK] = self.lookup(block @ axes).sum(1)
+            block = rows[start : start + BLOCK].astype(np.float64)
+            if self.axes is not None and self.mean is not None:
+                block = (block - self.mean.astype(np.float64)) @ self.axes.astype(np.float64)
+            out[start : start + BLOCK] = self.lookup(block).sum(1)
         return out
 
     def lookup(self, components: np.ndarray) -> np.ndarray:
@@ -82,22 +85,71 @@ def fit(rows: np.ndarray) -> Density:
     keep[AXES_VALUES // data.shape[1] :] = False  # the largest ones, within the file's bound
     axes = vectors[:, keep].astype(np.float32)
     components = (data - mean) @ axes.astype(np.float64)
+    return Density(mean.astype(np.float32), axes, *_histograms(components))
+
+
+def fit_columns(rows: np.ndarray, left: np.ndarray | None = None) -> Density | None:
+    """A histogram of each column of scaled rows: HBOS itself, the marginal term (format 15);
+    None where no column is counted.
+
+    The components see correlated columns once, and the columns see a row that is rare in
+    one of them, which every component mixes with the others (docs/anomaly.md). Columns
+    ``left`` (the discrete term's, whose values it counts one by one, as HBOS counts a
+    categorical column's) and a column whose range is under ``COMPONENT_FLOOR`` of the
+    widest one's are not counted: their knots are all one value, so that they add the same
+    to every row, as the density leaves out a component without spread (a bin of width
+    1e-13 would turn a float32 rounding of a row's value into a jump to an empty bin)."""
+    data = rows.astype(np.float64)
+    spans = data.max(0) - data.min(0)
+    flat = spans <= COMPONENT_FLOOR * max(float(spans.max(initial=0.0)), 1e-30)
+    if left is not None:
+        flat[left] = True
+    if flat.all():
+        return None
+    low, step, knots = _histograms(data)
+    knots[flat] = knots[flat].min(1, keepdims=True)
+    step[flat] = 1.0
+    return Density(None, None, low, step, knots)
+
+
+def _histograms(components: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each column's ``low``, ``step`` and ``knots`` (float32): ``BINS`` equal bins over its
+    training range, one row added to each, knots at the centres and half a bin beyond."""
     low, high = components.min(0), components.max(0)
     step = np.maximum(high - low, 1e-12) / BINS
     bins = np.clip(np.floor((components - low) / step), 0, BINS - 1).astype(np.int64)
-    counts = np.zeros((bins.shape[1], BINS))
-    for k in range(bins.shape[1]):
-        counts[k] = np.bincount(bins[:, k], minlength=BINS)
-    empty = np.full((len(counts), 1), -np.log(1.0 / (len(data) + BINS)))
-    shares = -np.log((counts + 1.0) / (len(data) + BINS))
+    columns = bins.shape[1]  # one bincount for every column: bin k * BINS + b
+    flat = (bins + np.arange(columns) * BINS).ravel()
+    counts = np.bincount(flat, minlength=columns * BINS).reshape(columns, BINS).astype(np.float64)
+    rows = len(components)
+    empty = np.full((len(counts), 1), -np.log(1.0 / (rows + BINS)))
+    shares = -np.log((counts + 1.0) / (rows + BINS))
     knots = np.hstack([empty, shares, empty]).astype(np.float32)
-    return Density(
-        mean.astype(np.float32),
-        axes,
-        (low - 0.5 * step).astype(np.float32),
-        step.astype(np.float32),
-        knots,
-    )
+    return (low - 0.5 * step).astype(np.float32), step.astype(np.float32), knots
+
+
+def checked(arrays: dict[str, Any], width: int, name: str = "density") -> Density:
+    """The density term's axes and histograms from a model file's arrays (``name``:
+    density), or the marginal term's histograms, one per input (marginal), checked
+    against the input width; a damaged file gets a one-line ValueError."""
+    parts = {"mean": None, "axes": None, **arrays}
+    axes = parts["axes"]
+    components = width if axes is None else axes.shape[1] if axes.ndim == 2 else 0
+    shapes = {
+        "mean": (width,),
+        "axes": (width, components),
+        "low": (components,),
+        "step": (components,),
+        "knots": (components, BINS + 2),
+    }
+    if not 0 <= components <= width or any(
+        parts[k] is not None and parts[k].shape != v for k, v in shapes.items()
+    ):
+        raise ValueError(f"the {name} term does not match the number of inputs")
+    finite = all(a is None or np.isfinite(a).all() for a in parts.values())
+    if not finite or not (parts["step"] > 0).all():
+        raise ValueError(f"the {name} term is not finite, or a bin has no width")
+    return Density(**parts)
 
 
 def _principal_axes(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -113,9 +113,10 @@ def row_terms(
                 else:
                     near_terms = {"neighbour": neighbours.nearest(reference, apart)}
                 result.update(near_terms)
-                if stats.density is not None:
-                    density = torch.from_numpy(stats.density.term(apart.numpy()))
-                    result["density"] = near_terms["density"] = density.float()
+                for name in ("density", "marginal"):  # the columns' histograms: format 15
+                    if (histograms := getattr(stats, name)) is not None:
+                        term = torch.from_numpy(histograms.term(apart.numpy())).float()
+                        result[name] = near_terms[name] = term
                 if "discrete" in given:
                     result["discrete"] = near_terms["discrete"] = given["discrete"].double()
                 named = {"residual": first.numpy(), "code": distance.numpy()}
@@ -216,6 +217,7 @@ def code_stats(
         reference.samples,
         mixture,
         {name: float(np.float32(tails.span(g))) for name, g in grids.items()},  # as stored
+        reference.marginal,
     )
 
 

@@ -113,6 +113,9 @@ class CodeStats:
     # The log-span over which each term's tail grows by one past its 99th percentile
     # (``tails.span``); none in files before format 14, whose terms grow by ln(q99 / q50).
     spans: dict[str, float] = field(default_factory=dict)
+    # Each column's histogram in the distances' units (aecli/density.py ``fit_columns``), the
+    # density's second view; none in files before format 15.
+    marginal: Density | None = None
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

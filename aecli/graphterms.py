@@ -54,6 +54,7 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
     if graph.has_samples:
         graph.register_buffer("samples", as_buffer(stats.samples, torch.int64))
     graph.has_density = register_density(graph, stats.density)
+    graph.has_marginal = register_density(graph, stats.marginal, "marginal")
     graph.has_discrete = register_discrete(graph, stats.discrete)
     graph.has_mixture = register_mixture(graph, stats)
     for name in [*graph.weights, *(["mixture"] if graph.has_mixture else [])]:
@@ -109,23 +110,31 @@ def in_units(graph: torch.nn.Module, scaled: torch.Tensor) -> torch.Tensor:
     return apart.clamp(-graph.units_clip, graph.units_clip)
 
 
-def register_density(graph: torch.nn.Module, density: Density | None) -> bool:
-    """The density term's arrays as float64 buffers ``density_mean``, ``density_axes``...;
-    False for a file written before the term."""
+def register_density(
+    graph: torch.nn.Module, density: Density | None, name: str = "density"
+) -> bool:
+    """The density term's arrays as float64 buffers ``density_mean``, ``density_axes``...
+    (or the marginal term's, ``marginal_low``...); False for a file written before it."""
     if density is None:
         return False
-    for part in TERM_PARTS["density"]:
+    for part in TERM_PARTS[name]:
         array = getattr(density, part)
-        graph.register_buffer(f"density_{part}", as_buffer(array, torch.float64))
+        graph.register_buffer(f"{name}_{part}", as_buffer(array, torch.float64))
     return True
 
 
-def density_term(graph: torch.nn.Module, scaled: torch.Tensor) -> torch.Tensor:
-    """aecli/density.py's ``term``, op for op: the knots' polygon, one gather per value."""
-    components = (scaled.double() - graph.density_mean) @ graph.density_axes
-    knots = graph.density_knots
+def density_term(
+    graph: torch.nn.Module, scaled: torch.Tensor, name: str = "density"
+) -> torch.Tensor:
+    """aecli/density.py's ``term``, op for op: the knots' polygon, one gather per value;
+    along the components (density) or the columns (marginal)."""
+    components = scaled.double()
+    if name == "density":
+        components = (components - graph.density_mean) @ graph.density_axes
+    knots = getattr(graph, f"{name}_knots")
     last = knots.shape[1] - 1
-    position = ((components - graph.density_low) / graph.density_step).clamp(0.0, last)
+    low, step = getattr(graph, f"{name}_low"), getattr(graph, f"{name}_step")
+    position = ((components - low) / step).clamp(0.0, last)
     undefined = torch.isnan(position)
     position = torch.where(undefined, torch.zeros_like(position), position)
     index = position.floor().clamp(max=last - 1)
@@ -144,6 +153,8 @@ def histogram_terms(
     """The density term on the scaled rows and the discrete one on the raw rows, those the
     file has."""
     terms = {"density": density_term(graph, scaled)} if graph.has_density else {}
+    if graph.has_marginal:
+        terms["marginal"] = density_term(graph, scaled, "marginal")
     return {**terms, "discrete": discrete_term(graph, rows)} if graph.has_discrete else terms
 
 

@@ -96,8 +96,9 @@ def first_non_finite(fitted: Any) -> str | None:
         named += [(f"terms.{k}", v) for k, v in (stats.grids or {}).items()]
         if stats.density is not None:
             named += list(term_tensors("density", stats.density).items())
-        if stats.discrete is not None:
-            named += list(term_tensors("discrete", stats.discrete).items())
+        for name in ("discrete", "marginal"):
+            if getattr(stats, name) is not None:
+                named += list(term_tensors(name, getattr(stats, name)).items())
         if stats.mixture is not None:
             named += [(f"mixture.{k}", v) for k, v in vars(stats.mixture).items()]
     for name, values in named:
@@ -175,16 +176,23 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
                 raise ValueError("a sampled term without the relative term before it")
             stats.samples = samples(tensors["neighbours.samples"], len(stats.reference))
             names += ("sampled",)
+        from aecli.density import checked as checked_density
+
         if "density.axes" in tensors:
             if stats.reach is None:
                 raise ValueError("a density term without the relative term before it")
-            stats.density = density(tensors, width)
+            stats.density = checked_density(term_parts(tensors, "density"), width)
             names += ("density",)
         if "discrete.columns" in tensors:
             if stats.density is None:
                 raise ValueError("a discrete term without the density term before it")
             stats.discrete = discrete(tensors, width)
             names += ("discrete",)
+        if "marginal.knots" in tensors:  # the density's second view (format 15)
+            if stats.density is None:
+                raise ValueError("a marginal term without the density term before it")
+            stats.marginal = checked_density(term_parts(tensors, "marginal"), width, "marginal")
+            names += ("marginal",)
         if "mixture.weights" in tensors:  # the code's second reading (format 12)
             from aecli.mixture import checked
 
@@ -287,6 +295,7 @@ def units(tensors: dict[str, Any], width: int) -> Any:
 TERM_PARTS = {
     "density": ("mean", "axes", "low", "step", "knots"),
     "discrete": ("columns", "levels", "counts"),
+    "marginal": ("low", "step", "knots"),  # the columns' own: no mean, no axes
 }
 
 
@@ -301,33 +310,11 @@ def term_tensors(name: str, term: Any) -> dict[str, Any]:
     return tensors
 
 
-def _term_parts(tensors: dict[str, Any], name: str) -> dict[str, Any]:
+def term_parts(tensors: dict[str, Any], name: str) -> dict[str, Any]:
+    """A histogram term's arrays by their part names, all of them or a one-line error."""
     if any(f"{name}.{part}" not in tensors for part in TERM_PARTS[name]):
         raise ValueError(f"the {name} term's tensors are incomplete")
     return {part: tensors[f"{name}.{part}"].numpy() for part in TERM_PARTS[name]}
-
-
-def density(tensors: dict[str, Any], width: int) -> Any:
-    """The density term's axes and histograms, checked against the input width."""
-    import numpy as np
-
-    from aecli.density import BINS, Density
-
-    parts = _term_parts(tensors, "density")
-    axes = parts["axes"]
-    components = axes.shape[1] if axes.ndim == 2 else 0
-    shapes = {
-        "mean": (width,),
-        "axes": (width, components),
-        "low": (components,),
-        "step": (components,),
-        "knots": (components, BINS + 2),
-    }
-    if not 0 <= components <= width or any(parts[k].shape != v for k, v in shapes.items()):
-        raise ValueError("the density term does not match the number of inputs")
-    if not all(np.isfinite(a).all() for a in parts.values()) or not (parts["step"] > 0).all():
-        raise ValueError("the density term is not finite, or a bin has no width")
-    return Density(**parts)
 
 
 def discrete(tensors: dict[str, Any], width: int) -> Any:
@@ -336,7 +323,7 @@ def discrete(tensors: dict[str, Any], width: int) -> Any:
 
     from aecli.discrete import LEVELS, Discrete
 
-    parts = _term_parts(tensors, "discrete")
+    parts = term_parts(tensors, "discrete")
     columns, levels, counts = parts["columns"], parts["levels"], parts["counts"]
     shaped = columns.ndim == 1 and levels.shape == counts.shape == (len(columns), LEVELS)
     if not (shaped and 0 < len(columns) <= width and (columns == np.round(columns)).all()):

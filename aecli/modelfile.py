@@ -231,6 +231,8 @@ def to_bytes(fitted: FittedModel) -> bytes:
                 tensors.update(term_tensors("density", stats.density))
             if stats.discrete is not None:
                 tensors.update(term_tensors("discrete", stats.discrete))
+            if stats.marginal is not None:
+                tensors.update(term_tensors("marginal", stats.marginal))
             if stats.mixture is not None:
                 parts = vars(stats.mixture).items()
                 tensors.update({f"mixture.{k}": v for k, v in parts if v is not None})

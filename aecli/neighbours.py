@@ -288,13 +288,14 @@ class Reference:
 
     rows: np.ndarray  # float32 [rows, inputs], in the distances' units
     reach: np.ndarray  # float32 [rows]
-    terms: dict[str, np.ndarray]  # [rows]: neighbour, relative (leave-one-out), density, discrete
+    terms: dict[str, np.ndarray]  # [rows]: neighbour, relative (leave-one-out), density, ...
     density: Density  # the rows' principal components and their histograms
     discrete: Discrete | None  # their discrete columns' values, where they have such columns
     units: Scaler | None = None  # the distances' units, on the model's (``units``)
     # The density without the held-out rows, and its terms on the others (``unseen_density``)
     unseen: tuple[Density, np.ndarray] | None = None
     samples: np.ndarray | None = None  # int64 [samples, size]: the sampled term's (sampled.py)
+    marginal: Density | None = None  # each column's histogram (density.fit_columns)
 
 
 def as_stored(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -350,10 +351,15 @@ def neighbour_reference(
     counted = discrete.fit(values)
     if counted is not None:
         terms["discrete"] = counted.term(values)
+    # a row is in its bins' counts, as in its value's count (``unseen_density``)
+    marginal = density.fit_columns(exact.numpy(), None if counted is None else counted.columns)
+    if marginal is not None:
+        terms["marginal"] = marginal.term(exact.numpy())
     unseen = unseen_density(exact.numpy(), held_out)
     return Reference(
-        reference.numpy(), reach.numpy(), terms, fitted_density, counted, own, unseen, samples
-    )
+        reference.numpy(), reach.numpy(), terms, fitted_density, counted, own, unseen, samples,
+        marginal,
+    )  # fmt: skip
 
 
 def unseen_density(

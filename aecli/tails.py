@@ -125,11 +125,14 @@ def span(grid: np.ndarray) -> float:
 # The distance to the nearest row is read two ways (format 10), a quarter each: against
 # every reference row, and against small samples of them (aecli/sampled.py), which a group
 # of anomalies among the training rows cannot fill with its own members.
+# The density is read two ways too (format 15), a quarter each: along the principal
+# components, and along the columns themselves (``density.fit_columns``: HBOS).
 WEIGHTS = {
     "residual": 0.5, "code": 0.5, "neighbour": 0.25, "sampled": 0.25, "relative": 0.5,
-    "density": 0.5, "discrete": 0.5,
+    "density": 0.25, "marginal": 0.25, "discrete": 0.5,
 }  # fmt: skip
-WEIGHTS_BEFORE_SAMPLED = {**WEIGHTS, "neighbour": 0.5}
+WEIGHTS_BEFORE_MARGINAL = {**WEIGHTS, "density": 0.5}
+WEIGHTS_BEFORE_SAMPLED = {**WEIGHTS_BEFORE_MARGINAL, "neighbour": 0.5}
 WEIGHTS_BEFORE_RELATIVE = {"residual": 0.5, "code": 0.5, "neighbour": 1.0}
 
 # Where a term starts to count: the autoencoder's two terms only above their training median
@@ -163,7 +166,8 @@ def weights(grids: dict[str, np.ndarray]) -> dict[str, float]:
     """The terms a file's score adds, and their weights."""
     if "relative" not in grids:
         return WEIGHTS_BEFORE_RELATIVE
-    table = WEIGHTS if "sampled" in grids else WEIGHTS_BEFORE_SAMPLED
+    table = WEIGHTS if "marginal" in grids else WEIGHTS_BEFORE_MARGINAL
+    table = table if "sampled" in grids else WEIGHTS_BEFORE_SAMPLED
     return {name: weight for name, weight in table.items() if name in grids}
 
 

@@ -126,12 +126,65 @@ def test_a_trained_file_scores_with_the_term(tmp_path: Path, table_csv: Path) ->
     assert "density" in stats.grids and len(stats.grids["density"]) == 1001
 
 
+def columns_by_hand(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """HBOS on the columns themselves (the marginal term, format 15): ``by_hand`` with the
+    identity for axes; a column that does not vary adds its one full bin's share."""
+    n, bins = len(train), density.BINS
+    total = np.zeros(len(rows))
+    for k in range(train.shape[1]):
+        if np.ptp(train[:, k]) == 0:
+            total += -math.log((n + 1) / (n + bins))
+            continue
+        counts, edges = np.histogram(train[:, k], bins=bins)
+        width = edges[1] - edges[0]
+        xs = np.concatenate([[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2])
+        xs = np.append(xs, edges[-1] + width / 2)
+        ys = np.concatenate([[math.log(n + bins)], -np.log((counts + 1) / (n + bins))])
+        total += np.interp(rows[:, k], xs, np.append(ys, math.log(n + bins)))
+    return total
+
+
+def test_the_marginal_term_is_a_histogram_of_each_column() -> None:
+    rng = np.random.default_rng(2)
+    train = rng.normal(size=(300, 6)) * rng.uniform(0.5, 3.0, size=6)
+    train[:, 4] = 2.5  # a column that does not vary
+    rows = np.vstack([train[:30], rng.normal(size=(30, 6)) * 4.0]).astype(np.float32)
+    fitted = density.fit_columns(train.astype(np.float32))
+    assert fitted.mean is None and fitted.axes is None and fitted.knots.shape == (6, 12)
+    want = columns_by_hand(train.astype(np.float32).astype(np.float64), rows)
+    np.testing.assert_allclose(fitted.term(rows), want, rtol=1e-4)
+
+
+def test_the_marginal_term_leaves_the_discrete_columns_to_their_own_term() -> None:
+    """A column the discrete term counts value by value (as HBOS counts a categorical
+    column's) is not counted again by its histogram; with no other column there is none."""
+    rng = np.random.default_rng(4)
+    train = np.c_[rng.normal(size=(300, 2)), rng.integers(0, 3, size=(300, 2))]
+    rows = np.c_[rng.normal(size=(40, 2)) * 3, rng.integers(0, 9, size=(40, 2))]
+    train, rows = train.astype(np.float32), rows.astype(np.float32)
+    fitted = density.fit_columns(train, np.array([2, 3]))
+    assert fitted is not None
+    want = columns_by_hand(train[:, :2].astype(np.float64), rows[:, :2])
+    added = fitted.term(rows) - want  # the columns left add the same to every row
+    np.testing.assert_allclose(added, added[0], rtol=1e-5)
+    assert density.fit_columns(train, np.arange(4)) is None
+    assert density.fit_columns(np.ones((5, 3), np.float32)) is None  # nothing varies
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda a: a.pop("density.knots"), "density term's tensors are incomplete"),
         (lambda a: a.update({"density.low": a["density.low"][:-1]}), "does not match"),
         (lambda a: a.update({"density.step": 0 * a["density.step"]}), "a bin has no width"),
+        (lambda a: a.pop("marginal.step"), "marginal term's tensors are incomplete"),
+        (lambda a: a.update({"marginal.knots": a["marginal.knots"][1:]}), "does not match"),
+        (lambda a: a.update({"marginal.step": -a["marginal.step"]}), "a bin has no width"),
+        (lambda a: a.update({"marginal.low": a["marginal.low"] * np.nan}), "not finite"),
+        (
+            lambda a: [a.pop(k) for k in [k for k in a if k.startswith("density.")]],
+            "a marginal term without the density term before it",
+        ),
     ],
 )
 def test_a_damaged_density_term_is_refused(

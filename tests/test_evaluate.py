@@ -232,6 +232,9 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
         "density": 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"]),
         "discrete": 0.5 * _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"]),
     }
+    # the digits' columns are all discrete: none is left for the marginal term (format 15),
+    # and the density counts half, along the components alone
+    assert stats.marginal is None and "marginal" not in stats.grids
     return parts, residuals
 
 

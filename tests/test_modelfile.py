@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 14
+    assert meta["format"] == 15
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "14"
+        assert handle.metadata()["aecli.format"] == "15"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -409,6 +409,17 @@ def test_a_file_before_the_tails_spans_scores_as_written(tmp_path: Path) -> None
 
 
 @pytest.mark.determinism
+def test_a_file_before_the_marginal_term_scores_as_written() -> None:
+    """Written by aecli before the density was read along the columns too (format 14, no
+    marginal.*): its density counts half, along the components alone, as it did then."""
+    stats, model, rows = _stats_of_fixture("14")
+    assert stats is not None and stats.marginal is None and stats.grids is not None
+    assert "marginal" not in stats.grids and stats.spans.keys() == stats.grids.keys()
+    assert tails.weights(stats.grids)["density"] == 0.5
+    _scores_as_written("14", model, rows)
+
+
+@pytest.mark.determinism
 def test_a_file_whose_mixture_reads_the_codes_scores_as_written() -> None:
     """Written by aecli when the mixture read the codes (format 12, no mixture.axes): it
     reads them still, as it did then."""
@@ -436,7 +447,8 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
     terms = row_terms(fitted, read_table(str(rows)).values)
     grids = fitted.code_stats.grids
     keys = {"residual": "residual", "code": "distance"}
-    weight = {name: 0.25 if name in ("neighbour", "sampled") else 0.5 for name in grids}
+    quarters = ("neighbour", "sampled", "density", "marginal")  # format 15: the density's two
+    weight = {name: 0.25 if name in quarters else 0.5 for name in grids}
     spans = fitted.code_stats.spans
     assert spans.keys() == grids.keys()  # format 14: each tail's span past its q99
     assert spans == {name: float(np.float32(tails.span(grid))) for name, grid in grids.items()}

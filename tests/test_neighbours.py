@@ -234,12 +234,12 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     arrays = load_file(str(model))
     assert arrays["neighbours.reach"].shape == (len(rows),)
     later = ("neighbours.reach", "terms.relative", "terms.density")
-    later += ("neighbours.samples", "terms.sampled", "terms.mixture")
+    later += ("neighbours.samples", "terms.sampled", "terms.mixture", "terms.marginal")
     kept = {
         k: v
         for k, v in arrays.items()
         if k not in later
-        and not k.startswith(("density.", "floor.", "lower.", "mixture.", "span."))
+        and not k.startswith(("density.", "floor.", "lower.", "mixture.", "span.", "marginal."))
     }
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
@@ -265,7 +265,10 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     new += 0.25 * tails.tail(now["neighbour"], grids["neighbour"])
     new += 0.25 * tails.tail(now["sampled"], arrays["terms.sampled"])
     new += 0.5 * tails.tail(now["relative"], arrays["terms.relative"])
-    new += 0.5 * tails.tail(now["density"], arrays["terms.density"])
+    new += 0.25 * tails.tail(now["density"], arrays["terms.density"])  # and its second view
+    new += 0.25 * tails.tail(
+        now["marginal"], arrays["terms.marginal"], None, *arrays["span.marginal"]
+    )
     np.testing.assert_allclose(now["score"], new, rtol=1e-5)
 
 
@@ -284,13 +287,15 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
         k: v
         for k, v in arrays.items()
         if k not in ("terms.density", "terms.sampled", "neighbours.samples", "terms.mixture")
+        and k != "terms.marginal"
         and "density." not in k
-        and not k.startswith(("floor.", "lower.", "mixture.", "span."))
+        and not k.startswith(("floor.", "lower.", "mixture.", "span.", "marginal."))
     }
     # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code,
     # neighbours.samples, terms.sampled, mixture.{weights,means,precisions,centre,axes},
-    # terms.mixture, span.* (one for each of the 7 terms' percentiles)
-    assert len(kept) == len(arrays) - 24
+    # terms.mixture, span.* (one for each of the 8 terms' percentiles), marginal.{low,step,
+    # knots}, terms.marginal
+    assert len(kept) == len(arrays) - 29
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

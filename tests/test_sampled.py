@@ -104,17 +104,18 @@ def test_training_reads_the_term_on_the_reference_rows_as_score_does(
 
 def test_files_before_the_sampled_term_keep_their_score(tmp_path: Path, table_csv: Path) -> None:
     """Format 9 files: the distance to the nearest row counts half, and no sampled term
-    (against a file of today without its tails' spans, which format 9 did not have either)."""
+    (against a file of today without its tails' spans and its marginal term, which format 9
+    did not have either)."""
     from aecli.diagnostics import row_terms
     from aecli.io import read_table
 
     model, before = tmp_path / "m.safetensors", tmp_path / "before.safetensors"
     assert invoke(["train", table_csv, "-o", model, "--epochs", "2", "-q"]).code == 0
     rows = read_table(str(table_csv)).values
-    unspanned = tmp_path / "unspanned.safetensors"
-    rewrite_model(model, unspanned, _without_spans)
-    now = row_terms(modelfile.load(str(unspanned)), rows)
-    arrays = rewrite_model(unspanned, before, _without_the_sampled_term)
+    thirteen = tmp_path / "thirteen.safetensors"
+    rewrite_model(model, thirteen, _as_format_13)
+    now = row_terms(modelfile.load(str(thirteen)), rows)
+    arrays = rewrite_model(thirteen, before, _without_the_sampled_term)
     old = row_terms(modelfile.load(str(before)), rows)
     assert "sampled" not in old and "sampled" in now
     nearest = tails.tail(now["neighbour"], arrays["terms.neighbour"])
@@ -130,8 +131,9 @@ def _without_the_sampled_term(arrays: dict[str, np.ndarray]) -> None:
         del arrays[name]
 
 
-def _without_spans(arrays: dict[str, np.ndarray]) -> None:
-    for name in [name for name in arrays if name.startswith("span.")]:  # format 14's
+def _as_format_13(arrays: dict[str, np.ndarray]) -> None:
+    later = ("span.", "marginal.", "terms.marginal")  # formats 14 and 15
+    for name in [name for name in arrays if name.startswith(later)]:
         del arrays[name]
 
 

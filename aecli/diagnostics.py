@@ -269,10 +269,28 @@ def percentiles(scores: np.ndarray) -> np.ndarray:
     ordered and finite and such a row is still flagged (findings4 #1).
     """
     finite = np.nan_to_num(scores.astype(np.float64), nan=FLOAT32_MAX, posinf=FLOAT32_MAX)
-    # Sorted first: the same quantiles, where numpy's partition around 2,002 indices of
-    # unsorted values took 2-3x as long as a sort (6,000 rows: 0.6 against 0.3 ms).
     finite.sort()
-    return np.minimum(np.quantile(finite, QUANTILE_GRID), FLOAT32_MAX).astype(np.float32)
+    return np.minimum(sorted_quantiles(finite), FLOAT32_MAX).astype(np.float32)
+
+
+def sorted_quantiles(ordered: np.ndarray) -> np.ndarray:
+    """``np.quantile(ordered, QUANTILE_GRID)`` of sorted values, bit for bit, by numpy's own
+    steps (its "linear" method: the index (n - 1) q, and its two-sided lerp), without the
+    partition around 2,002 indices that numpy runs even on sorted values (6,000 rows: 0.29
+    against 0.014 ms; it was 3% of fitting a dev table)."""
+    if len(ordered) < 2:
+        return np.quantile(ordered, QUANTILE_GRID)
+    virtual = (len(ordered) - 1) * QUANTILE_GRID
+    previous = np.floor(virtual)
+    following = previous + 1
+    top = virtual >= len(ordered) - 1  # numpy takes the last value there
+    previous[top] = following[top] = -1
+    low, high = ordered[previous.astype(np.intp)], ordered[following.astype(np.intp)]
+    gamma = virtual - previous.astype(np.intp)
+    gap = high - low
+    out = low + gap * gamma
+    np.subtract(high, gap * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
 
 
 def threshold_for(quantiles: np.ndarray, contamination: float) -> float:

@@ -191,7 +191,7 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
     + 1/2 T(sum over integer columns of at most 32 values of -log((p + 0.1) / 1.1)), p the
     share of training rows with the row's value,
-    T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F from the percentiles,
+    T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / s, F from the percentiles, s the span,
     [t]+ = max(t, 0): the autoencoder's terms count above their training medians (T = ln 2);
     L(x) = max(0, -log(2 max(F(x), 1 / G))): the code's lower tail, 0 above the median.
     """
@@ -321,7 +321,8 @@ def _hand_sampled(rows: np.ndarray, reference: np.ndarray, samples: np.ndarray) 
 
 
 def _hand_tail(values: np.ndarray, grid: np.ndarray, lower: bool = False) -> np.ndarray:
-    """-log(1 - F(x)) + max(0, ln(x / q99)) / ln(q99 / q50), F interpolating the percentiles;
+    """-log(1 - F(x)) + max(0, ln(x / q99)) / s, F interpolating the percentiles, s the
+    larger of ln(q99 / q50) and ln(max / q99);
     ``lower``: the lower tail instead, max(0, -log(2 max(F, 1 / G))).
 
     F rises linearly from 0 at the lowest percentile to (G - 1) / G at the highest, over
@@ -339,7 +340,8 @@ def _hand_tail(values: np.ndarray, grid: np.ndarray, lower: bool = False) -> np.
             out.append(max(-np.log(2 * max(share, 1 / len(g))), 0.0))
             continue
         q50, q99 = g[500], max(g[990], g[500] * 1.0001)
-        out.append(-np.log1p(-share) + max(np.log(max(x, 1e-30) / q99), 0.0) / np.log(q99 / q50))
+        span = max(np.log(q99 / q50), np.log(max(g[-1], q99) / q99))  # format 14
+        out.append(-np.log1p(-share) + max(np.log(max(x, 1e-30) / q99), 0.0) / span)
     return np.array(out)
 
 

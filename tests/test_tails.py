@@ -87,3 +87,19 @@ def test_no_training_value_adds_more_than_one_past_its_share() -> None:
     for grid in (np.sort(rng.gamma(2.0, size=1001)), np.sort(rng.pareto(1.0, size=1001)) + 1):
         past = tails.tail(grid, grid, None, tails.span(grid)) + np.log1p(-tails.below(grid, grid))
         assert past.max() <= 1.0 + 1e-9  # any grid: the maximum adds 1 at most
+
+
+def test_the_percentiles_are_numpys_quantiles_bit_for_bit() -> None:
+    """The grid every term is read against: numpy's own steps without its partition."""
+    from aecli.diagnostics import QUANTILE_GRID, sorted_quantiles
+
+    rng = np.random.default_rng(5)
+    samples = [
+        rng.normal(size=6000), rng.exponential(size=997) * 1e18, np.round(rng.normal(size=50)),
+        rng.standard_cauchy(size=10_000), np.full(7, 2.5), np.array([1.0, 3.0]), np.array([4.0]),
+    ]  # fmt: skip
+    for values in samples:
+        ordered = np.sort(values)
+        np.testing.assert_array_equal(
+            sorted_quantiles(ordered), np.quantile(ordered, QUANTILE_GRID)
+        )

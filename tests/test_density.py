@@ -19,17 +19,20 @@ def by_hand(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
     _, singular, vt = np.linalg.svd(train - mean, full_matrices=False)
     axes = vt[singular > 1e-3 * singular.max()].T
     z_train, z_rows = (train - mean) @ axes, (rows - mean) @ axes
+    return sum(_polygon(z_train[:, k], z_rows[:, k]) for k in range(axes.shape[1]))
+
+
+def _polygon(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One axis's -log share: numpy's histogram for the counts (one row added to each
+    bin), knots at the bin centres and an empty bin's share half a bin beyond, interp."""
     n, bins = len(train), density.BINS
-    total = np.zeros(len(rows))
-    for k in range(axes.shape[1]):
-        counts, edges = np.histogram(z_train[:, k], bins=bins)
-        width = edges[1] - edges[0]
-        xs = np.concatenate([[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2])
-        xs = np.append(xs, edges[-1] + width / 2)
-        empty = math.log(n + bins)
-        ys = np.concatenate([[empty], -np.log((counts + 1) / (n + bins)), [empty]])
-        total += np.interp(z_rows[:, k], xs, ys)
-    return total
+    counts, edges = np.histogram(train, bins=bins)
+    width = edges[1] - edges[0]
+    xs = np.concatenate([[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2])
+    xs = np.append(xs, edges[-1] + width / 2)
+    empty = math.log(n + bins)
+    ys = np.concatenate([[empty], -np.log((counts + 1) / (n + bins)), [empty]])
+    return np.interp(rows, xs, ys)
 
 
 @pytest.mark.parametrize("shape", [(300, 6), (20, 50)])  # more rows than inputs, and fewer
@@ -129,19 +132,11 @@ def test_a_trained_file_scores_with_the_term(tmp_path: Path, table_csv: Path) ->
 def columns_by_hand(train: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """HBOS on the columns themselves (the marginal term, format 15): ``by_hand`` with the
     identity for axes; a column that does not vary adds its one full bin's share."""
-    n, bins = len(train), density.BINS
-    total = np.zeros(len(rows))
-    for k in range(train.shape[1]):
-        if np.ptp(train[:, k]) == 0:
-            total += -math.log((n + 1) / (n + bins))
-            continue
-        counts, edges = np.histogram(train[:, k], bins=bins)
-        width = edges[1] - edges[0]
-        xs = np.concatenate([[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2])
-        xs = np.append(xs, edges[-1] + width / 2)
-        ys = np.concatenate([[math.log(n + bins)], -np.log((counts + 1) / (n + bins))])
-        total += np.interp(rows[:, k], xs, np.append(ys, math.log(n + bins)))
-    return total
+    full = -math.log((len(train) + 1) / (len(train) + density.BINS))  # a flat column
+    return sum(
+        np.full(len(rows), full) if np.ptp(train[:, k]) == 0 else _polygon(train[:, k], rows[:, k])
+        for k in range(train.shape[1])
+    )
 
 
 def test_the_marginal_term_is_a_histogram_of_each_column() -> None:

@@ -334,21 +334,24 @@ def test_a_format_4_file_keeps_its_five_term_score(tmp_path: Path) -> None:
     assert counted.discrete.columns.tolist() == [2, 3]
 
 
-def _stats_of_fixture(version: str) -> tuple[Any, Path, Path]:
-    """The code statistics of ``tests/data/format{version}-basic``, after checking that the
+def _stats_of_fixture(
+    version: str, name: str = "basic", rows_file: str = "format4-rows.csv"
+) -> tuple[Any, Path, Path]:
+    """The code statistics of ``tests/data/format{version}-{name}``, after checking that the
     file is of that format, and the fixture's model and rows."""
     data = Path(__file__).parent / "data"
-    model, rows = data / f"format{version}-basic.safetensors", data / "format4-rows.csv"
+    model, rows = data / f"format{version}-{name}.safetensors", data / rows_file
     assert modelfile.read_header(str(model))[0]["aecli.format"] == version
     return modelfile.load(str(model)).code_stats, model, rows
 
 
-def _scores_as_written(version: str, model: Path, rows: Path) -> None:
-    """``score`` gives the fixture's scores, written by the aecli of that format."""
+def _scores_as_written(version: str, model: Path, rows: Path, name: str = "basic") -> str:
+    """``score`` gives the fixture's scores, written by the aecli of that format; returns them."""
     result = invoke(["score", model, rows])
     assert result.code == 0, result.stderr
-    want = (Path(__file__).parent / "data" / f"format{version}-basic-scores.csv").read_text()
+    want = (Path(__file__).parent / "data" / f"format{version}-{name}-scores.csv").read_text()
     assert_same_table(result.text, want, rtol=SCORE_RTOL)
+    return want
 
 
 @pytest.mark.determinism
@@ -392,15 +395,9 @@ def test_a_file_before_the_tails_spans_scores_as_written(tmp_path: Path) -> None
     table has a flag that 2 of its 300 rows raise, so that the two readings differ: by
     ln(q99 / q50), 0 to rounding, those two rows scored tens of thousands, and by the
     span they score as the table's other rare rows do."""
-    data = Path(__file__).parent / "data"
-    model, rows = data / "format13-flag.safetensors", data / "format13-flag-rows.csv"
-    assert modelfile.read_header(str(model))[0]["aecli.format"] == "13"
-    stats = modelfile.load(str(model)).code_stats
+    stats, model, rows = _stats_of_fixture("13", "flag", "format13-flag-rows.csv")
     assert stats is not None and stats.spans == {} and stats.mixture is not None
-    result = invoke(["score", model, rows])
-    assert result.code == 0, result.stderr
-    want = (data / "format13-flag-scores.csv").read_text()
-    assert_same_table(result.text, want, rtol=SCORE_RTOL)
+    want = _scores_as_written("13", model, rows, "flag")
     assert sorted(float(v) for v in want.split()[1:])[-2] > 1e4
     today = tmp_path / "m.safetensors"
     assert invoke(["train", rows, "-o", today, "--epochs", "3", "--seed", "1", "-q"]).code == 0

@@ -99,6 +99,19 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
     return q50, q99
 
 
+# A term whose training values above their median all lie within a tenth of a percent of
+# each other (rounding, not spread: every distance to the nearest other row 0 on a table
+# whose rows all come in duplicates, one Mahalanobis distance for every row of a table of
+# five distinct rows) says nothing of how fast rarity grows past them: by its rise (1e-4,
+# the tie's width) a row 0.01 off every training row scored 800,000. Such a term gets a
+# span that no float can climb by more than 1 (ln(3.4e38 / 1e-30) is 158): a row beyond
+# every training row scores as beyond them all, still ordered, and the other terms tell
+# it apart from the rest. The smallest rise on real tables is 0.02 (aecli's measurements:
+# docs/anomaly.md), twenty times this bound.
+TIED_RISE = 1e-3
+SPAN_WITHOUT_SPREAD = 160.0
+
+
 def span(grid: np.ndarray) -> float:
     """The log-span over which a term's tail grows by one beyond its 99th percentile (format
     14, stored as ``span.*``): the larger of ln(q99 / q50) and ln(max / q99).
@@ -108,11 +121,13 @@ def span(grid: np.ndarray) -> float:
     then the rows that hold the other value, training rows among them, added ln(max / q99) /
     1e-4, tens of thousands, and outscored a row 50 spreads off in every column. With the
     larger of the two, no training row adds more than 1 past its F, and a new row gains one
-    per span beyond the training maximum (aecli's measurements: docs/anomaly.md).
+    per span beyond the training maximum (aecli's measurements: docs/anomaly.md). Where
+    both rises are rounding (``TIED_RISE``), ``SPAN_WITHOUT_SPREAD``.
     """
     grid64 = np.asarray(grid, dtype=np.float64)
     q50, q99 = knees(grid64)
-    return max(math.log(q99 / q50), math.log(max(float(grid64[-1]), q99) / q99))
+    rise = max(math.log(q99 / q50), math.log(max(float(grid64[-1]), q99) / q99))
+    return rise if rise >= TIED_RISE else SPAN_WITHOUT_SPREAD
 
 
 # How the terms add: the residual and the code are two views of the one autoencoder, the

@@ -322,7 +322,7 @@ def _hand_sampled(rows: np.ndarray, reference: np.ndarray, samples: np.ndarray) 
 
 def _hand_tail(values: np.ndarray, grid: np.ndarray, lower: bool = False) -> np.ndarray:
     """-log(1 - F(x)) + max(0, ln(x / q99)) / s, F interpolating the percentiles, s the
-    larger of ln(q99 / q50) and ln(max / q99);
+    larger of ln(q99 / q50) and ln(max / q99), or 160 where that is under 1e-3 (rounding);
     ``lower``: the lower tail instead, max(0, -log(2 max(F, 1 / G))).
 
     F rises linearly from 0 at the lowest percentile to (G - 1) / G at the highest, over
@@ -341,6 +341,7 @@ def _hand_tail(values: np.ndarray, grid: np.ndarray, lower: bool = False) -> np.
             continue
         q50, q99 = g[500], max(g[990], g[500] * 1.0001)
         span = max(np.log(q99 / q50), np.log(max(g[-1], q99) / q99))  # format 14
+        span = span if span >= 1e-3 else 160.0  # a rise of rounding only: no growth rate
         out.append(-np.log1p(-share) + max(np.log(max(x, 1e-30) / q99), 0.0) / span)
     return np.array(out)
 

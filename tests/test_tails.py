@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aecli import tails
+from tests.conftest import invoke
 
 
 def test_tail_is_the_log_survival_of_the_interpolated_percentiles() -> None:
@@ -87,6 +89,40 @@ def test_no_training_value_adds_more_than_one_past_its_share() -> None:
     for grid in (np.sort(rng.gamma(2.0, size=1001)), np.sort(rng.pareto(1.0, size=1001)) + 1):
         past = tails.tail(grid, grid, None, tails.span(grid)) + np.log1p(-tails.below(grid, grid))
         assert past.max() <= 1.0 + 1e-9  # any grid: the maximum adds 1 at most
+
+
+def test_a_term_without_spread_above_its_median_adds_at_most_one_past_it() -> None:
+    """Training values tied above the median (within rounding) give no rate of growth:
+    the span is one that no float climbs by more than 1, and the order is kept."""
+    for grid in (np.zeros(1001), np.full(1001, 3.2), np.linspace(3.2, 3.2 * 1.0005, 1001)):
+        assert tails.span(grid) == tails.SPAN_WITHOUT_SPREAD
+        x = np.array([float(grid[-1]), 0.01, 3.3, 1e3, 3e38])
+        past = tails.tail(x, grid, None, tails.span(grid)) + np.log1p(-tails.below(x, grid))
+        assert np.all(past <= 1.0) and np.all(np.diff(past[1:]) >= 0)
+    spread = 3.2 * (1 + np.linspace(0, 0.004, 1001))  # q99 0.2% above q50: spread, if small
+    q50, q99 = tails.knees(spread)
+    assert tails.span(spread) == pytest.approx(math.log(q99 / q50)) and q99 / q50 > 1.0019
+
+
+def test_a_row_off_a_table_of_duplicates_scores_as_rare_not_as_a_million(
+    tmp_path: Path,
+) -> None:
+    """Every training row has copies, so every distance to the nearest other row is 0 and
+    every Mahalanobis distance of five distinct rows is one value. A row a hundredth of a
+    spread off them scored 800,000 and one far off 1,200,000; now the training rows stay
+    low, the near rows beyond them and the far rows beyond those, on one scale."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(5, 4)).astype(np.float32)
+    data, model, probe = tmp_path / "t.npy", tmp_path / "m.safetensors", tmp_path / "p.npy"
+    np.save(data, np.repeat(base, 40, axis=0))
+    np.save(probe, np.vstack([base, base + 0.01, rng.normal(size=(5, 4)) * 3 + 6]))
+    assert invoke(["train", data, "-o", model, "--epochs", "5", "--seed", "0", "-q"]).code == 0
+    result = invoke(["score", model, probe])
+    assert result.code == 0, result.stderr
+    scores = np.array([float(v) for v in result.stdout.split()[1:]])
+    training, near, far = scores[:5], scores[5:10], scores[10:]
+    assert training.max() < near.min() and near.max() < far.min()
+    assert far.max() < 50  # the terms' own scale: each term at most 7.9 past its maximum
 
 
 def test_the_percentiles_are_numpys_quantiles_bit_for_bit() -> None:

@@ -63,6 +63,26 @@ def test_anomaly_benchmark_prints_both_regimes_per_family(tmp_path: Path) -> Non
     assert "seed spread mean" in result.stdout  # two seeds: the same split, two --seed
 
 
+def test_anomaly_benchmark_cuts_each_set_to_the_rows_asked(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    y = (np.arange(300) < 30).astype(np.int8)
+    x[y == 1] += 6.0
+    np.savez(tmp_path / "toy.npz", X=x, y=y)
+    args = [str(tmp_path), "--no-peers", "--rows", "100", "--seeds", "0", "--regimes", "clean"]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/anomaly.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "# tables/toy: cut to 100 rows, 10 outliers" in result.stdout  # stratified
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| tables")]
+    assert len(rows) == 1 and float(rows[0].split(" | ")[2]) > 0.8
+
+
 def test_calibration_benchmark_prints_shares_beside_the_rows_given(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4)).astype(np.float32)

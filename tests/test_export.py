@@ -319,3 +319,21 @@ def test_the_tails_spans_are_the_graphs_too(tmp_path: Path) -> None:
     want = _cli_npy(["score", model, table], tmp_path)
     score, _ = _run(_export(model, "score", tmp_path), values)
     _close(score, want[:, 0], SCORE_RTOL)
+
+
+def test_a_term_without_spread_is_the_graphs_too(digits: np.ndarray, tmp_path: Path) -> None:
+    """On a table of five rows repeated, the neighbour terms' training values are all 0:
+    their spans are SPAN_WITHOUT_SPREAD, and the graph scores rows near and far as `score`."""
+    from aecli import modelfile, tails
+
+    table, model = tmp_path / "rows.npy", tmp_path / "m.safetensors"
+    np.save(table, np.repeat(digits[:5], 40, axis=0))
+    assert invoke(["train", table, "-o", model, *FAST]).code == 0
+    stats = modelfile.load(str(model)).code_stats
+    assert stats is not None and stats.spans["neighbour"] == tails.SPAN_WITHOUT_SPREAD
+    probe = np.vstack([digits[:5], digits[:5] + 0.5, digits[5:10]]).astype(np.float32)
+    np.save(table, probe)
+    want = _cli_npy(["score", model, table], tmp_path)
+    score, _ = _run(_export(model, "score", tmp_path), probe)
+    _close(score, want[:, 0], SCORE_RTOL)
+    assert want[:, 0].max() < 100  # each term at most one past its F

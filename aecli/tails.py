@@ -1,4 +1,4 @@
-"""The tail transform that lets the anomaly score's six terms add, and their weights.
+"""The tail transform that lets the anomaly score's terms add, and their weights.
 
 Terms with different units and tails add through ``tail``: each becomes how far into the
 training rows' own distribution of that term it lies, ``-log(1 - F(x))`` with F read off
@@ -99,15 +99,15 @@ def knees(grid: np.ndarray) -> tuple[float, float]:
     return q50, q99
 
 
-# A term whose training values above their median all lie within a tenth of a percent of
-# each other (rounding, not spread: every distance to the nearest other row 0 on a table
-# whose rows all come in duplicates, one Mahalanobis distance for every row of a table of
-# five distinct rows) says nothing of how fast rarity grows past them: by its rise (1e-4,
-# the tie's width) a row 0.01 off every training row scored 800,000. Such a term gets a
-# span that no float can climb by more than 1 (ln(3.4e38 / 1e-30) is 158): a row beyond
-# every training row scores as beyond them all, still ordered, and the other terms tell
-# it apart from the rest. The smallest rise on real tables is 0.02 (aecli's measurements:
-# docs/anomaly.md), twenty times this bound.
+# A term whose training values rise by under a tenth of a percent from the median to the
+# 99th percentile, and again to the maximum (rounding, not spread: every distance to the
+# nearest other row 0 on a table whose rows all come in duplicates, one Mahalanobis distance
+# for every row of a table of five distinct rows) says nothing of how fast rarity grows
+# past them: by its rise (1e-4, the tie's width) a row 0.01 off every training row scored
+# 800,000. Such a term gets a span that no float can climb by more than 1 (ln(3.4e38 /
+# 1e-30) is 158): a row beyond every training row scores as beyond them all, still
+# ordered, and the other terms tell it apart from the rest. The smallest rise on real
+# tables is 0.02 (aecli's measurements: docs/anomaly.md), twenty times this bound.
 TIED_RISE = 1e-3
 SPAN_WITHOUT_SPREAD = 160.0
 

@@ -118,7 +118,10 @@ def test_batch_size_benchmark_prints_a_row_per_table() -> None:
     )
     assert done.returncode == 0, done.stderr
     digits = [line for line in done.stdout.splitlines() if line.startswith("digits")]
-    assert len(digits) == 1 and digits[0].count("x1.00") == 2  # the baseline against itself
+    assert len(digits) == 1
+    cells = digits[0].split()  # table, rows, then error, ratio, seconds, ratio per setting
+    assert cells[3] == cells[5] == "x1.00"  # the baseline against itself
+    # (another setting's time may round to x1.00 too on a busy machine: not counted)
 
 
 def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> None:

@@ -42,8 +42,8 @@ MAX_PARAMETERS = 2**30  # ~4 GiB of float32 weights, 16 GiB with gradients and A
 # term (.reach); 4: density.*; 5: discrete.*; 6: distances in their own units (.offset, .scale);
 # 7: wide references in float16; 8: the autoencoder's terms above their medians (floor.*); 9: the
 # code's lower tail (lower.*); 10: sampled (.samples); 11: discrete.saturation; 12: mixture.*;
-# 13: the mixture reads the rows' components (.centre, .axes); 14: span.*; 15: marginal.*.
-FORMAT_VERSION = 15
+# 13: the mixture on the rows' components (.centre, .axes); 14: span.*; 15: marginal.*; 16: power.*.
+FORMAT_VERSION = 16
 
 # Every choice of rows (held out, sampled for the scale and the score's statistics, kept for
 # the neighbours) is drawn from this seed, not --seed: two seeds differ only in the network's

@@ -124,8 +124,7 @@ def row_terms(
                     named["mixture"] = stats.mixture.read(codes.numpy(), apart.numpy())
                     result["mixture"] = torch.from_numpy(named["mixture"]).float()
                 named.update({name: term.numpy() for name, term in near_terms.items()})
-                adds = tails.parts(named, stats.grids, stats.floors, stats.lowers, stats.spans)
-                added = list(adds.values())
+                added = list(tails.parts(named, stats.grids, *stats.readings()).values())
                 result["score"] = torch.from_numpy(sum(added))
             else:
                 added = [first / stats.error_norm, distance / stats.distance_norm]
@@ -218,6 +217,7 @@ def code_stats(
         mixture,
         {name: float(np.float32(tails.span(g))) for name, g in grids.items()},  # as stored
         reference.marginal,
+        {name: tails.POWER for name in tails.weights(grids)},
     )
 
 

@@ -286,7 +286,7 @@ def _graph_module() -> type:
         def adds(self, terms: dict[str, torch.Tensor], name: str) -> torch.Tensor:
             """aecli/tails.py's ``parts`` for one term: its tail above its floor (the rarer
             of its readings, where it has two), and its lower tail at its share where it has
-            one, op for op."""
+            one, to its power, op for op."""
             import torch
 
             values = terms[name]
@@ -294,12 +294,13 @@ def _graph_module() -> type:
             upper = _tail(self, values, name, share)
             if name == "code" and self.has_mixture:  # the rarer of its two readings
                 upper = torch.maximum(upper, _tail(self, terms["mixture"], "mixture"))
-            added = weight * self.counted(upper, name)
-            if name not in self.lowers:
-                return added
-            least = 1.0 / getattr(self, f"grid_{name}").shape[0]
-            lower = (-torch.log(2.0 * share.clamp_min(least))).clamp_min(0.0)
-            return added + weight * self.lowers[name] * lower
+            count = self.counted(upper, name)
+            if name in self.lowers:
+                least = 1.0 / getattr(self, f"grid_{name}").shape[0]
+                lower = (-torch.log(2.0 * share.clamp_min(least))).clamp_min(0.0)
+                count = count + self.lowers[name] * lower
+            power = self.powers.get(name, 1.0)
+            return weight * (count.pow(power) if power != 1.0 else count)
 
         def counted(self, tails: torch.Tensor, name: str) -> torch.Tensor:
             """aecli/tails.py's ``counted``: the tail above the term's floor."""

@@ -116,6 +116,13 @@ class CodeStats:
     # Each column's histogram in the distances' units (aecli/density.py ``fit_columns``), the
     # density's second view; none in files before format 15.
     marginal: Density | None = None
+    # The power each term's count is raised to before the weighted sum (``tails.POWER``);
+    # none in files before format 16, whose terms count as they are.
+    powers: dict[str, float] = field(default_factory=dict)
+
+    def readings(self) -> tuple[dict[str, float], ...]:
+        """How ``tails.parts`` reads the terms: the floors, lower tails, spans and powers."""
+        return self.floors, self.lowers, self.spans, self.powers
 
     def distance(self, codes: np.ndarray) -> np.ndarray:
         return mahalanobis(codes, self.mean, self.precision)

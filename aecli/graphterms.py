@@ -47,6 +47,7 @@ def register_neighbours(graph: torch.nn.Module, stats: CodeStats | None) -> bool
     graph.weights = weights(stats.grids)
     graph.floors = dict(stats.floors)
     graph.lowers = dict(stats.lowers)
+    graph.powers = dict(stats.powers)
     graph.has_reach = stats.reach is not None
     if graph.has_reach:
         graph.register_buffer("reach", as_buffer(stats.reach, torch.float32))

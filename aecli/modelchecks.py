@@ -208,7 +208,9 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         stats.floors, stats.lowers = floors(tensors, stats.grids), lowers(tensors, stats.grids)
         spans = (lambda v: 0.0 < v < 1000.0, "(0, 1000)")  # tails.span; format 14
         stats.spans = per_term(tensors, stats.grids, "span", "a tail span", spans)
-    elif any(name.startswith(("floor.", "lower.", "span.")) for name in tensors):
+        powers = (lambda v: 1.0 <= v <= 4.0, "[1, 4]")  # tails.POWER; format 16
+        stats.powers = per_term(tensors, stats.grids, "power", "a power", powers)
+    elif any(name.startswith(("floor.", "lower.", "span.", "power.")) for name in tensors):
         raise ValueError("floors, lower tails or spans for a score without its terms' percentiles")
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
     arrays += [stats.reference, stats.reach, *(stats.grids or {}).values()]

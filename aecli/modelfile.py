@@ -240,6 +240,7 @@ def to_bytes(fitted: FittedModel) -> bytes:
             tensors.update({f"floor.{name}": [floor] for name, floor in stats.floors.items()})
             tensors.update({f"lower.{name}": [share] for name, share in stats.lowers.items()})
             tensors.update({f"span.{name}": [span] for name, span in stats.spans.items()})
+            tensors.update({f"power.{name}": [p] for name, p in stats.powers.items()})
     if fitted.optimizer_state is not None:
         for name, tensor in fitted.optimizer_state.moments.items():
             tensors[f"optim.{name}"] = tensor.detach().to("cpu").numpy()

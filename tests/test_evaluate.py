@@ -181,16 +181,16 @@ def test_terms_are_what_each_term_adds_to_the_score(basic_model: Path, digits_cs
 def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """What each term adds to the score by its formula, and the rows' scaled residuals:
 
-    score = 1/2 [T(d_M(residual)^2) - ln 2]+
-    + 1/2 [max(T(d_M(code)^2), T(-log sum_k w_k N(z; mu_k, P_k^-1))) - ln 2]+, z = (x - c) A
-    the row's leading principal components over their deviations (format 13)
-    + 1/4 L(d_M(code)^2)
-    + 1/4 T(nearest training row)
-    + 1/4 T(mean over the file's samples of the distance to the sample's nearest row)
-    + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)
-    + 1/2 T(sum over principal components of -log(histogram share), between bin centres)
-    + 1/2 T(sum over integer columns of at most 32 values of -log((p + 0.1) / 1.1)), p the
-    share of training rows with the row's value,
+    score = 1/2 [T(d_M(residual)^2) - ln 2]+^a
+    + 1/2 ([max(T(d_M(code)^2), T(-log sum_k w_k N(z; mu_k, P_k^-1))) - ln 2]+
+    + 1/2 L(d_M(code)^2))^a, z = (x - c) A the row's leading principal components over
+    their deviations (format 13)
+    + 1/4 T(nearest training row)^a
+    + 1/4 T(mean over the file's samples of the distance to the sample's nearest row)^a
+    + 1/2 T(mean distance to the 10 nearest over theirs to their 10 nearest)^a
+    + 1/2 T(sum over principal components of -log(histogram share), between bin centres)^a
+    + 1/2 T(sum over integer columns of at most 32 values of -log((p + 0.1) / 1.1))^a, p the
+    share of training rows with the row's value; the power a = 1.25 (format 16),
     T(x) = -log(1 - F(x)) + max(0, ln(x / q99)) / s, F from the percentiles, s the span,
     [t]+ = max(t, 0): the autoencoder's terms count above their training medians (T = ln 2);
     L(x) = max(0, -log(2 max(F(x), 1 / G))): the code's lower tail, 0 above the median.
@@ -222,16 +222,20 @@ def _hand_parts(model: Path, csv: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     code_tail = np.maximum(
         _hand_tail(distance, stats.grids["code"]), _hand_tail(mixture, stats.grids["mixture"])
     )
-    parts = {
-        "residual": 0.5 * np.maximum(_hand_tail(residual, stats.grids["residual"]) - np.log(2), 0),
-        "code": 0.5 * np.maximum(code_tail - np.log(2), 0)
-        + 0.25 * _hand_tail(distance, stats.grids["code"], lower=True),
-        "neighbour": 0.25 * _hand_tail(near, stats.grids["neighbour"]),
-        "sampled": 0.25 * _hand_tail(sampled, stats.grids["sampled"]),
-        "relative": 0.5 * _hand_tail(relative, stats.grids["relative"]),
-        "density": 0.5 * _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"]),
-        "discrete": 0.5 * _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"]),
+    counts = {  # weight, count
+        "residual": (0.5, np.maximum(_hand_tail(residual, stats.grids["residual"]) - np.log(2), 0)),
+        "code": (
+            0.5,
+            np.maximum(code_tail - np.log(2), 0)
+            + 0.5 * _hand_tail(distance, stats.grids["code"], lower=True),
+        ),
+        "neighbour": (0.25, _hand_tail(near, stats.grids["neighbour"])),
+        "sampled": (0.25, _hand_tail(sampled, stats.grids["sampled"])),
+        "relative": (0.5, _hand_tail(relative, stats.grids["relative"])),
+        "density": (0.5, _hand_tail(_hand_density(scaled, stats.density), stats.grids["density"])),
+        "discrete": (0.5, _hand_tail(_hand_discrete(rows, rows), stats.grids["discrete"])),
     }
+    parts = {name: weight * count**1.25 for name, (weight, count) in counts.items()}  # format 16
     # the digits' columns are all discrete: none is left for the marginal term (format 15),
     # and the density counts half, along the components alone
     assert stats.marginal is None and "marginal" not in stats.grids

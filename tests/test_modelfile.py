@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_an_identical_model(basic_model: Path, digits: np.nd
 
 def test_metadata_carries_everything(basic_model: Path) -> None:
     meta = modelfile.read_metadata(str(basic_model))
-    assert meta["format"] == 15
+    assert meta["format"] == 16
     assert meta["aecli.model"]["kind"] == "basic"
     assert meta["aecli.model"]["latent"] == 8
     assert meta["aecli.data"]["columns"] == [f"p{i}" for i in range(64)]
@@ -128,7 +128,7 @@ def test_the_writer_produces_files_safetensors_reads(basic_model: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(basic_model), framework="pt") as handle:
-        assert handle.metadata()["aecli.format"] == "15"
+        assert handle.metadata()["aecli.format"] == "16"
         names = set(handle.keys())
     assert {"scaler.offset", "scaler.scale", "model.encoder.0.weight"} <= names
 
@@ -454,11 +454,11 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
         for name, grid in grids.items()
     }
     upper["code"] = np.maximum(upper["code"], upper.pop("mixture"))
-    want = sum(
-        weight[name] * np.maximum(tail - (name in keys) * median, 0) for name, tail in upper.items()
-    )
+    count = {name: np.maximum(tail - (name in keys) * median, 0) for name, tail in upper.items()}
     share = np.maximum(tails.below(terms["distance"], grids["code"]), 1 / len(grids["code"]))
-    want += 0.25 * np.maximum(-np.log(2 * share), 0)
+    count["code"] = count["code"] + 0.5 * np.maximum(-np.log(2 * share), 0)
+    assert fitted.code_stats.powers == dict.fromkeys(count, 1.25)  # format 16
+    want = sum(weight[name] * c**1.25 for name, c in count.items())
     np.testing.assert_allclose(terms["score"], want, rtol=1e-5)
     assert (tails.below(terms["distance"], grids["code"]) < 0.5).any()  # the lower tail counts
 
@@ -480,6 +480,10 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
         ("span.code", [0.0], "span.code is not one number in (0, 1000)"),
         ("span.code", [2000.0], "span.code is not one number in (0, 1000)"),
         ("span.alone", [0.5], "floors, lower tails or spans for a score without its terms'"),
+        ("power.noise", [1.25], "a power for 'noise', a term the score does not have"),
+        ("power.code", [0.5], "power.code is not one number in [1, 4]"),
+        ("power.code", [1.25, 1.25], "power.code is not one number in [1, 4]"),
+        ("power.alone", [1.25], "floors, lower tails or spans for a score without its terms'"),
     ],
 )
 def test_a_bad_floor_is_refused(
@@ -489,7 +493,7 @@ def test_a_bad_floor_is_refused(
     arrays = load_file(str(basic_model))
     if name.endswith(".alone"):  # a format 1 file's statistics: no neighbour terms, no grids
         terms = ("neighbours.", "terms.", "density.", "discrete.", "floor.", "lower.", "mixture.")
-        terms += ("span.",)
+        terms += ("span.", "power.")
         arrays = {k: v for k, v in arrays.items() if not k.startswith(terms)}
         name = name.replace("alone", "code")
     arrays[name] = np.array(value, np.float32)
@@ -629,3 +633,12 @@ def test_a_format_5_file_keeps_its_distances_in_the_models_units() -> None:
     result = invoke(["score", model, rows])
     assert result.code == 0, result.stderr
     assert_same_table(result.text, (data / "format5-unit-scores.csv").read_text(), rtol=SCORE_RTOL)
+
+
+def test_a_file_before_the_terms_powers_scores_as_written() -> None:
+    """Written by aecli before each term's count was raised to a power (format 15, no
+    power.*): its terms add as they are, as they did then."""
+    stats, model, rows = _stats_of_fixture("15")
+    assert stats is not None and stats.powers == {} and stats.marginal is not None
+    assert stats.grids is not None and stats.spans.keys() == stats.grids.keys()
+    _scores_as_written("15", model, rows)

@@ -240,6 +240,7 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
         for k, v in arrays.items()
         if k not in later
         and not k.startswith(("density.", "floor.", "lower.", "mixture.", "span.", "marginal."))
+        and not k.startswith("power.")
     }
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
@@ -255,20 +256,26 @@ def test_files_before_the_relative_term_keep_their_score(tmp_path: Path, table_c
     )
     np.testing.assert_allclose(old["score"], want, rtol=1e-5)
     median = tails.MEDIAN  # today's file counts the autoencoder's terms above their medians
-    new = 0.5 * np.maximum(tails.tail(now["residual"], grids["residual"]) - median, 0)
     code = np.maximum(  # the rarer of the code's two readings (format 12)
         tails.tail(now["distance"], grids["code"]),
         tails.tail(now["mixture"], arrays["terms.mixture"]),
     )
-    new += 0.5 * np.maximum(code - median, 0)
-    new += 0.25 * tails.lower_tail(now["distance"], grids["code"])  # and the code's lower tail
-    new += 0.25 * tails.tail(now["neighbour"], grids["neighbour"])
-    new += 0.25 * tails.tail(now["sampled"], arrays["terms.sampled"])
-    new += 0.5 * tails.tail(now["relative"], arrays["terms.relative"])
-    new += 0.25 * tails.tail(now["density"], arrays["terms.density"])  # and its second view
-    new += 0.25 * tails.tail(
-        now["marginal"], arrays["terms.marginal"], None, *arrays["span.marginal"]
-    )
+    counts = [  # weight, count; each count to the power 1.25 (format 16)
+        (0.5, np.maximum(tails.tail(now["residual"], grids["residual"]) - median, 0)),
+        (
+            0.5,
+            np.maximum(code - median, 0) + 0.5 * tails.lower_tail(now["distance"], grids["code"]),
+        ),
+        (0.25, tails.tail(now["neighbour"], grids["neighbour"])),
+        (0.25, tails.tail(now["sampled"], arrays["terms.sampled"])),
+        (0.5, tails.tail(now["relative"], arrays["terms.relative"])),
+        (0.25, tails.tail(now["density"], arrays["terms.density"])),  # and its second view:
+        (
+            0.25,
+            tails.tail(now["marginal"], arrays["terms.marginal"], None, *arrays["span.marginal"]),
+        ),
+    ]
+    new = sum(weight * count**1.25 for weight, count in counts)
     np.testing.assert_allclose(now["score"], new, rtol=1e-5)
 
 
@@ -289,13 +296,13 @@ def test_files_before_the_density_term_keep_four_terms(tmp_path: Path, table_csv
         if k not in ("terms.density", "terms.sampled", "neighbours.samples", "terms.mixture")
         and k != "terms.marginal"
         and "density." not in k
-        and not k.startswith(("floor.", "lower.", "mixture.", "span.", "marginal."))
+        and not k.startswith(("floor.", "lower.", "mixture.", "span.", "marginal.", "power."))
     }
     # density.{mean,axes,low,step,knots}, terms.density, floor.{residual,code}, lower.code,
     # neighbours.samples, terms.sampled, mixture.{weights,means,precisions,centre,axes},
     # terms.mixture, span.* (one for each of the 8 terms' percentiles), marginal.{low,step,
-    # knots}, terms.marginal
-    assert len(kept) == len(arrays) - 29
+    # knots}, terms.marginal, and power.* (one for each of the 7 terms the score adds)
+    assert len(kept) == len(arrays) - 36
     before = tmp_path / "before.safetensors"
     before.write_bytes(modelfile.serialize(kept, metadata))
     old = row_terms(modelfile.load(str(before)), rows)

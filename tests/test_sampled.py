@@ -132,7 +132,7 @@ def _without_the_sampled_term(arrays: dict[str, np.ndarray]) -> None:
 
 
 def _as_format_13(arrays: dict[str, np.ndarray]) -> None:
-    later = ("span.", "marginal.", "terms.marginal")  # formats 14 and 15
+    later = ("span.", "marginal.", "terms.marginal", "power.")  # formats 14, 15 and 16
     for name in [name for name in arrays if name.startswith(later)]:
         del arrays[name]
 

@@ -122,7 +122,7 @@ def test_a_row_off_a_table_of_duplicates_scores_as_rare_not_as_a_million(
     scores = np.array([float(v) for v in result.stdout.split()[1:]])
     training, near, far = scores[:5], scores[5:10], scores[10:]
     assert training.max() < near.min() and near.max() < far.min()
-    assert far.max() < 50  # the terms' own scale: each term at most 7.9 past its maximum
+    assert far.max() < 50  # the terms' own scale: each count at most 7.9 (31 at most here)
 
 
 def test_the_percentiles_are_numpys_quantiles_bit_for_bit() -> None:

@@ -211,7 +211,9 @@ def code_stats(tensors: dict[str, Any], latent: int, width: int) -> Any:
         powers = (lambda v: 1.0 <= v <= 4.0, "[1, 4]")  # tails.POWER; format 16
         stats.powers = per_term(tensors, stats.grids, "power", "a power", powers)
     elif any(name.startswith(("floor.", "lower.", "span.", "power.")) for name in tensors):
-        raise ValueError("floors, lower tails or spans for a score without its terms' percentiles")
+        raise ValueError(
+            "floors, lower tails, spans or powers for a score without its terms' percentiles"
+        )
     arrays = [mean, precision, stats.residual_mean, stats.residual_precision]
     arrays += [stats.reference, stats.reach, *(stats.grids or {}).values()]
     finite = all(a is None or np.isfinite(a).all() for a in arrays)

@@ -463,6 +463,9 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
     assert (tails.below(terms["distance"], grids["code"]) < 0.5).any()  # the lower tail counts
 
 
+ALONE = "floors, lower tails, spans or powers for a score without its terms'"
+
+
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
@@ -470,8 +473,8 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
         ("floor.code", [0.5, 0.5], "floor.code is not one number in [0, 7)"),
         ("floor.code", [-0.1], "floor.code is not one number in [0, 7)"),
         ("floor.code", [7.5], "floor.code is not one number in [0, 7)"),
-        ("floor.alone", [0.5], "floors, lower tails or spans for a score without its terms'"),
-        ("lower.alone", [0.5], "floors, lower tails or spans for a score without its terms'"),
+        ("floor.alone", [0.5], ALONE),
+        ("lower.alone", [0.5], ALONE),
         ("lower.noise", [0.5], "lower tail for 'noise', a term the score does not have"),
         ("lower.code", [0.0], "lower.code is not one number in (0, 1]"),
         ("lower.code", [1.5], "lower.code is not one number in (0, 1]"),
@@ -479,11 +482,11 @@ def test_a_file_of_today_has_the_floors_and_the_codes_lower_tail(tmp_path: Path)
         ("span.noise", [0.5], "tail span for 'noise', a term the score does not have"),
         ("span.code", [0.0], "span.code is not one number in (0, 1000)"),
         ("span.code", [2000.0], "span.code is not one number in (0, 1000)"),
-        ("span.alone", [0.5], "floors, lower tails or spans for a score without its terms'"),
+        ("span.alone", [0.5], ALONE),
         ("power.noise", [1.25], "a power for 'noise', a term the score does not have"),
         ("power.code", [0.5], "power.code is not one number in [1, 4]"),
         ("power.code", [1.25, 1.25], "power.code is not one number in [1, 4]"),
-        ("power.alone", [1.25], "floors, lower tails or spans for a score without its terms'"),
+        ("power.alone", [1.25], ALONE),
     ],
 )
 def test_a_bad_floor_is_refused(

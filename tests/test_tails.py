@@ -125,6 +125,34 @@ def test_a_row_off_a_table_of_duplicates_scores_as_rare_not_as_a_million(
     assert far.max() < 50  # the terms' own scale: each count at most 7.9 (31 at most here)
 
 
+def test_each_count_is_raised_to_its_power_before_the_weighted_sum() -> None:
+    """Format 16: a term adds its weight times (its tail above its floor, plus its lower tail
+    at its share) to its power; a file without powers adds the counts as they are."""
+    grid = np.arange(1001, dtype=np.float64)
+    names = ("residual", "code", "neighbour", "relative")
+    grids = dict.fromkeys(names, grid)
+    x = np.array([10.0, 500.0, 995.0, 5000.0])
+    terms = dict.fromkeys(names, x)
+    floors, lowers = {"residual": tails.MEDIAN, "code": tails.MEDIAN}, {"code": 0.5}
+    spans = {name: tails.span(grid) for name in names}
+    powers = dict.fromkeys(names, 1.25)
+    plain = tails.parts(terms, grids, floors, lowers, spans)
+    raised = tails.parts(terms, grids, floors, lowers, spans, powers)
+    upper = tails.tail(x, grid, None, spans["code"])
+    counts = {
+        "residual": np.maximum(upper - tails.MEDIAN, 0),
+        "code": np.maximum(upper - tails.MEDIAN, 0) + 0.5 * tails.lower_tail(x, grid),
+        "neighbour": upper,
+        "relative": upper,
+    }
+    weights = tails.WEIGHTS_BEFORE_SAMPLED
+    for name, count in counts.items():
+        np.testing.assert_allclose(plain[name], weights[name] * count, rtol=1e-12)
+        np.testing.assert_allclose(raised[name], weights[name] * count**1.25, rtol=1e-12)
+    assert raised["neighbour"][-1] > plain["neighbour"][-1]  # a count past 1 weighs more
+    assert raised["neighbour"][0] < plain["neighbour"][0]  # and one under 1 less
+
+
 def test_the_percentiles_are_numpys_quantiles_bit_for_bit() -> None:
     """The grid every term is read against: numpy's own steps without its partition."""
     from aecli.diagnostics import QUANTILE_GRID, sorted_quantiles

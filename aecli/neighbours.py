@@ -21,6 +21,7 @@ import torch
 
 from aecli import density, discrete, sampled
 from aecli.config import ROWS_SEED, Scale
+from aecli.copies import apart_from_copies
 from aecli.density import Density
 from aecli.discrete import Discrete
 from aecli.scaler import Scaler
@@ -241,9 +242,10 @@ def relative(mean_distance: torch.Tensor, around: torch.Tensor) -> torch.Tensor:
 
 
 def reaches(mean_distance: torch.Tensor) -> torch.Tensor:
-    """The reference rows' reach: their mean distance to their k nearest others, floored
-    at a share of the mean, so that a row among copies (a table of repeated rows) does not
-    make a row next to them look infinitely far for where it is."""
+    """The reference rows' reach: their mean distance to their k nearest others (for a
+    row with copies, the others but its copies: aecli/copies.py), floored at a share of the
+    mean, so that a row with no distance to any other (every row one) does not make a row
+    next to it look infinitely far for where it is."""
     floor = max(float(mean_distance.double().mean()) * REACH_FLOOR, 1e-12)
     return mean_distance.clamp_min(floor)
 
@@ -341,7 +343,8 @@ def neighbour_reference(
         each.partial = None  # every block's at once would hold rows x reference floats
         found.append(each)
     means = torch.cat([each.mean for each in found])
-    reach = reaches(means[: blocks.rows] if kept is None else means[kept])
+    own_mean = means[: blocks.rows] if kept is None else means[kept]
+    reach = reaches(apart_from_copies(reference, own_mean, relative_k(reference.shape[0])))
     around = torch.cat([reach_around(reference, each, reach) for each in found])[: blocks.rows]
     near, mean = torch.cat([each.near for each in found])[: blocks.rows], means[: blocks.rows]
     terms = {"neighbour": near.numpy(), "relative": relative(mean, around).numpy()}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from aecli import modelfile, neighbours, tails
+from aecli import copies, modelfile, neighbours, tails
 from tests.conftest import invoke
 
 
@@ -425,6 +425,44 @@ def test_copies_among_the_rows_keep_the_relative_term_finite() -> None:
     relative = neighbours.relative(mean, around)
     assert torch.isfinite(relative).all() and (around > 0).all()
     assert relative[-1] > relative[0]  # the row beside the copies is the more unusual
+
+
+def test_a_row_among_copies_reaches_to_the_rows_that_are_not_its_copies() -> None:
+    """Breunig et al.'s k-distinct distance: a row's copies are left out of its own k
+    nearest, the other rows count as often as they come, rows without copies keep theirs."""
+    kinds = [([0.0, 0.0], 3), ([1.0, 0.0], 5), ([4.0, 0.0], 10), ([9.0, 0.0], 1)]
+    reference = torch.tensor([row for row, times in kinds for _ in range(times)])
+    mean = torch.full((len(reference),), -1.0)
+    got = copies.apart_from_copies(reference, mean, 10).numpy()
+    # [0, 0]: five [1, 0] at 1 and five of the ten [4, 0] at 4; [1, 0]: three at 1, seven
+    # at 3; [4, 0]: all nine others (there are not ten), five at 3, three at 4, one at 5;
+    # [9, 0] has no copy and keeps its own
+    want = [2.5] * 3 + [2.4] * 5 + [32 / 9] * 10 + [-1.0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    alone = torch.zeros(5, 2)  # every other row is a copy: no distance, the mean stays
+    np.testing.assert_array_equal(copies.apart_from_copies(alone, torch.zeros(5), 4), 0.0)
+    spread = torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]])
+    own = torch.tensor([1.5, 2.0, 2.5])
+    assert copies.apart_from_copies(spread, own, 2) is own  # no copies: untouched
+
+
+def test_a_row_one_step_off_a_repeated_row_is_not_far_for_where_it_is() -> None:
+    """On a table of grades where most rows repeat a few, a new row one grade from them is
+    ordinary for the relative term; with the copies' reach at its floor it counted about
+    100 times as far off as they are apart, beyond every training row."""
+    from aecli import Autoencoder
+
+    rng = np.random.default_rng(0)
+    repeated = np.repeat([[1, 1, 1, 1], [1, 2, 1, 1], [2, 1, 1, 1]], [120, 60, 40], axis=0)
+    spread = rng.integers(1, 11, size=(100, 4))
+    rows = np.concatenate([repeated, spread]).astype(np.float32)
+    model = Autoencoder(epochs=3, seed=1).fit(rows)
+    # one grade on from [1, 2, 1, 1] and from [2, 1, 1, 1], as they are from [1, 1, 1, 1]
+    steps = np.array([[1, 3, 1, 1], [3, 1, 1, 1], [1, 1, 1, 1]], dtype=np.float32)
+    relative = model.score_terms(steps)["relative"]
+    trained = model.score_terms(rows)["relative"]
+    assert relative[2] == 0.0  # a copy of the commonest row
+    assert (relative[:2] <= np.quantile(trained, 0.9)).all()  # 5.7 and 4.5 at the floor
 
 
 def test_the_quick_and_the_graphs_reach_agree_on_ties() -> None:

@@ -46,9 +46,8 @@ def apart_from_copies(reference: torch.Tensor, mean: torch.Tensor, k: int) -> to
         before = times.cumsum(1) - times
         taken = (k - before).clamp(min=0.0).minimum(times)  # how many of each kind count
         distance = torch.where(taken > 0, ordered.sqrt(), torch.zeros_like(ordered))
-        total = taken.sum(1)
+        total = taken.sum(1)  # 0 where every other row is a copy: 0 / 0, NaN, kept below
         apart[copied[start : start + GROUPS_BLOCK]] = ((taken * distance).sum(1) / total).numpy()
-        apart[copied[start : start + GROUPS_BLOCK][total.numpy() == 0]] = np.nan
     per_row = torch.from_numpy(apart[inverse.reshape(-1)]).to(mean.dtype)
     has_copies = torch.from_numpy(counts[inverse.reshape(-1)] > 1) & ~torch.isnan(per_row)
     return torch.where(has_copies, per_row, mean)

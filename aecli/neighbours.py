@@ -244,8 +244,8 @@ def relative(mean_distance: torch.Tensor, around: torch.Tensor) -> torch.Tensor:
 def reaches(mean_distance: torch.Tensor) -> torch.Tensor:
     """The reference rows' reach: their mean distance to their k nearest others (for a
     row with copies, the others but its copies: aecli/copies.py), floored at a share of the
-    mean, so that a row with no distance to any other (every row one) does not make a row
-    next to it look infinitely far for where it is."""
+    mean, so that a row with no distance to any other (a table of one row, repeated) does
+    not make a row next to it look infinitely far for where it is."""
     floor = max(float(mean_distance.double().mean()) * REACH_FLOOR, 1e-12)
     return mean_distance.clamp_min(floor)
 

@@ -69,6 +69,25 @@ def test_loaded_or_streamed_the_same_file(
 
 
 @pytest.mark.determinism
+def test_a_table_of_repeated_rows_trains_one_file_however_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows that repeat take their reach past their copies (aecli/copies.py): loaded,
+    streamed or trained again, the same bytes."""
+    rng = np.random.default_rng(3)
+    grades = np.repeat(rng.integers(1, 4, size=(12, 5)), 25, axis=0)  # 12 rows, 25 times each
+    npy = tmp_path / "grades.npy"
+    np.save(npy, rng.permutation(np.concatenate([grades, rng.integers(1, 11, (60, 5))])))
+    files = [tmp_path / f"{n}.safetensors" for n in ("a", "b", "streamed")]
+    _train(npy, files[0], "--epochs", "2")
+    _train(npy, files[1], "--epochs", "2")
+    monkeypatch.setattr(stream, "_available_memory", lambda: 1000)  # now it streams
+    assert stream.should_stream(str(npy), 0)
+    _train(npy, files[2], "--epochs", "2")
+    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+
+
+@pytest.mark.determinism
 def test_several_chunks_in_memory_take_the_steps_streaming_takes(
     tmp_path: Path, digits: np.ndarray
 ) -> None:

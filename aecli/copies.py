@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-GROUPS_BLOCK = 256  # copied rows' groups measured at once: a block of groups x rows floats
+GROUPS_BLOCK = 256  # kinds of copied rows measured at once: a block of them x kinds floats
 
 
 def apart_from_copies(reference: torch.Tensor, mean: torch.Tensor, k: int) -> torch.Tensor:
@@ -30,24 +30,26 @@ def apart_from_copies(reference: torch.Tensor, mean: torch.Tensor, k: int) -> to
     copied = np.flatnonzero(counts > 1)
     if not len(copied):
         return mean
-    kinds = torch.from_numpy(unique.astype(np.float64))
+    kinds = torch.from_numpy(np.ascontiguousarray(unique, dtype=np.float32))
     weight = torch.from_numpy(counts.astype(np.float64))
     norms = kinds.square().sum(1)
-    apart = np.zeros(len(unique))
+    # every kind comes at least once, so the k nearest kinds hold the k nearest rows
+    nearest = min(k, len(unique) - 1)
+    if nearest == 0:
+        return mean  # one kind of row: no other, the mean (0) stays
+    apart = np.full(len(unique), np.nan)
     for start in range(0, len(copied), GROUPS_BLOCK):
         groups = torch.from_numpy(copied[start : start + GROUPS_BLOCK])
-        squared = norms[groups, None] - 2 * kinds[groups] @ kinds.T + norms[None, :]
-        mine = torch.arange(len(groups)), groups
-        squared[mine] = torch.inf  # its own copies: last, and counted 0 times
-        times = weight.repeat(len(groups), 1)
-        times[mine] = 0.0
-        ordered, order = squared.clamp_min(0.0).sort(dim=1, stable=True)
-        times = times.gather(1, order)
+        squared = torch.addmm(norms[None, :], kinds[groups], kinds.T, beta=1.0, alpha=-2.0)
+        squared += norms[groups, None]
+        squared[torch.arange(len(groups)), groups] = torch.inf  # its own copies
+        values, order = squared.topk(nearest, dim=1, largest=False, sorted=True)
+        times = weight[order]
         before = times.cumsum(1) - times
         taken = (k - before).clamp(min=0.0).minimum(times)  # how many of each kind count
-        distance = torch.where(taken > 0, ordered.sqrt(), torch.zeros_like(ordered))
-        total = taken.sum(1)  # 0 where every other row is a copy: 0 / 0, NaN, kept below
-        apart[copied[start : start + GROUPS_BLOCK]] = ((taken * distance).sum(1) / total).numpy()
+        distance = values.double().clamp_min(0.0).sqrt()
+        mean_apart = (taken * distance).sum(1) / taken.sum(1)
+        apart[copied[start : start + GROUPS_BLOCK]] = mean_apart.numpy()
     per_row = torch.from_numpy(apart[inverse.reshape(-1)]).to(mean.dtype)
     has_copies = torch.from_numpy(counts[inverse.reshape(-1)] > 1) & ~torch.isnan(per_row)
     return torch.where(has_copies, per_row, mean)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from aecli.openmp import SHORT_WAIT
 
@@ -306,7 +307,9 @@ def test_anomaly_types_plant_each_kind_in_the_normal_rows(tmp_path: Path) -> Non
     assert all(np.array_equal(sets[k]["X"], again[k]["X"]) for k in sets)
 
 
-def test_anomaly_report_reads_each_sets_best_peer_in_hindsight(capsys) -> None:
+def test_anomaly_report_reads_each_sets_best_peer_in_hindsight(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("anomaly", ROOT / "benchmarks" / "anomaly.py")

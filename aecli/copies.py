@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from aecli.distances import partial_squared
+
 GROUPS_BLOCK = 256  # kinds of copied rows measured at once: a block of them x kinds floats
 
 
@@ -42,7 +44,7 @@ def apart_from_copies(reference: torch.Tensor, mean: torch.Tensor, k: int) -> to
     apart = np.full(len(unique), np.nan)
     for start in range(0, len(copied), GROUPS_BLOCK):
         groups = torch.from_numpy(copied[start : start + GROUPS_BLOCK])
-        squared = torch.addmm(norms[None, :], kinds[groups], kinds.T, beta=1.0, alpha=-2.0)
+        squared = partial_squared(kinds, kinds[groups], norms)
         squared += norms[groups, None]
         squared[torch.arange(len(groups)), groups] = torch.inf  # its own copies
         values, order = squared.topk(nearest, dim=1, largest=False, sorted=True)

